@@ -1,0 +1,25 @@
+// From a path on disk to a ModelConfig and canonical weights: a .gguf file, a Hugging Face
+// safetensors folder (single or sharded), or an MLX affine-quantized folder.
+#pragma once
+#include <optional>
+#include <string>
+
+#include "engine/gguf.h"
+#include "engine/model_config.h"
+#include "engine/weight_store.h"
+
+namespace pensieve {
+
+struct LoadedModel {
+  ModelConfig config;
+  WeightStore weights;
+  std::string format;               // "gguf", "safetensors" or "mlx"
+  std::string path;                 // what the user passed
+  std::optional<GgufFile> gguf;     // GGUF metadata (tokenizer, chat template) when format == gguf
+  std::string dir;                  // the folder (tokenizer.json etc.) for the folder formats
+};
+
+// Throws Error naming the file (and tensor/key) on anything malformed or unsupported.
+LoadedModel load_model(const std::string& path);
+
+}  // namespace pensieve

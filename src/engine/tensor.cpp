@@ -1,0 +1,14 @@
+#include "engine/tensor.h"
+
+namespace pensieve {
+
+std::string Tensor::shape_string() const {
+  std::string s = "[";
+  for (int i = 0; i < n_dims; ++i) {
+    if (i) s += ", ";
+    s += std::to_string(ne[i]);
+  }
+  return s + "]";
+}
+
+}  // namespace pensieve

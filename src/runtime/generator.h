@@ -1,0 +1,106 @@
+// The runtime: a loaded model together with its tokenizer and chat template, and the generation
+// loop (prefill, decode, sampling, stop conditions) that the CLI and the server share.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/model_config.h"
+
+namespace pensieve {
+
+class Model;
+class Tokenizer;
+class ChatTemplate;
+class ThreadPool;
+
+struct EngineOptions {
+  int threads = 0;        // 0: physical core count
+  int context = 0;        // 0: min(model's trained context, 4096)
+  bool kv_f32 = false;    // KV cache in float32 instead of float16
+  std::string id;         // model id; default: from metadata or file name
+};
+
+struct SamplingParams {
+  float temperature = 0.8f;  // 0: greedy
+  int top_k = 40;            // 0: off
+  float top_p = 0.95f;       // 1: off
+  float min_p = 0.05f;       // 0: off
+  float repetition_penalty = 1.0f;  // 1: off (applied over the last penalty_window tokens)
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  int penalty_window = 64;
+  uint64_t seed = 0;          // 0: random
+};
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;
+  int max_tokens = 256;
+  SamplingParams sampling;
+  std::vector<std::string> stop_strings;
+  bool stop_at_eos = true;   // stop on the model's end-of-turn/EOS ids
+};
+
+enum class StopReason { EndOfTurn, MaxTokens, StopString, Cancelled };
+const char* stop_reason_name(StopReason r);  // "end_turn", "max_tokens", "stop_sequence", "cancelled"
+
+struct GenerateResult {
+  StopReason reason = StopReason::MaxTokens;
+  std::string stop_string;       // the stop string that matched
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  double first_token_seconds = 0;  // from start to the first generated token
+};
+
+// Receives complete UTF-8 text as it is generated (text that might begin a stop string is held
+// back until it is decided). Return false to cancel the generation.
+using TextCallback = std::function<bool(std::string_view text)>;
+
+// One chat message as the chat template sees it: role and text content.
+struct ChatMessage {
+  std::string role;
+  std::string content;
+};
+
+struct ChatPrompt {
+  std::vector<ChatMessage> messages;
+  nlohmann::json tools;  // null when absent
+  bool add_generation_prompt = true;
+};
+
+class ModelInstance {
+ public:
+  static std::shared_ptr<ModelInstance> load(const std::string& path, const EngineOptions& opts);
+  ~ModelInstance();
+
+  const std::string& id() const;
+  const ModelConfig& config() const;
+  const Model& model() const;
+  const Tokenizer& tokenizer() const;  // throws Error when the model has no tokenizer
+  bool has_tokenizer() const;
+  int context_length() const;
+  double load_seconds() const;
+  const std::string& path() const;
+
+  // Renders the chat template and tokenizes the result (BOS added once). Error when the model has
+  // no chat template and no known fallback, or when the template raises.
+  std::vector<int32_t> chat_tokens(const ChatPrompt& prompt) const;
+  std::string render_chat(const ChatPrompt& prompt) const;
+  std::vector<int32_t> text_tokens(std::string_view text, bool add_bos) const;
+
+  // Runs one generation. Thread-safe: calls are serialised until the scheduler lands.
+  GenerateResult generate(const GenerateRequest& req, const TextCallback& on_text) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pensieve
