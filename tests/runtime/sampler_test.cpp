@@ -1,0 +1,103 @@
+#include "runtime/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace pensieve {
+namespace {
+
+std::vector<float> logits_of(std::initializer_list<float> l) { return std::vector<float>(l); }
+
+TEST(Sampler, GreedyTakesTheArgmax) {
+  SamplingParams p;
+  p.temperature = 0;
+  Sampler s(p);
+  auto l = logits_of({0.1f, 2.0f, 1.9f, -3.0f});
+  EXPECT_EQ(s.sample(l, {}), 1);
+}
+
+TEST(Sampler, SameSeedSameTokens) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.seed = 1234;
+  Sampler a(p), b(p);
+  std::vector<int32_t> ta, tb;
+  for (int i = 0; i < 50; ++i) {
+    auto la = logits_of({0.0f, 0.1f, 0.2f, 0.3f, 0.4f});
+    auto lb = la;
+    ta.push_back(a.sample(la, {}));
+    tb.push_back(b.sample(lb, {}));
+  }
+  EXPECT_EQ(ta, tb);
+  EXPECT_GT(std::set<int32_t>(ta.begin(), ta.end()).size(), 1u);  // it really samples
+}
+
+TEST(Sampler, TopKRestrictsToTheKBest) {
+  SamplingParams p;
+  p.temperature = 5.0f;  // flat, so any survivor is likely to appear
+  p.top_k = 2;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.seed = 7;
+  Sampler s(p);
+  std::map<int32_t, int> seen;
+  for (int i = 0; i < 200; ++i) {
+    auto l = logits_of({1.0f, 3.0f, 0.5f, 2.9f});
+    ++seen[s.sample(l, {})];
+  }
+  EXPECT_EQ(seen.size(), 2u);
+  EXPECT_TRUE(seen.count(1) && seen.count(3));
+}
+
+TEST(Sampler, TopPKeepsTheSmallestNucleus) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 0.5f;
+  p.min_p = 0.0f;
+  p.seed = 3;
+  Sampler s(p);
+  for (int i = 0; i < 100; ++i) {
+    auto l = logits_of({5.0f, 0.0f, 0.0f, 0.0f});  // token 0 holds > 95% of the mass
+    EXPECT_EQ(s.sample(l, {}), 0);
+  }
+}
+
+TEST(Sampler, MinPDropsUnlikelyTokens) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.5f;
+  p.seed = 11;
+  Sampler s(p);
+  for (int i = 0; i < 100; ++i) {
+    auto l = logits_of({2.0f, 2.0f - 0.1f, -1.0f, -2.0f});  // 2 and 3 are < 0.5 x best
+    const int32_t t = s.sample(l, {});
+    EXPECT_TRUE(t == 0 || t == 1);
+  }
+}
+
+TEST(Sampler, RepetitionAndPresencePenaltiesChangeTheChoice) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.repetition_penalty = 2.0f;
+  Sampler s(p);
+  auto l = logits_of({1.0f, 1.5f, 0.9f});
+  const std::vector<int32_t> history = {1};
+  EXPECT_EQ(s.sample(l, history), 0);  // 1.5 / 2 = 0.75 < 1.0
+
+  SamplingParams q;
+  q.temperature = 0;
+  q.presence_penalty = 1.0f;
+  Sampler t(q);
+  auto l2 = logits_of({1.0f, 1.5f, 0.9f});
+  EXPECT_EQ(t.sample(l2, history), 0);  // 1.5 - 1 = 0.5
+}
+
+}  // namespace
+}  // namespace pensieve
