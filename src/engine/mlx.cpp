@@ -1,0 +1,147 @@
+#include "engine/mlx.h"
+
+#include <cstring>
+#include <map>
+
+#include "engine/hf_config.h"
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace pensieve {
+
+using nlohmann::json;
+
+MlxQuant parse_mlx_quantization(const json& q, const std::string& source) {
+  if (!q.is_object()) throw Error(source + ": field 'quantization' must be an object");
+  MlxQuant m;
+  auto get = [&](const char* k, int def) {
+    if (!q.contains(k)) return def;
+    if (!q[k].is_number_integer()) throw Error(source + ": quantization." + k + " must be an integer");
+    return q[k].get<int>();
+  };
+  m.group_size = get("group_size", 64);
+  m.bits = get("bits", 4);
+  if (m.bits != 4 && m.bits != 8)
+    throw Error(source + ": MLX " + std::to_string(m.bits) +
+                "-bit quantization is not supported (supported: 4 and 8 bits)");
+  if (m.group_size <= 0 || m.group_size % QK != 0)
+    throw Error(source + ": MLX group size " + std::to_string(m.group_size) +
+                " is not supported (must be a multiple of 32)");
+  return m;
+}
+
+void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_t* biases,
+                    int64_t cols, const MlxQuant& q, void* dst) {
+  const int per_word = 32 / q.bits;
+  const uint32_t mask = (1u << q.bits) - 1;
+  auto value = [&](int64_t e) -> uint32_t {
+    return (words[e / per_word] >> (q.bits * (e % per_word))) & mask;
+  };
+  for (int64_t b = 0; b < cols / QK; ++b) {
+    const int64_t e0 = b * QK;
+    const int64_t g = e0 / q.group_size;
+    if (q.bits == 4) {
+      block_q4_1& blk = static_cast<block_q4_1*>(dst)[b];
+      blk.d = scales[g];
+      blk.m = biases[g];
+      for (int i = 0; i < QK / 2; ++i)
+        blk.qs[i] = uint8_t(value(e0 + i) | (value(e0 + i + QK / 2) << 4));
+    } else {
+      block_q8_a& blk = static_cast<block_q8_a*>(dst)[b];
+      blk.d = f16_to_f32(scales[g]);
+      // w = s*q + b = s*(q - 128) + (b + 128 s): the int8 form our kernels take.
+      blk.m = f16_to_f32(biases[g]) + 128.0f * blk.d;
+      for (int i = 0; i < QK; ++i) blk.qs[i] = int8_t(int(value(e0 + i)) - 128);
+    }
+  }
+}
+
+namespace {
+
+struct Located {
+  const SafetensorsFile* file;
+  const SafetensorsTensor* tensor;
+};
+
+// The quantization of one module: a per-module override in config.json, else the folder's.
+MlxQuant module_quant(const json& quantization, const std::string& module, const MlxQuant& base,
+                      const std::string& source) {
+  if (quantization.contains(module) && quantization[module].is_object())
+    return parse_mlx_quantization(quantization[module], source + " (" + module + ")");
+  return base;
+}
+
+void repack_tensor(const std::string& module, const Located& wt, const Located& sc,
+                   const Located& bi, const MlxQuant& q, const std::string& canonical,
+                   WeightStore& w) {
+  const std::string& path = wt.file->path();
+  auto bad = [&](const std::string& what) {
+    return Error(path + ": MLX tensor '" + module + "': " + what);
+  };
+  const SafetensorsTensor& W = *wt.tensor;
+  const SafetensorsTensor& S = *sc.tensor;
+  const SafetensorsTensor& B = *bi.tensor;
+  if (W.dtype != "U32") throw bad("packed weight has dtype " + W.dtype + ", expected U32");
+  if (S.dtype != "F16" || B.dtype != "F16")
+    throw bad("scales/biases have dtype " + S.dtype + "/" + B.dtype + ", expected F16");
+  if (W.shape.size() != 2 || S.shape.size() != 2 || B.shape != S.shape)
+    throw bad("expected 2-D weight, scales and biases of equal shape");
+  const int64_t rows = W.shape[0];
+  const int64_t cols = W.shape[1] * (32 / q.bits);
+  if (S.shape[0] != rows || cols % q.group_size != 0 || S.shape[1] != cols / q.group_size)
+    throw bad("scales shape [" + std::to_string(S.shape[0]) + ", " + std::to_string(S.shape[1]) +
+              "] does not match " + std::to_string(rows) + " rows of " + std::to_string(cols) +
+              " inputs in groups of " + std::to_string(q.group_size));
+  const GgmlType type = q.bits == 4 ? GgmlType::Q4_1 : GgmlType::Q8_A;
+  uint8_t* dst = w.add_owned(canonical, type, {cols, rows});
+  const size_t row_bytes = row_size(type, cols);
+  const auto* words = reinterpret_cast<const uint32_t*>(W.data);
+  const auto* scales = reinterpret_cast<const uint16_t*>(S.data);
+  const auto* biases = reinterpret_cast<const uint16_t*>(B.data);
+  const int64_t wpr = W.shape[1], gpr = S.shape[1];
+  // The mmap'd words may be unaligned (safetensors offsets are arbitrary): copy a row at a time.
+  std::vector<uint32_t> wrow(static_cast<size_t>(wpr));
+  std::vector<uint16_t> srow(static_cast<size_t>(gpr)), brow(static_cast<size_t>(gpr));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(wrow.data(), words + r * wpr, size_t(wpr) * 4);
+    std::memcpy(srow.data(), scales + r * gpr, size_t(gpr) * 2);
+    std::memcpy(brow.data(), biases + r * gpr, size_t(gpr) * 2);
+    mlx_repack_row(wrow.data(), srow.data(), brow.data(), cols, q, dst + size_t(r) * row_bytes);
+  }
+}
+
+}  // namespace
+
+void load_mlx_weights(const std::vector<SafetensorsFile>& files, const json& quantization,
+                      const std::string& source, WeightStore& w) {
+  const MlxQuant base = parse_mlx_quantization(quantization, source);
+  std::map<std::string, Located> all;
+  for (const auto& f : files)
+    for (const auto& t : f.tensors()) all[t.name] = {&f, &t};
+  auto suffixed = [&](const std::string& module, const char* s) -> const Located* {
+    auto it = all.find(module + s);
+    return it == all.end() ? nullptr : &it->second;
+  };
+  for (const auto& [name, loc] : all) {
+    const size_t dot = name.rfind('.');
+    if (dot == std::string::npos) continue;
+    const std::string module = name.substr(0, dot), suffix = name.substr(dot);
+    if (suffix != ".weight" && suffix != ".bias") continue;
+    const auto canonical = canonical_tensor_name(name);
+    if (!canonical) continue;
+    const Located* sc = suffix == ".weight" ? suffixed(module, ".scales") : nullptr;
+    if (!sc) {
+      if (loc.tensor->dtype == "U32")
+        throw Error(loc.file->path() + ": MLX tensor '" + name + "' is packed but has no " +
+                    module + ".scales");
+      add_safetensors_weight(*loc.file, *loc.tensor, *canonical, w);
+      continue;
+    }
+    const Located* bi = suffixed(module, ".biases");
+    if (!bi) throw Error(loc.file->path() + ": MLX tensor '" + module + "' has scales but no biases");
+    repack_tensor(module, loc, *sc, *bi, module_quant(quantization, module, base, source),
+                  *canonical, w);
+  }
+}
+
+}  // namespace pensieve

@@ -1,0 +1,215 @@
+// load_model on every model in testdata: GGUF files, safetensors folders and the MLX folder.
+#include "engine/model_loader.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "engine/hf_config.h"
+#include "engine/mlx.h"
+#include "engine/safetensors.h"
+#include "testdata.h"
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace fs = std::filesystem;
+using namespace pensieve;
+
+namespace {
+
+std::string model_dir(const std::string& name) {
+  return (test::testdata_dir() / "models" / name).string();
+}
+
+float q4_1_value(const Tensor& t, int64_t r, int64_t c) {
+  const auto* b = reinterpret_cast<const block_q4_1*>(t.row(r)) + c / QK;
+  const int i = int(c % QK);
+  const int q = i < 16 ? (b->qs[i] & 0xF) : (b->qs[i - 16] >> 4);
+  return f16_to_f32(b->d) * float(q) + f16_to_f32(b->m);
+}
+
+bool inside(const void* p, const MappedFile& f) {
+  auto* u = static_cast<const uint8_t*>(p);
+  return u >= f.data() && u < f.data() + f.size();
+}
+
+}  // namespace
+
+TEST(Loader, LlamaFolder) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  LoadedModel m = load_model(model_dir("tiny-llama-dev"));
+  const ModelConfig& c = m.config;
+  EXPECT_EQ(m.format, "safetensors");
+  EXPECT_EQ(c.arch, Arch::Llama);
+  EXPECT_EQ(c.name, "tiny-llama-dev");
+  EXPECT_EQ(c.n_vocab, 512);
+  EXPECT_EQ(c.dim, 128);
+  EXPECT_EQ(c.n_layers, 3);
+  EXPECT_EQ(c.n_heads, 4);
+  EXPECT_EQ(c.n_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 32);
+  EXPECT_EQ(c.ff_dim, 352);
+  EXPECT_EQ(c.ctx_train, 256);
+  EXPECT_FLOAT_EQ(c.norm_eps, 1e-5f);
+  EXPECT_EQ(c.rope.style, RopeStyle::RotateHalf);
+  EXPECT_EQ(c.rope.n_rot, 32);
+  EXPECT_EQ(c.rope.scaling, RopeScaling::None);
+  EXPECT_FLOAT_EQ(c.rope.theta, 10000.0f);
+  EXPECT_FALSE(c.tied_embeddings);
+  EXPECT_EQ(c.bos_id, 1);
+  EXPECT_EQ(c.eos_id, 2);
+  EXPECT_EQ(c.stop_ids, std::vector<int>{2});
+  const Tensor& q = m.weights.require("blk.1.attn_k.weight", {128, 64});
+  EXPECT_EQ(q.type, GgmlType::F32);
+  // Used in place: the bytes are the file's own.
+  SafetensorsFile st = SafetensorsFile::open(model_dir("tiny-llama-dev") + "/model.safetensors");
+  const SafetensorsTensor* src = st.find("model.layers.1.self_attn.k_proj.weight");
+  ASSERT_NE(src, nullptr);
+  ASSERT_EQ(src->nbytes, q.nbytes);
+  EXPECT_EQ(std::memcmp(src->data, q.data, q.nbytes), 0);
+}
+
+TEST(Loader, Phi3LongRopeFolder) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  LoadedModel m = load_model(model_dir("tiny-phi3-longrope-dev"));
+  const ModelConfig& c = m.config;
+  EXPECT_EQ(c.arch, Arch::Phi3);
+  EXPECT_EQ(c.rope.scaling, RopeScaling::LongRope);
+  EXPECT_EQ(c.rope.original_ctx, 16);
+  EXPECT_EQ(c.ctx_train, 512);
+  ASSERT_EQ(c.rope.short_factor.size(), 16u);
+  ASSERT_EQ(c.rope.long_factor.size(), 16u);
+  EXPECT_FLOAT_EQ(c.rope.short_factor[0], 1.192f);
+  EXPECT_FLOAT_EQ(c.rope.long_factor[15], 4.489f);
+  EXPECT_NEAR(c.rope.attn_factor, 1.5f, 1e-6);  // sqrt(1 + ln 32 / ln 16)
+  EXPECT_EQ(c.sliding_window, 0);
+  m.weights.require("blk.2.attn_qkv.weight", {128, 384});
+  m.weights.require("blk.2.ffn_up.weight", {128, 704});
+  EXPECT_EQ(m.weights.find("blk.0.ffn_gate.weight"), nullptr);
+}
+
+TEST(Loader, Qwen2Folder) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  LoadedModel m = load_model(model_dir("tiny-qwen2-dev"));
+  EXPECT_EQ(m.config.arch, Arch::Qwen2);
+  EXPECT_FLOAT_EQ(m.config.rope.theta, 1e6f);
+  EXPECT_EQ(m.config.bos_id, -1);
+  EXPECT_TRUE(m.config.stop_ids.empty());
+  m.weights.require("blk.0.attn_q.bias", {128});
+  m.weights.require("blk.0.attn_k.bias", {64});
+}
+
+TEST(Loader, MlxFolderRepacksExactly) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const std::string dir = model_dir("tiny-phi3-mlx4-dev");
+  LoadedModel m = load_model(dir);
+  EXPECT_EQ(m.format, "mlx");
+  EXPECT_EQ(m.config.arch, Arch::Phi3);
+  EXPECT_EQ(m.weights.require("output_norm.weight").type, GgmlType::F16);
+  SafetensorsFile st = SafetensorsFile::open(dir + "/model.safetensors");
+  for (const char* module : {"model.layers.1.mlp.down_proj", "model.embed_tokens", "lm_head"}) {
+    SCOPED_TRACE(module);
+    const std::string canonical = *canonical_tensor_name(std::string(module) + ".weight");
+    const Tensor& t = m.weights.require(canonical);
+    ASSERT_EQ(t.type, GgmlType::Q4_1);
+    const SafetensorsTensor* W = st.find(std::string(module) + ".weight");
+    const SafetensorsTensor* S = st.find(std::string(module) + ".scales");
+    const SafetensorsTensor* B = st.find(std::string(module) + ".biases");
+    ASSERT_TRUE(W && S && B);
+    const int64_t rows = W->shape[0], cols = W->shape[1] * 8, groups = S->shape[1];
+    EXPECT_EQ(t.ne[0], cols);
+    EXPECT_EQ(t.ne[1], rows);
+    for (int64_t r = 0; r < rows; r += 7)
+      for (int64_t col = 0; col < cols; col += 3) {
+        uint32_t word;
+        uint16_t s, b;
+        std::memcpy(&word, W->data + (r * W->shape[1] + col / 8) * 4, 4);
+        std::memcpy(&s, S->data + (r * groups + col / 32) * 2, 2);
+        std::memcpy(&b, B->data + (r * groups + col / 32) * 2, 2);
+        const float q = float((word >> (4 * (col % 8))) & 0xF);
+        const float expect = f16_to_f32(s) * q + f16_to_f32(b);
+        ASSERT_NEAR(q4_1_value(t, r, col), expect, 1e-6f * (1 + std::fabs(expect)));
+      }
+  }
+}
+
+TEST(Loader, MlxEightBitRowIsExact) {
+  // 64 inputs, one group of 64: w = s*q + b must survive the int8 shift exactly (to float rounding).
+  std::vector<uint32_t> words(16);
+  for (int i = 0; i < 16; ++i) words[i] = 0x01020304u * uint32_t(i + 1) ^ 0x80ff00u;
+  const uint16_t scale = f32_to_f16(0.0123f), bias = f32_to_f16(-1.5f);
+  block_q8_a blocks[2];
+  mlx_repack_row(words.data(), &scale, &bias, 64, MlxQuant{64, 8}, blocks);
+  for (int e = 0; e < 64; ++e) {
+    const uint32_t q = (words[e / 4] >> (8 * (e % 4))) & 0xFF;
+    const float expect = f16_to_f32(scale) * float(q) + f16_to_f32(bias);
+    const block_q8_a& b = blocks[e / 32];
+    EXPECT_NEAR(b.d * float(b.qs[e % 32]) + b.m, expect, 1e-6f) << e;
+  }
+}
+
+TEST(Loader, EveryGgufFileMatchesItsConfig) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(test::testdata_dir() / "gguf")) {
+    const fs::path p = e.path() / "model.gguf";
+    if (!fs::exists(p)) continue;
+    SCOPED_TRACE(p.string());
+    LoadedModel m = load_model(p.string());
+    // tiny-llama-dev.F32 came from the tiny-llama-dev folder; the others carry their config.json.
+    const bool has_config = fs::exists(e.path() / "config.json");
+    ModelConfig ref = read_hf_config(has_config ? e.path().string() : model_dir("tiny-llama-dev"));
+    const ModelConfig& c = m.config;
+    EXPECT_EQ(m.format, "gguf");
+    ASSERT_TRUE(m.gguf.has_value());
+    EXPECT_EQ(c.arch, ref.arch);
+    EXPECT_EQ(c.n_vocab, ref.n_vocab);
+    EXPECT_EQ(c.dim, ref.dim);
+    EXPECT_EQ(c.n_layers, ref.n_layers);
+    EXPECT_EQ(c.n_heads, ref.n_heads);
+    EXPECT_EQ(c.n_kv_heads, ref.n_kv_heads);
+    EXPECT_EQ(c.head_dim, ref.head_dim);
+    EXPECT_EQ(c.ff_dim, ref.ff_dim);
+    EXPECT_EQ(c.ctx_train, ref.ctx_train);
+    EXPECT_FLOAT_EQ(c.rope.theta, ref.rope.theta);
+    EXPECT_EQ(c.rope.n_rot, ref.rope.n_rot);
+    EXPECT_EQ(c.rope.style, c.arch == Arch::Llama ? RopeStyle::Interleaved : RopeStyle::RotateHalf);
+    EXPECT_EQ(c.rope.scaling, ref.rope.scaling);
+    EXPECT_EQ(c.rope.original_ctx, ref.rope.original_ctx);
+    EXPECT_EQ(c.tied_embeddings, ref.tied_embeddings);
+    EXPECT_EQ(c.bos_id, 1);
+    EXPECT_EQ(c.stop_ids, std::vector<int>{2});
+    if (c.arch == Arch::Phi3) {
+      EXPECT_EQ(c.sliding_window, 2047);
+      EXPECT_EQ(c.rope.short_factor, ref.rope.short_factor);
+      EXPECT_EQ(c.rope.long_factor, ref.rope.long_factor);
+      EXPECT_NEAR(c.rope.attn_factor, ref.rope.attn_factor, 1e-6);
+    }
+    ++n;
+  }
+  EXPECT_EQ(n, 16);
+}
+
+TEST(Loader, GgufLlamaIsThePermutedFolder) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  LoadedModel g = load_model((test::testdata_dir() / "gguf/tiny-llama-dev.F32/model.gguf").string());
+  LoadedModel f = load_model(model_dir("tiny-llama-dev"));
+  EXPECT_TRUE(inside(g.weights.require("token_embd.weight").data, *g.gguf->mapping()));
+  for (const char* name : {"token_embd.weight", "blk.0.attn_v.weight", "blk.2.ffn_down.weight"}) {
+    const Tensor& a = g.weights.require(name);
+    const Tensor& b = f.weights.require(name);
+    ASSERT_EQ(a.nbytes, b.nbytes) << name;
+    EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes), 0) << name;
+  }
+  // Q/K rows: GGUF row (h, 2i + j) is Hugging Face row (h, j * hd/2 + i).
+  const Tensor& gk = g.weights.require("blk.1.attn_k.weight");
+  const Tensor& fk = f.weights.require("blk.1.attn_k.weight");
+  const int hd = 32;
+  for (int64_t r = 0; r < gk.rows(); ++r) {
+    const int64_t h = r / hd, i = (r % hd) / 2, j = r % 2;
+    const int64_t src = h * hd + j * (hd / 2) + i;
+    ASSERT_EQ(std::memcmp(gk.row(r), fk.row(src), gk.row_bytes()), 0) << r;
+  }
+}
