@@ -90,6 +90,9 @@ class GgufWriter {
   void add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne);
   void write_header();                                        // after all set/add_tensor
   void write_tensor_data(const void* data, size_t nbytes);    // once per tensor, in order
+  // The same in pieces: bytes go to the current tensor, which is complete (and padded) once it
+  // has all its bytes; lets a converter stream a large tensor a slice of rows at a time.
+  void append_tensor_data(const void* data, size_t nbytes);
   void finish();                                              // flush and close; throws on I/O error
   ~GgufWriter();
 

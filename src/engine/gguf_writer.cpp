@@ -28,6 +28,7 @@ struct GgufWriter::Impl {
   uint64_t alignment = 32;
   size_t next_tensor = 0;
   uint64_t data_written = 0;  // bytes since the start of the data section
+  uint64_t current_filled = 0;  // bytes of tensors[next_tensor] appended so far
   bool header_written = false;
   bool finished = false;
 
@@ -175,10 +176,24 @@ void GgufWriter::write_tensor_data(const void* data, size_t nbytes) {
   if (nbytes != t.nbytes)
     m.fail("tensor '" + t.name + "': " + std::to_string(nbytes) + " bytes given, " +
            std::to_string(t.nbytes) + " expected");
+  if (m.current_filled != 0) m.fail("tensor '" + t.name + "': already partly appended");
+  append_tensor_data(data, nbytes);
+}
+
+void GgufWriter::append_tensor_data(const void* data, size_t nbytes) {
+  Impl& m = *impl_;
+  if (!m.header_written) m.fail("tensor data written before the header");
+  if (m.next_tensor >= m.tensors.size()) m.fail("more tensor data than declared tensors");
+  const auto& t = m.tensors[m.next_tensor];
+  if (nbytes > t.nbytes - m.current_filled)
+    m.fail("tensor '" + t.name + "': more than its " + std::to_string(t.nbytes) + " bytes given");
   m.write(data, nbytes);
-  m.data_written = t.offset + nbytes;
+  m.current_filled += nbytes;
+  if (m.current_filled < t.nbytes) return;
+  m.data_written = t.offset + t.nbytes;
   m.pad_to(m.data_written);
   m.data_written = (m.data_written + m.alignment - 1) / m.alignment * m.alignment;
+  m.current_filled = 0;
   ++m.next_tensor;
 }
 
