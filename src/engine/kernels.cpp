@@ -1,17 +1,102 @@
 // Run-time dispatch of the kernels in engine/kernels.h: the AVX2/FMA versions when the CPU has them
-// (and PENSIEVE_NO_SIMD is not set), else the scalar references.
+// (and PENSIEVE_NO_SIMD is not set), else the scalar references. matmul also owns the split of
+// the work: activations are prepared once per call, then threads take contiguous row ranges.
 #include "engine/kernels.h"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "engine/kernels_avx2.h"
 #include "engine/kernels_ref.h"
+#include "util/cpu.h"
+#include "util/error.h"
 
 namespace pensieve::kernels {
 
+namespace {
+
+bool simd() { return cpu_features().use_avx2(); }
+
+// Rows per unit of work handed to a thread: the SIMD kernels work on tiles of up to 4 rows.
+constexpr int64_t kRowGroup = 16;
+
+void check_matmul(const Tensor& W) {
+  const auto tr = type_traits(W.type);
+  if (!tr || W.type == GgmlType::Q8_1)
+    throw Error("matmul: tensor '" + W.name + "' has unsupported type " + std::string(type_name(W.type)));
+  if (W.cols() % tr->block_elems != 0)
+    throw Error("matmul: tensor '" + W.name + "' rows of " + std::to_string(W.cols()) +
+                " elements are not whole " + std::string(tr->name) + " blocks");
+}
+
+}  // namespace
+
+void matmul(const Tensor& W, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
+            ThreadPool& pool) {
+  check_matmul(W);
+  if (n_tok <= 0 || W.rows() <= 0) return;
+  const bool use_simd = simd();
+  const int64_t cols = W.cols();
+  MatmulArgs a{W.type, cols, static_cast<const uint8_t*>(W.data), W.row_bytes(), nullptr, 0, n_tok, y, ldy};
+  // Float weights read the activations in place; quantized ones get them quantized per token.
+  thread_local std::vector<uint8_t> act;
+  if (act_format(W.type) == ActFormat::F32) {
+    a.act = reinterpret_cast<const uint8_t*>(x);
+    a.act_stride = size_t(ldx) * sizeof(float);
+  } else {
+    a.act_stride = act_row_bytes(W.type, cols);
+    act.resize(a.act_stride * size_t(n_tok));
+    uint8_t* out = act.data();
+    pool.parallel_for(n_tok, 4, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        if (use_simd) avx2::quantize_act(W.type, x + t * ldx, cols, out + size_t(t) * a.act_stride);
+        else ref::quantize_act(W.type, x + t * ldx, cols, out + size_t(t) * a.act_stride);
+      }
+    });
+    a.act = act.data();
+  }
+  const int64_t rows = W.rows();
+  const int64_t groups = (rows + kRowGroup - 1) / kRowGroup;
+  pool.parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+    const int64_t r0 = g0 * kRowGroup, r1 = std::min(rows, g1 * kRowGroup);
+    if (use_simd) avx2::matmul_rows(a, r0, r1);
+    else ref::matmul_rows(a, r0, r1);
+  });
+}
+
+void get_row(const Tensor& W, int64_t r, float* out) {
+  if (r < 0 || r >= W.rows())
+    throw Error("get_row: row " + std::to_string(r) + " is outside tensor '" + W.name + "' " +
+                W.shape_string());
+  dequantize_row(W.type, W.row(r), out, W.cols());
+}
+
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
-  ref::dequantize_row(t, src, dst, n);
+  ref::dequantize_row(t, src, dst, n);  // off the hot path: embeddings rows, conversion
 }
 
 size_t quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
   return ref::quantize_row(t, src, dst, n);
+}
+
+void rmsnorm(const float* x, const float* weight, float* y, int n, float eps) {
+  simd() ? avx2::rmsnorm(x, weight, y, n, eps) : ref::rmsnorm(x, weight, y, n, eps);
+}
+float dot(const float* a, const float* b, int n) { return simd() ? avx2::dot(a, b, n) : ref::dot(a, b, n); }
+float dot_f16(const uint16_t* a, const float* b, int n) {
+  return simd() ? avx2::dot_f16(a, b, n) : ref::dot_f16(a, b, n);
+}
+void axpy(float a, const float* x, float* y, int n) { simd() ? avx2::axpy(a, x, y, n) : ref::axpy(a, x, y, n); }
+void axpy_f16(float a, const uint16_t* x, float* y, int n) {
+  simd() ? avx2::axpy_f16(a, x, y, n) : ref::axpy_f16(a, x, y, n);
+}
+void softmax(float* x, int n) { simd() ? avx2::softmax(x, n) : ref::softmax(x, n); }
+void silu_mul(float* gate, const float* up, int n) {
+  simd() ? avx2::silu_mul(gate, up, n) : ref::silu_mul(gate, up, n);
+}
+void f32_to_f16_row(const float* x, uint16_t* y, int n) {
+  simd() ? avx2::f32_to_f16_row(x, y, n) : ref::f32_to_f16_row(x, y, n);
 }
 
 }  // namespace pensieve::kernels

@@ -41,4 +41,23 @@ void quantize_q5_K(const float* x, block_q5_K* y, int64_t n);
 void quantize_q6_K(const float* x, block_q6_K* y, int64_t n);
 void quantize_q8_K(const float* x, block_q8_K* y, int64_t n);
 
+// Vector operations (see engine/kernels.h for what each computes).
+void rmsnorm(const float* x, const float* weight, float* y, int n, float eps);
+float dot(const float* a, const float* b, int n);
+float dot_f16(const uint16_t* a, const float* b, int n);
+void axpy(float a, const float* x, float* y, int n);
+void axpy_f16(float a, const uint16_t* x, float* y, int n);
+void softmax(float* x, int n);
+void silu_mul(float* gate, const float* up, int n);
+void f32_to_f16_row(const float* x, uint16_t* y, int n);
+
+// Activations of one token prepared for a product with a weight row of type `wtype` (see
+// ActFormat in engine/quant.h); `out` holds act_row_bytes(wtype, n) bytes.
+void quantize_act(GgmlType wtype, const float* x, int64_t n, void* out);
+// The dot product of one weight row with one prepared activation row, in the integer arithmetic
+// the SIMD kernels use (exact integer sums per block, then float scales).
+float vec_dot(GgmlType wtype, int64_t n, const void* w, const void* act);
+// Rows [r0, r1) of y = W x over prepared activations (act rows `act_stride` bytes apart).
+void matmul_rows(const MatmulArgs& a, int64_t r0, int64_t r1);
+
 }  // namespace pensieve::kernels::ref

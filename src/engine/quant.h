@@ -16,6 +16,25 @@ struct block_q8_x {
 };
 static_assert(sizeof(block_q8_x) == 40);
 
+// What the activations of a matmul are turned into for each weight type: float32 for the float
+// types, block_q8_x per 32 elements for the 32-wide types, block_q8_K per 256 for the K-quants.
+enum class ActFormat { F32, Q8X, Q8K };
+ActFormat act_format(GgmlType wtype);
+size_t act_row_bytes(GgmlType wtype, int64_t n);
+
+// One call of a row-range matmul kernel: y[t * ldy + r] for r in [r0, r1), t < n_tok.
+struct MatmulArgs {
+  GgmlType type;
+  int64_t cols;             // elements per weight row
+  const uint8_t* w;         // first weight row
+  size_t w_stride;          // bytes between weight rows
+  const uint8_t* act;       // first prepared activation row
+  size_t act_stride;        // bytes between activation rows
+  int n_tok;
+  float* y;
+  int64_t ldy;
+};
+
 // The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K super-block.
 inline void k4_scale_min(const uint8_t* s, int j, uint8_t* sc, uint8_t* mn) {
   if (j < 4) {

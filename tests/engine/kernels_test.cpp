@@ -1,0 +1,251 @@
+// Every AVX2 kernel against its scalar twin on random data (odd sizes, many row and token counts),
+// and the quantized matmul against a float32 product over the dequantized weights under a bound
+// derived from the activation rounding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/kernels.h"
+#include "engine/kernels_avx2.h"
+#include "engine/kernels_ref.h"
+#include "util/cpu.h"
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace pensieve {
+namespace {
+
+namespace K = kernels;
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = g(rng);
+  return v;
+}
+
+#define REQUIRE_AVX2() \
+  if (!cpu_features().use_avx2()) GTEST_SKIP() << "no AVX2/FMA/F16C (or PENSIEVE_NO_SIMD set)"
+
+const int kSizes[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 64, 100, 257, 3077};
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, float rel, const char* what) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    ASSERT_NEAR(a[i], b[i], rel * (std::fabs(b[i]) + 1e-3f)) << what << " at " << i << " of " << a.size();
+}
+
+TEST(KernelsSimd, VectorOpsMatchReference) {
+  REQUIRE_AVX2();
+  for (int n : kSizes) {
+    const auto x = randn(size_t(n), 1 + n), w = randn(size_t(n), 2 + n), u = randn(size_t(n), 3 + n);
+    std::vector<uint16_t> h(static_cast<size_t>(n)), h2(static_cast<size_t>(n));
+    K::ref::f32_to_f16_row(w.data(), h.data(), n);
+    K::avx2::f32_to_f16_row(w.data(), h2.data(), n);
+    EXPECT_EQ(h, h2) << n;
+
+    std::vector<float> y1(static_cast<size_t>(n)), y2(static_cast<size_t>(n));
+    K::ref::rmsnorm(x.data(), w.data(), y1.data(), n, 1e-5f);
+    K::avx2::rmsnorm(x.data(), w.data(), y2.data(), n, 1e-5f);
+    expect_close(y2, y1, 1e-5f, "rmsnorm");
+
+    double mag = 0;
+    for (int i = 0; i < n; ++i) mag += std::fabs(x[size_t(i)] * w[size_t(i)]);
+    EXPECT_NEAR(K::avx2::dot(x.data(), w.data(), n), K::ref::dot(x.data(), w.data(), n), 1e-6 * mag + 1e-6);
+    EXPECT_NEAR(K::avx2::dot_f16(h.data(), x.data(), n), K::ref::dot_f16(h.data(), x.data(), n), 1e-6 * mag + 1e-6);
+
+    // FMA rounds once where the reference rounds twice: bound by the size of the terms.
+    y1 = u, y2 = u;
+    K::ref::axpy(0.37f, x.data(), y1.data(), n);
+    K::avx2::axpy(0.37f, x.data(), y2.data(), n);
+    for (int i = 0; i < n; ++i)
+      ASSERT_NEAR(y2[size_t(i)], y1[size_t(i)], 2e-7f * (std::fabs(u[size_t(i)]) + std::fabs(0.37f * x[size_t(i)])));
+    y1 = u, y2 = u;
+    K::ref::axpy_f16(-1.5f, h.data(), y1.data(), n);
+    K::avx2::axpy_f16(-1.5f, h.data(), y2.data(), n);
+    for (int i = 0; i < n; ++i)
+      ASSERT_NEAR(y2[size_t(i)], y1[size_t(i)], 2e-7f * (std::fabs(u[size_t(i)]) + std::fabs(1.5f * w[size_t(i)]) + 1e-6f));
+
+    y1 = x, y2 = x;
+    for (auto* v : {&y1, &y2}) (*v)[0] = -INFINITY;  // a masked score
+    for (auto& v : y1) v *= 8.0f;
+    for (auto& v : y2) v *= 8.0f;
+    K::ref::softmax(y1.data(), n);
+    K::avx2::softmax(y2.data(), n);
+    if (n > 1) {
+      EXPECT_EQ(y2[0], 0.0f);
+      expect_close(y2, y1, 2e-6f, "softmax");
+    }
+
+    y1 = x, y2 = x;
+    for (auto& v : y1) v *= 6.0f;
+    for (auto& v : y2) v *= 6.0f;
+    K::ref::silu_mul(y1.data(), u.data(), n);
+    K::avx2::silu_mul(y2.data(), u.data(), n);
+    expect_close(y2, y1, 2e-6f, "silu_mul");
+  }
+}
+
+TEST(KernelsSimd, ExpCoversTheFloatRange) {
+  REQUIRE_AVX2();
+  // softmax of two values a and b is (1, e^(b-a)) / (1 + e^(b-a)): sweep b-a over the whole range.
+  for (float dlt = -100.0f; dlt <= 0.0f; dlt += 0.37f) {
+    float v[2] = {0.0f, dlt}, r[2] = {0.0f, dlt};
+    K::avx2::softmax(v, 2);
+    K::ref::softmax(r, 2);
+    EXPECT_NEAR(v[1], r[1], 2e-6f * r[1] + 1e-37f) << dlt;
+  }
+}
+
+const GgmlType kQuantTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                                GgmlType::Q8_0, GgmlType::Q8_A, GgmlType::Q2_K, GgmlType::Q3_K,
+                                GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K};
+const GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,
+                              GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                              GgmlType::Q8_A, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
+                              GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K};
+
+TEST(KernelsSimd, ActivationQuantizationIsIdentical) {
+  REQUIRE_AVX2();
+  const auto x = randn(768, 9);
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_K}) {
+    const size_t bytes = K::act_row_bytes(t, 768);
+    std::vector<uint8_t> a(bytes), b(bytes);
+    K::ref::quantize_act(t, x.data(), 768, a.data());
+    K::avx2::quantize_act(t, x.data(), 768, b.data());
+    EXPECT_EQ(a, b) << type_name(t);
+  }
+}
+
+// A weight matrix of `rows` rows in type t, from random floats.
+struct Weights {
+  Tensor t;
+  std::vector<uint8_t> data;
+  std::vector<float> deq;  // the dequantized weights, row-major
+  Weights(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
+    const auto w = randn(size_t(rows * cols), seed, 0.05f);
+    const size_t rb = row_size(type, cols);
+    data.resize(rb * size_t(rows));
+    deq.resize(w.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      K::quantize_row(type, w.data() + r * cols, data.data() + size_t(r) * rb, cols);
+      K::dequantize_row(type, data.data() + size_t(r) * rb, deq.data() + r * cols, cols);
+    }
+    t.name = "test.weight";
+    t.type = type;
+    t.n_dims = 2;
+    t.ne[0] = cols;
+    t.ne[1] = rows;
+    t.data = data.data();
+    t.nbytes = data.size();
+  }
+};
+
+TEST(KernelsSimd, MatmulRowsMatchReference) {
+  REQUIRE_AVX2();
+  const int toks[] = {1, 2, 3, 5, 8, 67};
+  uint32_t seed = 100;
+  for (GgmlType type : kAllTypes) {
+    const int64_t cols = type_traits(type)->block_elems == QK_K ? 512 : 96 + (type_traits(type)->block_elems == 1 ? 5 : 0);
+    for (int rows : {1, 2, 3, 4, 5, 7, 13}) {
+      for (int n_tok : toks) {
+        Weights W(type, rows, cols, ++seed);
+        const auto x = randn(size_t(n_tok * cols), ++seed);
+        const size_t ab = K::act_row_bytes(type, cols);
+        std::vector<uint8_t> act(ab * size_t(n_tok));
+        for (int t = 0; t < n_tok; ++t) K::ref::quantize_act(type, x.data() + t * cols, cols, act.data() + ab * size_t(t));
+        std::vector<float> y1(size_t(rows * n_tok)), y2(y1.size());
+        K::MatmulArgs a{type, cols, W.data.data(), row_size(type, cols), act.data(), ab, n_tok, y1.data(), rows};
+        K::ref::matmul_rows(a, 0, rows);
+        a.y = y2.data();
+        K::avx2::matmul_rows(a, 0, rows);
+        for (int t = 0; t < n_tok; ++t)
+          for (int r = 0; r < rows; ++r) {
+            double mag = 0;
+            for (int64_t c = 0; c < cols; ++c) mag += std::fabs(W.deq[size_t(r * cols + c)] * x[size_t(t * cols + c)]);
+            const size_t i = size_t(t * rows + r);
+            ASSERT_NEAR(y2[i], y1[i], 1e-5 * mag + 1e-7)
+                << type_name(type) << " rows " << rows << " n_tok " << n_tok << " r " << r << " t " << t;
+          }
+      }
+    }
+  }
+}
+
+// The public matmul (through the dispatch and the thread pool) against float32 over the
+// dequantized weights. Activation rounding moves each x(c) by at most half a quantization step,
+// d_x / 2 = amax(block of c) / 254, so |y - y_float| <= sum_c |w(c)| * amax(block of c) / 254;
+// float summation adds ~1e-6 of sum |w x|. Float weights must agree to 1e-5 relative.
+TEST(Kernels, MatmulWithinActivationRoundingBound) {
+  ThreadPool pool(2);
+  uint32_t seed = 500;
+  for (GgmlType type : kAllTypes) {
+    const int block = type_traits(type)->block_elems;
+    const int act_block = K::act_format(type) == K::ActFormat::Q8K ? QK_K : QK;
+    const int64_t cols = 768, rows = 37, ldx = cols + 3, ldy = rows + 2;
+    for (int n_tok : {1, 4, 70}) {
+      Weights W(type, rows, cols, ++seed);
+      auto x = randn(size_t(n_tok * ldx), ++seed);
+      for (size_t i = 0; i < x.size(); i += 61) x[i] *= 10.0f;  // outliers, as in real activations
+      std::vector<float> y(size_t(n_tok * ldy), -7.0f);
+      K::matmul(W.t, x.data(), ldx, n_tok, y.data(), ldy, pool);
+      for (int t = 0; t < n_tok; ++t) {
+        const float* xt = x.data() + t * ldx;
+        for (int64_t r = 0; r < rows; ++r) {
+          double exact = 0, mag = 0, bound = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            const double w = W.deq[size_t(r * cols + c)];
+            exact += w * xt[c];
+            mag += std::fabs(w * xt[c]);
+          }
+          if (block > 1) {
+            for (int64_t c0 = 0; c0 < cols; c0 += act_block) {
+              float amax = 0, wsum = 0;
+              for (int64_t c = c0; c < c0 + act_block; ++c) {
+                amax = std::fmax(amax, std::fabs(xt[c]));
+                wsum += std::fabs(W.deq[size_t(r * cols + c)]);
+              }
+              bound += double(wsum) * amax / 254.0;
+            }
+          }
+          bound = bound * 1.001 + 1e-5 * mag + 1e-7;
+          ASSERT_NEAR(y[size_t(t * ldy + r)], exact, bound) << type_name(type) << " n_tok " << n_tok << " r " << r;
+        }
+        EXPECT_EQ(y[size_t(t * ldy + rows)], -7.0f) << "wrote past its rows";
+      }
+    }
+  }
+}
+
+TEST(Kernels, ThreadCountDoesNotChangeResults) {
+  ThreadPool one(1), two(2);
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::F16}) {
+    Weights W(type, 53, 512, 7);
+    const auto x = randn(512 * 3, 8);
+    std::vector<float> y1(53 * 3), y2(53 * 3);
+    K::matmul(W.t, x.data(), 512, 3, y1.data(), 53, one);
+    K::matmul(W.t, x.data(), 512, 3, y2.data(), 53, two);
+    EXPECT_EQ(y1, y2) << type_name(type);
+  }
+}
+
+TEST(Kernels, GetRowAndErrors) {
+  Weights W(GgmlType::Q6_K, 5, 256, 11);
+  std::vector<float> row(256);
+  K::get_row(W.t, 3, row.data());
+  for (int c = 0; c < 256; ++c) EXPECT_EQ(row[size_t(c)], W.deq[size_t(3 * 256 + c)]);
+  EXPECT_THROW(K::get_row(W.t, 5, row.data()), Error);
+  ThreadPool pool(1);
+  Tensor bad = W.t;
+  bad.type = GgmlType::Q8_1;
+  EXPECT_THROW(K::matmul(bad, row.data(), 256, 1, row.data(), 5, pool), Error);
+  bad.type = GgmlType::Q4_K;
+  bad.ne[0] = 100;
+  EXPECT_THROW(K::matmul(bad, row.data(), 100, 1, row.data(), 5, pool), Error);
+}
+
+}  // namespace
+}  // namespace pensieve
