@@ -26,9 +26,37 @@ const char* const kEndOfTurnTexts[] = {
     "<|endoftext|>", "<EOT>", "<|END_OF_TURN_TOKEN|>", "<｜end▁of▁sentence｜>",
 };
 
+const char kMetaspace[] = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
+
+// True when some token has a U+2581 right after another character that is not U+2581: only then
+// can a merge join a word to the space-led word after it.
+bool tokens_cross_word_starts(const std::vector<std::string>& tokens) {
+  for (const auto& t : tokens)
+    for (size_t i = t.find(kMetaspace, 1); i != std::string::npos; i = t.find(kMetaspace, i + 1))
+      if (i < 3 || t.compare(i - 3, 3, kMetaspace) != 0) return true;
+  return false;
+}
+
+// Cuts "▁the▁cat" into "▁the", "▁cat": before every U+2581 that follows another character.
+std::vector<std::string> split_before_metaspace(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t i = s.find(kMetaspace, 1); i != std::string::npos; i = s.find(kMetaspace, i + 3)) {
+    if (i >= 3 && s.compare(i - 3, 3, kMetaspace) == 0) continue;
+    out.push_back(s.substr(start, i - start));
+    start = i;
+  }
+  out.push_back(s.substr(start));
+  return out;
+}
+
 }  // namespace
 
 Tokenizer::Tokenizer(Vocab vocab) : v_(std::move(vocab)) {
+  // Without a pre-tokenizer a SentencePiece-style span is one piece; when no token can span a word
+  // start it may be cut there, which gives the same tokens and lets words be cached.
+  words_independent_ = v_.pre.empty() && v_.decoding == Vocab::Decoding::Metaspace &&
+                       !tokens_cross_word_starts(v_.tokens);
   if (v_.bos_id >= n_vocab()) v_.bos_id = -1;
   if (v_.eos_id >= n_vocab()) v_.eos_id = -1;
   if (v_.eot_id >= n_vocab()) v_.eot_id = -1;
@@ -125,13 +153,15 @@ void Tokenizer::encode_text(std::string_view text, bool at_start, std::vector<in
                             WordCache& cache) const {
   std::string normalized(text);
   apply_normalizers(v_.normalizers, normalized);
-  if (v_.pre.empty()) {
-    // No pre-tokenizer (SentencePiece-style): the whole span is one piece.
-    bpe_encode_piece(v_, v_.map_bytes ? byte_level::encode(normalized) : normalized, out);
-    return;
-  }
+  std::vector<std::string> pieces;
+  if (!v_.pre.empty())
+    pieces = v_.pre.split(normalized, at_start);
+  else if (words_independent_)
+    pieces = split_before_metaspace(normalized);
+  else
+    pieces.push_back(std::move(normalized));  // SentencePiece-style: the whole span is one piece
   const bool map_here = v_.map_bytes && !v_.pre.maps_bytes();
-  for (std::string& piece : v_.pre.split(normalized, at_start)) {
+  for (std::string& piece : pieces) {
     if (map_here) piece = byte_level::encode(piece);
     auto it = cache.ids.find(piece);
     if (it == cache.ids.end()) {

@@ -70,6 +70,7 @@ class Tokenizer {
   };
   std::vector<TrieNode> trie_;
   bool first_byte_[256] = {};
+  bool words_independent_ = false;  // SentencePiece text may be cut before each word (see ctor)
 };
 
 // Streams valid UTF-8: a multi-byte character split across tokens is emitted only when complete.
