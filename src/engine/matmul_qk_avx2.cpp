@@ -199,6 +199,8 @@ using Unpacker = void (*)(const uint8_t*, int64_t, UnpackedRow&);
 }  // namespace
 
 void matmul_qk(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  // Decode reads each weight once: unpacking first would only add work.
+  if (a.n_tok < 4 && matmul_qk_direct(a, r0, r1)) return;
   Unpacker unpack = nullptr;
   switch (a.type) {
     case GgmlType::Q2_K: unpack = unpack_q2_K; break;
