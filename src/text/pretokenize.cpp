@@ -204,7 +204,15 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const
   size_t start = 0;
   while (start <= s.size()) {
     const int rc = pcre2_match(code, subject, s.size(), start, 0, md, nullptr);
-    if (rc < 0) break;  // no match (or a matching limit): the rest stays one gap
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      // A resource limit on pathological input: failing loudly beats tokenizing it differently.
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(rc, msg, sizeof msg);
+      pcre2_match_data_free(md);
+      throw Error("pre-tokenizer regex /" + pattern_ + "/ failed on the input: " +
+                  reinterpret_cast<const char*>(msg));
+    }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     size_t b = ov[0], e = ov[1];
     if (e > b) {
@@ -270,6 +278,29 @@ PreTokenizer PreTokenizer::for_gguf_pre(const std::string& pre) {
     s.push_back(byte_level_step(false));
   } else if (pre == "qwen2" || pre == "deepseek-r1-qwen" || pre == "stablelm2" || pre == "megrez") {
     s.push_back(split_step(llama3_style_pattern("")));
+    s.push_back(byte_level_step(false));
+  } else if (pre == "chatglm-bpe") {
+    s.push_back(split_step(llama3_style_pattern("{1,3}")));
+    s.push_back(byte_level_step(false));
+  } else if (pre == "tekken") {
+    s.push_back(split_step(
+        R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|)"
+        R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|)"
+        R"( ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)"));
+    s.push_back(byte_level_step(false));
+  } else if (pre == "gpt-4o") {
+    const std::string contraction = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)?)";
+    s.push_back(split_step(
+        R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+)" + contraction +
+        R"(|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*)" + contraction +
+        R"(|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)"));
+    s.push_back(byte_level_step(false));
+  } else if (pre == "deepseek-v3") {
+    s.push_back(split_step(R"(\p{N}{1,3})"));
+    s.push_back(split_step(R"([\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+)"));
+    s.push_back(split_step(
+        R"([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+|)"
+        R"( ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"));
     s.push_back(byte_level_step(false));
   } else if (pre == "deepseek-llm") {
     s.push_back(split_step(R"([\r\n])"));

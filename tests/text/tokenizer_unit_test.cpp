@@ -99,6 +99,16 @@ TEST(PreTokenizer, Gpt2PatternSplitsWordsNumbersAndSpaces) {
             (V{"Hello", " world", "'s", " 42", " ", " x"}));
 }
 
+TEST(PreTokenizer, EveryKnownGgufPreCompiles) {
+  for (const char* pre : {"default", "gpt-2", "mpt", "olmo", "gpt-neox", "llama-bpe", "llama3", "dbrx",
+                          "smaug-bpe", "qwen2", "deepseek-r1-qwen", "stablelm2", "chatglm-bpe", "tekken",
+                          "gpt-4o", "deepseek-v3", "deepseek-llm", "deepseek-coder", "falcon", "starcoder",
+                          "refact", "command-r", "smollm"}) {
+    EXPECT_NO_THROW(PreTokenizer::for_gguf_pre(pre)) << pre;
+    EXPECT_TRUE(PreTokenizer::for_gguf_pre(pre).maps_bytes()) << pre;
+  }
+}
+
 TEST(PreTokenizer, UnknownGgufPreIsAnError) {
   EXPECT_THROW(PreTokenizer::for_gguf_pre("no-such-pre"), Error);
   EXPECT_THROW(Regex("(unclosed"), Error);
