@@ -149,7 +149,8 @@ void set_model_metadata(GgufWriter& w, const ModelConfig& c, const QuantRecipe& 
       w.set(a + "rope.scaling.factor", f32(c.rope.factor));
       break;
     case RopeScaling::Llama3: break;  // carried by the rope_freqs.weight tensor
-    case RopeScaling::LongRope:
+    case RopeScaling::LongRope:  // phi3; a llama file carries its factors as rope_freqs.weight
+      if (c.arch != Arch::Phi3) break;
       w.set(a + "rope.scaling.original_context_length", u32(c.rope.original_ctx));
       w.set(a + "rope.scaling.attn_factor", f32(c.rope.attn_factor));
       break;

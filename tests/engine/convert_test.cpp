@@ -1,0 +1,189 @@
+// Conversion to GGUF: every testdata model folder to every type, loaded back with the same config
+// and shapes and weights within each type's error bound; llama.cpp's own F32 file reproduced.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "engine/kernels.h"
+#include "engine/model_export.h"
+#include "engine/model_loader.h"
+#include "testdata.h"
+#include "util/error.h"
+
+namespace fs = std::filesystem;
+using namespace pensieve;
+
+namespace {
+
+fs::path temp_path(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("pensieve_convert_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir / name;
+}
+
+// Relative RMS error per tensor that each stored type may add. Worst measured on the testdata
+// models: F16 2.1e-4, BF16 1.7e-3, Q8_0 5.4e-3, Q5_0 4.1e-2, Q5_1 3.5e-2, Q4_0 8.2e-2 (a b-bit
+// uniform quantizer of near-Gaussian blocks gives about 2^-b * 1.3); the bounds leave 1.5-3x.
+double error_bound(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return 1e-7;
+    case GgmlType::F16: return 6e-4;
+    case GgmlType::BF16: return 4e-3;
+    case GgmlType::Q8_0: return 8e-3;
+    case GgmlType::Q6_K: return 2e-2;
+    case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q5_K: return 6e-2;
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q4_K: return 1.2e-1;
+    default: return 0;
+  }
+}
+
+std::vector<float> dequantized_row(const Tensor& t, int64_t r) {
+  std::vector<float> out(static_cast<size_t>(t.cols()));
+  kernels::dequantize_row(t.type, t.row(r), out.data(), t.cols());
+  return out;
+}
+
+void expect_same_config(const ModelConfig& a, const ModelConfig& b) {
+  EXPECT_EQ(a.arch, b.arch);
+  EXPECT_EQ(a.n_vocab, b.n_vocab);
+  EXPECT_EQ(a.dim, b.dim);
+  EXPECT_EQ(a.n_layers, b.n_layers);
+  EXPECT_EQ(a.n_heads, b.n_heads);
+  EXPECT_EQ(a.n_kv_heads, b.n_kv_heads);
+  EXPECT_EQ(a.head_dim, b.head_dim);
+  EXPECT_EQ(a.ff_dim, b.ff_dim);
+  EXPECT_EQ(a.ctx_train, b.ctx_train);
+  EXPECT_EQ(a.sliding_window, b.sliding_window);
+  EXPECT_FLOAT_EQ(a.norm_eps, b.norm_eps);
+  EXPECT_FLOAT_EQ(a.rope.theta, b.rope.theta);
+  EXPECT_EQ(a.rope.n_rot, b.rope.n_rot);
+  EXPECT_EQ(a.rope.scaling, b.rope.scaling);
+  EXPECT_EQ(a.rope.original_ctx, b.rope.original_ctx);
+  EXPECT_EQ(a.rope.short_factor, b.rope.short_factor);
+  EXPECT_EQ(a.rope.long_factor, b.rope.long_factor);
+  EXPECT_FLOAT_EQ(a.rope.attn_factor, b.rope.attn_factor);
+  EXPECT_EQ(a.tied_embeddings, b.tied_embeddings);
+  EXPECT_EQ(a.bos_id, b.bos_id);
+  EXPECT_EQ(a.eos_id, b.eos_id);
+  EXPECT_EQ(a.stop_ids, b.stop_ids);
+  EXPECT_EQ(a.rope.style, a.arch == Arch::Llama ? RopeStyle::Interleaved : RopeStyle::RotateHalf);
+}
+
+// Every source tensor is in the GGUF with its shape and within the bound of its stored type.
+void expect_weights_close(const LoadedModel& src, const LoadedModel& gguf) {
+  const bool permuted = src.config.arch == Arch::Llama;
+  for (const auto& [name, s] : src.weights.tensors()) {
+    SCOPED_TRACE(name);
+    const Tensor& g = gguf.weights.require(name);
+    ASSERT_EQ(g.shape_string(), s.shape_string());
+    const bool qk = permuted && (name.find(".attn_q.") != std::string::npos ||
+                                 name.find(".attn_k.") != std::string::npos);
+    double err = 0, norm = 0;
+    for (int64_t r = 0; r < s.rows(); ++r) {
+      const auto gr = dequantized_row(g, r);
+      const auto sr = dequantized_row(s, qk && s.n_dims == 2 ? permute_qk_row(r, src.config.head_dim) : r);
+      for (size_t i = 0; i < sr.size(); ++i) {
+        const size_t si = qk && s.n_dims == 1 ? size_t(permute_qk_row(int64_t(i), src.config.head_dim)) : i;
+        err += (gr[i] - sr[si]) * double(gr[i] - sr[si]);
+        norm += double(sr[si]) * sr[si];
+      }
+    }
+    const double rel = std::sqrt(err / std::max(norm, 1e-30));
+    EXPECT_LE(rel, error_bound(g.type)) << type_name(g.type);
+  }
+}
+
+const char* kTypes[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"};
+
+}  // namespace
+
+TEST(Convert, EveryModelFolderToEveryType) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  for (const auto& e : fs::directory_iterator(test::testdata_dir() / "models")) {
+    const LoadedModel src = load_model(e.path().string());
+    for (const char* type : kTypes) {
+      SCOPED_TRACE(e.path().filename().string() + " -> " + type);
+      const fs::path out = temp_path(e.path().filename().string() + "." + type + ".gguf");
+      write_model_gguf(src, *quant_recipe(type), out.string(), {}, 2);
+      const LoadedModel back = load_model(out.string());
+      expect_same_config(back.config, src.config);
+      EXPECT_EQ(back.gguf->get_int("general.file_type", -1), quant_recipe(type)->llama_ftype);
+      expect_weights_close(src, back);
+      fs::remove(out);
+    }
+  }
+}
+
+TEST(Convert, LlamaF32MatchesTheLlamaCppConverter) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const LoadedModel src = load_model((test::testdata_dir() / "models" / "tiny-llama-dev").string());
+  const fs::path out = temp_path("llama.f32.gguf");
+  write_model_gguf(src, *quant_recipe("f32"), out.string(), {}, 2);
+  const LoadedModel ours = load_model(out.string());
+  const LoadedModel theirs =
+      load_model((test::testdata_dir() / "gguf" / "tiny-llama-dev.F32" / "model.gguf").string());
+  ASSERT_EQ(ours.weights.tensors().size(), theirs.weights.tensors().size());
+  for (const auto& [name, t] : theirs.weights.tensors()) {
+    const Tensor& o = ours.weights.require(name);
+    ASSERT_EQ(o.shape_string(), t.shape_string()) << name;
+    ASSERT_EQ(o.nbytes, t.nbytes) << name;
+    EXPECT_EQ(std::memcmp(o.data, t.data, t.nbytes), 0) << name;
+  }
+  for (const char* key : {"llama.context_length", "llama.embedding_length", "llama.block_count",
+                          "llama.feed_forward_length", "llama.attention.head_count",
+                          "llama.attention.head_count_kv", "llama.rope.dimension_count"})
+    EXPECT_EQ(ours.gguf->get_int(key, -1), theirs.gguf->get_int(key, -2)) << key;
+  fs::remove(out);
+}
+
+TEST(Convert, RequantizeLlamaCppFiles) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  for (const char* model : {"np-llama-256-dev", "np-phi3-256-dev", "np-qwen2-256-dev"}) {
+    SCOPED_TRACE(model);
+    const fs::path in = test::testdata_dir() / "gguf" / (std::string(model) + ".Q8_0") / "model.gguf";
+    const fs::path out = temp_path(std::string(model) + ".q4_k_m.gguf");
+    const std::string cmd = test::pensieve_binary() + " quantize " + in.string() + " " +
+                            out.string() + " q4_k_m 2>/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    const LoadedModel src = load_model(in.string());
+    const LoadedModel back = load_model(out.string());
+    expect_same_config(back.config, src.config);
+    EXPECT_EQ(back.weights.require("output.weight").type, GgmlType::Q6_K);
+    EXPECT_EQ(back.weights.require("blk.0.ffn_up.weight").type, GgmlType::Q4_K);
+    EXPECT_EQ(back.weights.require("blk.1.ffn_down.weight").type, GgmlType::Q6_K);
+    // Q/K of a llama GGUF are already interleaved: nothing is permuted twice.
+    for (const auto& [name, s] : src.weights.tensors()) {
+      const Tensor& g = back.weights.require(name);
+      const auto a = dequantized_row(g, s.rows() - 1), b = dequantized_row(s, s.rows() - 1);
+      double err = 0, norm = 0;
+      for (size_t i = 0; i < a.size(); ++i) {
+        err += (a[i] - b[i]) * double(a[i] - b[i]);
+        norm += double(b[i]) * b[i];
+      }
+      EXPECT_LE(std::sqrt(err / std::max(norm, 1e-30)), 1.5 * error_bound(g.type)) << name;
+    }
+    EXPECT_EQ(back.gguf->find("tokenizer.ggml.tokens")->as_string_array(),
+              src.gguf->find("tokenizer.ggml.tokens")->as_string_array());
+    fs::remove(out);
+  }
+}
+
+TEST(Convert, CommandLine) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const fs::path out = temp_path("cli.gguf");
+  const std::string bin = test::pensieve_binary();
+  const std::string dir = (test::testdata_dir() / "models" / "tiny-phi3-mlx4-dev").string();
+  ASSERT_EQ(std::system((bin + " convert --from " + dir + " --out " + out.string() +
+                         " --type q4_0 2>/dev/null").c_str()), 0);
+  const LoadedModel back = load_model(out.string());
+  EXPECT_EQ(back.config.rope.scaling, RopeScaling::LongRope);
+  EXPECT_EQ(back.weights.require("blk.0.attn_output.weight").type, GgmlType::Q4_0);
+  EXPECT_NE(std::system((bin + " convert --from " + dir + " --out " + out.string() +
+                         " --type q3_xs 2>/dev/null").c_str()), 0);
+  EXPECT_NE(std::system((bin + " quantize " + out.string() + " " + out.string() +
+                         " q8_0 2>/dev/null").c_str()), 0);
+  fs::remove(out);
+}
