@@ -44,6 +44,8 @@ GREETINGS = [
     ("What do you know?", "I know the meanings of many English words from the WordNet dictionary."),
 ]
 
+QUESTION_OPENERS = ["Hi! ", "Hello. ", "Quick question: ", "Please tell me: ", "I have a question. "]
+
 OFF_TOPIC = [
     "What is the weather like today?", "What time is it?", "Can you write me a poem?",
     "What is 17 times 23?", "Who will win the next election?", "Write a program in Python.",
@@ -64,9 +66,16 @@ def held_out(lemma):
     return hashlib.md5(lemma.encode()).digest()[0] < 5  # about 2% of lemmas
 
 
-def repeats(count):
-    """How many separate dialogues a lemma gets: common words get more."""
-    return 1 + min(4, int(math.log2(1 + count) / 2))
+def repeats(lemma, count, rng):
+    """How many separate dialogues a lemma gets. Words that occur in the
+    sense-tagged corpus (cntlist) are the ones people ask about: they get
+    several dialogues each; rare single words get one most of the time, rare
+    phrases and names less often, so the model's capacity goes to common words."""
+    if count > 0:
+        return 4 + min(8, int(math.log2(1 + count)))
+    if " " not in lemma and lemma.islower():
+        return 1 if rng.random() < 0.7 else 0
+    return 1 if rng.random() < 0.3 else 0
 
 
 def nonsense_word(rng):
@@ -99,10 +108,13 @@ def conversation(turn_groups, rng):
 
 def lemma_conversations(maker, lemma, count, rng):
     out = []
-    for _ in range(repeats(count)):
+    for _ in range(repeats(lemma, count, rng)):
         turns = maker.turns_for(lemma)
         if not turns:
             return out
+        if rng.random() < 0.06:
+            q, a = turns[0]
+            turns[0] = (rng.choice(QUESTION_OPENERS) + q[:1].lower() + q[1:], a)
         first, rest = turns[0], turns[1:]
         rng.shuffle(rest)
         if rest and rng.random() < 0.35:
@@ -143,9 +155,13 @@ def build(wn, seed):
             turns.append((q, msgs[1]["content"]))
         train.append(conversation(turns, rng))
     # Greetings, identity, off-topic and unknown words.
-    for _ in range(len(train) // 40):
+    for _ in range(len(train) // 25):
         kind = rng.random()
-        if kind < 0.4:
+        if kind < 0.15:
+            hq, ha = rng.choice(GREETINGS[:4])
+            iq, ia = rng.choice(GREETINGS[4:9])
+            turns = [(hq.rstrip("!") + "! " + iq, ha.split("!")[0] + "! " + ia)]
+        elif kind < 0.4:
             turns = [rng.choice(GREETINGS)]
             if rng.random() < 0.5:
                 c = rng.choice(pool)["messages"]
