@@ -52,6 +52,9 @@ struct PreTokenStep {
   std::string replacement = "\xE2\x96\x81";  // Metaspace: U+2581
   enum class Prepend { Always, First, Never } prepend = Prepend::Always;
   bool metaspace_split = true;
+
+  static PreTokenStep split(const std::string& pattern, SplitBehavior b = SplitBehavior::Isolated);
+  static PreTokenStep byte_level(bool use_regex);
 };
 
 class PreTokenizer {
@@ -78,5 +81,7 @@ class PreTokenizer {
 
 // The GPT-2 pre-tokenizer pattern (ByteLevel's built-in regex).
 extern const char* const kGpt2Pattern;
+// One punctuation character as HF's Punctuation pre-tokenizer sees it: ASCII punctuation or P*.
+extern const char* const kPunctuationPattern;
 
 }  // namespace pensieve
