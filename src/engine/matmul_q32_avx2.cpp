@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "engine/matmul_avx2.h"
 #include "engine/simd_avx2.h"
+#include "util/fp16.h"
 
 namespace pensieve::kernels::avx2 {
 
@@ -152,8 +154,9 @@ void tile(const MatmulArgs& a, int64_t r0, int t0) {
   }
 }
 
+// Decode and short batches: tiles of 4 rows x 2 tokens straight from the blocks.
 template <class B>
-void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
+void run_tiles(const MatmulArgs& a, int64_t r0, int64_t r1) {
   for (int tc = 0; tc < a.n_tok; tc += kTokenChunk) {
     const int tc_end = std::min(a.n_tok, tc + kTokenChunk);
     int64_t r = r0;
@@ -169,6 +172,82 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
       if (left == 1) tile<B, 1, 1>(a, r, t);
     }
   }
+}
+
+// Prefill: each weight row is unpacked once into levels and float scales held in L1, then run
+// against 4 tokens at a time, so per block and token only the integer dot, one conversion and one
+// multiply-add remain.
+struct alignas(32) V256 {
+  __m256i v;
+};
+
+struct UnpackedRow32 {
+  std::vector<V256> levels;
+  std::vector<float> d, c;  // scale, and the coefficient of d_x * sum(x) (-offset * d, or m)
+};
+
+template <class B>
+void unpack_row(const B* w, int64_t nb, UnpackedRow32& u) {
+  using Tr = Q32<B>;
+  u.levels.resize(size_t(nb));
+  u.d.resize(size_t(nb));
+  u.c.resize(size_t(nb));
+  for (int64_t b = 0; b < nb; ++b) {
+    u.levels[size_t(b)].v = Tr::levels(w[b]);
+    float d, m = 0.0f;
+    if constexpr (std::is_same_v<B, block_q8_a>) {
+      d = w[b].d, m = w[b].m;
+    } else {
+      d = f16_to_f32(w[b].d);
+      if constexpr (Tr::kAffine) m = f16_to_f32(w[b].m);
+    }
+    u.d[size_t(b)] = d;
+    u.c[size_t(b)] = Tr::kAffine ? m : -Tr::kOffset * d;
+  }
+}
+
+template <class B, int NT>
+void row_tokens(const UnpackedRow32& u, int64_t nb, const MatmulArgs& a, int64_t r, int t0) {
+  using Tr = Q32<B>;
+  const block_q8_x* x[NT];
+  for (int t = 0; t < NT; ++t) x[t] = reinterpret_cast<const block_q8_x*>(a.act + size_t(t0 + t) * a.act_stride);
+  __m256 acc[NT];
+  float corr[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps(), corr[t] = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i q = u.levels[size_t(b)].v;
+    const __m256 d = _mm256_broadcast_ss(&u.d[size_t(b)]);
+    const float c = u.c[size_t(b)];
+    for (int t = 0; t < NT; ++t) {
+      const block_q8_x& xb = x[t][b];
+      const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
+      const __m256i p = Tr::kSigned ? dot_s8s8(q, xq) : dot_u8s8(q, xq);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(d, _mm256_broadcast_ss(&xb.d)), acc[t]);
+      if constexpr (Tr::kAffine || Tr::kOffset != 0.0f) corr[t] += c * xb.ds;
+    }
+  }
+  for (int t = 0; t < NT; ++t) a.y[(t0 + t) * a.ldy + r] = hsum(acc[t]) + corr[t];
+}
+
+template <class B>
+void run_unpacked(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.cols / QK;
+  thread_local UnpackedRow32 u;
+  for (int tc = 0; tc < a.n_tok; tc += kTokenChunk) {
+    const int tc_end = std::min(a.n_tok, tc + kTokenChunk);
+    for (int64_t r = r0; r < r1; ++r) {
+      unpack_row(reinterpret_cast<const B*>(a.w + size_t(r) * a.w_stride), nb, u);
+      int t = tc;
+      for (; t + 4 <= tc_end; t += 4) row_tokens<B, 4>(u, nb, a, r, t);
+      for (; t < tc_end; ++t) row_tokens<B, 1>(u, nb, a, r, t);
+    }
+  }
+}
+
+template <class B>
+void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (a.n_tok >= 4) run_unpacked<B>(a, r0, r1);
+  else run_tiles<B>(a, r0, r1);
 }
 
 }  // namespace
