@@ -17,6 +17,12 @@ namespace pensieve::kernels {
 void matmul(const Tensor& W, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
             ThreadPool& pool);
 
+// matmul with float32 activations for every weight type: quantized rows are dequantized on the fly
+// and dotted in float32. Several times slower than matmul for quantized W, and exact up to summation
+// order; reference checks and `pensieve logits` use it (SequenceState::exact_activations).
+void matmul_exact(const Tensor& W, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
+                  ThreadPool& pool);
+
 // Row r of W (e.g. a token embedding) as float32.
 void get_row(const Tensor& W, int64_t r, float* out);
 

@@ -40,6 +40,9 @@ struct SequenceState {
   SequenceState(const ModelConfig& cfg, int capacity, bool kv_f32) : kv(cfg, capacity, kv_f32) {}
   KvCache kv;
   int n_past = 0;  // positions already in the cache
+  // Float32 activations into every matmul instead of 8-bit quantized ones: exact up to summation
+  // order (reference checks), several times slower on quantized weights.
+  bool exact_activations = false;
 };
 
 class Model {

@@ -1,0 +1,121 @@
+// Every model in ../shared/testdata, from its folder and from the GGUF files made by llama.cpp's
+// tools, against the reference logits: relative L2 within the bound of its weight type and the
+// argmax equal at every position; greedy continuation reproduced where the reference has one.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "engine/model.h"
+#include "reference.h"
+#include "testdata.h"
+
+namespace pensieve {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Two ways of computing, two sets of bounds.
+// Exact: float32 activations into every matmul and a float32 KV cache. The references are exact
+// float32 passes (over the dequantized weights for quantized files), so only summation order
+// differs: the 1e-4 relative L2 asked of float32 models holds for every file, with the argmax equal
+// at every position and the greedy continuation reproduced.
+// Serving: what `run` and `serve` compute — 8-bit activations per block before the int8 dot
+// products of quantized weights and a float16 KV cache. Max-abs scaling per block leaves ~0.5% RMS
+// error on each matmul input, compounded over the chain of matmuls; on these random-weight models
+// many positions have near-tied top logits, so a few argmax flips are expected there (the same
+// happens with llama.cpp's identical activation scheme). Bound: relative L2 <= 5e-2 and the argmax
+// equal at >= 85% of positions; float weights (F32) must stay within 2e-3 and agree everywhere.
+constexpr double kExactBound = 1e-4;
+
+std::vector<std::string> model_dirs() {
+  std::vector<std::string> out;
+  const fs::path root = test::testdata_dir();
+  for (const char* sub : {"models", "gguf"}) {
+    if (!fs::exists(root / sub)) continue;
+    for (const auto& e : fs::directory_iterator(root / sub))
+      if (fs::exists(e.path() / "reference.json")) out.push_back(std::string(sub) + "/" + e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  if (out.empty()) out.push_back("none");  // keeps the suite instantiated; the test skips
+  return out;
+}
+
+class ModelReference : public ::testing::TestWithParam<std::string> {};
+
+struct PassResult {
+  std::vector<float> logits;
+  std::vector<int32_t> greedy;
+};
+
+PassResult run_reference(const Model& model, const test::Reference& ref, bool exact, ThreadPool& pool) {
+  const ModelConfig& cfg = model.config();
+  SequenceState st(cfg, int(ref.input_ids.size() + ref.greedy_next16.size()), /*kv_f32=*/exact);
+  st.exact_activations = exact;
+  PassResult r;
+  model.forward(st, ref.input_ids, true, r.logits, pool);
+  std::vector<float> last(r.logits.end() - cfg.n_vocab, r.logits.end());
+  for (size_t i = 0; i < ref.greedy_next16.size(); ++i) {
+    const int32_t next = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
+    r.greedy.push_back(next);
+    if (i + 1 < ref.greedy_next16.size())
+      model.forward(st, std::span<const int32_t>(&next, 1), false, last, pool);
+  }
+  return r;
+}
+
+bool has_quantized_weights(const Model& model) {
+  for (const auto& [name, t] : model.files().weights.tensors())
+    if (t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16) return true;
+  return false;
+}
+
+TEST_P(ModelReference, ExactActivationsMatchReference) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const fs::path dir = test::testdata_dir() / GetParam();
+  const auto model = Model::load((fs::exists(dir / "model.gguf") ? dir / "model.gguf" : dir).string());
+  ThreadPool pool(2);
+  for (const auto& ref : test::read_references(dir)) {
+    SCOPED_TRACE(ref.name);
+    const PassResult r = run_reference(*model, ref, true, pool);
+    const auto c = test::compare_logits(r.logits, ref.logits, size_t(model->config().n_vocab));
+    std::printf("[ %s %s exact ] relative L2 %.3g, argmax mismatches %d/%d\n", GetParam().c_str(),
+                ref.name.c_str(), c.rel_l2, c.argmax_mismatches, c.positions);
+    EXPECT_LE(c.rel_l2, kExactBound);
+    EXPECT_EQ(c.argmax_mismatches, 0);
+    EXPECT_EQ(r.greedy, ref.greedy_next16);
+  }
+}
+
+TEST_P(ModelReference, ServingPathWithinItsBound) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const fs::path dir = test::testdata_dir() / GetParam();
+  const auto model = Model::load((fs::exists(dir / "model.gguf") ? dir / "model.gguf" : dir).string());
+  const bool quantized = has_quantized_weights(*model);
+  ThreadPool pool(2);
+  for (const auto& ref : test::read_references(dir)) {
+    SCOPED_TRACE(ref.name);
+    const PassResult r = run_reference(*model, ref, false, pool);
+    const auto c = test::compare_logits(r.logits, ref.logits, size_t(model->config().n_vocab));
+    std::printf("[ %s %s serving ] relative L2 %.3g, argmax mismatches %d/%d\n", GetParam().c_str(),
+                ref.name.c_str(), c.rel_l2, c.argmax_mismatches, c.positions);
+    if (quantized) {
+      EXPECT_LE(c.rel_l2, 5e-2);
+      EXPECT_LE(c.argmax_mismatches, c.positions * 15 / 100);
+    } else {
+      EXPECT_LE(c.rel_l2, 2e-3);
+      EXPECT_EQ(c.argmax_mismatches, 0);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TestData, ModelReference, ::testing::ValuesIn(model_dirs()),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& ch : s)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace pensieve
