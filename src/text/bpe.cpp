@@ -93,7 +93,8 @@ class Merger {
       if (all_bytes) {
         for (int32_t k = 0; k < s.len; ++k) out.push_back(v_.byte_token(uint8_t(piece_[s.start + k])));
       } else if (v_.unk_id >= 0) {
-        out.push_back(v_.unk_id);  // one per character no token covers
+        const bool after_unknown = s.prev >= 0 && syms_[s.prev].id < 0;
+        if (!(v_.fuse_unk && after_unknown)) out.push_back(v_.unk_id);
       }
     }
   }

@@ -53,6 +53,7 @@ struct Vocab {
   PreTokenizer pre;
   bool byte_fallback = false;  // characters missing from the vocabulary become <0xXX> tokens
   bool ignore_merges = false;  // a piece that is itself a token is not merged (Llama 3)
+  bool fuse_unk = false;       // consecutive unknown characters give one unknown token
   bool strip_leading_space = false;  // decoding drops one leading space (SentencePiece prefix)
   bool map_bytes = false;      // pieces are in the byte-level alphabet after pre-tokenization
 

@@ -101,6 +101,7 @@ void load_model(const json& m, Vocab& v, const std::string& path) {
   }
   v.byte_fallback = m.value("byte_fallback", false);
   v.ignore_merges = m.value("ignore_merges", false);
+  v.fuse_unk = m.value("fuse_unk", false);
 }
 
 void load_merges(const json& m, Vocab& v) {

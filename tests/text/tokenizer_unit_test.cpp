@@ -116,8 +116,9 @@ TEST(PreTokenizer, UnknownGgufPreIsAnError) {
 
 // A SentencePiece-style tokenizer.json written by hand: Metaspace pre-tokenizer, merges by rank,
 // byte fallback, and an added token that strips whitespace on its left.
-fs::path write_small_spm_tokenizer() {
-  const fs::path dir = temp_dir("small_spm");
+fs::path write_small_spm_tokenizer(const std::string& name = "small_spm",
+                                   const std::string& model_flags = R"("byte_fallback": true)") {
+  const fs::path dir = temp_dir(name);
   std::string vocab = R"("<unk>": 0, "<s>": 1, "</s>": 2)";
   static const char kHex[] = "0123456789ABCDEF";
   for (int b = 0; b < 256; ++b)
@@ -133,7 +134,7 @@ fs::path write_small_spm_tokenizer() {
     "normalizer": null,
     "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false},
     "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false},
-    "model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "vocab": {)" + vocab + R"(},
+    "model": {"type": "BPE", )" + model_flags + R"(, "unk_token": "<unk>", "vocab": {)" + vocab + R"(},
               "merges": ["▁ a", "a b", "▁a b"]}
   })");
   write_file(dir / "tokenizer_config.json",
@@ -165,6 +166,16 @@ TEST(HfTokenizer, SmallSentencePieceStyleVocabulary) {
   EXPECT_EQ(tok->token_text(264), "▁ab");
   EXPECT_THROW(tok->token_text(100000), Error);
   EXPECT_THROW(tok->decode(std::vector<int32_t>{-1}), Error);
+}
+
+TEST(HfTokenizer, UnknownCharactersWithoutByteFallback) {
+  using V = std::vector<int32_t>;
+  auto fused = Tokenizer::from_hf_dir(
+      write_small_spm_tokenizer("fuse", R"("byte_fallback": false, "fuse_unk": true)").string());
+  EXPECT_EQ(fused->encode("a\xC3\xA9\xC3\xA9" "b", false), (V{262, 0, 261}));
+  auto unfused = Tokenizer::from_hf_dir(
+      write_small_spm_tokenizer("nofuse", R"("byte_fallback": false, "fuse_unk": false)").string());
+  EXPECT_EQ(unfused->encode("a\xC3\xA9\xC3\xA9" "b", false), (V{262, 0, 0, 261}));
 }
 
 TEST(StreamDecoder, HoldsASplitCharacterUntilItIsComplete) {
