@@ -8,10 +8,10 @@ export PYTHONUNBUFFERED=1
 D=data
 nvidia-smi -L
 python3 -c "import torch, transformers, tokenizers; print(torch.__version__, transformers.__version__, tokenizers.__version__)"
-python3 train.py --data $D/tokens --hf $D/hf --seconds "${TRAIN_SECONDS:-400}" "$@" > $OUT/train.log 2>&1
+python3 train.py --data $D/tokens --hf $D/pensieve-demo --seconds "${TRAIN_SECONDS:-400}" "$@" > $OUT/train.log 2>&1
 echo "train exit $?"; tail -25 $OUT/train.log
-python3 check_hf.py --hf $D/hf --corpus $D/corpus > $D/hf/check.log 2>&1
-cat $D/hf/check.log
-tar -C $D/hf -cf $OUT/meta.tar config.json generation_config.json metrics.json check.log train.log
-split -b 15m -d $D/hf/model.safetensors $OUT/model.safetensors.part
+python3 check_hf.py --hf $D/pensieve-demo --corpus $D/corpus > $D/pensieve-demo/check.log 2>&1
+cat $D/pensieve-demo/check.log
+tar -C $D/pensieve-demo -cf $OUT/meta.tar config.json generation_config.json metrics.json check.log train.log
+split -b 15m -d $D/pensieve-demo/model.safetensors $OUT/model.safetensors.part
 ls -la $OUT
