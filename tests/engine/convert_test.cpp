@@ -6,11 +6,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "engine/kernels.h"
 #include "engine/model_export.h"
 #include "engine/model_loader.h"
 #include "testdata.h"
+#include "text/tokenizer_golden.h"
 #include "util/error.h"
 
 namespace fs = std::filesystem;
@@ -187,3 +190,118 @@ TEST(Convert, CommandLine) {
                          " q8_0 2>/dev/null").c_str()), 0);
   fs::remove(out);
 }
+
+// ---- tokenizer.json -> GGUF ------------------------------------------------------------------
+
+namespace {
+
+// A minimal safetensors writer: F16 tensors of the given shapes, filled with small values.
+void write_f16_safetensors(const fs::path& path,
+                           const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+  nlohmann::json header = nlohmann::json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, shape] : tensors) {
+    uint64_t n = 2;
+    for (int64_t d : shape) n *= uint64_t(d);
+    header[name] = {{"dtype", "F16"}, {"shape", shape}, {"data_offsets", {offset, offset + n}}};
+    offset += n;
+  }
+  std::string h = header.dump();
+  h.resize((h.size() + 7) / 8 * 8, ' ');
+  std::ofstream out(path, std::ios::binary);
+  const uint64_t len = h.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out.write(h.data(), std::streamsize(h.size()));
+  const uint16_t small = 0x2000;  // ~0.0078 in half precision
+  std::vector<uint16_t> data(size_t(offset / 2), small);
+  out.write(reinterpret_cast<const char*>(data.data()), std::streamsize(offset));
+}
+
+// A one-layer llama folder whose vocabulary is that of a real tokenizer.json.
+fs::path make_folder_with_tokenizer(const std::string& name, const fs::path& tokenizer_dir, int vocab) {
+  const fs::path dir = temp_path(name);
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << nlohmann::json{
+      {"model_type", "llama"}, {"hidden_size", 64}, {"num_hidden_layers", 1},
+      {"num_attention_heads", 4}, {"num_key_value_heads", 4}, {"intermediate_size", 64},
+      {"vocab_size", vocab}, {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-5},
+      {"tie_word_embeddings", true}}.dump();
+  const std::string p = "model.layers.0.";
+  write_f16_safetensors(dir / "model.safetensors",
+                        {{"model.embed_tokens.weight", {vocab, 64}}, {"model.norm.weight", {64}},
+                         {p + "input_layernorm.weight", {64}}, {p + "post_attention_layernorm.weight", {64}},
+                         {p + "self_attn.q_proj.weight", {64, 64}}, {p + "self_attn.k_proj.weight", {64, 64}},
+                         {p + "self_attn.v_proj.weight", {64, 64}}, {p + "self_attn.o_proj.weight", {64, 64}},
+                         {p + "mlp.gate_proj.weight", {64, 64}}, {p + "mlp.up_proj.weight", {64, 64}},
+                         {p + "mlp.down_proj.weight", {64, 64}}});
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    if (fs::exists(tokenizer_dir / f)) fs::create_symlink(tokenizer_dir / f, dir / f);
+  return dir;
+}
+
+}  // namespace
+
+std::string run_capture(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
+class ConvertTokenizer : public ::testing::TestWithParam<std::pair<const char*, const char*>> {};
+
+// The GGUF tokenizer written from tokenizer.json tokenizes every golden string of that tokenizer
+// exactly as the tokenizer.json itself does (whose ids the text tests check against Hugging Face).
+// The engine tests do not link the text layer, so both go through `pensieve tokenize`.
+TEST_P(ConvertTokenizer, TokenizesLikeTheTokenizerJson) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const auto [golden, package] = GetParam();
+  PENSIEVE_REQUIRE_NPM_TOKENIZER(package);
+  const fs::path tok_dir = test::npm_fixture_dir(package);
+  const nlohmann::json tj = nlohmann::json::parse(test::read_whole_file(tok_dir / "tokenizer.json"));
+  int n_tokens = int(tj["model"]["vocab"].size());
+  for (const auto& a : tj["added_tokens"]) n_tokens = std::max(n_tokens, a["id"].get<int>() + 1);
+  const int vocab = (n_tokens + 127) / 128 * 128;  // padded like real checkpoints
+  const fs::path dir = make_folder_with_tokenizer(std::string("tok_") + golden, tok_dir, vocab);
+  const fs::path out = temp_path(std::string("tok_") + golden + ".gguf");
+  const std::string bin = test::pensieve_binary();
+  ASSERT_EQ(std::system((bin + " convert --from " + dir.string() + " --out " + out.string() +
+                         " --type q8_0 2>/dev/null").c_str()), 0);
+  const GgufFile g = GgufFile::open(out.string());
+  EXPECT_EQ(g.get_string("tokenizer.ggml.model"), "gpt2");
+  EXPECT_EQ(g.get_string("tokenizer.ggml.pre"), std::string(golden) == "llama-bpe" ? "llama-bpe" : "qwen2");
+  EXPECT_EQ(g.find("tokenizer.ggml.tokens")->as_array().items.size(), size_t(vocab));
+  EXPECT_FALSE(g.get_string("tokenizer.chat_template").empty());
+  const LoadedModel m = load_model(out.string());
+  EXPECT_EQ(m.config.n_vocab, vocab);
+  EXPECT_TRUE(m.config.tied_embeddings);
+
+  const fs::path text = test::testdata_dir() / "vocab" / ("ggml-vocab-" + std::string(golden) + ".gguf.inp");
+  const std::string from_gguf = run_capture(bin + " tokenize --no-bos --model " + out.string() + " < " + text.string());
+  const std::string from_json = run_capture(bin + " tokenize --no-bos --model " + tok_dir.string() + " < " + text.string());
+  EXPECT_GT(from_json.size(), 1000u);
+  EXPECT_TRUE(from_gguf == from_json) << "GGUF: " << from_gguf.substr(0, 300) << "\njson: " << from_json.substr(0, 300);
+  // And the first golden case on its own, against the Hugging Face ids.
+  const auto cases = test::read_golden(golden);
+  ASSERT_FALSE(cases.empty());
+  const fs::path one = temp_path("one.txt");
+  std::ofstream(one, std::ios::binary) << cases[5].text;
+  std::string want = "[";
+  for (size_t i = 0; i < cases[5].ids.size(); ++i) want += (i ? ", " : "") + std::to_string(cases[5].ids[i]);
+  want += "]";
+  std::string got = run_capture(bin + " tokenize --no-bos --model " + out.string() + " < " + one.string());
+  while (!got.empty() && (got.back() == '\n' || got.back() == ' ')) got.pop_back();
+  EXPECT_EQ(got, want) << "[" << cases[5].text << "]";
+  fs::remove_all(dir);
+  fs::remove(out);
+}
+
+INSTANTIATE_TEST_SUITE_P(Npm, ConvertTokenizer,
+                         ::testing::Values(std::make_pair("llama-bpe", "tokenizer-llama3"),
+                                           std::make_pair("qwen2", "tokenizer-qwen3")),
+                         [](const auto& info) {
+                           return std::string(info.param.first) == "qwen2" ? "qwen2" : "llama_bpe";
+                         });
