@@ -23,7 +23,7 @@ bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' |
 // Token texts that end a turn in chat models, beyond the EOS/EOT the metadata names.
 const char* const kEndOfTurnTexts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>", "<|eom_id|>",
-    "<|endoftext|>", "<EOT>", "<|END_OF_TURN_TOKEN|>", "<｜end▁of▁sentence｜>",
+    "<|endoftext|>", "<|end_of_text|>", "<EOT>", "<|END_OF_TURN_TOKEN|>", "<｜end▁of▁sentence｜>",
 };
 
 const char kMetaspace[] = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
@@ -246,6 +246,8 @@ std::vector<int32_t> Tokenizer::stop_ids() const {
   };
   add(v_.eos_id);
   add(v_.eot_id);
+  for (int32_t id : v_.extra_stop_ids)
+    if (id < n_vocab()) add(id);
   for (const char* t : kEndOfTurnTexts) {
     const int32_t id = v_.find(t);
     if (id >= 0 && v_.kinds[id] != TokenKind::Normal) add(id);

@@ -58,6 +58,7 @@ struct Vocab {
   bool map_bytes = false;      // pieces are in the byte-level alphabet after pre-tokenization
 
   int32_t unk_id = -1, bos_id = -1, eos_id = -1, eot_id = -1, pad_id = -1;
+  std::vector<int32_t> extra_stop_ids;  // e.g. generation_config.json's eos_token_id list
   bool add_bos = false;
   std::string chat_template;
 

@@ -208,6 +208,15 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   v.eos_id = id_of(token_field(cfg, "eos_token"));
   v.pad_id = id_of(token_field(cfg, "pad_token"));
   v.add_bos = add_bos_of(tok, cfg, v);
+  // generation_config.json may name several end ids (an int or a list).
+  const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
+  if (fs::exists(gen_path)) {
+    const json gen = read_json(gen_path);
+    const json eos = gen.value("eos_token_id", json());
+    for (const json& e : eos.is_array() ? eos : json::array({eos}))
+      if (e.is_number_integer() && e.get<int64_t>() >= 0 && e.get<int64_t>() < int64_t(v.tokens.size()))
+        v.extra_stop_ids.push_back(int32_t(e.get<int64_t>()));
+  }
   v.chat_template = chat_template_of(cfg);
   return std::make_unique<Tokenizer>(std::move(v));
 }

@@ -168,6 +168,15 @@ TEST(HfTokenizer, SmallSentencePieceStyleVocabulary) {
   EXPECT_THROW(tok->decode(std::vector<int32_t>{-1}), Error);
 }
 
+TEST(HfTokenizer, GenerationConfigAddsStopIds) {
+  const fs::path dir = write_small_spm_tokenizer("genconfig");
+  write_file(dir / "generation_config.json", R"({"eos_token_id": [2, 264, 999999]})");
+  auto tok = Tokenizer::from_hf_dir(dir.string());
+  // eos, then <|end|> (an end-of-turn token), then the extra ids; out-of-range ids are ignored.
+  EXPECT_EQ(tok->stop_ids(), (std::vector<int32_t>{2, 266, 264}));
+  EXPECT_EQ(tok->eot_id(), 266);
+}
+
 TEST(HfTokenizer, UnknownCharactersWithoutByteFallback) {
   using V = std::vector<int32_t>;
   auto fused = Tokenizer::from_hf_dir(
