@@ -10,8 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/kernels.h"
+#include "engine/model.h"
 #include "engine/model_export.h"
 #include "engine/model_loader.h"
+#include "reference.h"
 #include "testdata.h"
 #include "text/tokenizer_golden.h"
 #include "util/error.h"
@@ -305,3 +307,84 @@ INSTANTIATE_TEST_SUITE_P(Npm, ConvertTokenizer,
                          [](const auto& info) {
                            return std::string(info.param.first) == "qwen2" ? "qwen2" : "llama_bpe";
                          });
+
+// ---- converted models against the reference logits ---------------------------------------------
+
+namespace {
+
+struct ConvertedCase {
+  const char* model;
+  const char* type;
+  double max_rel_l2;       // relative L2 of all logits against the reference
+  int max_mismatch_pct;    // argmax disagreements allowed, percent of positions
+};
+
+std::string case_name(const ConvertedCase& c) {
+  std::string s = std::string(c.model) + "_" + c.type;
+  for (char& ch : s)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return s;
+}
+
+}  // namespace
+
+class ConvertedReference : public ::testing::TestWithParam<ConvertedCase> {};
+
+// A converted file computes what the folder does, up to the rounding its weight type adds: exact
+// float32 activations and KV cache, so the only error left is the weights' own. F32 files are the
+// folder's weights bit for bit (MLX's 4-bit values dequantize exactly), so they hold the float32
+// bound (measured ~1e-6) and reproduce the greedy tokens. For the others the bounds are what these
+// random-weight models give (worst measured: F16 1.6e-3 with 1/40 argmax flips, BF16 1.2e-2, Q8_0
+// 3.9e-2 with 4/40, Q4_K_M 0.26 with 13/40, Q4_0 0.51 with 24/40) with some headroom: the per-tensor
+// weight errors (EveryModelFolderToEveryType) are small, but these untrained models have nearly
+// tied logits and amplify weight noise through every layer, so argmax flips are frequent at 4 bits.
+// A wrong layout gives uncorrelated logits (relative L2 ~1.4, argmax ~100% off), far outside.
+TEST_P(ConvertedReference, LogitsWithinTheTypeBound) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const ConvertedCase& cc = GetParam();
+  const fs::path dir = test::testdata_dir() / "models" / cc.model;
+  const fs::path out = temp_path(case_name(cc) + ".gguf");
+  write_model_gguf(load_model(dir.string()), *quant_recipe(cc.type), out.string(), {}, 2);
+  const auto model = Model::load(out.string());
+  ThreadPool pool(2);
+  for (const auto& ref : test::read_references(dir)) {
+    SCOPED_TRACE(ref.name);
+    SequenceState st(model->config(), int(ref.input_ids.size() + ref.greedy_next16.size()), true);
+    st.exact_activations = true;
+    std::vector<float> logits;
+    model->forward(st, ref.input_ids, true, logits, pool);
+    const auto c = test::compare_logits(logits, ref.logits, size_t(model->config().n_vocab));
+    std::printf("[ converted %s %s %s ] relative L2 %.3g, argmax mismatches %d/%d\n", cc.model,
+                cc.type, ref.name.c_str(), c.rel_l2, c.argmax_mismatches, c.positions);
+    EXPECT_LE(c.rel_l2, cc.max_rel_l2);
+    EXPECT_LE(c.argmax_mismatches * 100, c.positions * cc.max_mismatch_pct);
+    if (std::string(cc.type) == "f32" && !ref.greedy_next16.empty()) {
+      std::vector<float> last(logits.end() - model->config().n_vocab, logits.end());
+      std::vector<int32_t> greedy;
+      for (size_t i = 0; i < ref.greedy_next16.size(); ++i) {
+        const int32_t next = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
+        greedy.push_back(next);
+        if (i + 1 < ref.greedy_next16.size())
+          model->forward(st, std::span<const int32_t>(&next, 1), false, last, pool);
+      }
+      EXPECT_EQ(greedy, ref.greedy_next16);
+    }
+  }
+  fs::remove(out);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    TestData, ConvertedReference,
+    ::testing::ValuesIn(std::vector<ConvertedCase>{
+        {"tiny-llama-dev", "f32", 1e-4, 0},            {"tiny-phi3-longrope-dev", "f32", 1e-4, 0},
+        {"tiny-qwen2-dev", "f32", 1e-4, 0},            {"tiny-phi3-mlx4-dev", "f32", 1e-4, 0},
+        {"tiny-llama-dev", "f16", 3e-3, 5},            {"tiny-phi3-longrope-dev", "f16", 3e-3, 5},
+        {"tiny-qwen2-dev", "f16", 3e-3, 5},            {"tiny-llama-dev", "bf16", 2.5e-2, 5},
+        {"tiny-phi3-longrope-dev", "bf16", 2.5e-2, 5}, {"tiny-qwen2-dev", "bf16", 2.5e-2, 5},
+        {"tiny-llama-dev", "q8_0", 6e-2, 15},          {"tiny-phi3-longrope-dev", "q8_0", 6e-2, 15},
+        {"tiny-qwen2-dev", "q8_0", 6e-2, 15},          {"tiny-phi3-mlx4-dev", "q8_0", 6e-2, 15},
+        {"tiny-llama-dev", "q4_k_m", 0.4, 45},         {"tiny-phi3-longrope-dev", "q4_k_m", 0.4, 45},
+        {"tiny-qwen2-dev", "q4_k_m", 0.4, 45},         {"tiny-llama-dev", "q4_0", 0.7, 70},
+        {"tiny-phi3-longrope-dev", "q4_0", 0.7, 70},   {"tiny-qwen2-dev", "q4_0", 0.7, 70},
+    }),
+    [](const auto& info) { return case_name(info.param); });
