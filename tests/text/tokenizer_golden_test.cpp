@@ -2,6 +2,8 @@
 // loaders, and the decode round trip on the same strings.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <map>
 #include <memory>
 
@@ -111,6 +113,44 @@ INSTANTIATE_TEST_SUITE_P(Npm, HfTokenizerJson,
                              if (c == '-') c = '_';
                            return n;
                          });
+
+// The same vocabularies as GGUF files (written here from the tokenizer.json, as a converter would),
+// so that the GGUF path and its `tokenizer.ggml.pre` table are checked on Llama 3 and Qwen2 too.
+std::string write_gguf_copy(const Tokenizer& hf, const std::string& pre, const std::string& name) {
+  const Vocab& v = hf.vocab();
+  std::vector<std::pair<int32_t, uint64_t>> ranked;
+  for (const auto& [key, rank_id] : v.merges) ranked.push_back({rank_id.first, key});
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<std::string> merges;
+  for (const auto& [rank, key] : ranked)
+    merges.push_back(v.tokens[key >> 32] + " " + v.tokens[key & 0xffffffffu]);
+  std::vector<int32_t> types;
+  for (TokenKind k : v.kinds) types.push_back(int32_t(k));
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("pensieve_tok_gguf_" + std::to_string(::getpid()) + "_" + name + ".gguf");
+  GgufWriter w(path.string());
+  w.set("tokenizer.ggml.model", GgufValue::of(std::string("gpt2")));
+  w.set("tokenizer.ggml.pre", GgufValue::of(pre));
+  w.set("tokenizer.ggml.tokens", GgufValue::of(v.tokens));
+  w.set("tokenizer.ggml.token_type", GgufValue::of(types));
+  w.set("tokenizer.ggml.merges", GgufValue::of(merges));
+  w.write_header();
+  w.finish();
+  return path.string();
+}
+
+TEST_P(HfTokenizerJson, SameVocabularyAsGgufMatchesGoldens) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  PENSIEVE_REQUIRE_NPM_TOKENIZER(GetParam().package);
+  auto hf = Tokenizer::from_hf_dir(test::npm_fixture_dir(GetParam().package).string());
+  const std::string path = write_gguf_copy(*hf, GetParam().golden, GetParam().golden);
+  auto tok = Tokenizer::from_gguf(GgufFile::open(path));
+  const auto cases = test::read_golden(GetParam().golden);
+  const int failed = check_cases(*tok, cases, std::string(GetParam().golden) + " (GGUF)");
+  std::printf("[ vocab    ] %-16s %zu/%zu exact (as GGUF, pre '%s')\n", GetParam().golden,
+              cases.size() - failed, cases.size(), GetParam().golden);
+  std::filesystem::remove(path);
+}
 
 }  // namespace
 }  // namespace pensieve
