@@ -1,6 +1,7 @@
 #include "text/tokenizer.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <unordered_map>
 
@@ -204,9 +205,10 @@ std::string Tokenizer::token_bytes(int32_t id, bool skip_special) const {
     case TokenKind::UserDefined:
       return text;
     case TokenKind::Byte:
-      if (text.size() == 6 && text.compare(0, 3, "<0x") == 0)
+      if (text.size() == 6 && text.compare(0, 3, "<0x") == 0 && text[5] == '>' &&
+          std::isxdigit(uint8_t(text[3])) && std::isxdigit(uint8_t(text[4])))
         return std::string(1, char(std::stoi(text.substr(3, 2), nullptr, 16)));
-      break;
+      break;  // a byte token with another name decodes as its text
     case TokenKind::Normal:
       break;
   }

@@ -177,14 +177,34 @@ bool add_bos_of(const json& tok, const json& cfg, const Vocab& v) {
   return v.tokens[v.bos_id] == "<|begin_of_text|>";
 }
 
+// The settings tokenizer_config.json and generation_config.json hold: special ids, BOS policy, the
+// chat template, extra stop ids.
+void load_configs(const json& tok, const json& cfg, const json& gen, Vocab& v) {
+  auto id_of = [&](const std::string& text) { return text.empty() ? -1 : v.find(text); };
+  v.bos_id = id_of(token_field(cfg, "bos_token"));
+  v.eos_id = id_of(token_field(cfg, "eos_token"));
+  v.pad_id = id_of(token_field(cfg, "pad_token"));
+  v.add_bos = add_bos_of(tok, cfg, v);
+  v.chat_template = chat_template_of(cfg);
+  // eos_token_id may be one id or a list of them.
+  const json eos = gen.is_object() ? gen.value("eos_token_id", json()) : json();
+  for (const json& e : eos.is_array() ? eos : json::array({eos}))
+    if (e.is_number_integer() && e.get<int64_t>() >= 0 && e.get<int64_t>() < int64_t(v.tokens.size()))
+      v.extra_stop_ids.push_back(int32_t(e.get<int64_t>()));
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   const std::string tok_path = (fs::path(dir) / "tokenizer.json").string();
   const std::string cfg_path = (fs::path(dir) / "tokenizer_config.json").string();
+  const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
   const json tok = read_json(tok_path);
   const json cfg = fs::exists(cfg_path) ? read_json(cfg_path) : json::object();
+  const json gen = fs::exists(gen_path) ? read_json(gen_path) : json::object();
+  if (!tok.is_object()) throw Error(tok_path + ": expected a JSON object");
+  if (!cfg.is_object()) throw Error(cfg_path + ": expected a JSON object");
   Vocab v;
   v.source = tok_path;
   try {
@@ -199,25 +219,16 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
     v.decoding = Vocab::Decoding::Plain;
     load_decoder(tok.value("decoder", json()), v);
     v.map_bytes = v.decoding == Vocab::Decoding::ByteLevel;
-    if (model.contains("unk_token") && model["unk_token"].is_string()) v.unk_id = v.find(model["unk_token"].get<std::string>());
+    if (model.contains("unk_token") && model["unk_token"].is_string())
+      v.unk_id = v.find(model["unk_token"].get<std::string>());
   } catch (const json::exception& e) {
     throw Error(tok_path + ": unexpected structure: " + e.what());
   }
-  auto id_of = [&](const std::string& text) { return text.empty() ? -1 : v.find(text); };
-  v.bos_id = id_of(token_field(cfg, "bos_token"));
-  v.eos_id = id_of(token_field(cfg, "eos_token"));
-  v.pad_id = id_of(token_field(cfg, "pad_token"));
-  v.add_bos = add_bos_of(tok, cfg, v);
-  // generation_config.json may name several end ids (an int or a list).
-  const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
-  if (fs::exists(gen_path)) {
-    const json gen = read_json(gen_path);
-    const json eos = gen.value("eos_token_id", json());
-    for (const json& e : eos.is_array() ? eos : json::array({eos}))
-      if (e.is_number_integer() && e.get<int64_t>() >= 0 && e.get<int64_t>() < int64_t(v.tokens.size()))
-        v.extra_stop_ids.push_back(int32_t(e.get<int64_t>()));
+  try {
+    load_configs(tok, cfg, gen, v);
+  } catch (const json::exception& e) {
+    throw Error(dir + ": unexpected structure in tokenizer_config.json or generation_config.json: " + e.what());
   }
-  v.chat_template = chat_template_of(cfg);
   return std::make_unique<Tokenizer>(std::move(v));
 }
 

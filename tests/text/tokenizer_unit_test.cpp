@@ -234,6 +234,11 @@ TEST(HfTokenizer, BadFilesGiveErrorsNamingThem) {
   write_file(bad_merge / "tokenizer.json",
              R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a zz"]}})");
   EXPECT_THROW(Tokenizer::from_hf_dir(bad_merge.string()), Error);
+  const fs::path bad_cfg = write_small_spm_tokenizer("bad_cfg");
+  write_file(bad_cfg / "tokenizer_config.json", R"({"chat_template": [{"name": "default", "template": 5}]})");
+  EXPECT_THROW(Tokenizer::from_hf_dir(bad_cfg.string()), Error);
+  write_file(bad_cfg / "tokenizer_config.json", "[1, 2]");
+  EXPECT_THROW(Tokenizer::from_hf_dir(bad_cfg.string()), Error);
   const fs::path wrong_type = temp_dir("wrong_type");
   write_file(wrong_type / "tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": "x"}, "merges": []}})");
   EXPECT_THROW(Tokenizer::from_hf_dir(wrong_type.string()), Error);
