@@ -2,10 +2,12 @@
 // the SentencePiece word cut, and concurrent use.
 #include <gtest/gtest.h>
 
+#include <random>
 #include <thread>
 
 #include "text/bpe.h"
 #include "text/tokenizer.h"
+#include "text/unicode.h"
 #include "tokenizer_golden.h"
 
 namespace pensieve {
@@ -126,6 +128,44 @@ TEST(Tokenizer, VocabulariesWithoutGoldensLoadAndRoundTrip) {
     const V ids = tok->encode(text, false);
     EXPECT_FALSE(ids.empty()) << name;
     EXPECT_EQ(tok->decode(ids), text) << name;
+  }
+}
+
+// Untrusted input: arbitrary bytes (invalid UTF-8 included) never crash the tokenizer, and text
+// comes back from decode wherever the vocabulary can spell every byte.
+TEST(Tokenizer, ArbitraryBytesRoundTrip) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  struct Case {
+    const char* name;
+    bool valid_round_trip;  // every valid UTF-8 string comes back
+    bool raw_round_trip;    // invalid bytes come back as U+FFFD too
+  };
+  // Falcon has no tokens for some control bytes (dropped, as the HF tokenizer drops them); DeepSeek
+  // LLM spells the bytes valid UTF-8 never uses as user-defined characters, so a stray byte comes
+  // back as that character.
+  const Case cases[] = {{"phi-3", true, true}, {"gpt-2", true, true}, {"deepseek-llm", true, false},
+                        {"falcon", false, false}};
+  std::mt19937 rng(1234);
+  const std::string alphabet = std::string("ab \n\t<|>!1\xC3\xA9\xE2\x96\x81\xF0\x9F\xA6\x99") + '\0';
+  for (const Case& c : cases) {
+    auto tok = vocab_gguf(c.name);
+    for (int i = 0; i < 150; ++i) {
+      std::string s;
+      const int len = int(rng() % 48);
+      for (int k = 0; k < len; ++k)
+        s += (rng() % 3 == 0) ? char(rng() % 256) : alphabet[rng() % alphabet.size()];
+      const std::string valid = utf8::sanitize(s);
+      const V ids = tok->encode(valid, false, /*parse_special=*/false);
+      const V raw = tok->encode(s, false, false);
+      for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < tok->n_vocab());
+      for (int32_t id : raw) ASSERT_TRUE(id >= 0 && id < tok->n_vocab());
+      if (c.valid_round_trip) {
+        EXPECT_EQ(tok->decode(ids), valid) << c.name << " case " << i;
+      }
+      if (c.raw_round_trip) {
+        EXPECT_EQ(tok->decode(raw), valid) << c.name << " case " << i;
+      }
+    }
   }
 }
 
