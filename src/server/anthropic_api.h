@@ -1,0 +1,47 @@
+// The Anthropic Messages API as pure translation: request JSON to ChatRequest, a finished
+// generation to the response JSON, and generation events to the exact SSE byte stream.
+#pragma once
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/generator.h"
+#include "server/api_error.h"
+#include "server/chat_request.h"
+
+namespace pensieve::server {
+
+// Validates a /v1/messages body (or a count_tokens body when for_count is true, which needs no
+// max_tokens). Throws ApiError(400) naming the field.
+ChatRequest parse_anthropic_request(const nlohmann::json& body, bool for_count = false);
+
+const char* anthropic_stop_reason(StopReason r);
+
+nlohmann::json anthropic_usage(int input_tokens, int output_tokens);
+
+nlohmann::json anthropic_message(const std::string& id, const std::string& model,
+                                 const std::string& text, const GenerateResult& result);
+
+// Produces the SSE bytes of one streamed message, in the order the API sends them:
+// message_start, content_block_start, ping, content_block_delta..., content_block_stop,
+// message_delta, message_stop. ping() may be called at any time after start().
+class AnthropicStream {
+ public:
+  AnthropicStream(std::string id, std::string model) : id_(std::move(id)), model_(std::move(model)) {}
+  std::string start(int input_tokens);  // message_start, content_block_start, ping
+  std::string delta(const std::string& text);
+  std::string ping() const;
+  std::string finish(const GenerateResult& result);  // content_block_stop, message_delta, message_stop
+  std::string error(const ApiError& e) const;        // event: error (after the 200 was sent)
+
+ private:
+  std::string id_, model_;
+  int input_tokens_ = 0;
+};
+
+// "event: NAME\ndata: JSON\n\n"
+std::string sse_event(const std::string& name, const nlohmann::json& data);
+// "data: JSON\n\n"
+std::string sse_data(const std::string& data);
+
+}  // namespace pensieve::server

@@ -1,0 +1,35 @@
+// The request both APIs translate into: a conversation, generation limits and sampling settings,
+// with everything the wire formats differ on already resolved. Only sampling fields the client gave
+// are set; the rest keep the engine's defaults.
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/generator.h"
+
+namespace pensieve::server {
+
+struct ChatRequest {
+  std::string model;                  // as requested (echoed back in responses)
+  std::string system;                 // the folded system prompt ("" when none)
+  std::vector<ChatMessage> messages;  // user/assistant turns, consecutive same roles merged
+  std::string assistant_prefill;      // a trailing assistant turn that the answer continues
+  nlohmann::json tools;               // OpenAI function-tool form for the chat template, or null
+  std::optional<int> max_tokens;      // absent: as much as the context leaves (OpenAI only)
+  std::optional<float> temperature, top_p, presence_penalty, frequency_penalty;
+  std::optional<int> top_k;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;         // OpenAI stream_options.include_usage
+  std::string user;                   // metadata.user_id / user: for logs only
+};
+
+// Appends a turn, merging it into the previous one when the role repeats (the Anthropic API
+// treats consecutive same-role turns as one; many chat templates reject them).
+void append_turn(std::vector<ChatMessage>& turns, const std::string& role, const std::string& text);
+
+}  // namespace pensieve::server

@@ -1,0 +1,130 @@
+#include "server/http_exchange.h"
+
+namespace pensieve::server {
+
+using asio::use_awaitable;
+
+HttpExchange::HttpExchange(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer, HttpRequest& req,
+                           std::string request_id)
+    : stream_(stream),
+      buffer_(buffer),
+      req_(req),
+      request_id_(std::move(request_id)),
+      started_(std::chrono::steady_clock::now()),
+      keep_alive_(req.keep_alive()),
+      watch_timer_(stream.get_executor()) {}
+
+std::string_view HttpExchange::path() const {
+  std::string_view t(req_.target().data(), req_.target().size());
+  return t.substr(0, t.find('?'));
+}
+
+std::string_view HttpExchange::query() const {
+  std::string_view t(req_.target().data(), req_.target().size());
+  size_t q = t.find('?');
+  return q == std::string_view::npos ? std::string_view() : t.substr(q + 1);
+}
+
+std::string HttpExchange::header(std::string_view name) const {
+  auto it = req_.find(beast::string_view(name.data(), name.size()));
+  return it == req_.end() ? std::string() : std::string(it->value());
+}
+
+template <class Response>
+void HttpExchange::common_headers(Response& res, int status) {
+  status_ = status;
+  res.set(http::field::server, "pensieve");
+  res.set("request-id", request_id_);
+  res.keep_alive(keep_alive_);
+}
+
+asio::awaitable<void> HttpExchange::send(int status, std::string_view content_type, const std::string& body) {
+  http::response<http::string_body> res{static_cast<http::status>(status), req_.version()};
+  common_headers(res, status);
+  res.set(http::field::content_type, beast::string_view(content_type.data(), content_type.size()));
+  res.body() = body;
+  res.prepare_payload();
+  beast::error_code ec;
+  co_await http::async_write(stream_, res, asio::redirect_error(use_awaitable, ec));
+  if (ec) gone_ = true, keep_alive_ = false;
+}
+
+asio::awaitable<void> HttpExchange::send_json(int status, const nlohmann::json& body) {
+  const std::string text = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  co_await send(status, "application/json", text);
+}
+
+asio::awaitable<bool> HttpExchange::begin_stream(std::string_view content_type) {
+  http::response<http::empty_body> res{http::status::ok, req_.version()};
+  common_headers(res, 200);
+  res.set(http::field::content_type, beast::string_view(content_type.data(), content_type.size()));
+  res.set(http::field::cache_control, "no-cache");
+  res.chunked(true);
+  http::response_serializer<http::empty_body> sr{res};
+  beast::error_code ec;
+  co_await http::async_write_header(stream_, sr, asio::redirect_error(use_awaitable, ec));
+  if (ec) gone_ = true, keep_alive_ = false;
+  co_return !ec;
+}
+
+asio::awaitable<bool> HttpExchange::write(const std::string& data) {
+  if (gone_) co_return false;
+  if (data.empty()) co_return true;
+  beast::error_code ec;
+  auto chunk = http::make_chunk(asio::buffer(data));
+  co_await asio::async_write(stream_, chunk, asio::redirect_error(use_awaitable, ec));
+  if (ec) gone_ = true, keep_alive_ = false;
+  co_return !ec;
+}
+
+asio::awaitable<void> HttpExchange::end_stream() {
+  if (gone_) co_return;
+  beast::error_code ec;
+  auto last = http::make_chunk_last();
+  co_await asio::async_write(stream_, last, asio::redirect_error(use_awaitable, ec));
+  if (ec) gone_ = true, keep_alive_ = false;
+}
+
+void HttpExchange::start_watch(std::function<void()> on_gone) {
+  if (watching_) return;
+  watching_ = true;
+  watch_done_ = false;
+  asio::co_spawn(
+      stream_.get_executor(),
+      [this, on_gone = std::move(on_gone)]() -> asio::awaitable<void> {
+        for (;;) {
+          beast::error_code ec;
+          size_t n = co_await stream_.async_read_some(buffer_.prepare(16384),
+                                                               asio::redirect_error(use_awaitable, ec));
+          if (ec) {
+            if (ec != asio::error::operation_aborted) {
+              gone_ = true;
+              keep_alive_ = false;
+              on_gone();
+            }
+            break;
+          }
+          buffer_.commit(n);
+          if (buffer_.size() > (1u << 20)) break;  // a client flooding pipelined bytes: stop reading
+        }
+        watch_done_ = true;
+        watch_timer_.cancel();
+      },
+      asio::detached);
+}
+
+asio::awaitable<void> HttpExchange::stop_watch() {
+  if (!watching_) co_return;
+  watching_ = false;
+  if (!watch_done_) {
+    beast::error_code ignored;
+    stream_.cancel(ignored);
+  }
+  while (!watch_done_) {
+    watch_timer_.expires_after(std::chrono::seconds(1));
+    beast::error_code ec;
+    co_await watch_timer_.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+}
+
+}  // namespace pensieve::server

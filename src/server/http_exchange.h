@@ -1,0 +1,74 @@
+// One HTTP request and its response on a keep-alive connection: plain responses, chunked SSE
+// streams, and a watch on the socket that notices the client leaving while a response is being
+// produced (so that generation stops at once).
+#pragma once
+#include <utility>  // before Asio: its awaitable.hpp uses std::exchange
+
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace pensieve::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using HttpRequest = http::request<http::string_body>;
+
+class HttpExchange {
+ public:
+  HttpExchange(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer, HttpRequest& req, std::string request_id);
+  HttpExchange(const HttpExchange&) = delete;
+  HttpExchange& operator=(const HttpExchange&) = delete;
+
+  const HttpRequest& request() const { return req_; }
+  std::string_view path() const;   // the target without its query string
+  std::string_view query() const;  // after '?', or ""
+  std::string header(std::string_view name) const;
+  const std::string& request_id() const { return request_id_; }
+  std::chrono::steady_clock::time_point started() const { return started_; }
+  asio::any_io_executor executor() { return stream_.get_executor(); }
+
+  int status() const { return status_; }  // 0 until a response began
+  bool keep_alive() const { return keep_alive_; }
+  void close_after() { keep_alive_ = false; }
+  bool client_gone() const { return gone_; }
+
+  // Arguments of co_await-ed calls in this server are always named objects: GCC 12 destroys
+  // non-trivial temporaries of a co_await expression twice.
+  asio::awaitable<void> send(int status, std::string_view content_type, const std::string& body);
+  asio::awaitable<void> send_json(int status, const nlohmann::json& body);
+
+  // Sends a 200 with chunked transfer encoding; then write() each piece and end_stream().
+  asio::awaitable<bool> begin_stream(std::string_view content_type);
+  asio::awaitable<bool> write(const std::string& data);  // false when the client is gone
+  asio::awaitable<void> end_stream();
+
+  // Reads the socket in the background until stop_watch(); on EOF or a reset calls on_gone (on
+  // this connection's executor). Bytes of a pipelined next request are kept for the next read.
+  void start_watch(std::function<void()> on_gone);
+  asio::awaitable<void> stop_watch();
+
+ private:
+  template <class Response> void common_headers(Response& res, int status);
+
+  asio::ip::tcp::socket& stream_;
+  beast::flat_buffer& buffer_;
+  HttpRequest& req_;
+  std::string request_id_;
+  std::chrono::steady_clock::time_point started_;
+  int status_ = 0;
+  bool keep_alive_;
+  bool gone_ = false;
+  bool watching_ = false;
+  bool watch_done_ = true;
+  asio::steady_timer watch_timer_;
+};
+
+}  // namespace pensieve::server

@@ -1,0 +1,191 @@
+#include "server/http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+
+#include "server/generation_queue.h"
+#include "server/http_exchange.h"
+#include "server/router.h"
+#include "util/error.h"
+
+namespace pensieve::server {
+
+using asio::ip::tcp;
+using asio::use_awaitable;
+
+namespace {
+
+std::string request_id() {
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string id = "req_";
+  for (int i = 0; i < 24; ++i) id += alphabet[rng() % 62];
+  return id;
+}
+
+constexpr auto kIdleTimeout = std::chrono::seconds(120);
+
+}  // namespace
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  beast::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  return !ec && addr.is_loopback();
+}
+
+HttpServer::HttpServer(ServerContext& ctx)
+    : ctx_(ctx), acceptor_(ioc_), signals_(ioc_), drain_timer_(ioc_) {}
+
+HttpServer::~HttpServer() = default;
+
+void HttpServer::listen(const std::string& host, int port) {
+  beast::error_code ec;
+  tcp::resolver resolver(ioc_);
+  auto results = resolver.resolve(host, std::to_string(port), tcp::resolver::passive, ec);
+  if (ec || results.empty()) throw Error("cannot resolve listen address '" + host + "': " + ec.message());
+  tcp::endpoint ep = results.begin()->endpoint();
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw Error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+  port_ = acceptor_.local_endpoint().port();
+}
+
+void HttpServer::run(bool handle_signals) {
+  if (handle_signals) {
+    signals_.add(SIGINT);
+    signals_.add(SIGTERM);
+    signals_.async_wait([this](const beast::error_code& ec, int sig) {
+      if (ec) return;
+      spdlog::info("signal {}: shutting down", sig);
+      begin_shutdown();
+    });
+  }
+  asio::co_spawn(ioc_, accept_loop(), asio::detached);
+  // One network thread: handlers only parse, route and copy bytes (CPU work runs on the blocking
+  // pool and the generation workers), and a single thread needs no strands.
+  ioc_.run();
+}
+
+void HttpServer::shutdown() {
+  asio::post(ioc_, [this] { begin_shutdown(); });
+}
+
+void HttpServer::begin_shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  ctx_.stopping = true;
+  beast::error_code ec;
+  acceptor_.close(ec);
+  signals_.cancel(ec);
+  auto grace_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx_.config.shutdown_grace_ms);
+  drain_then_stop(grace_end, false);
+}
+
+// Polls until no request is active; past the grace period, cancels the generations so that their
+// streams end with an error event rather than a cut connection.
+void HttpServer::drain_then_stop(std::chrono::steady_clock::time_point grace_end, bool cancelled) {
+  if (ctx_.active_requests == 0) {
+    ioc_.stop();
+    return;
+  }
+  if (!cancelled && std::chrono::steady_clock::now() >= grace_end) {
+    if (auto models = ctx_.models())
+      for (const auto& e : models->entries()) e.queue->cancel_all();
+    cancelled = true;
+    grace_end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  } else if (cancelled && std::chrono::steady_clock::now() >= grace_end) {
+    ioc_.stop();  // a generation that ignores cancellation must not hold the process forever
+    return;
+  }
+  drain_timer_.expires_after(std::chrono::milliseconds(20));
+  drain_timer_.async_wait([this, grace_end, cancelled](const beast::error_code& ec) {
+    if (!ec) drain_then_stop(grace_end, cancelled);
+  });
+}
+
+asio::awaitable<void> HttpServer::accept_loop() {
+  for (;;) {
+    beast::error_code ec;
+    tcp::socket socket = co_await acceptor_.async_accept(
+                                                         asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (!acceptor_.is_open()) co_return;
+      if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
+        asio::steady_timer pause(ioc_, std::chrono::milliseconds(50));  // out of fds: back off
+        co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
+      }
+      continue;
+    }
+    auto ex = socket.get_executor();
+    asio::co_spawn(ex, session(std::move(socket)), asio::detached);
+  }
+}
+
+asio::awaitable<void> HttpServer::session(tcp::socket socket) {
+  tcp::socket& stream = socket;
+  beast::flat_buffer buffer;
+  // Closes a connection that stays idle between requests (the timer runs only while reading).
+  asio::steady_timer idle(stream.get_executor());
+  auto arm_idle = [&] {
+    idle.expires_after(kIdleTimeout);
+    idle.async_wait([&stream](const beast::error_code& ec) {
+      beast::error_code ignored;
+      if (!ec) stream.close(ignored);
+    });
+  };
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(static_cast<uint64_t>(ctx_.config.max_body_bytes));
+    parser.header_limit(256 * 1024);
+    arm_idle();
+    beast::error_code ec;
+    co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    idle.cancel();
+    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
+      break;
+    HttpRequest& req = parser.get();
+    ++ctx_.active_requests;
+    HttpExchange ex(stream, buffer, req, request_id());
+    if (ec) {
+      // A request that cannot be read is answered, then the connection closes (its framing is lost).
+      ex.close_after();
+      ApiError err = ec == http::error::body_limit
+                         ? ApiError::too_large("request body exceeds " + std::to_string(ctx_.config.max_body_bytes) + " bytes")
+                         : ApiError::invalid_request("malformed HTTP request: " + ec.message());
+      int status = 400;
+      auto body = error_body_for(std::string_view(req.target().data(), req.target().size()), err, ex.request_id(), status);
+      co_await ex.send_json(status, body);
+    } else {
+      if (ctx_.stopping) ex.close_after();
+      co_await route_request(ctx_, ex);
+    }
+    co_await ex.stop_watch();
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ex.started()).count();
+    ctx_.metrics.record_request(route_label(ex.path()), ex.status() ? ex.status() : 499, seconds);
+    --ctx_.active_requests;
+    if (!ex.keep_alive() || ctx_.stopping) break;
+  }
+  // Half-close, then read what the client still sends (the rest of a refused body) until it
+  // closes: closing with unread bytes would reset the connection and could lose our answer.
+  beast::error_code ec;
+  stream.shutdown(tcp::socket::shutdown_send, ec);
+  idle.expires_after(std::chrono::seconds(2));
+  idle.async_wait([&stream](const beast::error_code& e) {
+    beast::error_code ignored;
+    if (!e) stream.close(ignored);
+  });
+  size_t drained = 0;
+  while (!ec && drained < (64u << 20)) {
+    buffer.consume(buffer.size());
+    drained += co_await stream.async_read_some(buffer.prepare(65536), asio::redirect_error(use_awaitable, ec));
+  }
+  idle.cancel();
+  stream.close(ec);
+}
+
+}  // namespace pensieve::server

@@ -1,0 +1,49 @@
+// The HTTP/1.1 listener: accepts connections on Asio threads, runs one keep-alive session
+// coroutine per connection, and shuts down gracefully (stop accepting, let running requests end
+// within the grace period, then cancel them so streams still close cleanly).
+#pragma once
+#include <utility>  // before Asio: its awaitable.hpp uses std::exchange
+
+#include <boost/asio.hpp>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "server/server_context.h"
+
+namespace pensieve::server {
+
+class HttpServer {
+ public:
+  explicit HttpServer(ServerContext& ctx);
+  ~HttpServer();
+
+  // Binds host:port (port 0 picks a free one). Error naming the address when it cannot.
+  void listen(const std::string& host, int port);
+  int port() const { return port_; }
+
+  // Runs the network threads until shutdown; handles SIGINT/SIGTERM when handle_signals is set.
+  void run(bool handle_signals);
+  // Starts a graceful shutdown (thread-safe).
+  void shutdown();
+
+ private:
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> session(asio::ip::tcp::socket socket);
+  void begin_shutdown();
+  void drain_then_stop(std::chrono::steady_clock::time_point grace_end, bool cancelled);
+
+  ServerContext& ctx_;
+  asio::io_context ioc_;
+  asio::ip::tcp::acceptor acceptor_;
+  asio::signal_set signals_;
+  asio::steady_timer drain_timer_;
+  int port_ = 0;
+  bool shutting_down_ = false;
+};
+
+// True for 127.0.0.0/8, ::1 and "localhost".
+bool is_loopback_host(const std::string& host);
+
+}  // namespace pensieve::server

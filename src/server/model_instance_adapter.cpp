@@ -1,0 +1,40 @@
+#include "server/model_instance_adapter.h"
+
+#include <sys/stat.h>
+
+namespace pensieve::server {
+
+namespace {
+
+class InstanceModel : public ServedModel {
+ public:
+  explicit InstanceModel(std::shared_ptr<ModelInstance> m) : m_(std::move(m)) {
+    struct stat st {};
+    if (::stat(m_->path().c_str(), &st) == 0) created_ = st.st_mtime;
+  }
+  const std::string& id() const override { return m_->id(); }
+  int context_length() const override { return m_->context_length(); }
+  double load_seconds() const override { return m_->load_seconds(); }
+  int64_t created_unix() const override { return created_; }
+  std::vector<int32_t> chat_tokens(const ChatPrompt& p) const override { return m_->chat_tokens(p); }
+  std::vector<int32_t> text_tokens(const std::string& t) const override { return m_->text_tokens(t, false); }
+  GenerateResult generate(const GenerateRequest& r, const TextCallback& cb) const override {
+    return m_->generate(r, cb);
+  }
+
+ private:
+  std::shared_ptr<ModelInstance> m_;
+  int64_t created_ = 0;
+};
+
+}  // namespace
+
+std::shared_ptr<ServedModel> serve_instance(std::shared_ptr<ModelInstance> instance) {
+  return std::make_shared<InstanceModel>(std::move(instance));
+}
+
+std::shared_ptr<ServedModel> load_served_model(const std::string& path, const EngineOptions& opts) {
+  return serve_instance(ModelInstance::load(path, opts));
+}
+
+}  // namespace pensieve::server

@@ -1,0 +1,175 @@
+#include "server/openai_api.h"
+
+#include "server/anthropic_api.h"  // sse_data
+#include "server/json_fields.h"
+
+namespace pensieve::server {
+
+using nlohmann::json;
+
+namespace {
+
+std::string part_text(const json& content, const std::string& where) {
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array())
+    throw ApiError::invalid_request(where + ": expected a string or an array of content parts, got " +
+                                    fields::json_type_name(content));
+  std::string out;
+  for (size_t i = 0; i < content.size(); ++i) {
+    const std::string at = where + "." + std::to_string(i);
+    const json& part = content[i];
+    if (!part.is_object()) throw ApiError::invalid_request(at + ": expected an object");
+    const std::string type = fields::require_string(part, "type", at);
+    if (type != "text")
+      throw ApiError::invalid_request(at + ".type: '" + type +
+                                      "' content parts are not supported: the served models read text only");
+    if (!out.empty()) out += "\n\n";
+    out += fields::require_string(part, "text", at);
+  }
+  return out;
+}
+
+void parse_messages(const json& body, ChatRequest& req) {
+  const json* messages = fields::optional_array(body, "messages");
+  if (!messages) throw ApiError::invalid_request("messages: Field required");
+  if (messages->empty()) throw ApiError::invalid_request("messages: at least one message is required");
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    const std::string where = "messages." + std::to_string(i);
+    if (!m.is_object()) throw ApiError::invalid_request(where + ": expected an object");
+    const std::string role = fields::require_string(m, "role", where);
+    const json* content = fields::find(m, "content");
+    std::string text = content ? part_text(*content, where + ".content") : "";
+    if (role == "system" || role == "developer") {
+      if (!req.system.empty() && !text.empty()) req.system += "\n\n";
+      req.system += text;
+    } else if (role == "user" || role == "assistant") {
+      if (!content && role == "user") throw ApiError::invalid_request(where + ".content: Field required");
+      append_turn(req.messages, role, text);
+    } else if (role == "tool") {
+      append_turn(req.messages, "user", text);  // tool output, as text until tool use lands
+    } else {
+      throw ApiError::invalid_request(where + ".role: expected 'system', 'developer', 'user', 'assistant' or 'tool', got '" + role + "'");
+    }
+  }
+  if (!req.messages.empty() && req.messages.back().role == "assistant") {
+    req.assistant_prefill = req.messages.back().content;
+    req.messages.pop_back();
+  }
+}
+
+void parse_stop(const json& body, ChatRequest& req) {
+  const json* stop = fields::find(body, "stop");
+  if (!stop) return;
+  if (stop->is_string()) {
+    req.stop.push_back(stop->get<std::string>());
+  } else if (stop->is_array()) {
+    if (stop->size() > 4) throw ApiError::invalid_request("stop: at most 4 sequences");
+    for (const auto& s : *stop) {
+      if (!s.is_string()) throw ApiError::invalid_request("stop: expected strings");
+      req.stop.push_back(s.get<std::string>());
+    }
+  } else {
+    throw ApiError::invalid_request("stop: expected a string or an array of strings");
+  }
+  for (const auto& s : req.stop)
+    if (s.empty()) throw ApiError::invalid_request("stop: sequences must not be empty");
+}
+
+void parse_tools(const json& body, ChatRequest& req) {
+  const json* tools = fields::optional_array(body, "tools");
+  if (!tools) return;
+  for (size_t i = 0; i < tools->size(); ++i) {
+    const std::string where = "tools." + std::to_string(i);
+    const json& t = (*tools)[i];
+    if (!t.is_object()) throw ApiError::invalid_request(where + ": expected an object");
+    const json* fn = fields::find(t, "function");
+    if (!fn || !fn->is_object()) throw ApiError::invalid_request(where + ".function: Field required");
+    fields::require_string(*fn, "name", where + ".function");
+  }
+  const json* choice = fields::find(body, "tool_choice");
+  if (choice && choice->is_string() && choice->get<std::string>() == "none") return;
+  if (!tools->empty()) req.tools = *tools;
+}
+
+}  // namespace
+
+ChatRequest parse_openai_request(const json& body) {
+  if (!body.is_object()) throw ApiError::invalid_request("request body: expected a JSON object");
+  ChatRequest req;
+  req.model = fields::require_string(body, "model");
+  parse_messages(body, req);
+  req.max_tokens = fields::optional_int(body, "max_completion_tokens", 1);
+  if (!req.max_tokens) req.max_tokens = fields::optional_int(body, "max_tokens", 1);
+  req.temperature = fields::optional_number_in(body, "temperature", 0.0, 2.0);
+  req.top_p = fields::optional_number_in(body, "top_p", 0.0, 1.0);
+  req.presence_penalty = fields::optional_number_in(body, "presence_penalty", -2.0, 2.0);
+  req.frequency_penalty = fields::optional_number_in(body, "frequency_penalty", -2.0, 2.0);
+  req.seed = fields::optional_u64(body, "seed");
+  if (auto n = fields::optional_int(body, "n", 1); n && *n != 1)
+    throw ApiError::invalid_request("n: only 1 choice is supported");
+  req.stream = fields::optional_bool(body, "stream").value_or(false);
+  if (const json* opts = fields::optional_object(body, "stream_options"))
+    req.include_usage = fields::optional_bool(*opts, "include_usage").value_or(false);
+  parse_stop(body, req);
+  parse_tools(body, req);
+  req.user = fields::optional_string(body, "user").value_or("");
+  return req;
+}
+
+const char* openai_finish_reason(StopReason r) {
+  return r == StopReason::MaxTokens ? "length" : "stop";
+}
+
+static json openai_usage(const GenerateResult& r) {
+  return {{"prompt_tokens", r.prompt_tokens},
+          {"completion_tokens", r.completion_tokens},
+          {"total_tokens", r.prompt_tokens + r.completion_tokens}};
+}
+
+json openai_completion(const std::string& id, int64_t created, const std::string& model,
+                       const std::string& text, const GenerateResult& result) {
+  json choice = {{"index", 0},
+                 {"message", {{"role", "assistant"}, {"content", text}, {"refusal", nullptr}}},
+                 {"logprobs", nullptr},
+                 {"finish_reason", openai_finish_reason(result.reason)}};
+  return {{"id", id},
+          {"object", "chat.completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})},
+          {"usage", openai_usage(result)},
+          {"system_fingerprint", nullptr}};
+}
+
+json OpenAIStream::chunk(json delta, json finish_reason) const {
+  json choice = {{"index", 0}, {"delta", std::move(delta)}, {"logprobs", nullptr},
+                 {"finish_reason", std::move(finish_reason)}};
+  json c = {{"id", id_}, {"object", "chat.completion.chunk"}, {"created", created_},
+            {"model", model_}, {"system_fingerprint", nullptr}, {"choices", json::array({choice})}};
+  if (include_usage_) c["usage"] = nullptr;
+  return c;
+}
+
+std::string OpenAIStream::start() {
+  return sse_data(chunk({{"role", "assistant"}, {"content", ""}}, nullptr).dump());
+}
+
+std::string OpenAIStream::delta(const std::string& text) const {
+  return sse_data(chunk({{"content", text}}, nullptr).dump());
+}
+
+std::string OpenAIStream::finish(const GenerateResult& result) const {
+  std::string out = sse_data(chunk(json::object(), openai_finish_reason(result.reason)).dump());
+  if (include_usage_) {
+    json u = chunk(json::object(), nullptr);
+    u["choices"] = json::array();
+    u["usage"] = openai_usage(result);
+    out += sse_data(u.dump());
+  }
+  return out + sse_data("[DONE]");
+}
+
+std::string OpenAIStream::error(const ApiError& e) const { return sse_data(openai_error_body(e).dump()); }
+
+}  // namespace pensieve::server

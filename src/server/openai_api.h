@@ -1,0 +1,39 @@
+// The OpenAI chat completions API as pure translation, the twin of anthropic_api.h.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/generator.h"
+#include "server/api_error.h"
+#include "server/chat_request.h"
+
+namespace pensieve::server {
+
+ChatRequest parse_openai_request(const nlohmann::json& body);
+
+const char* openai_finish_reason(StopReason r);
+
+nlohmann::json openai_completion(const std::string& id, int64_t created, const std::string& model,
+                                 const std::string& text, const GenerateResult& result);
+
+// The `data:` chunks of one streamed completion, ending in `data: [DONE]`.
+class OpenAIStream {
+ public:
+  OpenAIStream(std::string id, int64_t created, std::string model, bool include_usage)
+      : id_(std::move(id)), created_(created), model_(std::move(model)), include_usage_(include_usage) {}
+  std::string start();  // the first chunk: role "assistant", empty content
+  std::string delta(const std::string& text) const;
+  std::string finish(const GenerateResult& result) const;
+  std::string error(const ApiError& e) const;
+
+ private:
+  nlohmann::json chunk(nlohmann::json delta, nlohmann::json finish_reason) const;
+  std::string id_;
+  int64_t created_;
+  std::string model_;
+  bool include_usage_;
+};
+
+}  // namespace pensieve::server

@@ -1,0 +1,86 @@
+#include "server/prompt_builder.h"
+
+#include <algorithm>
+
+#include "server/api_error.h"
+
+namespace pensieve::server {
+
+void append_turn(std::vector<ChatMessage>& turns, const std::string& role, const std::string& text) {
+  if (!turns.empty() && turns.back().role == role) {
+    std::string& prev = turns.back().content;
+    if (!prev.empty() && !text.empty()) prev += "\n\n";
+    prev += text;
+    return;
+  }
+  turns.push_back({role, text});
+}
+
+ChatPrompt to_chat_prompt(const ChatRequest& req, bool system_role) {
+  ChatPrompt p;
+  p.tools = req.tools;
+  if (!req.system.empty() && system_role) p.messages.push_back({"system", req.system});
+  for (const auto& m : req.messages) p.messages.push_back(m);
+  if (!req.system.empty() && !system_role) {
+    auto first_user = std::find_if(p.messages.begin(), p.messages.end(),
+                                   [](const ChatMessage& m) { return m.role == "user"; });
+    if (first_user == p.messages.end())
+      p.messages.insert(p.messages.begin(), {"user", req.system});
+    else
+      first_user->content = req.system + "\n\n" + first_user->content;
+  }
+  if (p.messages.empty()) p.messages.push_back({"user", ""});
+  return p;
+}
+
+std::vector<int32_t> prompt_tokens(const ServedModel& model, const ChatRequest& req) {
+  std::vector<int32_t> tokens;
+  try {
+    tokens = model.chat_tokens(to_chat_prompt(req, true));
+  } catch (const Error& first) {
+    if (req.system.empty()) throw ApiError::invalid_request(std::string("chat template: ") + first.what());
+    try {
+      tokens = model.chat_tokens(to_chat_prompt(req, false));
+    } catch (const Error& e) {
+      throw ApiError::invalid_request(std::string("chat template: ") + e.what());
+    }
+  }
+  if (!req.assistant_prefill.empty()) {
+    auto more = model.text_tokens(req.assistant_prefill);
+    tokens.insert(tokens.end(), more.begin(), more.end());
+  }
+  return tokens;
+}
+
+PreparedPrompt prepare_prompt(const ServedModel& model, const ChatRequest& req, int server_cap) {
+  PreparedPrompt out;
+  out.tokens = prompt_tokens(model, req);
+  const int n = static_cast<int>(out.tokens.size());
+  const int ctx = model.context_length();
+  const int room = ctx - n;
+  if (room <= 0)
+    throw ApiError::invalid_request("prompt is too long: " + std::to_string(n) +
+                                    " tokens, but the context of model '" + model.id() + "' is " +
+                                    std::to_string(ctx) + " tokens");
+  int limit = req.max_tokens.value_or(room);
+  limit = std::min(limit, room);
+  if (server_cap > 0) limit = std::min(limit, server_cap);
+  out.max_tokens = limit;
+  return out;
+}
+
+GenerateRequest to_generate_request(const ChatRequest& req, PreparedPrompt prepared) {
+  GenerateRequest g;
+  g.prompt = std::move(prepared.tokens);
+  g.max_tokens = prepared.max_tokens;
+  g.stop_strings = req.stop;
+  if (req.temperature) g.sampling.temperature = *req.temperature;
+  if (req.top_p) g.sampling.top_p = *req.top_p;
+  if (req.top_k) g.sampling.top_k = *req.top_k;
+  if (req.presence_penalty) g.sampling.presence_penalty = *req.presence_penalty;
+  if (req.frequency_penalty) g.sampling.frequency_penalty = *req.frequency_penalty;
+  if (req.seed) g.sampling.seed = *req.seed;
+  return g;
+}
+
+}  // namespace pensieve::server

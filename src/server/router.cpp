@@ -1,0 +1,218 @@
+#include "server/router.h"
+
+#include <ctime>
+
+#include "server/anthropic_api.h"
+#include "server/chat_handler.h"
+#include "server/generation_queue.h"
+#include "server/prompt_builder.h"
+
+namespace pensieve::server {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::string_view kModelsPrefix = "/v1/models/";
+
+bool is_openai_path(std::string_view path) { return path.rfind("/v1/chat/", 0) == 0; }
+
+std::string rfc3339(int64_t unix_seconds) {
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// One model object that both SDKs accept (Anthropic: type/id/display_name/created_at; OpenAI:
+// id/object/created/owned_by).
+json model_object(const ServedModel& m) {
+  return {{"type", "model"}, {"id", m.id()}, {"display_name", m.id()},
+          {"created_at", rfc3339(m.created_unix())}, {"object", "model"},
+          {"created", m.created_unix()}, {"owned_by", "pensieve"}};
+}
+
+const ModelRegistry& ready_models(const ServerContext& ctx) {
+  auto models = ctx.models();
+  if (!models) throw ApiError::overloaded("the server is still loading its models");
+  return *models;  // published registries live as long as the context
+}
+
+// JSON is built outside coroutines: GCC 12 mishandles braced-init temporaries inside them.
+json models_list(const ModelRegistry& models) {
+  json data = json::array();
+  for (const auto& e : models.entries()) data.push_back(model_object(*e.model));
+  json first = data.empty() ? json(nullptr) : data.front()["id"];
+  json last = data.empty() ? json(nullptr) : data.back()["id"];
+  return {{"object", "list"}, {"data", data}, {"has_more", false}, {"first_id", first}, {"last_id", last}};
+}
+
+asio::awaitable<void> list_models(ServerContext& ctx, HttpExchange& ex) {
+  const json body = models_list(ready_models(ctx));
+  co_await ex.send_json(200, body);
+}
+
+asio::awaitable<void> get_model(ServerContext& ctx, HttpExchange& ex) {
+  std::string name(ex.path().substr(kModelsPrefix.size()));
+  const ModelEntry* e = ready_models(ctx).resolve(name);
+  if (!e) throw ApiError::not_found("model: " + name);
+  const json body = model_object(*e->model);
+  co_await ex.send_json(200, body);
+}
+
+json count_body(int n) { return {{"input_tokens", n}}; }
+
+asio::awaitable<void> count_tokens(ServerContext& ctx, HttpExchange& ex) {
+  ChatRequest req = parse_anthropic_request(parse_json_body(ex), true);
+  const ModelEntry* e = ready_models(ctx).resolve(req.model);
+  if (!e) throw ApiError::not_found("model: " + req.model);
+  auto model = e->model;
+  auto count = [model, &req] { return static_cast<int>(prompt_tokens(*model, req).size()); };
+  auto task = run_blocking<int>(ctx.blocking, ex.executor(), std::move(count));
+  const int n = co_await std::move(task);
+  const json body = count_body(n);
+  co_await ex.send_json(200, body);
+}
+
+json status_body(const char* status) { return {{"status", status}}; }
+
+asio::awaitable<void> health(ServerContext& ctx, HttpExchange& ex) {
+  const char* status = ctx.stopping ? "stopping" : !ctx.models() ? "loading" : "ok";
+  const json body = status_body(status);
+  co_await ex.send_json(std::string_view(status) == "ok" ? 200 : 503, body);
+}
+
+LiveGauges live_gauges(const ServerContext& ctx) {
+  LiveGauges g;
+  int context = 0;
+  if (auto models = ctx.models())
+    for (const auto& e : models->entries()) {
+      g.running += e.queue->running();
+      g.waiting += e.queue->waiting();
+      context += e.model->context_length();
+      g.model_load_seconds.push_back({e.model->id(), e.model->load_seconds()});
+    }
+  if (context > 0) g.kv_cache_usage = static_cast<double>(ctx.tokens_in_use.load()) / context;
+  return g;
+}
+
+json stats_body(const ServerContext& ctx) {
+  UsageTotals t = ctx.store ? ctx.store->totals() : UsageTotals{};
+  json by_key = json::object();
+  if (ctx.store)
+    for (const auto& [key, u] : ctx.store->usage_by_key())
+      by_key[key] = {{"requests", u.requests}, {"errors", u.errors}, {"input_tokens", u.input_tokens},
+                     {"output_tokens", u.output_tokens}};
+  double uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.started).count();
+  json body = {{"total_requests", t.requests},
+            {"total_tokens", t.input_tokens + t.output_tokens},
+            {"total_input_tokens", t.input_tokens},
+            {"total_output_tokens", t.output_tokens},
+            {"average_tps", t.generation_seconds > 0 ? t.output_tokens / t.generation_seconds : 0.0},
+            {"cache_hit_rate", 0.0},  // no prompt cache yet: every prompt token is computed
+            {"peak_memory_mb", peak_resident_memory_bytes() / (1024.0 * 1024.0)},
+            {"uptime", uptime},
+            {"usage_by_key", by_key}};
+  return body;
+}
+
+asio::awaitable<void> stats(ServerContext& ctx, HttpExchange& ex) {
+  const json body = stats_body(ctx);
+  co_await ex.send_json(200, body);
+}
+
+struct Route {
+  const char* method;
+  std::string_view path;
+  bool prefix;
+  bool needs_key;
+};
+
+constexpr Route kRoutes[] = {
+    {"GET", "/health", false, false},       {"GET", "/metrics", false, true},
+    {"GET", "/v1/stats", false, true},      {"GET", "/v1/models", false, true},
+    {"GET", "/v1/models/", true, true},     {"POST", "/v1/messages", false, true},
+    {"POST", "/v1/messages/count_tokens", false, true},
+    {"POST", "/v1/chat/completions", false, true},
+};
+
+bool path_matches(const Route& r, std::string_view path) {
+  return r.prefix ? path.size() > r.path.size() && path.rfind(r.path, 0) == 0 : path == r.path;
+}
+
+// Throws 401 when a key is needed and missing or wrong; returns the caller's name for usage.
+std::string authenticate(const ServerContext& ctx, const HttpExchange& ex) {
+  if (!ctx.auth.required()) return "anonymous";
+  std::string key = presented_key(ex.header("x-api-key"), ex.header("authorization"));
+  if (key.empty())
+    throw ApiError::authentication("missing API key: send it as 'x-api-key: KEY' or 'Authorization: Bearer KEY'");
+  auto name = ctx.auth.identify(key);
+  if (!name) throw ApiError::authentication("invalid x-api-key");
+  return *name;
+}
+
+asio::awaitable<void> dispatch(ServerContext& ctx, HttpExchange& ex) {
+  const std::string_view path = ex.path();
+  const std::string method(ex.request().method_string());
+  const Route* found = nullptr;
+  std::string allowed;
+  for (const Route& r : kRoutes) {
+    if (!path_matches(r, path)) continue;
+    if (method == r.method) found = &r;
+    else allowed = r.method;
+  }
+  if (!found && !allowed.empty())
+    throw ApiError::method_not_allowed("method " + method + " is not allowed on " + std::string(path) +
+                                       " (use " + allowed + ")");
+  if (!found) throw ApiError::not_found("no route for " + method + " " + std::string(path));
+  std::string key_name = found->needs_key ? authenticate(ctx, ex) : "anonymous";
+
+  if (path == "/health") co_return co_await health(ctx, ex);
+  if (path == "/metrics") {
+    const std::string text = ctx.metrics.render(live_gauges(ctx));
+    co_return co_await ex.send(200, "text/plain; version=0.0.4; charset=utf-8", text);
+  }
+  if (path == "/v1/stats") co_return co_await stats(ctx, ex);
+  if (path == "/v1/models") co_return co_await list_models(ctx, ex);
+  if (found->prefix) co_return co_await get_model(ctx, ex);
+  if (path == "/v1/messages/count_tokens") co_return co_await count_tokens(ctx, ex);
+  if (!ctx.models()) throw ApiError::overloaded("the server is still loading its models");
+  co_await handle_chat(ctx, ex, path == "/v1/chat/completions", key_name);
+}
+
+}  // namespace
+
+std::string route_label(std::string_view path) {
+  for (const Route& r : kRoutes)
+    if (path_matches(r, path)) return r.prefix ? std::string(r.path) + "{id}" : std::string(r.path);
+  return "other";
+}
+
+json error_body_for(std::string_view path, const ApiError& e, const std::string& request_id, int& status) {
+  if (is_openai_path(path)) {
+    status = openai_status(e);
+    return openai_error_body(e);
+  }
+  status = e.status();
+  return anthropic_error_body(e, request_id);
+}
+
+asio::awaitable<void> route_request(ServerContext& ctx, HttpExchange& ex) {
+  std::optional<ApiError> failure;
+  try {
+    co_await dispatch(ctx, ex);
+  } catch (const ApiError& e) {
+    failure = e;
+  } catch (const std::exception& e) {
+    failure = ApiError::internal(std::string("internal error: ") + e.what());
+  }
+  if (failure && ex.status() == 0 && !ex.client_gone()) {
+    int status = 500;
+    json body = error_body_for(ex.path(), *failure, ex.request_id(), status);
+    co_await ex.send_json(status, body);
+  }
+}
+
+}  // namespace pensieve::server

@@ -1,0 +1,28 @@
+// What the server needs from a model: the seam between HTTP/API translation and the runtime, so
+// that the translation layer and the HTTP handling are tested with a fake model and served with a
+// real ModelInstance (model_instance_adapter.h).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/generator.h"
+
+namespace pensieve::server {
+
+class ServedModel {
+ public:
+  virtual ~ServedModel() = default;
+  virtual const std::string& id() const = 0;
+  virtual int context_length() const = 0;
+  virtual double load_seconds() const = 0;
+  virtual int64_t created_unix() const = 0;  // when the model file was written
+  // Tokens of the rendered chat prompt; throws pensieve::Error when the template rejects it.
+  virtual std::vector<int32_t> chat_tokens(const ChatPrompt& prompt) const = 0;
+  virtual std::vector<int32_t> text_tokens(const std::string& text) const = 0;  // no BOS
+  // Serialised by the caller (one generation at a time per model).
+  virtual GenerateResult generate(const GenerateRequest& req, const TextCallback& on_text) const = 0;
+};
+
+}  // namespace pensieve::server

@@ -1,0 +1,200 @@
+#include "server/server_config.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "util/error.h"
+
+namespace pensieve::server {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string where(const fs::path& file, const toml::node& node) {
+  return file.string() + ":" + std::to_string(node.source().begin.line);
+}
+
+template <typename T>
+T value_of(const fs::path& file, const toml::node& node, const std::string& key, const char* expected) {
+  auto v = node.value<T>();
+  if (!v) throw Error(where(file, node) + ": '" + key + "' must be " + expected);
+  return *v;
+}
+
+int int_of(const fs::path& file, const toml::node& node, const std::string& key, int64_t min) {
+  if (!node.is_integer()) throw Error(where(file, node) + ": '" + key + "' must be an integer");
+  int64_t v = *node.value<int64_t>();
+  if (v < min || v > INT32_MAX)
+    throw Error(where(file, node) + ": '" + key + "' must be at least " + std::to_string(min));
+  return static_cast<int>(v);
+}
+
+std::vector<std::string> strings_of(const fs::path& file, const toml::node& node, const std::string& key) {
+  const toml::array* arr = node.as_array();
+  if (!arr) throw Error(where(file, node) + ": '" + key + "' must be an array of strings");
+  std::vector<std::string> out;
+  for (const auto& el : *arr) out.push_back(value_of<std::string>(file, el, key, "an array of strings"));
+  return out;
+}
+
+void read_server(ServerConfig& cfg, const fs::path& file, const toml::table& t) {
+  for (const auto& [k, node] : t) {
+    const std::string key(k.str());
+    if (key == "host") cfg.host = value_of<std::string>(file, node, key, "a string");
+    else if (key == "port") cfg.port = int_of(file, node, key, 0);
+    else if (key == "api_keys") cfg.api_keys = strings_of(file, node, key);
+    else if (key == "api_key_file") cfg.api_key_file = value_of<std::string>(file, node, key, "a string");
+    else if (key == "allow_no_auth") cfg.allow_no_auth = value_of<bool>(file, node, key, "true or false");
+    else if (key == "state_dir") cfg.state_dir = value_of<std::string>(file, node, key, "a string");
+    else if (key == "claude_aliases") cfg.claude_aliases = value_of<bool>(file, node, key, "true or false");
+    else throw Error(where(file, node) + ": unknown key 'server." + key + "'");
+  }
+}
+
+void read_limits(ServerConfig& cfg, const fs::path& file, const toml::table& t) {
+  for (const auto& [k, node] : t) {
+    const std::string key(k.str());
+    if (key == "max_body_bytes") {
+      if (!node.is_integer() || *node.value<int64_t>() < 1)
+        throw Error(where(file, node) + ": 'max_body_bytes' must be a positive integer");
+      cfg.max_body_bytes = *node.value<int64_t>();
+    } else if (key == "max_output_tokens") cfg.max_output_tokens = int_of(file, node, key, 0);
+    else if (key == "max_waiting") cfg.max_waiting = int_of(file, node, key, 0);
+    else if (key == "request_timeout_ms") cfg.request_timeout_ms = int_of(file, node, key, 1);
+    else if (key == "ping_interval_ms") cfg.ping_interval_ms = int_of(file, node, key, 10);
+    else if (key == "shutdown_grace_ms") cfg.shutdown_grace_ms = int_of(file, node, key, 0);
+    else throw Error(where(file, node) + ": unknown key 'limits." + key + "'");
+  }
+}
+
+ModelSpec read_model(const fs::path& file, const toml::node& node) {
+  const toml::table* t = node.as_table();
+  if (!t) throw Error(where(file, node) + ": each [[models]] entry must be a table");
+  ModelSpec m;
+  for (const auto& [k, v] : *t) {
+    const std::string key(k.str());
+    if (key == "path") m.path = value_of<std::string>(file, v, key, "a string");
+    else if (key == "id") m.id = value_of<std::string>(file, v, key, "a string");
+    else if (key == "aliases") m.aliases = strings_of(file, v, key);
+    else if (key == "context") m.context = int_of(file, v, key, 0);
+    else if (key == "threads") m.threads = int_of(file, v, key, 0);
+    else throw Error(where(file, v) + ": unknown key 'models." + key + "'");
+  }
+  if (m.path.empty()) throw Error(where(file, node) + ": [[models]] entry needs a 'path'");
+  return m;
+}
+
+int env_int(const char* name, int64_t min) {
+  const char* v = std::getenv(name);
+  char* end = nullptr;
+  long long x = std::strtoll(v, &end, 10);
+  if (!*v || *end || x < min || x > INT32_MAX)
+    throw Error(std::string(name) + "='" + v + "': expected an integer >= " + std::to_string(min));
+  return static_cast<int>(x);
+}
+
+bool env_bool(const char* name) {
+  std::string v = std::getenv(name);
+  if (v == "1" || v == "true" || v == "yes") return true;
+  if (v == "0" || v == "false" || v == "no" || v.empty()) return false;
+  throw Error(std::string(name) + "='" + v + "': expected true or false");
+}
+
+}  // namespace
+
+void load_config_file(ServerConfig& cfg, const fs::path& file) {
+  if (!fs::exists(file)) throw Error("config file " + file.string() + ": not found");
+  toml::table root;
+  try {
+    root = toml::parse_file(file.string());
+  } catch (const toml::parse_error& e) {
+    throw Error(file.string() + ":" + std::to_string(e.source().begin.line) + ": " +
+                std::string(e.description()));
+  }
+  for (const auto& [k, node] : root) {
+    const std::string key(k.str());
+    if (key == "server" && node.is_table()) read_server(cfg, file, *node.as_table());
+    else if (key == "limits" && node.is_table()) read_limits(cfg, file, *node.as_table());
+    else if (key == "models" && node.is_array()) {
+      cfg.models.clear();
+      for (const auto& m : *node.as_array()) cfg.models.push_back(read_model(file, m));
+    } else throw Error(where(file, node) + ": unknown or mistyped section '" + key +
+                       "' (expected [server], [limits] or [[models]])");
+  }
+}
+
+void apply_environment(ServerConfig& cfg) {
+  auto has = [](const char* n) { return std::getenv(n) != nullptr; };
+  if (has("PENSIEVE_HOST")) cfg.host = std::getenv("PENSIEVE_HOST");
+  if (has("PENSIEVE_PORT")) cfg.port = env_int("PENSIEVE_PORT", 0);
+  if (has("PENSIEVE_API_KEY")) cfg.api_keys = {std::getenv("PENSIEVE_API_KEY")};
+  if (has("PENSIEVE_API_KEY_FILE")) cfg.api_key_file = std::getenv("PENSIEVE_API_KEY_FILE");
+  if (has("PENSIEVE_ALLOW_NO_AUTH")) cfg.allow_no_auth = env_bool("PENSIEVE_ALLOW_NO_AUTH");
+  if (has("PENSIEVE_STATE_DIR")) cfg.state_dir = std::getenv("PENSIEVE_STATE_DIR");
+  if (has("PENSIEVE_MAX_OUTPUT_TOKENS")) cfg.max_output_tokens = env_int("PENSIEVE_MAX_OUTPUT_TOKENS", 0);
+  if (has("PENSIEVE_MAX_BODY_BYTES")) cfg.max_body_bytes = env_int("PENSIEVE_MAX_BODY_BYTES", 1);
+  if (has("PENSIEVE_MAX_WAITING")) cfg.max_waiting = env_int("PENSIEVE_MAX_WAITING", 0);
+  if (has("PENSIEVE_REQUEST_TIMEOUT_MS")) cfg.request_timeout_ms = env_int("PENSIEVE_REQUEST_TIMEOUT_MS", 1);
+  if (has("PENSIEVE_MODEL")) {
+    cfg.models.clear();
+    std::stringstream ss(std::getenv("PENSIEVE_MODEL"));
+    for (std::string p; std::getline(ss, p, ':');)
+      if (!p.empty()) {
+        ModelSpec m;
+        m.path = p;
+        cfg.models.push_back(m);
+      }
+  }
+  if (has("PENSIEVE_CONTEXT"))
+    for (auto& m : cfg.models) m.context = env_int("PENSIEVE_CONTEXT", 0);
+  if (has("PENSIEVE_THREADS"))
+    for (auto& m : cfg.models) m.threads = env_int("PENSIEVE_THREADS", 0);
+}
+
+std::vector<std::string> read_key_file(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw Error("API key file " + file.string() + ": cannot be read");
+  std::vector<std::string> keys;
+  for (std::string line; std::getline(in, line);) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    size_t start = line.find_first_not_of(' ');
+    if (start == std::string::npos || line[start] == '#') continue;
+    keys.push_back(line.substr(start));
+  }
+  if (keys.empty()) throw Error("API key file " + file.string() + ": holds no key");
+  return keys;
+}
+
+std::string config_to_toml(const ServerConfig& cfg) {
+  toml::array keys;
+  for (size_t i = 0; i < cfg.api_keys.size(); ++i) keys.push_back("<redacted>");
+  toml::table server{{"host", cfg.host}, {"port", cfg.port}, {"api_keys", keys},
+                     {"api_key_file", cfg.api_key_file}, {"allow_no_auth", cfg.allow_no_auth},
+                     {"state_dir", cfg.state_dir}, {"claude_aliases", cfg.claude_aliases}};
+  toml::table limits{{"max_body_bytes", cfg.max_body_bytes}, {"max_output_tokens", cfg.max_output_tokens},
+                     {"max_waiting", cfg.max_waiting}, {"request_timeout_ms", cfg.request_timeout_ms},
+                     {"ping_interval_ms", cfg.ping_interval_ms},
+                     {"shutdown_grace_ms", cfg.shutdown_grace_ms}};
+  toml::array models;
+  for (const auto& m : cfg.models) {
+    toml::array aliases;
+    for (const auto& a : m.aliases) aliases.push_back(a);
+    models.push_back(toml::table{{"path", m.path}, {"id", m.id}, {"aliases", aliases},
+                                 {"context", m.context}, {"threads", m.threads}});
+  }
+  toml::table root{{"server", server}, {"limits", limits}, {"models", models}};
+  std::ostringstream out;
+  out << root << "\n";
+  return out.str();
+}
+
+void validate_config(const ServerConfig& cfg) {
+  if (cfg.port < 0 || cfg.port > 65535) throw Error("port " + std::to_string(cfg.port) + " is out of range");
+  if (cfg.host.empty()) throw Error("host must not be empty");
+}
+
+}  // namespace pensieve::server

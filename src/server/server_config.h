@@ -1,0 +1,57 @@
+// `pensieve serve` settings: pensieve.toml, then PENSIEVE_* environment variables over it, then
+// command-line flags over both (applied by cmd_serve).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace pensieve::server {
+
+struct ModelSpec {
+  std::string path;
+  std::string id;                    // "" = from the model's metadata
+  std::vector<std::string> aliases;  // exact names or prefixes ending in '*'
+  int context = 0;                   // 0 = engine default
+  int threads = 0;                   // 0 = physical cores
+};
+
+struct ServerConfig {
+  // [server]
+  std::string host = "127.0.0.1";
+  int port = 7777;
+  std::vector<std::string> api_keys;
+  std::string api_key_file;
+  bool allow_no_auth = false;
+  std::string state_dir;  // "" = default_state_dir()
+  bool claude_aliases = true;  // any claude-* name means the default model
+  // [limits]
+  int64_t max_body_bytes = 32ll << 20;
+  int max_output_tokens = 0;    // server-wide cap per request; 0 = none
+  int max_waiting = 32;         // requests waiting for a model before 529 / 429
+  int request_timeout_ms = 600000;
+  int ping_interval_ms = 5000;  // SSE ping while a stream waits for the model
+  int shutdown_grace_ms = 15000;
+  // [[models]]
+  std::vector<ModelSpec> models;
+};
+
+// Reads a TOML file over cfg. Error naming the file and line for syntax errors, unknown keys and
+// values of the wrong type.
+void load_config_file(ServerConfig& cfg, const std::filesystem::path& file);
+
+// Applies PENSIEVE_HOST, _PORT, _API_KEY, _API_KEY_FILE, _ALLOW_NO_AUTH, _STATE_DIR,
+// _MAX_OUTPUT_TOKENS, _MAX_BODY_BYTES, _MAX_WAITING, _REQUEST_TIMEOUT_MS, _MODEL (paths separated
+// by ':'), _CONTEXT, _THREADS. Error naming the variable for a bad value.
+void apply_environment(ServerConfig& cfg);
+
+// Non-empty lines of a key file (one key a line; '#' starts a comment line).
+std::vector<std::string> read_key_file(const std::filesystem::path& file);
+
+// The effective configuration as TOML, with API keys redacted.
+std::string config_to_toml(const ServerConfig& cfg);
+
+// Checks values that must hold whatever their source.
+void validate_config(const ServerConfig& cfg);
+
+}  // namespace pensieve::server

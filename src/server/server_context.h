@@ -1,0 +1,69 @@
+// What every request handler shares: settings, the models (published once loaded), metrics, the
+// state store, authentication, and a pool for CPU work (template rendering, tokenization) that
+// must not run on the network threads.
+#pragma once
+#include <utility>  // before Asio: its awaitable.hpp uses std::exchange
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <mutex>
+
+#include "server/auth.h"
+#include "server/metrics.h"
+#include "server/model_registry.h"
+#include "server/server_config.h"
+#include "server/state_store.h"
+
+namespace pensieve::server {
+
+namespace asio = boost::asio;
+
+class ServerContext {
+ public:
+  ServerContext(ServerConfig config, std::unique_ptr<StateStore> store);
+
+  ServerConfig config;
+  Metrics metrics;
+  std::unique_ptr<StateStore> store;  // may be null (tests)
+  Authenticator auth;
+  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  asio::thread_pool blocking{2};
+  std::atomic<bool> stopping{false};
+  std::atomic<int> active_requests{0};
+  std::atomic<int> tokens_in_use{0};  // prompt + generated tokens of running generations
+
+  // Null until the models are loaded.
+  std::shared_ptr<const ModelRegistry> models() const;
+  void publish_models(std::shared_ptr<const ModelRegistry> models);
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const ModelRegistry> models_;
+};
+
+// Runs fn() on the blocking pool and resumes the awaiting coroutine on `ex` with its result (or
+// exception). Not a coroutine itself; await the returned object from a named variable.
+template <typename T, typename F>
+asio::awaitable<T> run_blocking(asio::thread_pool& pool, asio::any_io_executor ex, F fn) {
+  return asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr, T)>(
+      [&pool, ex, fn = std::move(fn)](auto handler) mutable {
+        asio::post(pool, [ex, fn = std::move(fn), handler = std::move(handler)]() mutable {
+          std::exception_ptr error;
+          T value{};
+          try {
+            value = fn();
+          } catch (...) {
+            error = std::current_exception();
+          }
+          asio::post(ex, [handler = std::move(handler), error, value = std::move(value)]() mutable {
+            handler(error, std::move(value));
+          });
+        });
+      },
+      asio::use_awaitable);
+}
+
+}  // namespace pensieve::server

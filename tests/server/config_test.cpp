@@ -1,0 +1,89 @@
+// pensieve.toml reading, environment overrides, and errors that name the line.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "server/server_config.h"
+#include "util/error.h"
+
+using namespace pensieve::server;
+namespace fs = std::filesystem;
+
+namespace {
+fs::path write_file(const std::string& name, const std::string& text) {
+  fs::path p = fs::temp_directory_path() / name;
+  std::ofstream(p) << text;
+  return p;
+}
+std::string load_error(const std::string& text) {
+  ServerConfig cfg;
+  try {
+    load_config_file(cfg, write_file("pensieve-bad.toml", text));
+  } catch (const pensieve::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(Config, ReadsEverySection) {
+  ServerConfig cfg;
+  load_config_file(cfg, write_file("pensieve-good.toml", R"(
+[server]
+host = "0.0.0.0"
+port = 8080
+api_keys = ["k1"]
+claude_aliases = false
+[limits]
+max_output_tokens = 512
+max_body_bytes = 1000
+request_timeout_ms = 5000
+[[models]]
+path = "a.gguf"
+id = "a"
+aliases = ["gpt-4*", "small"]
+context = 2048
+[[models]]
+path = "b.gguf"
+)"));
+  EXPECT_EQ(cfg.host, "0.0.0.0");
+  EXPECT_EQ(cfg.port, 8080);
+  EXPECT_EQ(cfg.api_keys, std::vector<std::string>{"k1"});
+  EXPECT_FALSE(cfg.claude_aliases);
+  EXPECT_EQ(cfg.max_output_tokens, 512);
+  EXPECT_EQ(cfg.max_body_bytes, 1000);
+  ASSERT_EQ(cfg.models.size(), 2u);
+  EXPECT_EQ(cfg.models[0].aliases.size(), 2u);
+  EXPECT_EQ(cfg.models[0].context, 2048);
+  EXPECT_EQ(cfg.models[1].path, "b.gguf");
+  EXPECT_NE(config_to_toml(cfg).find("<redacted>"), std::string::npos);
+  EXPECT_EQ(config_to_toml(cfg).find("k1"), std::string::npos);
+}
+
+TEST(Config, ErrorsNameTheLine) {
+  EXPECT_NE(load_error("[server]\nport = \"x\"\n").find(":2:"), std::string::npos);
+  EXPECT_NE(load_error("[server]\n\nbogus = 1\n").find(":3: unknown key 'server.bogus'"), std::string::npos);
+  EXPECT_NE(load_error("[server\nport=1\n").find(":1:"), std::string::npos);
+  EXPECT_NE(load_error("[[models]]\nid = \"x\"\n").find("needs a 'path'"), std::string::npos);
+  EXPECT_NE(load_error("[limits]\nmax_waiting = -1\n").find(":2:"), std::string::npos);
+}
+
+TEST(Config, EnvironmentOverridesTheFile) {
+  ServerConfig cfg;
+  cfg.port = 1;
+  setenv("PENSIEVE_PORT", "9999", 1);
+  setenv("PENSIEVE_MODEL", "x.gguf:y.gguf", 1);
+  setenv("PENSIEVE_MAX_OUTPUT_TOKENS", "64", 1);
+  apply_environment(cfg);
+  EXPECT_EQ(cfg.port, 9999);
+  ASSERT_EQ(cfg.models.size(), 2u);
+  EXPECT_EQ(cfg.models[1].path, "y.gguf");
+  EXPECT_EQ(cfg.max_output_tokens, 64);
+  setenv("PENSIEVE_PORT", "abc", 1);
+  EXPECT_THROW(apply_environment(cfg), pensieve::Error);
+  unsetenv("PENSIEVE_PORT");
+  unsetenv("PENSIEVE_MODEL");
+  unsetenv("PENSIEVE_MAX_OUTPUT_TOKENS");
+}

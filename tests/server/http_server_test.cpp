@@ -1,0 +1,238 @@
+// The HTTP server in-process over loopback with a fake model: routing, statuses and bodies of each
+// error class, auth headers, SSE framing, overload, client disconnects and timeouts.
+#include <gtest/gtest.h>
+
+#include <utility>
+
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
+#include <thread>
+
+#include "fake_model.h"
+#include "server/generation_queue.h"
+#include "server/http_server.h"
+
+using namespace pensieve::server;
+using nlohmann::json;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+
+namespace {
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string raw;
+  http::response<http::string_body> res;
+};
+
+class ServerFixture : public ::testing::Test {
+ protected:
+  void start(ServerConfig cfg = {}) {
+    cfg.host = "127.0.0.1";
+    cfg.port = 0;
+    cfg.ping_interval_ms = 50;
+    cfg.shutdown_grace_ms = 200;
+    ctx_ = std::make_unique<ServerContext>(cfg, nullptr);
+    auto registry = std::make_shared<ModelRegistry>(true);
+    queue_ = std::make_shared<GenerationQueue>(model_, cfg.max_waiting);
+    registry->add({model_, {"alias-*"}, queue_});
+    ctx_->publish_models(registry);
+    server_ = std::make_unique<HttpServer>(*ctx_);
+    server_->listen("127.0.0.1", 0);
+    thread_ = std::thread([this] { server_->run(false); });
+  }
+  void TearDown() override {
+    if (server_) {
+      model_->release = true;
+      server_->shutdown();
+      thread_.join();
+    }
+  }
+
+  Reply call(http::verb verb, const std::string& target, const std::string& body = "",
+             std::vector<std::pair<std::string, std::string>> headers = {}) {
+    asio::io_context ioc;
+    beast::tcp_stream stream(ioc);
+    stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()));
+    http::request<http::string_body> req{verb, target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::content_type, "application/json");
+    for (auto& [k, v] : headers) req.set(k, v);
+    req.body() = body;
+    req.prepare_payload();
+    http::write(stream, req);
+    beast::flat_buffer buffer;
+    Reply r;
+    http::read(stream, buffer, r.res);
+    r.status = r.res.result_int();
+    r.raw = r.res.body();
+    if (r.res[http::field::content_type].starts_with("application/json")) r.body = json::parse(r.raw);
+    return r;
+  }
+  Reply post(const std::string& target, const json& body, std::vector<std::pair<std::string, std::string>> h = {}) {
+    return call(http::verb::post, target, body.dump(), std::move(h));
+  }
+
+  static json message(bool stream = false, int max_tokens = 5) {
+    return {{"model", "claude-3-sonnet-20240229"}, {"max_tokens", max_tokens}, {"stream", stream},
+            {"messages", {{{"role", "user"}, {"content", "Hello!"}}}}};
+  }
+
+  std::shared_ptr<test::FakeModel> model_ = std::make_shared<test::FakeModel>();
+  std::shared_ptr<GenerationQueue> queue_;
+  std::unique_ptr<ServerContext> ctx_;
+  std::unique_ptr<HttpServer> server_;
+  std::thread thread_;
+};
+
+void expect_anthropic_error(const Reply& r, int status, const std::string& type) {
+  EXPECT_EQ(r.status, status) << r.raw;
+  EXPECT_EQ(r.body["type"], "error") << r.raw;
+  EXPECT_EQ(r.body["error"]["type"], type) << r.raw;
+  EXPECT_TRUE(r.body["error"]["message"].is_string());
+  EXPECT_EQ(r.body["request_id"], std::string(r.res["request-id"]));
+}
+
+}  // namespace
+
+TEST_F(ServerFixture, CreateMessageAndCountTokens) {
+  start();
+  Reply r = post("/v1/messages", message());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(std::string(r.res["request-id"]).rfind("req_", 0), 0u);
+  EXPECT_EQ(r.body["model"], "claude-3-sonnet-20240229");
+  EXPECT_EQ(r.body["content"][0]["text"], "w0 w1 w2 w3 w4 ");
+  EXPECT_EQ(r.body["stop_reason"], "max_tokens");
+  EXPECT_EQ(std::string(r.body["id"]).rfind("msg_", 0), 0u);
+  Reply c = post("/v1/messages/count_tokens?beta=true", message());
+  ASSERT_EQ(c.status, 200) << c.raw;
+  EXPECT_EQ(c.body["input_tokens"], r.body["usage"]["input_tokens"]);
+  EXPECT_GT(c.body["input_tokens"].get<int>(), 0);
+}
+
+TEST_F(ServerFixture, StreamHasTheEventSequence) {
+  model_->eos_after = 2;
+  start();
+  Reply r = post("/v1/messages?beta=true", message(true, 10), {{"anthropic-beta", "a,b"}, {"anthropic-version", "2023-06-01"}});
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.res[http::field::content_type], "text/event-stream");
+  std::vector<std::string> names;
+  for (size_t pos = 0; (pos = r.raw.find("event: ", pos)) != std::string::npos; pos += 7)
+    names.push_back(r.raw.substr(pos + 7, r.raw.find('\n', pos) - pos - 7));
+  std::vector<std::string> expected = {"message_start", "content_block_start", "ping", "content_block_delta",
+                                       "content_block_delta", "content_block_stop", "message_delta", "message_stop"};
+  // Keep-alive pings may come between events while the model works; drop those after the first.
+  std::vector<std::string> trimmed;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] != "ping" || i == 2) trimmed.push_back(names[i]);
+  EXPECT_EQ(trimmed, expected) << r.raw;
+  EXPECT_NE(r.raw.find("\"stop_reason\":\"end_turn\""), std::string::npos);
+}
+
+TEST_F(ServerFixture, EachErrorClassAndTheServerKeepsServing) {
+  ServerConfig cfg;
+  cfg.max_body_bytes = 4096;
+  start(cfg);
+  expect_anthropic_error(call(http::verb::get, "/nope"), 404, "not_found_error");
+  expect_anthropic_error(call(http::verb::get, "/v1/messages"), 405, "invalid_request_error");
+  expect_anthropic_error(call(http::verb::post, "/v1/messages", "{not json"), 400, "invalid_request_error");
+  json m = message();
+  m["model"] = "gpt-unknown";
+  expect_anthropic_error(post("/v1/messages", m), 404, "not_found_error");
+  m = message();
+  m["messages"][0]["content"] = std::string(8000, 'x');
+  expect_anthropic_error(post("/v1/messages", m), 413, "request_too_large");
+  m = message(), m["messages"][0]["content"] = std::string(300, 'x');
+  Reply tl = post("/v1/messages", m);
+  expect_anthropic_error(tl, 400, "invalid_request_error");
+  EXPECT_NE(tl.body["error"]["message"].get<std::string>().find("256 tokens"), std::string::npos);
+  Reply oa = post("/v1/chat/completions", json{{"model", "fake-model"}, {"messages", json::array()}});
+  EXPECT_EQ(oa.status, 400);
+  EXPECT_TRUE(oa.body["error"]["message"].is_string());
+  EXPECT_FALSE(oa.body.contains("type"));
+  EXPECT_EQ(post("/v1/messages", message()).status, 200);
+  EXPECT_EQ(call(http::verb::get, "/v1/models/alias-x").body["id"], "fake-model");
+  Reply models = call(http::verb::get, "/v1/models");
+  EXPECT_EQ(models.body["data"][0]["id"], "fake-model");
+  EXPECT_EQ(models.body["first_id"], "fake-model");
+  EXPECT_EQ(models.body["has_more"], false);
+  EXPECT_EQ(models.body["object"], "list");
+}
+
+TEST_F(ServerFixture, ApiKeysByEitherHeader) {
+  ServerConfig cfg;
+  cfg.api_keys = {"sekret"};
+  start(cfg);
+  expect_anthropic_error(post("/v1/messages", message()), 401, "authentication_error");
+  expect_anthropic_error(post("/v1/messages", message(), {{"x-api-key", "wrong"}}), 401, "authentication_error");
+  EXPECT_EQ(post("/v1/messages", message(), {{"x-api-key", "sekret"}}).status, 200);
+  EXPECT_EQ(post("/v1/messages", message(), {{"authorization", "Bearer sekret"}}).status, 200);
+  EXPECT_EQ(call(http::verb::get, "/health").status, 200);
+  EXPECT_EQ(call(http::verb::get, "/metrics").status, 401);
+  Reply metrics = call(http::verb::get, "/metrics", "", {{"x-api-key", "sekret"}});
+  EXPECT_NE(metrics.raw.find("pensieve_requests_total{route=\"/v1/messages\",status=\"200\"} 2"), std::string::npos)
+      << metrics.raw;
+  EXPECT_NE(metrics.raw.find("pensieve_time_to_first_token_seconds_count 2"), std::string::npos);
+}
+
+TEST_F(ServerFixture, FullQueueIsOverloadedAndOpenAIGets429) {
+  ServerConfig cfg;
+  cfg.max_waiting = 0;
+  model_->hold = true;
+  start(cfg);
+  std::thread first([&] { EXPECT_EQ(post("/v1/messages", message()).status, 200); });
+  while (model_->started == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  // The running generation does not block /health or other answers.
+  EXPECT_EQ(call(http::verb::get, "/health").status, 200);
+  expect_anthropic_error(post("/v1/messages", message()), 529, "overloaded_error");
+  Reply oa = post("/v1/chat/completions", json{{"model", "fake-model"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}});
+  EXPECT_EQ(oa.status, 429);
+  model_->release = true;
+  first.join();
+}
+
+TEST_F(ServerFixture, ClientDisconnectCancelsGeneration) {
+  model_->token_delay_ms = 5;
+  start();
+  {
+    asio::io_context ioc;
+    tcp::socket sock(ioc);
+    sock.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()));
+    std::string body = message(true, 100000 / 1000 * 2).dump();
+    std::string req = "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    asio::write(sock, asio::buffer(req));
+    char buf[512];
+    sock.read_some(asio::buffer(buf));  // the stream has begun
+  }  // closed here
+  for (int i = 0; i < 200 && model_->cancelled == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(model_->cancelled, 1);
+}
+
+TEST_F(ServerFixture, RequestTimeoutEndsTheRequest) {
+  ServerConfig cfg;
+  cfg.request_timeout_ms = 150;
+  model_->hold = true;
+  start(cfg);
+  expect_anthropic_error(post("/v1/messages", message()), 504, "timeout_error");
+  Reply s = post("/v1/messages", message(true));
+  EXPECT_EQ(s.status, 200);
+  EXPECT_NE(s.raw.find("event: error"), std::string::npos);
+  EXPECT_NE(s.raw.find("timeout_error"), std::string::npos);
+  model_->release = true;
+}
+
+TEST_F(ServerFixture, OpenAIStreamEndsWithDone) {
+  start();
+  json body = {{"model", "fake-model"}, {"stream", true}, {"max_tokens", 3},
+               {"stream_options", {{"include_usage", true}}},
+               {"messages", {{{"role", "user"}, {"content", "x"}}}}};
+  Reply r = post("/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.raw.find("\"finish_reason\":\"length\""), std::string::npos);
+  EXPECT_NE(r.raw.find("\"completion_tokens\":3"), std::string::npos);
+  EXPECT_EQ(r.raw.substr(r.raw.size() - 14), "data: [DONE]\n\n");
+}

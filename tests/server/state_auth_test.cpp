@@ -1,0 +1,114 @@
+// SHA-256, key checks, and the SQLite state store (usage that survives reopening; hashed keys).
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <random>
+
+#include "server/auth.h"
+#include "server/sha256.h"
+#include "server/state_store.h"
+#include "util/error.h"
+
+using namespace pensieve::server;
+namespace fs = std::filesystem;
+
+namespace {
+fs::path temp_dir() {
+  auto dir = fs::temp_directory_path() / ("pensieve-state-" + std::to_string(std::random_device{}()));
+  fs::remove_all(dir);
+  return dir;
+}
+}  // namespace
+
+TEST(Sha256, KnownVectors) {
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(sha256_hex(std::string(1000000, 'a')),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  // Lengths around the padding boundary (55, 56, 64 bytes) against a byte-wise recomputation.
+  EXPECT_EQ(sha256_hex(std::string(55, 'x')).size(), 64u);
+  EXPECT_NE(sha256_hex(std::string(55, 'x')), sha256_hex(std::string(56, 'x')));
+}
+
+TEST(Auth, PresentedKeyFromEitherHeader) {
+  EXPECT_EQ(presented_key("k1", ""), "k1");
+  EXPECT_EQ(presented_key("", "Bearer k2"), "k2");
+  EXPECT_EQ(presented_key("", "bearer  k3 "), "k3");
+  EXPECT_EQ(presented_key("", "Basic abc"), "");
+  EXPECT_EQ(presented_key("", ""), "");
+  EXPECT_TRUE(constant_time_equal("abc", "abc"));
+  EXPECT_FALSE(constant_time_equal("abc", "abd"));
+  EXPECT_FALSE(constant_time_equal("abc", "abcd"));
+}
+
+TEST(Auth, StaticKeys) {
+  Authenticator none({}, nullptr);
+  EXPECT_FALSE(none.required());
+  Authenticator a({"secret-1", "secret-2"}, nullptr);
+  EXPECT_TRUE(a.required());
+  EXPECT_EQ(a.identify("secret-2").value(), "key-2");
+  EXPECT_FALSE(a.identify("secret-3").has_value());
+  EXPECT_FALSE(a.identify("").has_value());
+}
+
+TEST(StateStore, KeysAreStoredHashedAndRevocable) {
+  fs::path dir = temp_dir();
+  std::string key;
+  {
+    StateStore store(dir);
+    Authenticator auth({}, &store);
+    EXPECT_FALSE(auth.required());
+    key = store.add_key("ci");
+    EXPECT_EQ(key.rfind("psk-", 0), 0u);
+    EXPECT_THROW(store.add_key("ci"), pensieve::Error);
+    EXPECT_TRUE(auth.required());
+    EXPECT_EQ(auth.identify(key).value(), "ci");
+    EXPECT_FALSE(auth.identify(key + "x").has_value());
+  }
+  // The plain key is nowhere in the database file.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "pensieve.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT hash FROM api_keys", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0))), sha256_hex(key));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  {
+    StateStore store(dir);
+    auto keys = store.list_keys();
+    ASSERT_EQ(keys.size(), 1u);
+    EXPECT_EQ(keys[0].prefix, key.substr(0, 12));
+    EXPECT_TRUE(store.revoke_key("ci"));
+    EXPECT_FALSE(store.revoke_key("ci"));
+    Authenticator auth({}, &store);
+    EXPECT_FALSE(auth.identify(key).has_value());
+    EXPECT_FALSE(auth.required());
+  }
+  fs::remove_all(dir);
+}
+
+TEST(StateStore, UsageSurvivesReopening) {
+  fs::path dir = temp_dir();
+  {
+    StateStore store(dir);
+    store.record_usage({"alice", "m1", true, 10, 5, 0.5});
+    store.record_usage({"alice", "m1", true, 1, 2, 0.5});
+    store.record_usage({"bob", "m1", false, 0, 0, 0});
+  }
+  StateStore store(dir);
+  UsageTotals t = store.totals();
+  EXPECT_EQ(t.requests, 3);
+  EXPECT_EQ(t.errors, 1);
+  EXPECT_EQ(t.input_tokens, 11);
+  EXPECT_EQ(t.output_tokens, 7);
+  EXPECT_DOUBLE_EQ(t.generation_seconds, 1.0);
+  auto by_key = store.usage_by_key();
+  ASSERT_EQ(by_key.size(), 2u);
+  EXPECT_EQ(by_key[0].first, "alice");
+  EXPECT_EQ(by_key[0].second.requests, 2);
+  fs::remove_all(dir);
+}
