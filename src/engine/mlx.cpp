@@ -1,7 +1,9 @@
 #include "engine/mlx.h"
 
 #include <cstring>
+#include <algorithm>
 #include <map>
+#include <thread>
 
 #include "engine/hf_config.h"
 #include "util/error.h"
@@ -32,27 +34,31 @@ MlxQuant parse_mlx_quantization(const json& q, const std::string& source) {
 
 void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_t* biases,
                     int64_t cols, const MlxQuant& q, void* dst) {
-  const int per_word = 32 / q.bits;
-  const uint32_t mask = (1u << q.bits) - 1;
-  auto value = [&](int64_t e) -> uint32_t {
-    return (words[e / per_word] >> (q.bits * (e % per_word))) & mask;
-  };
-  for (int64_t b = 0; b < cols / QK; ++b) {
-    const int64_t e0 = b * QK;
-    const int64_t g = e0 / q.group_size;
-    if (q.bits == 4) {
-      block_q4_1& blk = static_cast<block_q4_1*>(dst)[b];
-      blk.d = scales[g];
-      blk.m = biases[g];
-      for (int i = 0; i < QK / 2; ++i)
-        blk.qs[i] = uint8_t(value(e0 + i) | (value(e0 + i + QK / 2) << 4));
-    } else {
-      block_q8_a& blk = static_cast<block_q8_a*>(dst)[b];
-      blk.d = f16_to_f32(scales[g]);
-      // w = s*q + b = s*(q - 128) + (b + 128 s): the int8 form our kernels take.
-      blk.m = f16_to_f32(biases[g]) + 128.0f * blk.d;
-      for (int i = 0; i < QK; ++i) blk.qs[i] = int8_t(int(value(e0 + i)) - 128);
+  const int64_t blocks_per_group = q.group_size / QK;
+  if (q.bits == 4) {
+    // 32 values = 4 words of 8 nibbles; Q4_1 byte i holds value i (low) and value i + 16 (high).
+    auto* out = static_cast<block_q4_1*>(dst);
+    for (int64_t b = 0; b < cols / QK; ++b, words += 4) {
+      const int64_t g = b / blocks_per_group;
+      out[b].d = scales[g];
+      out[b].m = biases[g];
+      for (int i = 0; i < 8; ++i) {
+        out[b].qs[i] = uint8_t(((words[0] >> (4 * i)) & 0xF) | (((words[2] >> (4 * i)) & 0xF) << 4));
+        out[b].qs[i + 8] = uint8_t(((words[1] >> (4 * i)) & 0xF) | (((words[3] >> (4 * i)) & 0xF) << 4));
+      }
     }
+    return;
+  }
+  // 8 bits: 32 values = 8 words of 4 bytes, little-endian, so the bytes are the values in order.
+  auto* out = static_cast<block_q8_a*>(dst);
+  for (int64_t b = 0; b < cols / QK; ++b, words += 8) {
+    const int64_t g = b / blocks_per_group;
+    out[b].d = f16_to_f32(scales[g]);
+    // w = s*q + b = s*(q - 128) + (b + 128 s): the int8 form our kernels take.
+    out[b].m = f16_to_f32(biases[g]) + 128.0f * out[b].d;
+    uint8_t bytes[QK];
+    std::memcpy(bytes, words, QK);
+    for (int i = 0; i < QK; ++i) out[b].qs[i] = int8_t(int(bytes[i]) - 128);
   }
 }
 
@@ -100,14 +106,24 @@ void repack_tensor(const std::string& module, const Located& wt, const Located& 
   const auto* biases = reinterpret_cast<const uint16_t*>(B.data);
   const int64_t wpr = W.shape[1], gpr = S.shape[1];
   // The mmap'd words may be unaligned (safetensors offsets are arbitrary): copy a row at a time.
-  std::vector<uint32_t> wrow(static_cast<size_t>(wpr));
-  std::vector<uint16_t> srow(static_cast<size_t>(gpr)), brow(static_cast<size_t>(gpr));
-  for (int64_t r = 0; r < rows; ++r) {
-    std::memcpy(wrow.data(), words + r * wpr, size_t(wpr) * 4);
-    std::memcpy(srow.data(), scales + r * gpr, size_t(gpr) * 2);
-    std::memcpy(brow.data(), biases + r * gpr, size_t(gpr) * 2);
-    mlx_repack_row(wrow.data(), srow.data(), brow.data(), cols, q, dst + size_t(r) * row_bytes);
-  }
+  auto repack_rows = [&](int64_t r0, int64_t r1) {
+    std::vector<uint32_t> wrow(static_cast<size_t>(wpr));
+    std::vector<uint16_t> srow(static_cast<size_t>(gpr)), brow(static_cast<size_t>(gpr));
+    for (int64_t r = r0; r < r1; ++r) {
+      std::memcpy(wrow.data(), words + r * wpr, size_t(wpr) * 4);
+      std::memcpy(srow.data(), scales + r * gpr, size_t(gpr) * 2);
+      std::memcpy(brow.data(), biases + r * gpr, size_t(gpr) * 2);
+      mlx_repack_row(wrow.data(), srow.data(), brow.data(), cols, q, dst + size_t(r) * row_bytes);
+    }
+  };
+  // Loading a multi-gigabyte MLX model is this loop: spread it over the cores.
+  const int64_t n_threads =
+      std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), std::max<int64_t>(1, rows / 64));
+  std::vector<std::thread> pool;
+  for (int64_t k = 1; k < n_threads; ++k)
+    pool.emplace_back(repack_rows, rows * k / n_threads, rows * (k + 1) / n_threads);
+  repack_rows(0, rows / n_threads);
+  for (auto& t : pool) t.join();
 }
 
 }  // namespace
