@@ -57,7 +57,9 @@ void load_token_table(const GgufFile& g, Vocab& v) {
 void collect_added_tokens(const GgufFile& g, Vocab& v) {
   std::string name = g.get_string("general.name", "");
   std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-  const bool phi3 = name.find("phi-3") != std::string::npos || name.find("phi3") != std::string::npos;
+  // "Phi 3.5 Mini Instruct" as well as "Phi3" / "phi-3-mini": the 3.5 models share the tokenizer.
+  const bool phi3 = name.find("phi-3") != std::string::npos || name.find("phi3") != std::string::npos ||
+                    name.find("phi 3") != std::string::npos;
   for (size_t i = 0; i < v.tokens.size(); ++i) {
     const TokenKind k = v.kinds[i];
     if (k != TokenKind::Control && k != TokenKind::UserDefined && k != TokenKind::Unknown) continue;

@@ -2,6 +2,7 @@
 // the SentencePiece word cut, and concurrent use.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -48,6 +49,31 @@ TEST(Phi3Tokenizer, ChatTokensSwallowTheNewlineAfterThem) {
   EXPECT_NE(tok->chat_template().find("<|assistant|>"), std::string::npos);
   EXPECT_EQ(tok->decode(V{1, 15043, 32007}), "<s> Hello<|end|>");
   EXPECT_EQ(tok->decode(V{1, 15043, 32007}, /*skip_special=*/true), "Hello");
+}
+
+// GGUF does not record HF's rstrip flags; Phi-3 gets them from its name (as llama.cpp does), and a
+// vocabulary with another name keeps the whitespace.
+TEST(Phi3Tokenizer, WhitespaceStrippingFollowsTheModelName) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const GgufFile phi3 = GgufFile::open((test::testdata_dir() / "vocab" / "ggml-vocab-phi-3.gguf").string());
+  auto renamed = [&](const std::string& name) {
+    const auto path = std::filesystem::temp_directory_path() /
+                      ("pensieve_tok_name_" + std::to_string(::getpid()) + ".gguf");
+    GgufWriter w(path.string());
+    for (const auto& [key, value] : phi3.metadata())
+      w.set(key, key == "general.name" ? GgufValue::of(name) : value);
+    w.write_header();
+    w.finish();
+    auto tok = Tokenizer::from_gguf(GgufFile::open(path.string()));
+    std::filesystem::remove(path);
+    return tok;
+  };
+  const std::string chat = "<|user|>\nHi<|end|>";
+  EXPECT_EQ(renamed("Phi 3.5 Mini Instruct")->encode(chat, false), (V{32010, 6324, 32007}));
+  const V kept = renamed("Some Llama")->encode(chat, false);
+  EXPECT_EQ(kept.size(), 5u);  // <|user|> ▁ \n Hi <|end|>: the newline stays
+  EXPECT_EQ(kept.front(), 32010);
+  EXPECT_EQ(kept.back(), 32007);
 }
 
 TEST(Qwen3Tokenizer, ImStartAndImEndAreSingleTokens) {
