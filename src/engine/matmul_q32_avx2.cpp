@@ -253,6 +253,7 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }  // namespace
 
 void matmul_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (matmul_q4_decode(a, r0, r1)) return;
   switch (a.type) {
     case GgmlType::Q4_0: return run<block_q4_0>(a, r0, r1);
     case GgmlType::Q4_1: return run<block_q4_1>(a, r0, r1);

@@ -149,7 +149,9 @@ TEST(KernelsSimd, MatmulRowsMatchReference) {
   const int toks[] = {1, 2, 3, 5, 8, 67};
   uint32_t seed = 100;
   for (GgmlType type : kAllTypes) {
-    const int64_t cols = type_traits(type)->block_elems == QK_K ? 512 : 96 + (type_traits(type)->block_elems == 1 ? 5 : 0);
+   const int block = type_traits(type)->block_elems;
+   // Odd and even block counts: some kernels take blocks in pairs.
+   for (int64_t cols : {block == QK_K ? 512 : block == 1 ? 101 : 96, block == QK_K ? 768 : 128}) {
     for (int rows : {1, 2, 3, 4, 5, 7, 13}) {
       for (int n_tok : toks) {
         Weights W(type, rows, cols, ++seed);
@@ -168,10 +170,12 @@ TEST(KernelsSimd, MatmulRowsMatchReference) {
             for (int64_t c = 0; c < cols; ++c) mag += std::fabs(W.deq[size_t(r * cols + c)] * x[size_t(t * cols + c)]);
             const size_t i = size_t(t * rows + r);
             ASSERT_NEAR(y2[i], y1[i], 1e-5 * mag + 1e-7)
-                << type_name(type) << " rows " << rows << " n_tok " << n_tok << " r " << r << " t " << t;
+                << type_name(type) << " cols " << cols << " rows " << rows << " n_tok " << n_tok << " r " << r
+                << " t " << t;
           }
       }
     }
+   }
   }
 }
 
