@@ -98,12 +98,15 @@ class JobChannel : public std::enable_shared_from_this<JobChannel> {
 
 // Wraps the channel: records metrics, usage and KV use on the worker thread, whether or not the
 // client is still there to read the result.
+// When `server_limit_ends_turn` is set, stopping at a limit the server imposed (context room or
+// the server-wide cap, below the client's max_tokens) is reported as end_turn: Claude Code treats
+// max_tokens as "its own max_tokens was exceeded" and fails the turn.
 std::function<void(JobEvent&&)> job_sink(ServerContext& ctx, std::shared_ptr<JobChannel> channel,
                                          Clock::time_point arrived, std::string key, std::string model,
-                                         int prompt_tokens) {
+                                         int prompt_tokens, bool server_limit_ends_turn) {
   struct Progress { bool first = true; Clock::time_point last; int held = 0; };
   auto progress = std::make_shared<Progress>();
-  return [&ctx, channel, arrived, key, model, prompt_tokens, progress](JobEvent&& e) {
+  return [&ctx, channel, arrived, key, model, prompt_tokens, progress, server_limit_ends_turn](JobEvent&& e) {
     auto now = Clock::now();
     switch (e.kind) {
       case JobEvent::Kind::Started:
@@ -122,6 +125,8 @@ std::function<void(JobEvent&&)> job_sink(ServerContext& ctx, std::shared_ptr<Job
       case JobEvent::Kind::Failed: {
         ctx.tokens_in_use -= progress->held;
         progress->held = 0;
+        if (e.kind == JobEvent::Kind::Done && server_limit_ends_turn && e.result.reason == StopReason::MaxTokens)
+          e.result.reason = StopReason::EndOfTurn;
         UsageRecord u{key, model, e.kind == JobEvent::Kind::Done};
         if (e.kind == JobEvent::Kind::Done) {
           u.input_tokens = e.result.prompt_tokens;
@@ -240,13 +245,14 @@ asio::awaitable<void> handle_chat(ServerContext& ctx, HttpExchange& ex, bool ope
   auto task = run_blocking<PreparedPrompt>(ctx.blocking, ex.executor(), std::move(prepare));
   PreparedPrompt prepared = co_await std::move(task);
   const int input_tokens = static_cast<int>(prepared.tokens.size());
+  const bool server_limited = !openai && req.max_tokens && prepared.max_tokens < *req.max_tokens;
 
   auto proto = openai ? openai_protocol(req.model, req.include_usage) : anthropic_protocol(req.model);
   auto channel = std::make_shared<JobChannel>(ex.executor());
   auto job = std::make_shared<GenerationJob>();
   job->request = to_generate_request(req, std::move(prepared));
   job->deadline = ex.started() + std::chrono::milliseconds(ctx.config.request_timeout_ms);
-  job->sink = job_sink(ctx, channel, ex.started(), key_name, model->id(), input_tokens);
+  job->sink = job_sink(ctx, channel, ex.started(), key_name, model->id(), input_tokens, server_limited);
   if (ctx.stopping) throw ApiError::overloaded("the server is shutting down");
   if (!entry->queue->submit(job))
     throw ApiError::overloaded("model '" + model->id() + "' is busy: " +

@@ -65,6 +65,12 @@ void GenerationQueue::run_job(GenerationJob& job) {
     return fail(ApiError::timeout("the request timed out while waiting for the model"));
   job.sink({JobEvent::Kind::Started, {}, {}, std::nullopt});
   bool timed_out = false;
+  // Polled by the runtime between forward passes, so a long prefill stops too.
+  job.request.cancelled = [&job, &timed_out] {
+    if (job.cancelled) return true;
+    if (Clock::now() >= job.deadline) timed_out = true;
+    return timed_out;
+  };
   try {
     GenerateResult r = model_->generate(job.request, [&](std::string_view text) {
       if (job.cancelled) return false;

@@ -166,7 +166,10 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket) {
     }
     co_await ex.stop_watch();
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ex.started()).count();
-    ctx_.metrics.record_request(route_label(ex.path()), ex.status() ? ex.status() : 499, seconds);
+    const int status = ex.status() ? ex.status() : 499;  // 499: the client left before an answer
+    ctx_.metrics.record_request(route_label(ex.path()), status, seconds);
+    spdlog::info("{} {} {} {:.1f} ms", std::string(req.method_string()), std::string(req.target()), status,
+                 seconds * 1000);
     --ctx_.active_requests;
     if (!ex.keep_alive() || ctx_.stopping) break;
   }

@@ -236,3 +236,17 @@ TEST_F(ServerFixture, OpenAIStreamEndsWithDone) {
   EXPECT_NE(r.raw.find("\"completion_tokens\":3"), std::string::npos);
   EXPECT_EQ(r.raw.substr(r.raw.size() - 14), "data: [DONE]\n\n");
 }
+
+TEST_F(ServerFixture, ServerClampReportsEndTurnToAnthropicAndLengthToOpenAI) {
+  ServerConfig cfg;
+  cfg.max_output_tokens = 3;
+  start(cfg);
+  Reply a = post("/v1/messages", message(false, 128000));
+  ASSERT_EQ(a.status, 200) << a.raw;
+  EXPECT_EQ(a.body["usage"]["output_tokens"], 3);
+  EXPECT_EQ(a.body["stop_reason"], "end_turn");  // the client's max_tokens was not reached
+  EXPECT_EQ(post("/v1/messages", message(false, 2)).body["stop_reason"], "max_tokens");
+  Reply o = post("/v1/chat/completions", json{{"model", "fake-model"}, {"max_tokens", 1000},
+                                              {"messages", {{{"role", "user"}, {"content", "x"}}}}});
+  EXPECT_EQ(o.body["choices"][0]["finish_reason"], "length");
+}
