@@ -21,19 +21,8 @@ import torch.nn.functional as F
 
 import safetensors_io
 from model import Config, LlamaForCausalLM
+from questions import QUESTIONS
 
-QUESTIONS = [
-    "What does happy mean?",
-    "What is a dog?",
-    "Define ocean.",
-    "What does it mean to run?",
-    "What is the opposite of hot?",
-    "What is another word for big?",
-    "Use the word bread in a sentence.",
-    "What kind of thing is a violin?",
-    "Hello! Who are you?",
-    "What does the word library mean?",
-]
 
 
 def load_tokens(path):
