@@ -1,0 +1,161 @@
+// Whitespace rules: trim_blocks, lstrip_blocks, the -/+ tag modifiers, comments, raw blocks.
+// Expected renders were produced by Python jinja2 3.1 configured as transformers configures it.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "text/chat_template.h"
+
+namespace pensieve {
+namespace {
+
+// Renders `source` with the JSON `context`; an error renders as "ERROR: <kind>: <message>".
+std::string render(const std::string& source, const std::string& context = "{}") {
+  try {
+    ChatTemplate tmpl(source);
+    tmpl.set_clock([] {
+      std::tm tm{};
+      tm.tm_year = 2024 - 1900;
+      tm.tm_mon = 6;
+      tm.tm_mday = 26;
+      tm.tm_hour = 12;
+      tm.tm_isdst = -1;
+      return std::chrono::system_clock::from_time_t(std::mktime(&tm));
+    });
+    return tmpl.render(nlohmann::ordered_json::parse(context));
+  } catch (const TemplateError& e) {
+    return "ERROR: " + e.kind() + ": " + e.what();
+  }
+}
+
+}  // namespace
+
+TEST(JinjaWhitespace, TrimBlocksDropsOneNewlineAfterBlockTags) {
+  EXPECT_EQ(render(R"J(a
+{% if true %}
+b
+{% endif %}
+c)J"),
+            R"J(a
+b
+c)J");
+  EXPECT_EQ(render(R"J({% set x = 1 %}
+
+x)J"),
+            R"J(
+x)J");
+  EXPECT_EQ(render(R"J({{ 1 }}
+2)J"),
+            R"J(1
+2)J");
+  EXPECT_EQ(render(R"J({# c #}
+x)J"),
+            R"J(x)J");
+}
+
+TEST(JinjaWhitespace, LstripBlocksDropsIndentBeforeBlockTags) {
+  EXPECT_EQ(render(R"J(a
+  {% if true %}
+  b
+  {% endif %}
+c
+)J"),
+            R"J(a
+  b
+c)J");
+  EXPECT_EQ(render(R"J(  {% if true %}x{% endif %})J"),
+            R"J(x)J");
+  EXPECT_EQ(render(R"J(x  {% if true %}y{% endif %})J"),
+            R"J(x  y)J");
+  EXPECT_EQ(render(R"J(a
+    {{ 1 }}
+)J"),
+            R"J(a
+    1)J");
+  EXPECT_EQ(render(R"J(  {# comment #}
+x)J"),
+            R"J(x)J");
+  EXPECT_EQ(render(R"J(	 {% set a = 1 %}
+b)J"),
+            R"J(b)J");
+}
+
+TEST(JinjaWhitespace, MinusStripsAllWhitespace) {
+  EXPECT_EQ(render(R"J(a  {%- if true -%}  b  {%- endif -%}  c)J"),
+            R"J(abc)J");
+  EXPECT_EQ(render(R"J(a
+
+  {{- 1 -}}
+
+  b)J"),
+            R"J(a1b)J");
+  EXPECT_EQ(render(R"J(x {#- c -#}   y)J"),
+            R"J(xy)J");
+  EXPECT_EQ(render(R"J({%- if true %}
+  a
+{%- endif %})J"),
+            R"J(  a)J");
+  EXPECT_EQ(render(R"J(a {{- ' ' -}} b)J"),
+            R"J(a b)J");
+}
+
+TEST(JinjaWhitespace, PlusDisablesStripping) {
+  EXPECT_EQ(render(R"J(a
+  {%+ if true %}b{% endif %}
+)J"),
+            R"J(a
+  b)J");
+  EXPECT_EQ(render(R"J({% if true +%}
+b{% endif %})J"),
+            R"J(
+b)J");
+}
+
+TEST(JinjaWhitespace, TrailingNewlineOfTemplateIsDropped) {
+  EXPECT_EQ(render(R"J(a
+)J"),
+            R"J(a)J");
+  EXPECT_EQ(render(R"J(a
+
+)J"),
+            R"J(a
+)J");
+  EXPECT_EQ(render(R"J(a
+b
+)J"),
+            R"J(a
+b)J");
+  EXPECT_EQ(render(R"J(ab)J"),
+            R"J(a
+b)J");
+}
+
+TEST(JinjaWhitespace, RawBlocksAreLiteral) {
+  EXPECT_EQ(render(R"J({% raw %}{{ x }}{% if %}{% endraw %})J"),
+            R"J({{ x }}{% if %})J");
+  EXPECT_EQ(render(R"J(a
+  {% raw %}
+ {{ y }}
+  {% endraw %}
+b)J"),
+            R"J(a
+
+ {{ y }}
+b)J");
+  EXPECT_EQ(render(R"J({%- raw -%}  {{ z }}  {%- endraw -%}  !)J"),
+            R"J({{ z }}!)J");
+}
+
+TEST(JinjaWhitespace, CommentsAreDropped) {
+  EXPECT_EQ(render(R"J(a{# {{ x }} {% if %} #}b)J"),
+            R"J(ab)J");
+  EXPECT_EQ(render(R"J({#
+ multi
+ line
+#}
+z)J"),
+            R"J(z)J");
+}
+
+}  // namespace pensieve
