@@ -58,6 +58,10 @@ void check_model_config(const ModelConfig& c, const std::string& source) {
   require_positive(source, "attention KV head count", c.n_kv_heads);
   require_positive(source, "head dimension", c.head_dim);
   require_positive(source, "feed-forward length (intermediate_size)", c.ff_dim);
+  // No real model has heads wider than 256; the limit keeps per-head scratch buffers bounded
+  // whatever an untrusted file claims.
+  if (c.head_dim > 1024)
+    throw Error(source + ": head dimension " + std::to_string(c.head_dim) + " is over the limit of 1024");
   if (c.n_heads % c.n_kv_heads != 0)
     throw Error(source + ": head count " + std::to_string(c.n_heads) +
                 " is not a multiple of the KV head count " + std::to_string(c.n_kv_heads));

@@ -204,6 +204,10 @@ TEST(BadFile, BrokenMetadata) {
     w.set("llama.block_count", GgufValue::of(std::string("two")));
   });
   expect_error(missing, {"llama.block_count"});
+  const fs::path wide = write_model("wide.gguf", {}, [](GgufWriter& w) {
+    w.set("llama.attention.key_length", GgufValue::of(uint64_t(4096), GgufType::UINT32));
+  });
+  expect_error(wide, {"head dimension 4096"});
   const fs::path array = write_model("array.gguf", {}, [](GgufWriter& w) {
     w.set("zz.array", GgufValue::of(std::vector<int32_t>{1, 2, 3}));
   });

@@ -12,6 +12,7 @@
 #include "engine/hf_config.h"
 #include "engine/kernels.h"
 #include "engine/model.h"
+#include "engine/model_export.h"
 #include "engine/mlx.h"
 #include "engine/safetensors.h"
 #include "reference.h"
@@ -366,4 +367,143 @@ TEST(Loader, MlxEightBitFolderComputesTheFloatModel) {
     EXPECT_LE(c.rel_l2, 6e-2);
     EXPECT_LE(c.argmax_mismatches * 100, c.positions * 15);
   }
+}
+
+// ---- config.json variants, sharded folders, Llama 3 rope through conversion ---------------------
+
+TEST(HfConfig, RopeVariantsAndTokenIds) {
+  using nlohmann::json;
+  const json base = {{"model_type", "llama"}, {"hidden_size", 256}, {"num_hidden_layers", 2},
+                     {"num_attention_heads", 4}, {"intermediate_size", 512}, {"vocab_size", 1000},
+                     {"max_position_embeddings", 131072}, {"rope_theta", 500000.0}};
+  json llama3 = base;
+  llama3["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                            {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  llama3["eos_token_id"] = {128001, 128008, 128009};
+  const json gen = {{"eos_token_id", {128001, 128009, 7}}, {"bos_token_id", 128000}};
+  ModelConfig c = parse_hf_config(llama3, &gen, "cfg");
+  EXPECT_EQ(c.rope.scaling, RopeScaling::Llama3);
+  EXPECT_FLOAT_EQ(c.rope.factor, 8.0f);
+  EXPECT_EQ(c.rope.original_ctx, 8192);
+  EXPECT_FLOAT_EQ(c.rope.theta, 500000.0f);
+  EXPECT_EQ(c.bos_id, 128000);
+  EXPECT_EQ(c.eos_id, 128001);
+  EXPECT_EQ(c.stop_ids, (std::vector<int>{128001, 128008, 128009, 7}));
+  EXPECT_EQ(c.n_kv_heads, 4);   // defaults to the head count
+  EXPECT_EQ(c.head_dim, 64);
+
+  json su = base;  // older Phi-3 checkpoints: "su" under rope_scaling, partial rotary at top level
+  su["model_type"] = "phi3";
+  su["original_max_position_embeddings"] = 4096;
+  su["partial_rotary_factor"] = 0.5;
+  su["rope_scaling"] = {{"type", "su"}, {"short_factor", std::vector<double>(16, 1.0)},
+                        {"long_factor", std::vector<double>(16, 2.0)}};
+  c = parse_hf_config(su, nullptr, "cfg");
+  EXPECT_EQ(c.rope.scaling, RopeScaling::LongRope);
+  EXPECT_EQ(c.rope.n_rot, 32);
+  EXPECT_EQ(c.rope.original_ctx, 4096);
+  EXPECT_NEAR(c.rope.attn_factor, std::sqrt(1 + std::log(32.0) / std::log(4096.0)), 1e-6);
+
+  json linear = base;
+  linear["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 4.0}, {"rope_theta", 10000.0}};
+  linear["head_dim"] = 128;
+  linear["num_key_value_heads"] = 2;
+  c = parse_hf_config(linear, nullptr, "cfg");
+  EXPECT_EQ(c.rope.scaling, RopeScaling::Linear);
+  EXPECT_FLOAT_EQ(c.rope.factor, 4.0f);
+  EXPECT_FLOAT_EQ(c.rope.theta, 10000.0f);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.rope.n_rot, 128);
+
+  json qwen = base;
+  qwen["model_type"] = "qwen2";
+  qwen["sliding_window"] = 4096;
+  qwen["use_sliding_window"] = false;
+  EXPECT_EQ(parse_hf_config(qwen, nullptr, "cfg").sliding_window, 0);
+  json bad = base;
+  bad["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  EXPECT_THROW(parse_hf_config(bad, nullptr, "cfg"), Error);
+  bad = base;
+  bad.erase("hidden_size");
+  EXPECT_THROW(parse_hf_config(bad, nullptr, "cfg"), Error);
+
+  EXPECT_EQ(canonical_tensor_name("model.layers.12.mlp.gate_up_proj.weight"), "blk.12.ffn_up.weight");
+  EXPECT_EQ(canonical_tensor_name("model.layers.3.self_attn.rotary_emb.inv_freq"), std::nullopt);
+  EXPECT_EQ(canonical_tensor_name("model.layers.x.mlp.up_proj.weight"), std::nullopt);
+}
+
+TEST(Loader, ShardedFolderEqualsTheSingleFile) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const fs::path src = test::testdata_dir() / "models" / "tiny-qwen2-dev";
+  const fs::path dir = fs::temp_directory_path() / ("pensieve_loader_test_" + std::to_string(::getpid())) / "sharded";
+  fs::create_directories(dir);
+  fs::copy_file(src / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+  SafetensorsFile st = SafetensorsFile::open((src / "model.safetensors").string());
+  std::vector<RawTensor> shard[2];
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  for (size_t i = 0; i < st.tensors().size(); ++i) {
+    const auto& t = st.tensors()[i];
+    shard[i % 2].push_back({t.name, t.dtype, t.shape, std::string(reinterpret_cast<const char*>(t.data), t.nbytes)});
+    index["weight_map"][t.name] = "model-0000" + std::to_string(i % 2 + 1) + "-of-00002.safetensors";
+  }
+  write_safetensors(dir / "model-00001-of-00002.safetensors", shard[0]);
+  write_safetensors(dir / "model-00002-of-00002.safetensors", shard[1]);
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  const LoadedModel a = load_model(src.string()), b = load_model(dir.string());
+  ASSERT_EQ(a.weights.tensors().size(), b.weights.tensors().size());
+  for (const auto& [name, t] : a.weights.tensors()) {
+    const Tensor& u = b.weights.require(name);
+    ASSERT_EQ(u.shape_string(), t.shape_string()) << name;
+    EXPECT_EQ(std::memcmp(u.data, t.data, t.nbytes), 0) << name;
+  }
+  // A shard named by the index but missing is an error naming it.
+  fs::remove(dir / "model-00002-of-00002.safetensors");
+  try {
+    load_model(dir.string());
+    ADD_FAILURE() << "loaded without its second shard";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model-00002-of-00002.safetensors"), std::string::npos) << e.what();
+  }
+}
+
+// Llama 3 rope scaling in config.json becomes rope_freqs.weight in GGUF (as llama.cpp writes it);
+// both compute the same logits.
+TEST(Loader, Llama3RopeSurvivesConversion) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const fs::path src = test::testdata_dir() / "models" / "tiny-llama-dev";
+  const fs::path dir = fs::temp_directory_path() / ("pensieve_loader_test_" + std::to_string(::getpid())) / "llama3";
+  fs::create_directories(dir);
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(src / "config.json"));
+  cfg["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 10000.0}, {"factor", 8.0},
+                            {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                            {"original_max_position_embeddings", 16}};
+  std::ofstream(dir / "config.json") << cfg.dump();
+  if (!fs::exists(dir / "model.safetensors")) fs::create_symlink(src / "model.safetensors", dir / "model.safetensors");
+  const fs::path gguf = dir.parent_path() / "llama3.gguf";
+  const LoadedModel folder = load_model(dir.string());
+  ASSERT_EQ(folder.config.rope.scaling, RopeScaling::Llama3);
+  write_model_gguf(folder, *quant_recipe("f32"), gguf.string(), {}, 1);
+  const auto a = Model::load(dir.string());
+  const auto b = Model::load(gguf.string());
+  ASSERT_NE(b->files().weights.find("rope_freqs.weight"), nullptr);
+  ThreadPool pool(2);
+  const std::vector<int32_t> ids = {5, 17, 300, 42, 9, 101, 77, 250, 3, 64, 128, 200, 11, 400, 8, 90,
+                                    33, 7, 150, 260};
+  std::vector<float> la, lb;
+  SequenceState sa(a->config(), int(ids.size()), true), sb(b->config(), int(ids.size()), true);
+  sa.exact_activations = sb.exact_activations = true;
+  a->forward(sa, ids, true, la, pool);
+  b->forward(sb, ids, true, lb, pool);
+  const auto c = test::compare_logits(lb, la, size_t(a->config().n_vocab));
+  EXPECT_LE(c.rel_l2, 1e-5);
+  EXPECT_EQ(c.argmax_mismatches, 0);
+  // And the scaling matters at these positions: without it the logits differ.
+  cfg["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};
+  std::ofstream(dir / "config.json") << cfg.dump();
+  const auto plain = Model::load(dir.string());
+  SequenceState sp(plain->config(), int(ids.size()), true);
+  sp.exact_activations = true;
+  std::vector<float> lp;
+  plain->forward(sp, ids, true, lp, pool);
+  EXPECT_GT(test::compare_logits(lp, la, size_t(a->config().n_vocab)).rel_l2, 1e-3);
 }
