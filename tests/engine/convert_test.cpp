@@ -388,3 +388,23 @@ INSTANTIATE_TEST_SUITE_P(
         {"tiny-phi3-longrope-dev", "q4_0", 0.7, 70},   {"tiny-qwen2-dev", "q4_0", 0.7, 70},
     }),
     [](const auto& info) { return case_name(info.param); });
+
+// Our recipes choose, tensor by tensor, the types llama.cpp's llama-quantize chose for these files.
+TEST(Convert, RecipesMatchLlamaQuantize) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  int checked = 0;
+  for (const auto& e : fs::directory_iterator(test::testdata_dir() / "gguf")) {
+    const std::string name = e.path().filename().string();
+    const std::string type = name.substr(name.rfind('.') + 1);
+    const auto recipe = quant_recipe(type);
+    if (!recipe || name.rfind("np-", 0) != 0) continue;
+    SCOPED_TRACE(name);
+    const LoadedModel m = load_model((e.path() / "model.gguf").string());
+    for (const auto& [tname, t] : m.weights.tensors()) {
+      std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
+      EXPECT_EQ(type_name(tensor_type_for(*recipe, tname, ne, m.config.n_layers)), type_name(t.type)) << tname;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 200);
+}
