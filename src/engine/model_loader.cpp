@@ -3,6 +3,7 @@
 #include "engine/model_loader.h"
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "engine/hf_config.h"
@@ -133,6 +134,14 @@ LoadedModel load_gguf(const std::string& path) {
     if (t.type == GgmlType::Q8_1 || t.type == GgmlType::Q8_K)
       throw Error(path + ": tensor '" + t.name + "' has type " + std::string(type_name(t.type)) +
                   ", which is not a weight type");
+    // A file with a small general.alignment can leave data at an odd address; kernels read
+    // floats and halves directly, so such a tensor is copied to an aligned buffer.
+    const size_t need = t.type == GgmlType::F32 ? 4 : 2;
+    if (reinterpret_cast<uintptr_t>(t.data) % need != 0) {
+      std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
+      std::memcpy(m.weights.add_owned(t.name, t.type, ne), t.data, t.nbytes);
+      continue;
+    }
     m.weights.add(t);
   }
   m.gguf = std::move(g);

@@ -117,6 +117,23 @@ TEST(BadFile, ValidBaselineLoads) {
   EXPECT_EQ(m.config.n_vocab, 64);
 }
 
+// general.alignment 1 is legal: tensors then sit at odd addresses and are copied, not misread.
+TEST(BadFile, UnalignedTensorDataIsCopied) {
+  const fs::path p = write_model("align1.gguf", {}, [](GgufWriter& w) {
+    w.set("general.alignment", GgufValue::of(uint64_t(1), GgufType::UINT32));
+    w.set("general.name", GgufValue::of(std::string("odd")));  // 3 bytes: shifts what follows
+  });
+  const LoadedModel m = load_model(p.string());
+  const LoadedModel ref = load_model(write_model("align_ref.gguf").string());
+  bool any_odd = false;
+  for (const Tensor& t : m.gguf->tensors()) any_odd |= reinterpret_cast<uintptr_t>(t.data) % 4 != 0;
+  EXPECT_TRUE(any_odd);
+  for (const auto& [name, t] : m.weights.tensors()) {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 4, 0u) << name;
+    EXPECT_EQ(std::memcmp(t.data, ref.weights.require(name).data, t.nbytes), 0) << name;
+  }
+}
+
 TEST(BadFile, TruncatedAnywhere) {
   const fs::path good = write_model("good.gguf");
   const std::string bytes = read_bytes(good);
