@@ -19,7 +19,8 @@ struct Shape {
   const char* name;
   int64_t in, out;
 };
-const Shape kShapes[] = {{"o_proj", 3072, 3072}, {"qkv", 3072, 9216}, {"gate_up", 3072, 16384}, {"down", 8192, 3072}};
+const Shape kShapes[] = {{"o_proj", 3072, 3072}, {"qkv", 3072, 9216}, {"gate_up", 3072, 16384},
+                         {"down", 8192, 3072},   {"stream", 3072, 3072 * 128}};
 const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K,
                            GgmlType::Q6_K, GgmlType::F16,  GgmlType::Q4_1, GgmlType::Q5_0,
                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::BF16, GgmlType::F32};
@@ -91,6 +92,12 @@ void prefill_args(benchmark::internal::Benchmark* b) {
   for (int type = 0; type < int(std::size(kTypes)); ++type)
     for (int shape : {0, 3}) b->Args({type, shape, 2, 64});
 }
+// Decode over weights far larger than any cache (1.2-2.3 GB): what a real decode step streams.
+void stream_args(benchmark::internal::Benchmark* b) {
+  for (int type : {0, 1, 2, 4})
+    for (int threads : {1, 2}) b->Args({type, 4, threads, 1});
+}
+BENCHMARK(matmul_bench)->Name("matvec_dram")->Apply(stream_args)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(matmul_bench)->Name("matvec")->Apply(decode_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(matmul_bench)->Name("matmul")->Apply(prefill_args)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -1,8 +1,9 @@
-// Decode (one token) for the nibble types Q4_0 and Q4_1: 4 rows x 2 blocks per step. The 16 packed
+// Decode (one token) for the nibble types Q4_0 and Q4_1: 2 blocks per step. The 16 packed
 // bytes of two neighbouring blocks share one register, so their low nibbles (elements 0..15 of
 // each block) and high nibbles (16..31) each fill a vector, and one vpmaddwd/convert/FMA serves
 // two blocks whose scales sit side by side in one vector. Halves the multiply-port work per block
-// against the one-block tiles, which is what decides whether decode reaches the memory limit.
+// against one-block steps. The kernel can take up to 4 rows at once, but decode runs it one row
+// at a time (see matmul_q4_decode).
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
@@ -39,6 +40,9 @@ inline __m256 spread_row(__m256 s) {  // [s(2r) x4 | s(2r+1) x4]
   return _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(2 * r, 2 * r, 2 * r, 2 * r, 2 * r + 1, 2 * r + 1, 2 * r + 1, 2 * r + 1));
 }
 
+// Software prefetch a few blocks ahead (measured ~5% on weights beyond the caches).
+constexpr int kPrefetchBytes = 384;
+
 template <class B, int R>
 void tile_pairs(const MatmulArgs& a, int64_t r0) {
   constexpr bool kAffine = std::is_same_v<B, block_q4_1>;
@@ -65,6 +69,7 @@ void tile_pairs(const MatmulArgs& a, int64_t r0) {
     auto row = [&](auto rc) {
       constexpr int r = decltype(rc)::value;
       if constexpr (r < R) {
+        _mm_prefetch(reinterpret_cast<const char*>(&w[r][b]) + kPrefetchBytes, _MM_HINT_T0);
         const __m256i v = load2x16(w[r][b].qs, w[r][b + 1].qs);
         const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
         const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
@@ -90,14 +95,10 @@ bool matmul_q4_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.type != GgmlType::Q4_0 && a.type != GgmlType::Q4_1) return false;
   auto run = [&](auto tag) {
     using B = decltype(tag);
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) tile_pairs<B, 4>(a, r);
-    switch (r1 - r) {
-      case 3: tile_pairs<B, 3>(a, r); break;
-      case 2: tile_pairs<B, 2>(a, r); break;
-      case 1: tile_pairs<B, 1>(a, r); break;
-      default: break;
-    }
+    // One row at a time: a single sequential stream is what the hardware prefetchers follow best.
+    // Interleaving 4 rows measured 2x slower on weights beyond the caches (and only ~15% faster
+    // on weights that fit in L3), and decode weights never fit.
+    for (int64_t r = r0; r < r1; ++r) tile_pairs<B, 1>(a, r);
   };
   if (a.type == GgmlType::Q4_0) run(block_q4_0{});
   else run(block_q4_1{});
