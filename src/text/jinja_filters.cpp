@@ -255,9 +255,13 @@ Value filter_round(const Value& v, CallArgs& a, const SandboxPolicy&) {
 
 std::optional<int64_t> parse_int(std::string s, int base) {
   s = py_strip(s, nullptr, true, true);
-  std::string digits;
-  for (size_t i = 0; i < s.size(); ++i)
-    if (s[i] != '_' || (i > 0 && i + 1 < s.size())) digits += s[i];
+  std::string digits;  // Python accepts single underscores between digits ("1_000")
+  for (size_t i = 0; i < s.size(); ++i) {
+    bool between = i > 0 && i + 1 < s.size() && isalnum(static_cast<unsigned char>(s[i - 1])) &&
+                   isalnum(static_cast<unsigned char>(s[i + 1]));
+    if (s[i] == '_' && !between) return std::nullopt;
+    if (s[i] != '_') digits += s[i];
+  }
   if (digits.empty()) return std::nullopt;
   char* end = nullptr;
   errno = 0;

@@ -84,6 +84,7 @@ class Macro : public Callable {
       }
     }
     auto kwargs = std::make_shared<Dict>();
+    bool caller_bound = false;
     for (auto& [key, value] : args.keyword) {
       auto it = std::find(names.begin(), names.end(), key);
       if (it != names.end()) {
@@ -93,6 +94,7 @@ class Macro : public Callable {
         bound[i] = true;
       } else if (key == "caller" && uses_caller_) {
         scope->set("caller", value);
+        caller_bound = true;
       } else if (uses_kwargs_) {
         kwargs->set(Value(key), value);
       } else {
@@ -104,6 +106,8 @@ class Macro : public Callable {
       if (params_.defaults[i]) scope->set(names[i], interp_.eval(*params_.defaults[i], scope));
       else scope->set(names[i], Value::undefined("parameter '" + names[i] + "' was not provided"));
     }
+    if (uses_caller_ && !caller_bound)
+      scope->set("caller", Value::undefined("No caller defined"));
     if (uses_varargs_) scope->set("varargs", Value::tuple(std::move(varargs)));
     if (uses_kwargs_) scope->set("kwargs", Value::dict(kwargs));
     std::string out;

@@ -160,8 +160,12 @@ std::string upper(std::string_view s) {
     return out;
   }
   std::u32string u = decode(s);
-  for (char32_t& c : u) c = to_upper(c);
-  return encode(u);
+  std::u32string out;
+  for (char32_t c : u) {
+    if (c == 0xDF) out += U"SS";  // Python's full case mapping of ß
+    else out.push_back(to_upper(c));
+  }
+  return encode(out);
 }
 
 std::string lower(std::string_view s) {

@@ -317,6 +317,8 @@ bool equals(const Value& a, const Value& b) {
 }
 
 bool less_than(const Value& a, const Value& b, const char* op) {
+  if (a.is_undefined()) fail(a.undefined_is_unsafe() ? "SecurityError" : "UndefinedError", a.undefined_message());
+  if (b.is_undefined()) fail(b.undefined_is_unsafe() ? "SecurityError" : "UndefinedError", b.undefined_message());
   if (a.is_number() && b.is_number()) {
     if (a.kind() != Kind::Float && b.kind() != Kind::Float) return a.as_int() < b.as_int();
     return a.as_double() < b.as_double();

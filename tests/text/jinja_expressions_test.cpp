@@ -174,4 +174,159 @@ TEST(JinjaExpressions, TypeErrorsHavePythonMessages) {
             R"J(ERROR: ValueError: too many values to unpack (expected 2))J");
 }
 
+TEST(JinjaExpressions, MoreEdgeCases) {
+  EXPECT_EQ(render(R"J({{ {'a': {'b': 1}} }})J"),
+            R"J({'a': {'b': 1}})J");
+  EXPECT_EQ(render(R"J({{ {'a': 1}}})J"),
+            R"J({'a': 1})J");
+  EXPECT_EQ(render(R"J({% set d = {'x': {'y': 2}} %}{{ d.x.y }}{{ d['x']['y'] }})J"),
+            R"J(22)J");
+  EXPECT_EQ(render(R"J({{ [1, 2, 3,] }} {{ {'a': 1,} }} {{ (1, 2,) }})J"),
+            R"J([1, 2, 3] {'a': 1} (1, 2))J");
+  EXPECT_EQ(render(R"J({{ 1 if 2 > 1 else 0 }} {{ (1, 2) if true }})J"),
+            R"J(1 (1, 2))J");
+  EXPECT_EQ(render(R"J({{ 'abc' | upper | lower | capitalize }})J"),
+            R"J(Abc)J");
+  EXPECT_EQ(render(R"J({{ -1 | abs }} {{ (-1) | abs }})J"),
+            R"J(1 1)J");
+  EXPECT_EQ(render(R"J({{ 'x' ~ 1 + 2 }})J"),
+            R"J(ERROR: TypeError: can only concatenate str (not "int") to str)J");
+  EXPECT_EQ(render(R"J({{ 1 + 2 ~ 'x' }})J"),
+            R"J(ERROR: TypeError: unsupported operand type(s) for +: 'int' and 'str')J");
+  EXPECT_EQ(render(R"J({{ not 1 == 2 }} {{ not 1 in [1] }} {{ 1 not in [1] and true }})J"),
+            R"J(True False False)J");
+  EXPECT_EQ(render(R"J({{ true and false or true }} {{ false or false and true }})J"),
+            R"J(True False)J");
+  EXPECT_EQ(render(R"J({{ 'a' < 'b' and 2 >= 1 }})J"),
+            R"J(True)J");
+  EXPECT_EQ(render(R"J({{ [1,2,3] | select('>', 1) | list }} {{ [1,2,3] | select('in', [1,3]) | list }})J"),
+            R"J([2, 3] [1, 3])J");
+  EXPECT_EQ(render(R"J({{ 1.5 | int }} {{ -1.5 | int }} {{ '-3' | int }} {{ '1_000' | int }} {{ '+5' | int }} {{ '' | int }})J"),
+            R"J(1 -1 -3 1000 5 0)J");
+  EXPECT_EQ(render(R"J({{ 1e3 }} {{ 1.5e-7 }} {{ 2.5e+20 }} {{ 100.0 }} {{ 1.23456789012345678 }} {{ 3.0 * 1.1 }})J"),
+            R"J(1000.0 1.5e-07 2.5e+20 100.0 1.2345678901234567 3.3000000000000003)J");
+  EXPECT_EQ(render(R"J({{ 10 / 3 }} {{ 2 ** 0.5 }} {{ 1 / 3 * 3 }} {{ 9007199254740993 }} {{ 0.1 * 3 }})J"),
+            R"J(3.3333333333333335 1.4142135623730951 1.0 9007199254740993 0.30000000000000004)J");
+  EXPECT_EQ(render(R"J({% for x in [1,2,3] %}{{ loop.index }}{% if loop.index == 2 %}{% break %}{% endif %}{% else %}E{% endfor %})J"),
+            R"J(12)J");
+  EXPECT_EQ(render(R"J({% for x in [1] %}{% for y in [] %}{% else %}{{ loop.index }}{% endfor %}{% endfor %})J"),
+            R"J(1)J");
+  EXPECT_EQ(render(R"J({% for x in [3,1,2] | sort %}{{ x }}{% endfor %})J"),
+            R"J(123)J");
+  EXPECT_EQ(render(R"J({% for k, v in {'b': 1, 'a': 2} | dictsort %}{{ k }}{{ v }}{% endfor %})J"),
+            R"J(a2b1)J");
+  EXPECT_EQ(render(R"J({% for k, v in {'b': 1, 'a': 2} | items %}{{ k }}{{ v }}{% endfor %})J"),
+            R"J(b1a2)J");
+  EXPECT_EQ(render(R"J({% set x = none %}{{ x is none }} {{ x is defined }} {{ x | default('d') }} {{ x | default('d', true) }})J"),
+            R"J(True True None d)J");
+  EXPECT_EQ(render(R"J({{ none ~ '' }} {{ none | string }} {{ none | tojson }} {{ none | length }})J"),
+            R"J(ERROR: TypeError: object of type 'NoneType' has no len())J");
+  EXPECT_EQ(render(R"J({{ '' | length }} {{ '' is string }} {{ '' is none }})J"),
+            R"J(0 True False)J");
+  EXPECT_EQ(render(R"J({% macro m(x) -%}
+  [{{ x }}]
+{%- endmacro %}
+{{ m(1) }}
+{{ m(2) }})J"),
+            R"J([1]
+[2])J");
+  EXPECT_EQ(render(R"J({% macro m() %}{{ caller() }}{% endmacro %}{{ m() }})J"),
+            R"J(ERROR: UndefinedError: No caller defined)J");
+  EXPECT_EQ(render(R"J({{ [] | join(', ') }}|{{ [1] | join(', ') }}|{{ {'a': 1, 'b': 2} | join(',') }})J"),
+            R"J(|1|a,b)J");
+  EXPECT_EQ(render(R"J({{ {'a': 1} | first }} {{ {'a': 1, 'b': 2} | last }})J"),
+            R"J(a b)J");
+  EXPECT_EQ(render(R"J({{ [1, 2] | first | string | length }})J"),
+            R"J(1)J");
+  EXPECT_EQ(render(R"J({{ 'x' in none }})J"),
+            R"J(ERROR: TypeError: argument of type 'NoneType' is not iterable)J");
+  EXPECT_EQ(render(R"J({{ messages[0] }})J"),
+            R"J(ERROR: UndefinedError: 'messages' is undefined)J");
+  EXPECT_EQ(render(R"J({% set x = [1, 2] %}{{ x[1:] }}{{ x[:-1] }}{{ x[5:] }}{{ x[-5:] }}{{ x[::-1] }})J"),
+            R"J([2][1][][1, 2][2, 1])J");
+  EXPECT_EQ(render(R"J({{ 'abc'[-5:] }}|{{ 'abc'[1:-1] }}|{{ 'abc'[10:] }})J"),
+            R"J(abc|b|)J");
+  EXPECT_EQ(render(R"J({% set a = 'x' %}{% set b = a ~ 'y' %}{{ b }}{{ a }})J"),
+            R"J(xyx)J");
+  EXPECT_EQ(render(R"J({{ {'a': 1}.items() | list | first }})J"),
+            R"J(('a', 1))J");
+  EXPECT_EQ(render(R"J({{ 'A' ~ 'é' | upper }} {{ 'ÉCOLE' | lower }} {{ 'straße' | upper }})J"),
+            R"J(AÉ école STRASSE)J");
+  EXPECT_EQ(render(R"J({{ 'ab cd' | title }} {{ "they're bill's" | title }} {{ "they're bill's".title() }})J"),
+            R"J(Ab Cd They're Bill's They'Re Bill'S)J");
+  EXPECT_EQ(render(R"J({{ '  multiple   spaces  ' | wordcount }} {{ 'a-b_c' | wordcount }})J"),
+            R"J(2 2)J");
+  EXPECT_EQ(render(R"J({{ 'hello' | replace('l', 'L', 1) }})J"),
+            R"J(heLlo)J");
+  EXPECT_EQ(render(R"J({{ '%s' % none }} {{ '%s %s' % (1, [2]) }})J"),
+            R"J(None 1 [2])J");
+  EXPECT_EQ(render(R"J({{ 'x' is lower }} {{ '1' is lower }} {{ 1 is lower }})J"),
+            R"J(True False False)J");
+  EXPECT_EQ(render(R"J({{ 3 is divisibleby(3) }} {{ 7 is divisibleby 2 }})J"),
+            R"J(True False)J");
+  EXPECT_EQ(render(R"J({% set ns = namespace(a=[]) %}{% set ns.a = ns.a + [1] %}{{ ns.a | length }})J"),
+            R"J(1)J");
+  EXPECT_EQ(render(R"J({% if 'k' in {'k': none} %}yes{% endif %})J"),
+            R"J(yes)J");
+  EXPECT_EQ(render(R"J({{ {'a': 1}.get('a', 2) }} {{ {'a': none}.get('a', 2) }})J"),
+            R"J(1 None)J");
+  EXPECT_EQ(render(R"J({{ [1,2,3][1] }} {{ [1,2,3][-1] }} {{ [1,2,3][true] }})J"),
+            R"J(2 3 2)J");
+  EXPECT_EQ(render(R"J({{ 'abc'.split('b') | join('|') }})J"),
+            R"J(a|c)J");
+  EXPECT_EQ(render(R"J({% for line in 'a\nb'.split('\n') %}[{{ line }}]{% endfor %})J"),
+            R"J([a][b])J");
+  EXPECT_EQ(render(R"J({{ '\\n' }} {{ '\\' }} {{ 'a\\b' | length }})J"),
+            R"J(\n \ 3)J");
+  EXPECT_EQ(render(R"J({{ '\'' }} {{ "\"" }})J"),
+            R"J(' ")J");
+  EXPECT_EQ(render(R"J({{ "{'a': 1}" }})J"),
+            R"J({'a': 1})J");
+  EXPECT_EQ(render(R"J({{ 'tab\there' | tojson }} {{ 'ctrl\x1fchar' | tojson }} {{ 'emoji 😀' | tojson }} {{ 'emoji 😀' | length }})J"),
+            R"J("tab\there" "ctrl\u001fchar" "emoji 😀" 7)J");
+  EXPECT_EQ(render(R"J({{ [1.0, 2.50, -0.0, 1e100] | tojson }})J"),
+            R"J([1.0, 2.5, -0.0, 1e+100])J");
+  EXPECT_EQ(render(R"J({{ {'x': [1, {'y': []}]} | tojson(indent=2) }})J"),
+            R"J({
+  "x": [
+    1,
+    {
+      "y": []
+    }
+  ]
+})J");
+  EXPECT_EQ(render(R"J({{ 5 | string + 'a' }})J"),
+            R"J(5a)J");
+  EXPECT_EQ(render(R"J({% set x = 1 %}{% set x = x + 1 %}{{ x }})J"),
+            R"J(2)J");
+  EXPECT_EQ(render(R"J({{ x | default(none) is none }})J"),
+            R"J(True)J");
+  EXPECT_EQ(render(R"J({% if x is not defined or x is none %}A{% endif %})J"),
+            R"J(A)J");
+  EXPECT_EQ(render(R"J({{ 'abc' if 'b' in 'abc' }})J"),
+            R"J(abc)J");
+  EXPECT_EQ(render(R"J({{ [0, '', none, [], {}, 'a'] | select | list }})J"),
+            R"J(['a'])J");
+  EXPECT_EQ(render(R"J({{ [{'r': 'a'}, {'r': 'b'}] | selectattr('r', 'in', ['a']) | map(attribute='r') | list }})J"),
+            R"J(['a'])J");
+  EXPECT_EQ(render(R"J({{ [{'r': 'a'}, {'x': 'b'}] | rejectattr('r', 'defined') | list }})J"),
+            R"J([{'x': 'b'}])J");
+  EXPECT_EQ(render(R"J({{ [{'r': 'a'}, {'x': 'b'}] | selectattr('r', 'undefined') | list }})J"),
+            R"J([{'x': 'b'}])J");
+  EXPECT_EQ(render(R"J({{ ['a', 'b'] | select('equalto', 'a') | list | length }})J"),
+            R"J(1)J");
+  EXPECT_EQ(render(R"J({{ [3, 1] | max(attribute='x') }})J"),
+            R"J(ERROR: UndefinedError: 'int object' has no attribute 'x')J");
+  EXPECT_EQ(render(R"J({{ 'x' | trim('') }}|{{ 'xyx' | trim('x') }})J"),
+            R"J(x|y)J");
+  EXPECT_EQ(render(R"J({{ [1, 2, 3] | sum(attribute='x') }})J"),
+            R"J(ERROR: UndefinedError: 'int object' has no attribute 'x')J");
+  EXPECT_EQ(render(R"J({{ [[1], [2]] | sum(start=[]) }})J"),
+            R"J([1, 2])J");
+  EXPECT_EQ(render(R"J({{ 'a' | first }} {{ '' | first }}|)J"),
+            R"J(a |)J");
+  EXPECT_EQ(render(R"J({{ none | first }})J"),
+            R"J(ERROR: TypeError: 'NoneType' object is not iterable)J");
+}
+
 }  // namespace pensieve

@@ -147,6 +147,92 @@ b)J");
             R"J({{ z }}!)J");
 }
 
+TEST(JinjaWhitespace, MixedTagsAndLineEndings) {
+  EXPECT_EQ(render(R"J(a
+  {%- if true %}
+    b
+  {% endif -%}
+  c)J"),
+            R"J(a    b
+c)J");
+  EXPECT_EQ(render(R"J(  {% if true %}  x  {% endif %}  
+)J"),
+            R"J(  x    )J");
+  EXPECT_EQ(render(R"J({% if true %}  
+x{% endif %})J"),
+            R"J(  
+x)J");
+  EXPECT_EQ(render(R"J(a {% if true %}
+  {{ 'b' }}
+{% endif %} c)J"),
+            R"J(a   b
+ c)J");
+  EXPECT_EQ(render(R"J({%- for i in [1,2] %}
+  {{ i }}
+{%- endfor %}
+)J"),
+            R"J(  1  2)J");
+  EXPECT_EQ(render(R"J({% for i in [1,2] -%}
+  {{ i }}
+{% endfor -%}
+end)J"),
+            R"J(1
+2
+end)J");
+  EXPECT_EQ(render(R"J(x
+{#- comment #}
+  y)J"),
+            R"J(x  y)J");
+  EXPECT_EQ(render(R"J(x
+  {#+ c #}
+y)J"),
+            R"J(x
+  y)J");
+  EXPECT_EQ(render(R"J(line1
+	{% set a = 1 %}	
+line2)J"),
+            R"J(line1
+	
+line2)J");
+  EXPECT_EQ(render(R"J({{ 'a' }}
+  {% if true %}b{% endif %})J"),
+            R"J(a
+b)J");
+  EXPECT_EQ(render(R"J({% if true %}a{% endif %}
+
+{% if true %}b{% endif %}
+)J"),
+            R"J(a
+b)J");
+  EXPECT_EQ(render(R"J({{- '  x  ' -}})J"),
+            R"J(  x  )J");
+  EXPECT_EQ(render(R"J(   {{- 'x' }})J"),
+            R"J(x)J");
+  EXPECT_EQ(render(R"J({% raw -%}
+  a  
+{%- endraw %})J"),
+            R"J(a)J");
+  EXPECT_EQ(render(R"J({% raw %}
+  a
+  {% endraw %}
+b)J"),
+            R"J(
+  a
+b)J");
+  EXPECT_EQ(render(R"J(a
+  {% if true %}
+b
+  {% endif %}
+c)J"),
+            R"J(a
+b
+c)J");
+  EXPECT_EQ(render(R"J({{ "multi
+line" }})J"),
+            R"J(multi
+line)J");
+}
+
 TEST(JinjaWhitespace, CommentsAreDropped) {
   EXPECT_EQ(render(R"J(a{# {{ x }} {% if %} #}b)J"),
             R"J(ab)J");
