@@ -4,6 +4,7 @@
 #include "engine/kernels.h"
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,7 @@ namespace {
 
 bool simd() { return cpu_features().use_avx2(); }
 
-// Rows per unit of work handed to a thread: the SIMD kernels work on tiles of up to 4 rows.
+// Rows are handed to threads in multiples of this (the SIMD kernels work on up to 4 rows at once).
 constexpr int64_t kRowGroup = 16;
 
 void check_matmul(const Tensor& W) {
@@ -57,11 +58,27 @@ void matmul(const Tensor& W, const float* x, int64_t ldx, int n_tok, float* y, i
     a.act = act.data();
   }
   const int64_t rows = W.rows();
-  const int64_t groups = (rows + kRowGroup - 1) / kRowGroup;
-  pool.parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
-    const int64_t r0 = g0 * kRowGroup, r1 = std::min(rows, g1 * kRowGroup);
+  auto run_rows = [&](int64_t r0, int64_t r1) {
     if (use_simd) avx2::matmul_rows(a, r0, r1);
     else ref::matmul_rows(a, r0, r1);
+  };
+  if (pool.size() == 1 || rows <= kRowGroup) {
+    run_rows(0, rows);
+    return;
+  }
+  // Threads take chunks of rows from a shared counter rather than fixed halves: a thread that is
+  // slowed (by memory, or by the OS giving its core away) no longer leaves the other one waiting
+  // at the end of every matmul. About 8 chunks per thread; each row is still computed by exactly
+  // one thread in the same way, so results do not depend on the thread count.
+  const int64_t per = rows / (int64_t(pool.size()) * 8);
+  const int64_t chunk = std::max<int64_t>(kRowGroup, per / kRowGroup * kRowGroup);
+  std::atomic<int64_t> next{0};
+  pool.run([&](int, int) {
+    for (;;) {
+      const int64_t r0 = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (r0 >= rows) return;
+      run_rows(r0, std::min(rows, r0 + chunk));
+    }
   });
 }
 
