@@ -347,6 +347,39 @@ TEST(BadFile, RandomCorruptionsNeverCrash) {
   EXPECT_GT(errors, 100);
 }
 
+// The same for safetensors headers (JSON) and config.json: byte corruptions give a load or an Error.
+TEST(BadFile, RandomSafetensorsCorruptionsNeverCrash) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const fs::path src = test::testdata_dir() / "models" / "tiny-qwen2-dev";
+  const std::string model = read_bytes(src / "model.safetensors");
+  const std::string config = read_bytes(src / "config.json");
+  uint64_t header_len;
+  std::memcpy(&header_len, model.data(), 8);
+  const fs::path d = temp_dir() / "st_fuzz";
+  fs::create_directories(d);
+  std::mt19937_64 rng(99);
+  int errors = 0;
+  for (int iter = 0; iter < 200; ++iter) {
+    std::string st = model, cfg = config;
+    std::string& target = iter % 4 == 0 ? cfg : st;
+    const size_t span = iter % 4 == 0 ? cfg.size() : size_t(8 + header_len);
+    for (int k = 0, n = 1 + int(rng() % 3); k < n; ++k) {
+      const size_t pos = rng() % span;
+      target[pos] = rng() % 2 ? char(rng()) : "0123456789[]{}\",:-e"[rng() % 19];
+    }
+    write_bytes(d / "model.safetensors", st);
+    write_bytes(d / "config.json", cfg);
+    try {
+      load_model(d.string());
+    } catch (const Error&) {
+      ++errors;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "iteration " << iter << ": non-Error exception: " << e.what();
+    }
+  }
+  EXPECT_GT(errors, 50);
+}
+
 TEST(BadFile, CommandLineExitsNonZeroWithTheMessage) {
   PENSIEVE_REQUIRE_TESTDATA();
   const fs::path good = write_model("good.gguf");
