@@ -179,8 +179,11 @@ json anthropic_message(const std::string& id, const std::string& model, const st
           {"usage", anthropic_usage(result.prompt_tokens, result.completion_tokens)}};
 }
 
+// Text from a model is UTF-8 by contract; should a byte slip through, it is replaced, not thrown.
+std::string json_text(const json& data) { return data.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 std::string sse_event(const std::string& name, const json& data) {
-  return "event: " + name + "\ndata: " + data.dump() + "\n\n";
+  return "event: " + name + "\ndata: " + json_text(data) + "\n\n";
 }
 
 std::string sse_data(const std::string& data) { return "data: " + data + "\n\n"; }

@@ -39,6 +39,8 @@ class AnthropicStream {
   int input_tokens_ = 0;
 };
 
+// Compact JSON; invalid UTF-8 is replaced rather than thrown.
+std::string json_text(const nlohmann::json& data);
 // "event: NAME\ndata: JSON\n\n"
 std::string sse_event(const std::string& name, const nlohmann::json& data);
 // "data: JSON\n\n"

@@ -39,6 +39,17 @@ void GenerationQueue::cancel_all() {
   if (current_) current_->cancelled = true;
 }
 
+void GenerationQueue::wait_idle(std::chrono::milliseconds limit) {
+  const auto end = Clock::now() + limit;
+  while (Clock::now() < end) {
+    {
+      std::lock_guard lock(mu_);
+      if (waiting_.empty() && !current_) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 void GenerationQueue::worker() {
   for (;;) {
     std::shared_ptr<GenerationJob> job;

@@ -46,6 +46,9 @@ class GenerationQueue {
   int running() const { return running_.load(); }
   // Cancels every waiting and running job (they end with Failed, or Done when already streaming).
   void cancel_all();
+  // Waits (up to `limit`) until no job runs or waits: call after cancel_all() and before the
+  // event loop that receives the jobs' events goes away.
+  void wait_idle(std::chrono::milliseconds limit);
 
  private:
   void worker();

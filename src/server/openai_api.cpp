@@ -152,24 +152,24 @@ json OpenAIStream::chunk(json delta, json finish_reason) const {
 }
 
 std::string OpenAIStream::start() {
-  return sse_data(chunk({{"role", "assistant"}, {"content", ""}}, nullptr).dump());
+  return sse_data(json_text(chunk({{"role", "assistant"}, {"content", ""}}, nullptr)));
 }
 
 std::string OpenAIStream::delta(const std::string& text) const {
-  return sse_data(chunk({{"content", text}}, nullptr).dump());
+  return sse_data(json_text(chunk({{"content", text}}, nullptr)));
 }
 
 std::string OpenAIStream::finish(const GenerateResult& result) const {
-  std::string out = sse_data(chunk(json::object(), openai_finish_reason(result.reason)).dump());
+  std::string out = sse_data(json_text(chunk(json::object(), openai_finish_reason(result.reason))));
   if (include_usage_) {
     json u = chunk(json::object(), nullptr);
     u["choices"] = json::array();
     u["usage"] = openai_usage(result);
-    out += sse_data(u.dump());
+    out += sse_data(json_text(u));
   }
   return out + sse_data("[DONE]");
 }
 
-std::string OpenAIStream::error(const ApiError& e) const { return sse_data(openai_error_body(e).dump()); }
+std::string OpenAIStream::error(const ApiError& e) const { return sse_data(json_text(openai_error_body(e))); }
 
 }  // namespace pensieve::server

@@ -243,3 +243,10 @@ TEST(AnthropicErrors, BodyShape) {
   EXPECT_EQ(ApiError::too_large("x").type(), "request_too_large");
   EXPECT_EQ(ApiError::overloaded("x").status(), 529);
 }
+
+TEST(AnthropicStream, InvalidUtf8IsReplacedNotThrown) {
+  AnthropicStream s("msg_1", "m");
+  std::string bytes;
+  EXPECT_NO_THROW(bytes = s.delta("ok\xff"));
+  EXPECT_NE(bytes.find("ok\xEF\xBF\xBD"), std::string::npos);  // U+FFFD
+}

@@ -49,6 +49,8 @@ class ServerFixture : public ::testing::Test {
       model_->release = true;
       server_->shutdown();
       thread_.join();
+      queue_->cancel_all();
+      queue_->wait_idle(std::chrono::seconds(10));
     }
   }
 
