@@ -62,15 +62,18 @@ void GenerationQueue::worker() {
       current_ = job;
     }
     running_ = 1;
-    run_job(*job);
+    JobEvent last = run_job(*job);
     running_ = 0;
-    std::lock_guard lock(mu_);
-    current_.reset();
+    {
+      std::lock_guard lock(mu_);
+      current_.reset();
+    }
+    job->sink(std::move(last));  // after the model is free: the answer never sees it busy
   }
 }
 
-void GenerationQueue::run_job(GenerationJob& job) {
-  auto fail = [&](ApiError e) { job.sink({JobEvent::Kind::Failed, {}, {}, std::move(e)}); };
+JobEvent GenerationQueue::run_job(GenerationJob& job) {
+  auto fail = [](ApiError e) { return JobEvent{JobEvent::Kind::Failed, {}, {}, std::move(e)}; };
   if (job.cancelled) return fail(ApiError::overloaded("the request was cancelled before it started"));
   if (Clock::now() >= job.deadline)
     return fail(ApiError::timeout("the request timed out while waiting for the model"));
@@ -93,9 +96,9 @@ void GenerationQueue::run_job(GenerationJob& job) {
       return true;
     });
     if (timed_out) return fail(ApiError::timeout("the request exceeded request_timeout_ms"));
-    job.sink({JobEvent::Kind::Done, {}, r, std::nullopt});
+    return {JobEvent::Kind::Done, {}, r, std::nullopt};
   } catch (const std::exception& e) {
-    fail(ApiError::internal(std::string("generation failed: ") + e.what()));
+    return fail(ApiError::internal(std::string("generation failed: ") + e.what()));
   }
 }
 

@@ -52,7 +52,7 @@ class GenerationQueue {
 
  private:
   void worker();
-  void run_job(GenerationJob& job);
+  JobEvent run_job(GenerationJob& job);  // returns the final event (Done or Failed)
 
   std::shared_ptr<const ServedModel> model_;
   int max_waiting_;

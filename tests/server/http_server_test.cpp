@@ -207,8 +207,10 @@ TEST_F(ServerFixture, ClientDisconnectCancelsGeneration) {
     std::string req = "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
                       std::to_string(body.size()) + "\r\n\r\n" + body;
     asio::write(sock, asio::buffer(req));
+    std::string seen;
     char buf[512];
-    sock.read_some(asio::buffer(buf));  // the stream has begun
+    while (seen.find("content_block_delta") == std::string::npos)  // generation has begun
+      seen.append(buf, sock.read_some(asio::buffer(buf)));
   }  // closed here
   for (int i = 0; i < 200 && model_->cancelled == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(model_->cancelled, 1);

@@ -1,0 +1,163 @@
+// `pensieve serve`: the Anthropic Messages API and OpenAI chat completions over HTTP. Settings come
+// from pensieve.toml, then PENSIEVE_* variables, then these flags. The listener starts first (so
+// /health answers 503 while loading); models load on a separate thread and are published together.
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "cli/command.h"
+#include "runtime/demo_model.h"
+#include "server/generation_queue.h"
+#include "server/http_server.h"
+#include "server/model_instance_adapter.h"
+#include "server/server_context.h"
+#include "util/error.h"
+
+namespace pensieve::cli {
+namespace {
+
+using namespace pensieve::server;
+
+struct ServeFlags {
+  std::vector<std::string> models, api_keys, aliases;
+  std::string config, host, api_key_file, state_dir, id;
+  std::optional<int> port, max_output_tokens, max_waiting, request_timeout_ms, context, threads;
+  std::optional<int64_t> max_body_bytes;
+  bool allow_no_auth = false, print_config = false;
+};
+
+ServerConfig effective_config(const ServeFlags& f) {
+  ServerConfig cfg;
+  std::string config_file = f.config;
+  if (config_file.empty())
+    if (const char* env = std::getenv("PENSIEVE_CONFIG")) config_file = env;
+  if (!config_file.empty()) load_config_file(cfg, config_file);
+  apply_environment(cfg);
+  if (!f.host.empty()) cfg.host = f.host;
+  if (f.port) cfg.port = *f.port;
+  if (!f.api_keys.empty()) cfg.api_keys = f.api_keys;
+  if (!f.api_key_file.empty()) cfg.api_key_file = f.api_key_file;
+  if (f.allow_no_auth) cfg.allow_no_auth = true;
+  if (!f.state_dir.empty()) cfg.state_dir = f.state_dir;
+  if (f.max_output_tokens) cfg.max_output_tokens = *f.max_output_tokens;
+  if (f.max_waiting) cfg.max_waiting = *f.max_waiting;
+  if (f.request_timeout_ms) cfg.request_timeout_ms = *f.request_timeout_ms;
+  if (f.max_body_bytes) cfg.max_body_bytes = *f.max_body_bytes;
+  if (!f.models.empty()) {
+    cfg.models.clear();
+    for (const auto& p : f.models) {
+      ModelSpec m;
+      m.path = p;
+      cfg.models.push_back(m);
+    }
+  }
+  if (cfg.models.empty()) {
+    ModelSpec m;
+    try {
+      m.path = demo_model_path();
+    } catch (const Error& e) {
+      throw Error(std::string("no model given (pass --model PATH or set [[models]] in the config), and ") +
+                  "the built-in demo model is not available: " + e.what());
+    }
+    cfg.models.push_back(m);
+  }
+  // Flags about "the model" apply to the first (default) one.
+  if (!f.id.empty()) cfg.models.front().id = f.id;
+  for (const auto& a : f.aliases) cfg.models.front().aliases.push_back(a);
+  for (auto& m : cfg.models) {
+    if (f.context) m.context = *f.context;
+    if (f.threads) m.threads = *f.threads;
+  }
+  if (cfg.state_dir.empty()) cfg.state_dir = default_state_dir().string();
+  validate_config(cfg);
+  return cfg;
+}
+
+// Loads every model, then publishes them together; on failure stops the server.
+void load_models(ServerContext& ctx, HttpServer& server, std::string& error) {
+  try {
+    auto registry = std::make_shared<ModelRegistry>(ctx.config.claude_aliases);
+    for (const auto& spec : ctx.config.models) {
+      EngineOptions opts;
+      opts.context = spec.context;
+      opts.threads = spec.threads;
+      opts.id = spec.id;
+      spdlog::info("loading {}", spec.path);
+      std::shared_ptr<ServedModel> model = load_served_model(spec.path, opts);
+      if (registry->find_id(model->id())) throw Error("two models share the id '" + model->id() + "' (set id in [[models]])");
+      auto queue = std::make_shared<GenerationQueue>(model, ctx.config.max_waiting);
+      spdlog::info("model '{}' ready: context {} tokens, loaded in {:.2f} s", model->id(), model->context_length(),
+                   model->load_seconds());
+      registry->add({model, spec.aliases, queue});
+    }
+    ctx.publish_models(registry);
+  } catch (const std::exception& e) {
+    error = e.what();
+    server.shutdown();
+  }
+}
+
+int run_serve(const ServeFlags& flags) {
+  ServerConfig cfg = effective_config(flags);
+  if (!cfg.api_key_file.empty())
+    for (auto& k : read_key_file(cfg.api_key_file)) cfg.api_keys.push_back(k);
+  if (flags.print_config) {
+    std::fputs(config_to_toml(cfg).c_str(), stdout);
+    return 0;
+  }
+  auto store = std::make_unique<StateStore>(cfg.state_dir);
+  ServerContext ctx(cfg, std::move(store));
+  if (!ctx.auth.required() && !is_loopback_host(cfg.host) && !cfg.allow_no_auth)
+    throw Error("refusing to listen on " + cfg.host + " without an API key: pass --api-key KEY or " +
+                "--api-key-file FILE, create one with `pensieve keys add NAME`, or pass --allow-no-auth");
+  HttpServer server(ctx);
+  server.listen(cfg.host, cfg.port);
+  std::printf("pensieve: listening on http://%s:%d (state in %s)%s\n", cfg.host.c_str(), server.port(),
+              cfg.state_dir.c_str(), ctx.auth.required() ? "" : " - no API key configured");
+  std::fflush(stdout);
+  std::string load_error;
+  std::thread loader([&] { load_models(ctx, server, load_error); });
+  server.run(true);
+  loader.join();
+  // Generation workers post their events to the server's event loop: stop them while it exists.
+  if (auto models = ctx.models()) {
+    for (const auto& e : models->entries()) e.queue->cancel_all();
+    for (const auto& e : models->entries()) e.queue->wait_idle(std::chrono::seconds(10));
+  }
+  ctx.publish_models(nullptr);
+  if (!load_error.empty()) throw Error(load_error);
+  spdlog::info("stopped");
+  return 0;
+}
+
+const CommandRegistrar registrar{
+    "serve", "Serve models over the Anthropic Messages API and OpenAI chat completions",
+    [](CLI::App& sub) -> std::function<int()> {
+      auto f = std::make_shared<ServeFlags>();
+      sub.add_option("-m,--model", f->models, "Model file (GGUF); repeat for several (the first is the default)");
+      sub.add_option("-c,--config", f->config, "pensieve.toml (default: $PENSIEVE_CONFIG)");
+      sub.add_option("--host", f->host, "Address to listen on (default 127.0.0.1)");
+      sub.add_option("-p,--port", f->port, "Port (default 7777; 0 picks a free one)");
+      sub.add_option("--api-key", f->api_keys, "An accepted API key; repeatable");
+      sub.add_option("--api-key-file", f->api_key_file, "File with accepted API keys, one a line");
+      sub.add_flag("--allow-no-auth", f->allow_no_auth, "Allow a non-loopback address without any API key");
+      sub.add_option("--state-dir", f->state_dir, "Usage database and keys (default $XDG_STATE_HOME/pensieve)");
+      sub.add_option("--max-output-tokens", f->max_output_tokens, "Server-wide cap on output tokens per request");
+      sub.add_option("--max-waiting", f->max_waiting, "Requests that may wait for a model before 529/429");
+      sub.add_option("--request-timeout-ms", f->request_timeout_ms, "End a request after this long");
+      sub.add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (default 32 MiB)");
+      sub.add_option("--context", f->context, "Context length in tokens (default: min(trained, 4096))");
+      sub.add_option("-t,--threads", f->threads, "Compute threads per model (default: physical cores)");
+      sub.add_option("--id", f->id, "Model id to serve the first model under");
+      sub.add_option("--alias", f->aliases, "Another name of the first model (a trailing * matches a prefix)");
+      sub.add_flag("--print-config", f->print_config, "Print the effective configuration and exit");
+      return [f] { return run_serve(*f); };
+    }};
+
+}  // namespace
+}  // namespace pensieve::cli
