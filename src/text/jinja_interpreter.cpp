@@ -68,6 +68,7 @@ class Macro : public Callable {
 
   Value call(CallArgs& args) override {
     Interpreter::CallFrame frame(interp_);
+    if (!closure_) fail("TemplateRuntimeError", "macro '" + name_ + "' called after its render ended");
     auto scope = std::make_shared<Scope>(closure_);
     const auto& names = params_.names;
     std::vector<bool> bound(names.size(), false);
@@ -115,6 +116,7 @@ class Macro : public Callable {
     return Value(std::move(out));
   }
   std::string repr() const override { return "<Macro '" + name_ + "'>"; }
+  void release_closure() { closure_.reset(); }
   std::string type_name() const override { return "Macro"; }
 
  private:
@@ -175,6 +177,19 @@ class LoopContext : public Object, public std::enable_shared_from_this<LoopConte
 };
 
 }  // namespace
+
+Interpreter::~Interpreter() {
+  for (auto& release : release_closures_) release();
+}
+
+Value Interpreter::make_macro(const std::string& name, const Stmt& s, const ScopePtr& scope) {
+  auto macro = std::make_shared<Macro>(*this, name, s.params, s.body, scope);
+  std::weak_ptr<Macro> weak = macro;
+  release_closures_.push_back([weak] {
+    if (auto m = weak.lock()) m->release_closure();
+  });
+  return Value::callable(std::move(macro));
+}
 
 Interpreter::CallFrame::CallFrame(Interpreter& i) : interp(i) {
   if (++interp.call_depth_ > interp.options_.max_call_depth) {
@@ -255,10 +270,10 @@ Interpreter::Flow Interpreter::exec_stmt(const Stmt& s, const ScopePtr& scope, s
       break;
     }
     case Stmt::Kind::Macro:
-      scope->set(s.text, Value::callable(std::make_shared<Macro>(*this, s.text, s.params, s.body, scope)));
+      scope->set(s.text, make_macro(s.text, s, scope));
       break;
     case Stmt::Kind::CallBlock: {
-      Value caller = Value::callable(std::make_shared<Macro>(*this, "caller", s.params, s.body, scope));
+      Value caller = make_macro("caller", s, scope);
       out += to_str(eval_call(*s.expr, scope, &caller));
       break;
     }

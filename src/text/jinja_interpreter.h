@@ -41,6 +41,9 @@ using ScopePtr = std::shared_ptr<Scope>;
 class Interpreter {
  public:
   explicit Interpreter(const RenderOptions& options) : options_(options) {}
+  ~Interpreter();
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
 
   // Renders `body` with the globals (range, namespace, raise_exception...) and `context`'s
   // entries (a Dict value) as variables.
@@ -65,10 +68,14 @@ class Interpreter {
   Value eval_compare(const Expr& e, const ScopePtr& scope);
   Value eval_call(const Expr& e, const ScopePtr& scope, const Value* caller = nullptr);
   CallArgs eval_args(const Expr& e, const ScopePtr& scope, size_t first);
+  Value make_macro(const std::string& name, const Stmt& s, const ScopePtr& scope);
   Value apply_filters(const std::vector<ExprPtr>& filters, Value v, const ScopePtr& scope);
   void step();
 
   const RenderOptions& options_;
+  // A macro holds the scope it was defined in, and that scope holds the macro: the cycle is
+  // broken when the render ends, or every render of a template with macros would leak its context.
+  std::vector<std::function<void()>> release_closures_;
   uint64_t steps_ = 0;
   int call_depth_ = 0;
 };
