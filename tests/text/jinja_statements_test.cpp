@@ -131,6 +131,42 @@ TEST(JinjaStatements, Macros) {
             R"J([inner1])J");
 }
 
+TEST(JinjaStatements, RealTemplateIdioms) {
+  EXPECT_EQ(render(R"J({%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}{%- for message in messages[::-1] %}{%- set index = (messages|length - 1) - loop.index0 %}{%- if ns.multi_step_tool and message.role == 'user' and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}{%- set ns.multi_step_tool = false %}{%- set ns.last_query_index = index %}{%- endif %}{%- endfor %}{{ ns.last_query_index }})J", R"J({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "<tool_response>x</tool_response>"}]})J"),
+            R"J(0)J");
+  EXPECT_EQ(render(R"J({%- set content = message.content.split('</think>')[-1].lstrip('\n') %}{%- set reasoning_content = message.content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}[{{ reasoning_content }}][{{ content }}])J", R"J({"message": {"content": "<think>\nhmm\n</think>\n\nanswer"}})J"),
+            R"J([hmm][answer])J");
+  EXPECT_EQ(render(R"J({%- for item in message['content'] -%}{%- if item['type'] == 'image' -%}<img>{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}{%- endfor -%})J", R"J({"message": {"content": [{"type": "image"}, {"type": "text", "text": " hi "}]}})J"),
+            R"J(<img>hi)J");
+  EXPECT_EQ(render(R"J({%- if messages[0]['content'] is string -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- else -%}{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}{%- endif -%}{{ first_user_prefix }})J", R"J({"messages": [{"content": [{"text": "sys"}]}]})J"),
+            R"J(sys
+
+)J");
+  EXPECT_EQ(render(R"J({%- for tool in tools %}{{- '\n' }}{{- tool | tojson }}{%- endfor %})J", R"J({"tools": [{"type": "function", "function": {"name": "f", "description": "é \"q\"", "parameters": {"a": [1, 2.5, true, null]}}}]})J"),
+            R"J(
+{"type": "function", "function": {"name": "f", "description": "é \"q\"", "parameters": {"a": [1, 2.5, true, null]}}})J");
+  EXPECT_EQ(render(R"J({{- '<|im_start|>' + message.role + '\n' + message.content | trim + '<|im_end|>' + '\n' }})J", R"J({"message": {"role": "user", "content": "  x  "}})J"),
+            R"J(<|im_start|>user
+x<|im_end|>
+)J");
+  EXPECT_EQ(render(R"J({% if tool_call.function is defined %}{% set tool_call = tool_call.function %}{% endif %}{{ tool_call.name }} {{ tool_call.arguments | tojson if tool_call.arguments is not string else tool_call.arguments }})J", R"J({"tool_call": {"function": {"name": "f", "arguments": {"x": 1}}}})J"),
+            R"J(f {"x": 1})J");
+  EXPECT_EQ(render(R"J({%- set loop_messages = messages %}{%- for message in loop_messages %}{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif %}{{ message['role'] }}{%- endfor %})J", R"J({"messages": [{"role": "user"}, {"role": "assistant"}]})J"),
+            R"J(userassistant)J");
+  EXPECT_EQ(render(R"J({{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% endif %}{% endfor %})J", R"J({"bos_token": "<s>", "eos_token": "</s>", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})J"),
+            R"J(<s>[INST] q [/INST]a</s>)J");
+  EXPECT_EQ(render(R"J({%- if tools is iterable and tools | length > 0 %}T{% endif %}{%- if tools is not none and tools %}U{% endif %})J", R"J({"tools": [1]})J"),
+            R"J(TU)J");
+  EXPECT_EQ(render(R"J({{ (messages | selectattr('role', 'equalto', 'system') | list | first).content }})J", R"J({"messages": [{"role": "system", "content": "S"}]})J"),
+            R"J(S)J");
+  EXPECT_EQ(render(R"J({% set tool_names = tools | map(attribute='function.name') | list %}{{ tool_names }})J", R"J({"tools": [{"function": {"name": "a"}}, {"function": {"name": "b"}}]})J"),
+            R"J(['a', 'b'])J");
+  EXPECT_EQ(render(R"J({{ messages | map(attribute='content') | map('length') | sum }})J", R"J({"messages": [{"content": "ab"}, {"content": "cde"}]})J"),
+            R"J(5)J");
+  EXPECT_EQ(render(R"J({%- for message in messages %}{%- if message.role == 'assistant' and message.tool_calls %}{%- for tc in message.tool_calls %}{{ tc.function.arguments | tojson(ensure_ascii=False) }}{% endfor %}{% endif %}{% endfor %})J", R"J({"messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": {"city": "Zürich"}}}]}]})J"),
+            R"J({"city": "Zürich"})J");
+}
+
 TEST(JinjaStatements, FilterAndWithBlocks) {
   EXPECT_EQ(render(R"J({% filter upper %}abc{{ 'd' }}{% endfilter %})J"),
             R"J(ABCD)J");
