@@ -225,7 +225,10 @@ describe('errors', () => {
   });
 
   test('body over the limit is 413, a full queue 529, a timeout 504', async () => {
-    const small = await startServer({ args: ['--max-body-bytes', '2000', '--max-waiting', '0', '--request-timeout-ms', '4000'] });
+    // A context far beyond what can be generated before the timeout, so the requests below are
+    // ended by request_timeout_ms and not by running out of room, however fast the machine is.
+    const small = await startServer({ args: ['--max-body-bytes', '2000', '--max-waiting', '0', '--request-timeout-ms', '1500',
+                                              '--context', '32768'] });
     try {
       const c = new Anthropic({ apiKey: 'unused', baseURL: small.url, maxRetries: 0 });
       await expectError(c.messages.create(hello({ messages: [{ role: 'user', content: 'x'.repeat(5000) }] })),
@@ -234,7 +237,9 @@ describe('errors', () => {
       const controller = new AbortController();
       const long = fetch(`${small.url}/v1/messages`, {
         method: 'POST', signal: controller.signal, headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(hello({ max_tokens: 30000, stream: true })),
+        // Greedy, so that the random test model never samples an end-of-turn token by chance and
+        // finishes before the timeout.
+        body: JSON.stringify(hello({ max_tokens: 30000, stream: true, temperature: 0 })),
       });
       const reader = (await long).body.getReader();
       await reader.read();  // the stream has started: the model is busy
@@ -257,7 +262,7 @@ describe('errors', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
       // Non-streaming past the timeout: 504 timeout_error.
-      await expectError(c.messages.create(hello({ max_tokens: 20000 })), Anthropic.InternalServerError, 504, 'timeout_error');
+      await expectError(c.messages.create(hello({ max_tokens: 20000, temperature: 0 })), Anthropic.InternalServerError, 504, 'timeout_error');
       assert.equal((await fetch(`${small.url}/health`)).status, 200);
       controller.abort();
     } finally {
