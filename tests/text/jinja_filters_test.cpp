@@ -5,31 +5,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "text/chat_template.h"
+#include "jinja_render.h"
 
 namespace pensieve {
-namespace {
-
-// Renders `source` with the JSON `context`; an error renders as "ERROR: <kind>: <message>".
-std::string render(const std::string& source, const std::string& context = "{}") {
-  try {
-    ChatTemplate tmpl(source);
-    tmpl.set_clock([] {
-      std::tm tm{};
-      tm.tm_year = 2024 - 1900;
-      tm.tm_mon = 6;
-      tm.tm_mday = 26;
-      tm.tm_hour = 12;
-      tm.tm_isdst = -1;
-      return std::chrono::system_clock::from_time_t(std::mktime(&tm));
-    });
-    return tmpl.render(nlohmann::ordered_json::parse(context));
-  } catch (const TemplateError& e) {
-    return "ERROR: " + e.kind() + ": " + e.what();
-  }
-}
-
-}  // namespace
+using test::render;
 
 TEST(JinjaFilters, StringFilters) {
   EXPECT_EQ(render(R"J({{ '  ab  ' | trim }}|{{ 'xxaxx' | trim('x') }}|{{ 'abc' | upper }}|{{ 'ABC' | lower }}|{{ 'hello wORLD-x (y' | title }}|{{ 'hELLO' | capitalize }}|{{ 'a b, c' | wordcount }})J"),
