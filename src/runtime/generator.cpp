@@ -105,8 +105,6 @@ ModelInstance::~ModelInstance() = default;
 
 const std::string& ModelInstance::id() const { return impl_->id; }
 const ModelConfig& ModelInstance::config() const { return impl_->model->config(); }
-const Model& ModelInstance::model() const { return *impl_->model; }
-bool ModelInstance::has_tokenizer() const { return impl_->tokenizer != nullptr; }
 int ModelInstance::context_length() const { return impl_->context; }
 double ModelInstance::load_seconds() const { return impl_->load_seconds; }
 const std::string& ModelInstance::path() const { return impl_->path; }

@@ -14,10 +14,7 @@
 
 namespace pensieve {
 
-class Model;
 class Tokenizer;
-class ChatTemplate;
-class ThreadPool;
 
 struct EngineOptions {
   int threads = 0;        // 0: physical core count
@@ -85,9 +82,7 @@ class ModelInstance {
 
   const std::string& id() const;
   const ModelConfig& config() const;
-  const Model& model() const;
   const Tokenizer& tokenizer() const;  // throws Error when the model has no tokenizer
-  bool has_tokenizer() const;
   int context_length() const;
   double load_seconds() const;
   const std::string& path() const;
