@@ -134,7 +134,8 @@ int run_convert(const ConvertArgs& a) {
   } else if (fs::exists(fs::path(m.dir) / "tokenizer.json")) {
     tok = Tokenizer::from_hf_dir(m.dir);
     const std::string pre = guess_pre(m.dir);
-    tokenizer_meta = [&](GgufWriter& w) { set_tokenizer_metadata(w, *tok, pre, m.config.n_vocab, m.dir); };
+    // `pre` lives only in this block: the writer calls the function later, so it holds a copy.
+    tokenizer_meta = [&, pre](GgufWriter& w) { set_tokenizer_metadata(w, *tok, pre, m.config.n_vocab, m.dir); };
   } else {
     std::fprintf(stderr, "note: %s has no tokenizer.json; the GGUF will have no tokenizer\n", a.from.c_str());
   }
