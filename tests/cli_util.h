@@ -25,9 +25,9 @@ inline CommandResult run_pensieve(const std::string& args, const std::string& in
   const fs::path dir = fs::temp_directory_path() /
                        ("pensieve-cli-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   fs::create_directories(dir);
-  std::ofstream(dir / "in") << input;
-  const std::string cmd = pensieve_binary() + " " + args + " <" + (dir / "in").string() + " >" +
-                          (dir / "out").string() + " 2>" + (dir / "err").string();
+  std::ofstream(dir / "in", std::ios::binary) << input;
+  const std::string cmd = "'" + pensieve_binary() + "' " + args + " < '" + (dir / "in").string() +
+                          "' > '" + (dir / "out").string() + "' 2> '" + (dir / "err").string() + "'";
   const int raw = std::system(cmd.c_str());
   CommandResult r;
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;

@@ -1,10 +1,10 @@
 // `pensieve tokenize` / `pensieve detokenize` run as a user would: text in on stdin, JSON out.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "cli_util.h"
 #include "tokenizer_golden.h"
 
 namespace fs = std::filesystem;
@@ -12,31 +12,10 @@ namespace fs = std::filesystem;
 namespace pensieve {
 namespace {
 
-struct RunResult {
-  int status = -1;
-  std::string out, err;
-};
-
-fs::path scratch() {
-  fs::path dir = fs::temp_directory_path() / ("pensieve_tok_cli_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir;
-}
+using RunResult = test::CommandResult;
 
 RunResult run_cli(const std::string& args, const std::string& stdin_text) {
-  const fs::path dir = scratch();
-  {
-    std::ofstream in(dir / "in", std::ios::binary);
-    in << stdin_text;
-  }
-  const std::string cmd = "'" + test::pensieve_binary() + "' " + args + " < '" + (dir / "in").string() +
-                          "' > '" + (dir / "out").string() + "' 2> '" + (dir / "err").string() + "'";
-  const int rc = std::system(cmd.c_str());
-  RunResult r;
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  r.out = test::read_whole_file(dir / "out");
-  r.err = test::read_whole_file(dir / "err");
-  return r;
+  return test::run_pensieve(args, stdin_text);
 }
 
 std::string phi3_model() { return (test::testdata_dir() / "vocab" / "ggml-vocab-phi-3.gguf").string(); }
