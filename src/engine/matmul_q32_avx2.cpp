@@ -157,7 +157,7 @@ void tile(const MatmulArgs& a, int64_t r0, int t0) {
 // Decode and short batches: tiles of 4 rows x 2 tokens straight from the blocks.
 template <class B>
 void run_tiles(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  if (a.n_tok == 1) {  // decode: one sequential row stream at a time (see matmul_q4_decode_avx2.cpp)
+  if (a.n_tok == 1) {  // decode: one sequential row stream at a time (see matmul_group8_avx2.cpp)
     for (int64_t r = r0; r < r1; ++r) tile<B, 1, 1>(a, r, 0);
     return;
   }
@@ -257,7 +257,7 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }  // namespace
 
 void matmul_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  if (matmul_q4_decode(a, r0, r1)) return;
+  if (matmul_group8(a, r0, r1)) return;
   switch (a.type) {
     case GgmlType::Q4_0: return run<block_q4_0>(a, r0, r1);
     case GgmlType::Q4_1: return run<block_q4_1>(a, r0, r1);
