@@ -147,41 +147,64 @@ inline float tail_block(const B& w, const block_q8_x& x) {
   }
 }
 
-// Software prefetch ahead of the weight stream (decode reads weights from memory, not cache).
+// Software prefetch into L2 this far ahead of each weight stream (decode reads weights from memory,
+// not cache). Measured on phi3-mini Q4_0 decode, 2 threads: L2 (T1) at 256-1024 bytes ahead beat
+// L1 (T0) by ~15%; 2048 bytes was slower again.
 constexpr int kPrefetchBytes = 512;
 
-// One weight row (nb blocks) against one token's groups (and its raw blocks for the tail).
-template <class B>
-float row_dot(const B* w, int64_t nb, const Group8* xg, const block_q8_x* xr) {
+// R weight rows (nb blocks each) against one token's groups (and its raw blocks for the tail).
+template <class B, int R>
+void rows_dot(const B* const* rows, int64_t nb, const Group8* xg, const block_q8_x* xr, float* y) {
   const int64_t ng = nb / kGroup;
-  __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
-  for (int64_t g = 0; g < ng; ++g, w += kGroup) {
-    _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBytes + 64, _MM_HINT_T0);
-    if constexpr (sizeof(B) * kGroup > 192) {
-      _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBytes + 128, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBytes + 192, _MM_HINT_T0);
-    }
+  const B* w[R];
+  __m256 acc[R], corr[R];
+  for (int r = 0; r < R; ++r) w[r] = rows[r], acc[r] = _mm256_setzero_ps(), corr[r] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
     const Group8& x = xg[g];
-    const __m256 d = gather_f16(w, 0);
-    acc = _mm256_fmadd_ps(group_dots(w, x), _mm256_mul_ps(d, _mm256_load_ps(x.d)), acc);
-    if constexpr (kCorr<B>) corr = _mm256_fmadd_ps(group_corr(w, d), _mm256_load_ps(x.ds), corr);
+    for (int r = 0; r < R; ++r) {
+      const char* p = reinterpret_cast<const char*>(w[r]);
+      _mm_prefetch(p + kPrefetchBytes, _MM_HINT_T1);
+      _mm_prefetch(p + kPrefetchBytes + 64, _MM_HINT_T1);
+      if constexpr (sizeof(B) * kGroup > 192) {
+        _mm_prefetch(p + kPrefetchBytes + 128, _MM_HINT_T1);
+        _mm_prefetch(p + kPrefetchBytes + 192, _MM_HINT_T1);
+      }
+      const __m256 d = gather_f16(w[r], 0);
+      acc[r] = _mm256_fmadd_ps(group_dots(w[r], x), _mm256_mul_ps(d, _mm256_load_ps(x.d)), acc[r]);
+      if constexpr (kCorr<B>) corr[r] = _mm256_fmadd_ps(group_corr(w[r], d), _mm256_load_ps(x.ds), corr[r]);
+      w[r] += kGroup;
+    }
   }
-  float y = hsum(_mm256_add_ps(acc, corr));
-  for (int64_t b = ng * kGroup; b < nb; ++b) y += tail_block(w[b - ng * kGroup], xr[b]);
-  return y;
+  for (int r = 0; r < R; ++r) {
+    y[r] = hsum(_mm256_add_ps(acc[r], corr[r]));
+    for (int64_t b = ng * kGroup; b < nb; ++b) y[r] += tail_block(rows[r][b], xr[b]);
+  }
 }
 
+// Each thread's rows are read as two streams, rows r and r + h together (h = half the range):
+// two sequential streams per core kept more reads in flight than one (phi3-mini Q4_0 decode,
+// 2 threads: 17.2 -> 18.6 tok/s; four streams: 18.1), and the two rows share the activation loads.
 template <class B>
 void run_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb = a.cols / QK, ng = nb / kGroup;
   thread_local std::vector<Group8> xg;
+  auto row = [&](int64_t r) { return reinterpret_cast<const B*>(a.w + size_t(r) * a.w_stride); };
+  const int64_t h = (r1 - r0) / 2;
   for (int t = 0; t < a.n_tok; ++t) {
     const auto* xr = reinterpret_cast<const block_q8_x*>(a.act + size_t(t) * a.act_stride);
     xg.resize(size_t(ng));
     build_groups<B>(xr, ng, xg.data());
-    for (int64_t r = r0; r < r1; ++r)
-      a.y[t * a.ldy + r] = row_dot(reinterpret_cast<const B*>(a.w + size_t(r) * a.w_stride), nb, xg.data(), xr);
+    float* y = a.y + t * a.ldy;
+    for (int64_t r = r0; r < r0 + h; ++r) {
+      const B* w[2] = {row(r), row(r + h)};
+      float out[2];
+      rows_dot<B, 2>(w, nb, xg.data(), xr, out);
+      y[r] = out[0], y[r + h] = out[1];
+    }
+    if ((r1 - r0) % 2 != 0) {
+      const B* w[1] = {row(r1 - 1)};
+      rows_dot<B, 1>(w, nb, xg.data(), xr, y + r1 - 1);
+    }
   }
 }
 

@@ -92,11 +92,20 @@ void Model::bind_weights() {
   }
 }
 
-size_t Model::weight_bytes_per_token() const {
-  size_t n = output_->nbytes;
+std::vector<std::span<const uint8_t>> Model::weights_read_per_token() const {
+  std::vector<std::span<const uint8_t>> v;
+  auto add = [&](const Tensor* t) {
+    if (t) v.emplace_back(static_cast<const uint8_t*>(t->data), t->nbytes);
+  };
   for (const Layer& L : layers_)
-    for (const Tensor* t : {L.wqkv, L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down})
-      if (t) n += t->nbytes;
+    for (const Tensor* t : {L.wqkv, L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down}) add(t);
+  add(output_);
+  return v;
+}
+
+size_t Model::weight_bytes_per_token() const {
+  size_t n = 0;
+  for (const auto& w : weights_read_per_token()) n += w.size();
   return n;
 }
 

@@ -52,7 +52,9 @@ class Model {
 
   const ModelConfig& config() const { return cfg_; }
   const LoadedModel& files() const { return loaded_; }
-  // Bytes of weights read per decoded token (every matrix once; the embedding row is negligible).
+  // The weight matrices a decoded token reads, each once, in the order the forward pass reads
+  // them (the embedding row is negligible), and their total size.
+  std::vector<std::span<const uint8_t>> weights_read_per_token() const;
   size_t weight_bytes_per_token() const;
 
   // Runs `tokens` at positions st.n_past.. and appends them to the cache. Writes the logits of the
