@@ -7,6 +7,9 @@
 
 namespace pensieve::kernels::avx2 {
 
+// Half to float with F16C (exact, as the portable util/fp16.h version it hides in these files).
+inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
