@@ -20,7 +20,6 @@
 
 #include "engine/matmul_avx2.h"
 #include "engine/simd_avx2.h"
-#include "util/fp16.h"
 
 namespace pensieve::kernels::avx2 {
 
@@ -87,16 +86,6 @@ inline __m256 fold_pairs(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
   return _mm256_cvtepi32_ps(_mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3)));
 }
 
-// p[j] is block j's 8 partial sums (Q8_0): hadd(hadd(p0, p1), hadd(p2, p3)) holds the sums of
-// lanes 0..3 of blocks 0..3 in its low half and of lanes 4..7 in its high half; the same for blocks
-// 4..7, and adding the matching halves across the two gives the 8 block sums in order.
-inline __m256 fold_blocks(const __m256i* p) {
-  const __m256i lo = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-  const __m256i hi = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
-  const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
-  return _mm256_cvtepi32_ps(s);
-}
-
 // The 8 integer block sums of one weight group (straight from the blocks) against one token.
 template <class B>
 inline __m256 group_dots(const B* w, const Group8& x) {
@@ -115,9 +104,10 @@ inline __m256 group_dots(const B* w, const Group8& x) {
     __m256i p[8];
     for (int j = 0; j < 8; ++j)
       p[j] = dot_s8s8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j].qs)), load(x.qs[j / 2][j % 2]));
-    return fold_blocks(p);
+    return _mm256_cvtepi32_ps(fold8(p));
   }
 }
+
 
 // The correction of each block beside d_w * d_x * dot: -8 d_w for Q4_0 (levels carry +8), m for
 // Q4_1, nothing for Q8_0; multiplied by the activation's d * sum(q).
@@ -147,66 +137,39 @@ inline float tail_block(const B& w, const block_q8_x& x) {
   }
 }
 
-// Software prefetch into L2 this far ahead of each weight stream (decode reads weights from memory,
-// not cache): ~1% on phi3-mini Q4_0 decode, 2 threads, measured with the configurations interleaved
-// token by token (the VM's bandwidth drifts too much for run-after-run comparisons).
-
-constexpr int kPrefetchBytes = 512;
-
-// R weight rows (nb blocks each) against one token's groups (and its raw blocks for the tail).
-template <class B, int R>
-void rows_dot(const B* const* rows, int64_t nb, const Group8* xg, const block_q8_x* xr, float* y) {
+// One weight row (nb blocks) against one token's groups (and its raw blocks for the tail).
+template <class B>
+float row_dot(const B* w, int64_t nb, const Group8* xg, const block_q8_x* xr) {
   const int64_t ng = nb / kGroup;
-  const B* w[R];
-  __m256 acc[R], corr[R];
-  for (int r = 0; r < R; ++r) w[r] = rows[r], acc[r] = _mm256_setzero_ps(), corr[r] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < ng; ++g) {
+  __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g, w += kGroup) {
     const Group8& x = xg[g];
-    for (int r = 0; r < R; ++r) {
-      const char* p = reinterpret_cast<const char*>(w[r]);
-      _mm_prefetch(p + kPrefetchBytes, _MM_HINT_T1);
-      _mm_prefetch(p + kPrefetchBytes + 64, _MM_HINT_T1);
-      if constexpr (sizeof(B) * kGroup > 192) {
-        _mm_prefetch(p + kPrefetchBytes + 128, _MM_HINT_T1);
-        _mm_prefetch(p + kPrefetchBytes + 192, _MM_HINT_T1);
-      }
-      const __m256 d = gather_f16(w[r], 0);
-      acc[r] = _mm256_fmadd_ps(group_dots(w[r], x), _mm256_mul_ps(d, _mm256_load_ps(x.d)), acc[r]);
-      if constexpr (kCorr<B>) corr[r] = _mm256_fmadd_ps(group_corr(w[r], d), _mm256_load_ps(x.ds), corr[r]);
-      w[r] += kGroup;
-    }
+    const __m256 d = gather_f16(w, 0);
+    acc = _mm256_fmadd_ps(group_dots(w, x), _mm256_mul_ps(d, _mm256_load_ps(x.d)), acc);
+    if constexpr (kCorr<B>) corr = _mm256_fmadd_ps(group_corr(w, d), _mm256_load_ps(x.ds), corr);
   }
-  for (int r = 0; r < R; ++r) {
-    y[r] = hsum(_mm256_add_ps(acc[r], corr[r]));
-    for (int64_t b = ng * kGroup; b < nb; ++b) y[r] += tail_block(rows[r][b], xr[b]);
-  }
+  float y = hsum(_mm256_add_ps(acc, corr));
+  for (int64_t b = ng * kGroup; b < nb; ++b) y += tail_block(w[b - ng * kGroup], xr[b]);
+  return y;
 }
 
-// Each thread's rows are read as two streams, rows r and r + h together (h = half the range): two
-// sequential streams per core keep more reads in flight than one and share the activation loads
-// (phi3-mini Q4_0 decode, 2 threads, interleaved token by token: +3-4%; the same change to the
-// K-quant kernels gained nothing and was left out).
+// Decode reads each row as one sequential stream, left to the hardware prefetchers. Measured on
+// phi3-mini Q4_0, 2 threads, each alternative interleaved token by token with this one (the VM's
+// bandwidth drifts too much for run-after-run comparisons): reading two far-apart rows together
+// (two streams per core sharing the activation loads) gained 3% while the memory was slow
+// (~30 GB/s) and lost 11% while it was fast (~50 GB/s), where the arithmetic is the limit and the
+// second row's accumulators crowd the registers; software prefetch 256-1024 bytes ahead gained
+// nothing (0 to -3%, Q8_0 too).
 template <class B>
 void run_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb = a.cols / QK, ng = nb / kGroup;
   thread_local std::vector<Group8> xg;
-  auto row = [&](int64_t r) { return reinterpret_cast<const B*>(a.w + size_t(r) * a.w_stride); };
-  const int64_t h = (r1 - r0) / 2;
   for (int t = 0; t < a.n_tok; ++t) {
     const auto* xr = reinterpret_cast<const block_q8_x*>(a.act + size_t(t) * a.act_stride);
     xg.resize(size_t(ng));
     build_groups<B>(xr, ng, xg.data());
-    float* y = a.y + t * a.ldy;
-    for (int64_t r = r0; r < r0 + h; ++r) {
-      const B* w[2] = {row(r), row(r + h)};
-      float out[2];
-      rows_dot<B, 2>(w, nb, xg.data(), xr, out);
-      y[r] = out[0], y[r + h] = out[1];
-    }
-    for (int64_t r = r0 + 2 * h; r < r1; ++r) {
-      const B* w[1] = {row(r)};
-      rows_dot<B, 1>(w, nb, xg.data(), xr, y + r);
-    }
+    for (int64_t r = r0; r < r1; ++r)
+      a.y[t * a.ldy + r] = row_dot(reinterpret_cast<const B*>(a.w + size_t(r) * a.w_stride), nb, xg.data(), xr);
   }
 }
 

@@ -68,6 +68,16 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
+// p[j] holds 8 partial sums of item j (j = 0..7): returns the 8 item totals in order.
+// hadd(hadd(p0, p1), hadd(p2, p3)) holds the sums of lanes 0..3 of items 0..3 in its low half and
+// of lanes 4..7 in its high half; the same for items 4..7, and adding the matching halves of the
+// two gives the totals.
+inline __m256i fold8(const __m256i* p) {
+  const __m256i lo = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+  const __m256i hi = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
 // The same for signed levels: move the sign of the weight onto the activation.
 inline __m256i dot_s8s8(__m256i w, __m256i s) {
   return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w));
