@@ -19,3 +19,8 @@ bool matmul_qk_direct(const MatmulArgs& a, int64_t r0, int64_t r1);  // Q4_K, Q5
 constexpr int kTokenChunk = 64;
 
 }  // namespace pensieve::kernels::avx2
+
+namespace pensieve::kernels::vnni {
+// matmul_group8 with AVX-512 VNNI dot products (matmul_group8_vnni.cpp); only where use_vnni().
+bool matmul_group8(const MatmulArgs& a, int64_t r0, int64_t r1);
+}  // namespace pensieve::kernels::vnni

@@ -10,6 +10,7 @@
 
 #include "engine/matmul_avx2.h"
 #include "engine/simd_avx2.h"
+#include "util/cpu.h"
 #include "util/fp16.h"
 
 namespace pensieve::kernels::avx2 {
@@ -257,7 +258,7 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }  // namespace
 
 void matmul_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  if (matmul_group8(a, r0, r1)) return;
+  if (cpu_features().use_vnni() ? vnni::matmul_group8(a, r0, r1) : matmul_group8(a, r0, r1)) return;
   switch (a.type) {
     case GgmlType::Q4_0: return run<block_q4_0>(a, r0, r1);
     case GgmlType::Q4_1: return run<block_q4_1>(a, r0, r1);

@@ -1,5 +1,7 @@
-// Small AVX2/FMA building blocks shared by the *_avx2.cpp files (and only by them: including this
-// from a file built without -mavx2 would not compile).
+// Small AVX2/FMA building blocks shared by the *_avx2.cpp and *_vnni.cpp files (and only by them:
+// including this from a file built without -mavx2 would not compile). Every function is static:
+// the files are built for different instruction sets, and one shared out-of-line copy of an inline
+// function, built for the wider set, could otherwise end up called on a CPU that lacks it.
 #pragma once
 #include <immintrin.h>
 
@@ -8,23 +10,23 @@
 namespace pensieve::kernels::avx2 {
 
 // Half to float with F16C (exact, as the portable util/fp16.h version it hides in these files).
-inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+static inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 
-inline float hsum(__m256 v) {
+static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
 
-inline float hmax(__m256 v) {
+static inline float hmax(__m256 v) {
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));
   s = _mm_max_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
 
-inline int hsum_i32(__m256i v) {
+static inline int hsum_i32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
@@ -34,7 +36,7 @@ inline int hsum_i32(__m256i v) {
 // e^x for x in float range: range reduction to r = x - n ln2 with |r| <= ln2/2, a degree-6
 // polynomial for e^r (the classic Cephes coefficients), and 2^n built in the exponent field.
 // Inputs below -87.3 give 0 (as expf underflows), so masked attention scores vanish exactly.
-inline __m256 exp(__m256 x) {
+static inline __m256 exp(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.3762626647949f);
   const __m256 lo = _mm256_set1_ps(-87.3365447504f);
   const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
@@ -61,10 +63,10 @@ inline __m256 exp(__m256 x) {
 }
 
 // |x| for 8 floats.
-inline __m256 abs(__m256 x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+static inline __m256 abs(__m256 x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
 
 // Sum of products of 32 unsigned 8-bit levels (< 128) with 32 signed bytes, as 8 int32 lanes.
-inline __m256i dot_u8s8(__m256i u, __m256i s) {
+static inline __m256i dot_u8s8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
@@ -72,14 +74,14 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 // hadd(hadd(p0, p1), hadd(p2, p3)) holds the sums of lanes 0..3 of items 0..3 in its low half and
 // of lanes 4..7 in its high half; the same for items 4..7, and adding the matching halves of the
 // two gives the totals.
-inline __m256i fold8(const __m256i* p) {
+static inline __m256i fold8(const __m256i* p) {
   const __m256i lo = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
   const __m256i hi = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
   return _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
 }
 
 // The same for signed levels: move the sign of the weight onto the activation.
-inline __m256i dot_s8s8(__m256i w, __m256i s) {
+static inline __m256i dot_s8s8(__m256i w, __m256i s) {
   return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w));
 }
 

@@ -22,13 +22,22 @@ static CpuFeatures detect() {
     if (osxsave) {
       unsigned lo, hi;
       __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-      if ((lo & 6) != 6) f.fma = f.f16c = false;  // OS does not save YMM state
-      else if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) f.avx2 = (b >> 5) & 1;
-      if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx_vnni = ((a >> 4) & 1) && f.avx2;
+      if ((lo & 6) != 6) {
+        f.fma = f.f16c = false;  // OS does not save YMM state
+      } else if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        f.avx2 = (b >> 5) & 1;
+        const bool avx512 = ((b >> 16) & 1) && ((b >> 30) & 1) && ((b >> 31) & 1);  // F, BW, VL
+        // ... and the OS saves the opmask and upper ZMM state (XCR0 bits 5-7).
+        f.avx512_vnni = avx512 && ((c >> 11) & 1) && (lo & 0xE0) == 0xE0;
+      }
     }
   }
-  const char* off = std::getenv("PENSIEVE_NO_SIMD");
-  if (off && *off && std::string(off) != "0") f.avx2 = f.fma = f.f16c = f.avx_vnni = false;
+  auto set = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v && std::string(v) != "0";
+  };
+  if (set("PENSIEVE_NO_SIMD")) f.avx2 = f.fma = f.f16c = f.avx512_vnni = false;
+  if (set("PENSIEVE_NO_VNNI")) f.avx512_vnni = false;
   return f;
 }
 

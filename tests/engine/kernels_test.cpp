@@ -12,6 +12,7 @@
 #include "engine/kernels.h"
 #include "engine/kernels_avx2.h"
 #include "engine/kernels_ref.h"
+#include "engine/matmul_avx2.h"
 #include "util/cpu.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -181,6 +182,40 @@ TEST(KernelsSimd, MatmulRowsMatchReference) {
     }
    }
   }
+}
+
+// The group-of-8 kernels for Q4_0/Q4_1/Q8_0 in both builds (AVX2, and AVX-512 VNNI where the CPU
+// has it) called directly, so each is checked whichever one the dispatch picks on this machine.
+TEST(KernelsSimd, Group8KernelsMatchReference) {
+  REQUIRE_AVX2();
+  using Fn = bool (*)(const K::MatmulArgs&, int64_t, int64_t);
+  std::vector<std::pair<const char*, Fn>> impls = {{"avx2", &K::avx2::matmul_group8}};
+  if (cpu_features().use_vnni()) impls.emplace_back("vnni", &K::vnni::matmul_group8);
+  uint32_t seed = 900;
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0})
+    for (int64_t cols : {256, 544})
+      for (int rows : {1, 2, 5})
+        for (int n_tok : {1, 3, 4, 9}) {
+          Weights W(type, rows, cols, ++seed);
+          const auto x = randn(size_t(n_tok * cols), ++seed);
+          const size_t ab = K::act_row_bytes(type, cols);
+          std::vector<uint8_t> act(ab * size_t(n_tok));
+          for (int t = 0; t < n_tok; ++t) K::ref::quantize_act(type, x.data() + t * cols, cols, act.data() + ab * size_t(t));
+          std::vector<float> want(size_t(rows * n_tok));
+          K::MatmulArgs a{type, cols, W.data.data(), row_size(type, cols), act.data(), ab, n_tok, want.data(), rows};
+          K::ref::matmul_rows(a, 0, rows);
+          for (const auto& [name, fn] : impls) {
+            std::vector<float> got(want.size(), -1.0f);
+            a.y = got.data();
+            if (!fn(a, 0, rows)) {
+              EXPECT_TRUE(type == GgmlType::Q8_0 && n_tok >= 4) << name << " refused " << type_name(type);
+              continue;
+            }
+            for (size_t i = 0; i < want.size(); ++i)
+              ASSERT_NEAR(got[i], want[i], 1e-5 * (std::fabs(want[i]) + 1.0))
+                  << name << " " << type_name(type) << " cols " << cols << " rows " << rows << " n_tok " << n_tok;
+          }
+        }
 }
 
 // The public matmul (through the dispatch and the thread pool) against float32 over the
