@@ -4,7 +4,7 @@
 //   Dot::pair(lo, xlo, hi, xhi): 8 int32 lanes, lane j = sum of the unsigned x signed byte products
 //     in bytes 4j..4j+3 of both (lo, xlo) and (hi, xhi);
 //   Dot::s8(w, x): the same for one signed pair (Q8_0);
-//   Dot::kRows: weight rows per prefill pass (1 or 2).
+//   Dot::kRows: weight rows worked on together (1 or 2), in decode and in prefill.
 //
 // The activations of each token are first rearranged into Group8 records, so that per group every
 // load is one full vector: for the nibble types, pair k (k = 0..3) holds blocks k and k + 4 side by
@@ -129,39 +129,58 @@ inline float tail_block(const B& w, const block_q8_x& x) {
   }
 }
 
-// One weight row (nb blocks) against one token's groups (and its raw blocks for the tail).
-template <class B>
-float row_dot(const B* w, int64_t nb, const Group8* xg, const block_q8_x* xr) {
+// R weight rows (nb blocks each) against one token's groups (and its raw blocks for the tail).
+template <class B, int R>
+void rows_dot(const B* const* rows, int64_t nb, const Group8* xg, const block_q8_x* xr, float* y) {
   const int64_t ng = nb / kGroup;
-  __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
-  for (int64_t g = 0; g < ng; ++g, w += kGroup) {
+  const B* w[R];
+  __m256 acc[R], corr[R];
+  for (int r = 0; r < R; ++r) w[r] = rows[r], acc[r] = _mm256_setzero_ps(), corr[r] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
     const Group8& x = xg[g];
-    const __m256 d = gather_f16(w, 0);
-    acc = _mm256_fmadd_ps(group_dots(w, x), _mm256_mul_ps(d, _mm256_load_ps(x.d)), acc);
-    if constexpr (kCorr<B>) corr = _mm256_fmadd_ps(group_corr(w, d), _mm256_load_ps(x.ds), corr);
+    for (int r = 0; r < R; ++r) {
+      const __m256 d = gather_f16(w[r], 0);
+      acc[r] = _mm256_fmadd_ps(group_dots(w[r], x), _mm256_mul_ps(d, _mm256_load_ps(x.d)), acc[r]);
+      if constexpr (kCorr<B>) corr[r] = _mm256_fmadd_ps(group_corr(w[r], d), _mm256_load_ps(x.ds), corr[r]);
+      w[r] += kGroup;
+    }
   }
-  float y = hsum(_mm256_add_ps(acc, corr));
-  for (int64_t b = ng * kGroup; b < nb; ++b) y += tail_block(w[b - ng * kGroup], xr[b]);
-  return y;
+  for (int r = 0; r < R; ++r) {
+    y[r] = hsum(_mm256_add_ps(acc[r], corr[r]));
+    for (int64_t b = ng * kGroup; b < nb; ++b) y[r] += tail_block(rows[r][b], xr[b]);
+  }
 }
 
-// Decode reads each row as one sequential stream, left to the hardware prefetchers. Measured on
-// phi3-mini Q4_0, 2 threads, each alternative interleaved token by token with this one (the VM's
-// bandwidth drifts too much for run-after-run comparisons): reading two far-apart rows together
-// (two streams per core sharing the activation loads) gained 3% while the memory was slow
-// (~30 GB/s) and lost 11% while it was fast (~50 GB/s), where the arithmetic is the limit and the
-// second row's accumulators crowd the registers; software prefetch 256-1024 bytes ahead gained
+// Decode streams weight rows from memory, left to the hardware prefetchers. With Dot::kRows = 2
+// each thread reads two far-apart rows together (rows r and r + h, h = half its range): two
+// sequential streams per core keep more reads in flight and share the activation loads. Measured
+// on phi3-mini Q4_0, 2 threads, each alternative interleaved token by token with the other (the
+// VM's bandwidth drifts too much for run-after-run comparisons): with AVX-512's 32 registers, +3%
+// while the memory was slow (~30 GB/s) and +4-6% while it was fast (~50 GB/s); with AVX2's 16,
+// +3% slow but -11% fast, where the arithmetic is the limit and the second row's accumulators
+// spill, so the AVX2 build reads one row at a time. Software prefetch 256-1024 bytes ahead gained
 // nothing (0 to -3%, Q8_0 too).
 template <class B>
 void run_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb = a.cols / QK, ng = nb / kGroup;
   thread_local std::vector<Group8> xg;
+  auto row = [&](int64_t r) { return reinterpret_cast<const B*>(a.w + size_t(r) * a.w_stride); };
+  const int64_t h = Dot::kRows == 2 ? (r1 - r0) / 2 : 0;
   for (int t = 0; t < a.n_tok; ++t) {
     const auto* xr = reinterpret_cast<const block_q8_x*>(a.act + size_t(t) * a.act_stride);
     xg.resize(size_t(ng));
     build_groups<B>(xr, ng, xg.data());
-    for (int64_t r = r0; r < r1; ++r)
-      a.y[t * a.ldy + r] = row_dot(reinterpret_cast<const B*>(a.w + size_t(r) * a.w_stride), nb, xg.data(), xr);
+    float* y = a.y + t * a.ldy;
+    for (int64_t r = r0; r < r0 + h; ++r) {
+      const B* w[2] = {row(r), row(r + h)};
+      float out[2];
+      rows_dot<B, 2>(w, nb, xg.data(), xr, out);
+      y[r] = out[0], y[r + h] = out[1];
+    }
+    for (int64_t r = r0 + 2 * h; r < r1; ++r) {
+      const B* w[1] = {row(r)};
+      rows_dot<B, 1>(w, nb, xg.data(), xr, y + r);
+    }
   }
 }
 
