@@ -88,7 +88,7 @@ int run_bench(const BenchArgs& a) {
   // Decode is judged against the fastest plain read of the very bytes it reads: the same weight
   // matrices, in the same order, split the same way over the same threads, probed right after each
   // decode repetition. The bandwidth a VM gets moves with its neighbours (this class has read 22 to
-  // 58 GB/s within an hour), so each repetition is paired with its own probe; a fresh buffer's
+  // 61 GB/s within an hour), so each repetition is paired with its own probe; a fresh buffer's
   // figure is printed for context.
   const auto weights = model->weights_read_per_token();
   const double bytes_per_tok = double(model->weight_bytes_per_token());

@@ -100,7 +100,6 @@ inline __m256 group_dots(const B* w, const Group8& x) {
   }
 }
 
-
 // The correction of each block beside d_w * d_x * dot: -8 d_w for Q4_0 (levels carry +8), m for
 // Q4_1, nothing for Q8_0; multiplied by the activation's d * sum(q).
 template <class B>
@@ -227,7 +226,7 @@ void rows_tokens(const UnpackedGroup* const* u, const Group8* xg, int64_t ng, fl
         const __m256i p1 = Dot::pair(w.lv[1][0], load(x.qs[1][0]), w.lv[1][1], load(x.qs[1][1]));
         const __m256i p2 = Dot::pair(w.lv[2][0], load(x.qs[2][0]), w.lv[2][1], load(x.qs[2][1]));
         const __m256i p3 = Dot::pair(w.lv[3][0], load(x.qs[3][0]), w.lv[3][1], load(x.qs[3][1]));
-        const __m256 s = _mm256_cvtepi32_ps(_mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3)));
+        const __m256 s = fold_pairs(p0, p1, p2, p3);
         acc[r][t] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, dx), acc[r][t]);
       }
     }

@@ -158,7 +158,7 @@ void tile(const MatmulArgs& a, int64_t r0, int t0) {
 // Decode and short batches: tiles of 4 rows x 2 tokens straight from the blocks.
 template <class B>
 void run_tiles(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  if (a.n_tok == 1) {  // decode: one sequential row stream at a time (see matmul_group8_avx2.cpp)
+  if (a.n_tok == 1) {  // decode: one sequential row stream at a time (see matmul_group8.inl)
     for (int64_t r = r0; r < r1; ++r) tile<B, 1, 1>(a, r, 0);
     return;
   }
