@@ -119,8 +119,8 @@ std::string ModelInstance::render_chat(const ChatPrompt& prompt) const {
   const Tokenizer& tok = tokenizer();
   if (!impl_->chat_template)
     throw Error(impl_->path + ": the model has no chat template and none is known for its family");
-  nlohmann::json ctx;
-  ctx["messages"] = nlohmann::json::array();
+  nlohmann::ordered_json ctx;
+  ctx["messages"] = nlohmann::ordered_json::array();
   for (const auto& m : prompt.messages) ctx["messages"].push_back({{"role", m.role}, {"content", m.content}});
   ctx["add_generation_prompt"] = prompt.add_generation_prompt;
   ctx["bos_token"] = tok.bos_token();

@@ -71,7 +71,7 @@ struct ChatMessage {
 
 struct ChatPrompt {
   std::vector<ChatMessage> messages;
-  nlohmann::json tools;  // null when absent
+  nlohmann::ordered_json tools;  // null when absent
   bool add_generation_prompt = true;
 };
 

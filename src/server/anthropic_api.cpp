@@ -4,7 +4,7 @@
 
 namespace pensieve::server {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 namespace {
 
@@ -110,8 +110,10 @@ void parse_tools(const json& body, ChatRequest& req) {
       throw ApiError::invalid_request(where + ".input_schema: expected an object");
     if (type == "custom" && !schema) throw ApiError::invalid_request(where + ".input_schema: Field required");
     if (!schema) continue;
-    json fn = {{"name", name}, {"parameters", *schema}};
+    // Keys in the order of the OpenAI function form; the schema keeps the client's own order.
+    json fn = {{"name", name}};
     if (auto d = fields::optional_string(t, "description", where)) fn["description"] = *d;
+    fn["parameters"] = *schema;
     out.push_back({{"type", "function"}, {"function", fn}});
   }
   if (!tools_off && !out.empty()) req.tools = std::move(out);

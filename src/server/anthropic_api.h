@@ -13,13 +13,13 @@ namespace pensieve::server {
 
 // Validates a /v1/messages body (or a count_tokens body when for_count is true, which needs no
 // max_tokens). Throws ApiError(400) naming the field.
-ChatRequest parse_anthropic_request(const nlohmann::json& body, bool for_count = false);
+ChatRequest parse_anthropic_request(const nlohmann::ordered_json& body, bool for_count = false);
 
 const char* anthropic_stop_reason(StopReason r);
 
-nlohmann::json anthropic_usage(int input_tokens, int output_tokens);
+nlohmann::ordered_json anthropic_usage(int input_tokens, int output_tokens);
 
-nlohmann::json anthropic_message(const std::string& id, const std::string& model,
+nlohmann::ordered_json anthropic_message(const std::string& id, const std::string& model,
                                  const std::string& text, const GenerateResult& result);
 
 // Produces the SSE bytes of one streamed message, in the order the API sends them:
@@ -40,9 +40,9 @@ class AnthropicStream {
 };
 
 // Compact JSON; invalid UTF-8 is replaced rather than thrown.
-std::string json_text(const nlohmann::json& data);
+std::string json_text(const nlohmann::ordered_json& data);
 // "event: NAME\ndata: JSON\n\n"
-std::string sse_event(const std::string& name, const nlohmann::json& data);
+std::string sse_event(const std::string& name, const nlohmann::ordered_json& data);
 // "data: JSON\n\n"
 std::string sse_data(const std::string& data);
 

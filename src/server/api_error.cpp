@@ -2,7 +2,7 @@
 
 namespace pensieve::server {
 
-nlohmann::json anthropic_error_body(const ApiError& e, const std::string& request_id) {
+nlohmann::ordered_json anthropic_error_body(const ApiError& e, const std::string& request_id) {
   return {{"type", "error"},
           {"error", {{"type", e.type()}, {"message", e.what()}}},
           {"request_id", request_id}};
@@ -10,10 +10,10 @@ nlohmann::json anthropic_error_body(const ApiError& e, const std::string& reques
 
 int openai_status(const ApiError& e) { return e.status() == 529 ? 429 : e.status(); }
 
-nlohmann::json openai_error_body(const ApiError& e) {
+nlohmann::ordered_json openai_error_body(const ApiError& e) {
   // OpenAI names classes by status; keep the message and give the conventional type/code.
   std::string type = e.type();
-  nlohmann::json code = nullptr;
+  nlohmann::ordered_json code = nullptr;
   if (e.status() == 401) code = "invalid_api_key";
   if (e.status() == 404 && type == "not_found_error") code = "model_not_found";
   if (e.status() == 413) type = "invalid_request_error", code = "request_too_large";

@@ -39,10 +39,10 @@ class ApiError : public Error {
 };
 
 // {"type":"error","error":{"type":T,"message":M},"request_id":R}
-nlohmann::json anthropic_error_body(const ApiError& e, const std::string& request_id);
+nlohmann::ordered_json anthropic_error_body(const ApiError& e, const std::string& request_id);
 
 // {"error":{"message":M,"type":T,"param":null,"code":C}}
-nlohmann::json openai_error_body(const ApiError& e);
+nlohmann::ordered_json openai_error_body(const ApiError& e);
 
 // The status an OpenAI-shaped answer uses for this error (overloaded maps to 429).
 int openai_status(const ApiError& e);

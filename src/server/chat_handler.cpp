@@ -10,7 +10,7 @@
 
 namespace pensieve::server {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
 namespace {

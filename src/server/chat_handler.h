@@ -12,7 +12,7 @@ namespace pensieve::server {
 class ChatProtocol {
  public:
   virtual ~ChatProtocol() = default;
-  virtual nlohmann::json complete(const std::string& model, const std::string& text,
+  virtual nlohmann::ordered_json complete(const std::string& model, const std::string& text,
                                   const GenerateResult& result) = 0;
   virtual std::string stream_start(int input_tokens) = 0;
   virtual std::string stream_delta(const std::string& text) = 0;
@@ -25,7 +25,7 @@ std::unique_ptr<ChatProtocol> anthropic_protocol(const std::string& model_name);
 std::unique_ptr<ChatProtocol> openai_protocol(const std::string& model_name, bool include_usage);
 
 // The JSON body, or a 400 saying why it is not JSON.
-nlohmann::json parse_json_body(const HttpExchange& ex);
+nlohmann::ordered_json parse_json_body(const HttpExchange& ex);
 
 // `key_name` identifies the caller in usage records. Throws ApiError before a response began.
 asio::awaitable<void> handle_chat(ServerContext& ctx, HttpExchange& ex, bool openai, const std::string& key_name);

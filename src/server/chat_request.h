@@ -17,7 +17,7 @@ struct ChatRequest {
   std::string system;                 // the folded system prompt ("" when none)
   std::vector<ChatMessage> messages;  // user/assistant turns, consecutive same roles merged
   std::string assistant_prefill;      // a trailing assistant turn that the answer continues
-  nlohmann::json tools;               // OpenAI function-tool form for the chat template, or null
+  nlohmann::ordered_json tools;               // OpenAI function-tool form for the chat template, or null
   std::optional<int> max_tokens;      // absent: as much as the context leaves (OpenAI only)
   std::optional<float> temperature, top_p, presence_penalty, frequency_penalty;
   std::optional<int> top_k;

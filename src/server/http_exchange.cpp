@@ -49,8 +49,8 @@ asio::awaitable<void> HttpExchange::send(int status, std::string_view content_ty
   if (ec) gone_ = true, keep_alive_ = false;
 }
 
-asio::awaitable<void> HttpExchange::send_json(int status, const nlohmann::json& body) {
-  const std::string text = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+asio::awaitable<void> HttpExchange::send_json(int status, const nlohmann::ordered_json& body) {
+  const std::string text = body.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   co_await send(status, "application/json", text);
 }
 

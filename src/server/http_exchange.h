@@ -43,7 +43,7 @@ class HttpExchange {
   // Arguments of co_await-ed calls in this server are always named objects: GCC 12 destroys
   // non-trivial temporaries of a co_await expression twice.
   asio::awaitable<void> send(int status, std::string_view content_type, const std::string& body);
-  asio::awaitable<void> send_json(int status, const nlohmann::json& body);
+  asio::awaitable<void> send_json(int status, const nlohmann::ordered_json& body);
 
   // Sends a 200 with chunked transfer encoding; then write() each piece and end_stream().
   asio::awaitable<bool> begin_stream(std::string_view content_type);

@@ -9,7 +9,7 @@
 
 namespace pensieve::server::fields {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 // The field's value, or nullptr when it is absent or JSON null.
 const json* find(const json& obj, const char* name);

@@ -11,11 +11,11 @@
 
 namespace pensieve::server {
 
-ChatRequest parse_openai_request(const nlohmann::json& body);
+ChatRequest parse_openai_request(const nlohmann::ordered_json& body);
 
 const char* openai_finish_reason(StopReason r);
 
-nlohmann::json openai_completion(const std::string& id, int64_t created, const std::string& model,
+nlohmann::ordered_json openai_completion(const std::string& id, int64_t created, const std::string& model,
                                  const std::string& text, const GenerateResult& result);
 
 // The `data:` chunks of one streamed completion, ending in `data: [DONE]`.
@@ -29,7 +29,7 @@ class OpenAIStream {
   std::string error(const ApiError& e) const;
 
  private:
-  nlohmann::json chunk(nlohmann::json delta, nlohmann::json finish_reason) const;
+  nlohmann::ordered_json chunk(nlohmann::ordered_json delta, nlohmann::ordered_json finish_reason) const;
   std::string id_;
   int64_t created_;
   std::string model_;

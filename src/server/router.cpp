@@ -9,7 +9,7 @@
 
 namespace pensieve::server {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 namespace {
 

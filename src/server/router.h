@@ -13,6 +13,6 @@ std::string route_label(std::string_view path);
 asio::awaitable<void> route_request(ServerContext& ctx, HttpExchange& ex);
 
 // The body for an error, in the shape of the API that `path` belongs to; sets the status.
-nlohmann::json error_body_for(std::string_view path, const ApiError& e, const std::string& request_id, int& status);
+nlohmann::ordered_json error_body_for(std::string_view path, const ApiError& e, const std::string& request_id, int& status);
 
 }  // namespace pensieve::server

@@ -120,6 +120,22 @@ TEST(AnthropicRequest, ToolsBecomeFunctionToolsForTheTemplate) {
   EXPECT_TRUE(parse_anthropic_request(b).tools.is_null());
 }
 
+// Templates print tools with tojson, so key order reaches the prompt: the client's schema order
+// must survive (a sorting JSON object would put "alpha" first) and the function form keeps the
+// conventional name, description, parameters order.
+TEST(AnthropicRequest, ToolKeysKeepTheClientsOrder) {
+  const auto b = nlohmann::ordered_json::parse(R"({"model":"m","max_tokens":10,
+      "messages":[{"role":"user","content":"hi"}],
+      "tools":[{"name":"grep","description":"Search",
+                "input_schema":{"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"integer"}},
+                                "required":["zeta"]}}]})");
+  const ChatRequest r = parse_anthropic_request(b);
+  ASSERT_EQ(r.tools.size(), 1u);
+  EXPECT_EQ(r.tools[0].dump(),
+            R"({"type":"function","function":{"name":"grep","description":"Search","parameters":{"type":"object",)"
+            R"("properties":{"zeta":{"type":"string"},"alpha":{"type":"integer"}},"required":["zeta"]}}})");
+}
+
 TEST(AnthropicRequest, ClaudeCodeFieldsAreAccepted) {
   json b = base_request();
   b["max_tokens"] = 128000;

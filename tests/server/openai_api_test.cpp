@@ -37,6 +37,18 @@ TEST(OpenAIRequest, ReadsMessagesAndOptions) {
   EXPECT_FALSE(parse_openai_request(base_request()).max_tokens.has_value());
 }
 
+TEST(OpenAIRequest, ToolsPassThroughInTheClientsKeyOrder) {
+  const char* tools = R"([{"type":"function","function":{"name":"grep","parameters":{"type":"object",)"
+                      R"("properties":{"zeta":{"type":"string"},"alpha":{"type":"integer"}}}}}])";
+  auto b = nlohmann::ordered_json::parse(R"({"model":"fake","messages":[{"role":"user","content":"Hi"}]})");
+  b["tools"] = nlohmann::ordered_json::parse(tools);
+  EXPECT_EQ(parse_openai_request(b).tools.dump(), tools);
+  b["tool_choice"] = "none";
+  EXPECT_TRUE(parse_openai_request(b).tools.is_null());
+  b["tools"][0].erase("function");
+  EXPECT_THROW(parse_openai_request(b), ApiError);
+}
+
 TEST(OpenAIRequest, RejectsInvalidFields) {
   auto rejects = [](json b, const std::string& needle) {
     try {
