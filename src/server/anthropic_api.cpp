@@ -57,31 +57,13 @@ std::string content_text(const json& content, const std::string& where, bool tex
   return out;
 }
 
-void parse_messages(const json& body, ChatRequest& req) {
-  const json* messages = fields::optional_array(body, "messages");
-  if (!messages) throw ApiError::invalid_request("messages: Field required");
-  if (messages->empty()) throw ApiError::invalid_request("messages: at least one message is required");
-  for (size_t i = 0; i < messages->size(); ++i) {
-    const json& m = (*messages)[i];
-    const std::string where = "messages." + std::to_string(i);
-    if (!m.is_object()) throw ApiError::invalid_request(where + ": expected an object");
-    const std::string role = fields::require_string(m, "role", where);
-    if (role != "user" && role != "assistant" && role != "system")
-      throw ApiError::invalid_request(where + ".role: expected 'user', 'assistant' or 'system', got '" + role + "'");
-    const json* content = fields::find(m, "content");
-    if (!content) throw ApiError::invalid_request(where + ".content: Field required");
-    std::string text = content_text(*content, where + ".content", false);
-    if (role == "system") {  // folded into the system prompt in order
-      if (!req.system.empty() && !text.empty()) req.system += "\n\n";
-      req.system += text;
-      continue;
-    }
-    append_turn(req.messages, role, text);
-  }
-  if (!req.messages.empty() && req.messages.back().role == "assistant") {
-    req.assistant_prefill = req.messages.back().content;
-    req.messages.pop_back();
-  }
+MessageTurn read_message(const json& m, const std::string& where) {
+  const std::string role = fields::require_string(m, "role", where);
+  if (role != "user" && role != "assistant" && role != "system")
+    throw ApiError::invalid_request(where + ".role: expected 'user', 'assistant' or 'system', got '" + role + "'");
+  const json* content = fields::find(m, "content");
+  if (!content) throw ApiError::invalid_request(where + ".content: Field required");
+  return {role, content_text(*content, where + ".content", false)};
 }
 
 // Tools are validated and handed to the chat template in the OpenAI function form that templates
@@ -127,7 +109,7 @@ ChatRequest parse_anthropic_request(const json& body, bool for_count) {
   req.model = fields::require_string(body, "model");
   if (req.model.empty()) throw ApiError::invalid_request("model: must not be empty");
   if (const json* system = fields::find(body, "system")) req.system = content_text(*system, "system", true);
-  parse_messages(body, req);
+  read_messages(body, req, read_message);
   req.max_tokens = fields::optional_int(body, "max_tokens", 1);
   if (!req.max_tokens && !for_count) throw ApiError::invalid_request("max_tokens: Field required");
   req.temperature = fields::optional_number_in(body, "temperature", 0.0, 1.0);

@@ -2,6 +2,7 @@
 // with everything the wire formats differ on already resolved. Only sampling fields the client gave
 // are set; the rest keep the engine's defaults.
 #pragma once
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,7 +18,7 @@ struct ChatRequest {
   std::string system;                 // the folded system prompt ("" when none)
   std::vector<ChatMessage> messages;  // user/assistant turns, consecutive same roles merged
   std::string assistant_prefill;      // a trailing assistant turn that the answer continues
-  nlohmann::ordered_json tools;               // OpenAI function-tool form for the chat template, or null
+  nlohmann::ordered_json tools;       // OpenAI function-tool form for the chat template, or null
   std::optional<int> max_tokens;      // absent: as much as the context leaves (OpenAI only)
   std::optional<float> temperature, top_p, presence_penalty, frequency_penalty;
   std::optional<int> top_k;
@@ -31,5 +32,17 @@ struct ChatRequest {
 // Appends a turn, merging it into the previous one when the role repeats (the Anthropic API
 // treats consecutive same-role turns as one; many chat templates reject them).
 void append_turn(std::vector<ChatMessage>& turns, const std::string& role, const std::string& text);
+
+// One message as an API's rules read it: "system" (folded into the system prompt, in order),
+// "user" or "assistant" (a turn), and its text.
+struct MessageTurn {
+  std::string role, text;
+};
+using MessageReader = std::function<MessageTurn(const nlohmann::ordered_json& message, const std::string& where)>;
+
+// Reads body["messages"] (required: a non-empty array of objects) into req.system and req.messages
+// through `read`, which applies the API's role and content rules and throws ApiError naming
+// `where` ("messages.3"); a trailing assistant turn becomes req.assistant_prefill.
+void read_messages(const nlohmann::ordered_json& body, ChatRequest& req, const MessageReader& read);
 
 }  // namespace pensieve::server

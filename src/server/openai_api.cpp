@@ -29,33 +29,17 @@ std::string part_text(const json& content, const std::string& where) {
   return out;
 }
 
-void parse_messages(const json& body, ChatRequest& req) {
-  const json* messages = fields::optional_array(body, "messages");
-  if (!messages) throw ApiError::invalid_request("messages: Field required");
-  if (messages->empty()) throw ApiError::invalid_request("messages: at least one message is required");
-  for (size_t i = 0; i < messages->size(); ++i) {
-    const json& m = (*messages)[i];
-    const std::string where = "messages." + std::to_string(i);
-    if (!m.is_object()) throw ApiError::invalid_request(where + ": expected an object");
-    const std::string role = fields::require_string(m, "role", where);
-    const json* content = fields::find(m, "content");
-    std::string text = content ? part_text(*content, where + ".content") : "";
-    if (role == "system" || role == "developer") {
-      if (!req.system.empty() && !text.empty()) req.system += "\n\n";
-      req.system += text;
-    } else if (role == "user" || role == "assistant") {
-      if (!content && role == "user") throw ApiError::invalid_request(where + ".content: Field required");
-      append_turn(req.messages, role, text);
-    } else if (role == "tool") {
-      append_turn(req.messages, "user", text);  // tool output, as text until tool use lands
-    } else {
-      throw ApiError::invalid_request(where + ".role: expected 'system', 'developer', 'user', 'assistant' or 'tool', got '" + role + "'");
-    }
+MessageTurn read_message(const json& m, const std::string& where) {
+  const std::string role = fields::require_string(m, "role", where);
+  const json* content = fields::find(m, "content");
+  std::string text = content ? part_text(*content, where + ".content") : "";
+  if (role == "system" || role == "developer") return {"system", std::move(text)};
+  if (role == "user" || role == "assistant") {
+    if (!content && role == "user") throw ApiError::invalid_request(where + ".content: Field required");
+    return {role, std::move(text)};
   }
-  if (!req.messages.empty() && req.messages.back().role == "assistant") {
-    req.assistant_prefill = req.messages.back().content;
-    req.messages.pop_back();
-  }
+  if (role == "tool") return {"user", std::move(text)};  // tool output, as text until tool use lands
+  throw ApiError::invalid_request(where + ".role: expected 'system', 'developer', 'user', 'assistant' or 'tool', got '" + role + "'");
 }
 
 void parse_stop(const json& body, ChatRequest& req) {
@@ -98,7 +82,7 @@ ChatRequest parse_openai_request(const json& body) {
   if (!body.is_object()) throw ApiError::invalid_request("request body: expected a JSON object");
   ChatRequest req;
   req.model = fields::require_string(body, "model");
-  parse_messages(body, req);
+  read_messages(body, req, read_message);
   req.max_tokens = fields::optional_int(body, "max_completion_tokens", 1);
   if (!req.max_tokens) req.max_tokens = fields::optional_int(body, "max_tokens", 1);
   req.temperature = fields::optional_number_in(body, "temperature", 0.0, 2.0);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "server/api_error.h"
+#include "server/json_fields.h"
 
 namespace pensieve::server {
 
@@ -14,6 +15,28 @@ void append_turn(std::vector<ChatMessage>& turns, const std::string& role, const
     return;
   }
   turns.push_back({role, text});
+}
+
+void read_messages(const nlohmann::ordered_json& body, ChatRequest& req, const MessageReader& read) {
+  const auto* messages = fields::optional_array(body, "messages");
+  if (!messages) throw ApiError::invalid_request("messages: Field required");
+  if (messages->empty()) throw ApiError::invalid_request("messages: at least one message is required");
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const auto& m = (*messages)[i];
+    const std::string where = "messages." + std::to_string(i);
+    if (!m.is_object()) throw ApiError::invalid_request(where + ": expected an object");
+    const MessageTurn turn = read(m, where);
+    if (turn.role == "system") {
+      if (!req.system.empty() && !turn.text.empty()) req.system += "\n\n";
+      req.system += turn.text;
+    } else {
+      append_turn(req.messages, turn.role, turn.text);
+    }
+  }
+  if (!req.messages.empty() && req.messages.back().role == "assistant") {
+    req.assistant_prefill = req.messages.back().content;
+    req.messages.pop_back();
+  }
 }
 
 ChatPrompt to_chat_prompt(const ChatRequest& req, bool system_role) {
