@@ -17,8 +17,9 @@ uint64_t read_sum(const uint8_t* p, size_t bytes) {
     }
   }
   const __m256i t = _mm256_add_epi64(a0, a1);
-  uint64_t sum = uint64_t(_mm256_extract_epi64(t, 0) + _mm256_extract_epi64(t, 1) +
-                          _mm256_extract_epi64(t, 2) + _mm256_extract_epi64(t, 3));
+  // Wrapping sums: add as unsigned (the lanes are signed 64-bit to the intrinsics).
+  uint64_t sum = uint64_t(_mm256_extract_epi64(t, 0)) + uint64_t(_mm256_extract_epi64(t, 1)) +
+                 uint64_t(_mm256_extract_epi64(t, 2)) + uint64_t(_mm256_extract_epi64(t, 3));
   for (size_t i = 4 * q; i < bytes; ++i) sum += p[i];
   return sum;
 }
