@@ -1,7 +1,5 @@
 // y = W x for float weights (F32, F16, BF16) in float32 with FMA: tiles of 4 rows x 2 tokens so
 // each weight load serves two tokens and each activation load four rows.
-#include <algorithm>
-
 #include "engine/matmul_avx2.h"
 #include "engine/simd_avx2.h"
 #include "util/fp16.h"
@@ -57,24 +55,9 @@ void tile(const MatmulArgs& a, int64_t r0, int t0) {
 
 template <GgmlType T>
 void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  if (a.n_tok == 1) {  // decode: one sequential row stream at a time (see matmul_group8.inl)
-    for (int64_t r = r0; r < r1; ++r) tile<T, 1, 1>(a, r, 0);
-    return;
-  }
-  for (int tc = 0; tc < a.n_tok; tc += kTokenChunk) {
-    const int tc_end = std::min(a.n_tok, tc + kTokenChunk);
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-      int t = tc;
-      for (; t + 2 <= tc_end; t += 2) tile<T, 4, 2>(a, r, t);
-      if (t < tc_end) tile<T, 4, 1>(a, r, t);
-    }
-    for (; r < r1; ++r) {
-      int t = tc;
-      for (; t + 2 <= tc_end; t += 2) tile<T, 1, 2>(a, r, t);
-      if (t < tc_end) tile<T, 1, 1>(a, r, t);
-    }
-  }
+  for_each_tile(a, r0, r1, [&](auto rows, auto toks, int64_t r, int t) {
+    tile<T, decltype(rows)::value, decltype(toks)::value>(a, r, t);
+  });
 }
 
 }  // namespace

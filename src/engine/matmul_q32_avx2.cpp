@@ -155,28 +155,12 @@ void tile(const MatmulArgs& a, int64_t r0, int t0) {
   }
 }
 
-// Decode and short batches: tiles of 4 rows x 2 tokens straight from the blocks.
+// Decode and short batches: tiles straight from the blocks.
 template <class B>
 void run_tiles(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  if (a.n_tok == 1) {  // decode: one sequential row stream at a time (see matmul_group8.inl)
-    for (int64_t r = r0; r < r1; ++r) tile<B, 1, 1>(a, r, 0);
-    return;
-  }
-  for (int tc = 0; tc < a.n_tok; tc += kTokenChunk) {
-    const int tc_end = std::min(a.n_tok, tc + kTokenChunk);
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-      int t = tc;
-      for (; t + 2 <= tc_end; t += 2) tile<B, 4, 2>(a, r, t);
-      if (t < tc_end) tile<B, 4, 1>(a, r, t);
-    }
-    const int64_t left = r1 - r;
-    for (int t = tc; t < tc_end; ++t) {
-      if (left == 3) tile<B, 3, 1>(a, r, t);
-      if (left == 2) tile<B, 2, 1>(a, r, t);
-      if (left == 1) tile<B, 1, 1>(a, r, t);
-    }
-  }
+  for_each_tile(a, r0, r1, [&](auto rows, auto toks, int64_t r, int t) {
+    tile<B, decltype(rows)::value, decltype(toks)::value>(a, r, t);
+  });
 }
 
 // Prefill: each weight row is unpacked once into levels and float scales held in L1, then run
