@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "testdata.h"
+#include "text/jinja_render.h"
 #include "text/jinja_interpreter.h"
 #include "text/jinja_parser.h"
 
@@ -26,17 +27,6 @@ std::string read_text(const fs::path& p) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-// 26 Jul 2024, the date the goldens pin strftime_now() to.
-std::chrono::system_clock::time_point pinned_date() {
-  std::tm tm{};
-  tm.tm_year = 2024 - 1900;
-  tm.tm_mon = 6;
-  tm.tm_mday = 26;
-  tm.tm_hour = 12;
-  tm.tm_isdst = -1;
-  return std::chrono::system_clock::from_time_t(std::mktime(&tm));
 }
 
 fs::path templates_dir() { return test::testdata_dir() / "templates"; }
@@ -66,7 +56,7 @@ TEST_P(TemplateGolden, RendersExactlyLikeJinja2) {
   std::string got;
   try {
     ChatTemplate tmpl(read_text(source));
-    tmpl.set_clock(pinned_date);
+    tmpl.set_clock(test::pinned_date);
     got = tmpl.render(nlohmann::ordered_json::parse(read_text(context)));
   } catch (const TemplateError& e) {
     got = "ERROR: " + e.kind() + ": " + e.what();
@@ -84,7 +74,7 @@ INSTANTIATE_TEST_SUITE_P(Goldens, TemplateGolden, ::testing::ValuesIn(golden_nam
 
 TEST(ChatTemplate, StrftimeNowUsesTheInjectedClock) {
   ChatTemplate tmpl("{{ strftime_now('%d %b %Y') }}");
-  tmpl.set_clock(pinned_date);
+  tmpl.set_clock(test::pinned_date);
   EXPECT_EQ(tmpl.render(nlohmann::json::object()), "26 Jul 2024");
 }
 
