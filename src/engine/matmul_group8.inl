@@ -165,9 +165,9 @@ void run_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
   thread_local std::vector<Group8> xg;
   auto row = [&](int64_t r) { return reinterpret_cast<const B*>(a.w + size_t(r) * a.w_stride); };
   const int64_t h = Dot::kRows == 2 ? (r1 - r0) / 2 : 0;
+  xg.resize(size_t(ng));
   for (int t = 0; t < a.n_tok; ++t) {
     const auto* xr = reinterpret_cast<const block_q8_x*>(a.act + size_t(t) * a.act_stride);
-    xg.resize(size_t(ng));
     build_groups<B>(xr, ng, xg.data());
     float* y = a.y + t * a.ldy;
     for (int64_t r = r0; r < r0 + h; ++r) {
