@@ -19,6 +19,9 @@
 //
 // Decode (1 to 3 tokens) streams each weight row once per token straight from the file layout;
 // prefill unpacks a row once (levels and float scales in L1) and runs it against 4 tokens at a time.
+// Both do the same arithmetic in the same order for each token (the integer block sums, one
+// multiply-add per group, the correction, then the tail blocks one by one), so a token's result is
+// the same whatever else shares the call: batched decoding relies on it.
 // No includes here: the including file provides them.
 
 constexpr int kGroup = 8;
@@ -183,8 +186,8 @@ void run_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-// Prefill (nibble types; Q8_0 prefill stays on the per-block kernel of matmul_q32_avx2.cpp): a
-// row unpacked once per token chunk, lv[k] = the low and high nibble vectors of pair k.
+// Prefill: a row unpacked once per token chunk; lv[k] = the low and high nibble vectors of pair k
+// (Q8_0: blocks 2k and 2k + 1 as they are).
 struct alignas(32) UnpackedGroup {
   __m256i lv[4][2];
   __m256 d, c;  // weight scale and correction coefficient per block
@@ -196,13 +199,18 @@ void unpack_row(const B* w, int64_t ng, std::vector<UnpackedGroup>& u) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   for (int64_t g = 0; g < ng; ++g, w += kGroup) {
     for (int k = 0; k < 4; ++k) {
-      const __m256i v = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(w[k + 4].qs),
-                                            reinterpret_cast<const __m128i*>(w[k].qs));
-      u[size_t(g)].lv[k][0] = _mm256_and_si256(v, m4);
-      u[size_t(g)].lv[k][1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      if constexpr (kNibbles<B>) {
+        const __m256i v = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(w[k + 4].qs),
+                                              reinterpret_cast<const __m128i*>(w[k].qs));
+        u[size_t(g)].lv[k][0] = _mm256_and_si256(v, m4);
+        u[size_t(g)].lv[k][1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      } else {
+        u[size_t(g)].lv[k][0] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[2 * k].qs));
+        u[size_t(g)].lv[k][1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[2 * k + 1].qs));
+      }
     }
     u[size_t(g)].d = gather_f16(w, 0);
-    u[size_t(g)].c = group_corr(w, u[size_t(g)].d);
+    if constexpr (kCorr<B>) u[size_t(g)].c = group_corr(w, u[size_t(g)].d);
   }
 }
 
@@ -211,7 +219,7 @@ void unpack_row(const B* w, int64_t ng, std::vector<UnpackedGroup>& u) {
 // 64-token activation chunk (~250 KB) otherwise makes the limit; but their 8 accumulators only fit
 // the 32 vector registers of AVX-512 (Dot::kRows = 2: o_proj 138 -> 154 GMAC/s, 2 threads), not
 // the 16 of AVX2 (Dot::kRows = 1; two rows there measured 138 -> 114).
-template <int NR, int NT>
+template <class B, int NR, int NT>
 void rows_tokens(const UnpackedGroup* const* u, const Group8* xg, int64_t ng, float* out) {
   __m256 acc[NR][NT];
   for (int r = 0; r < NR; ++r)
@@ -222,11 +230,18 @@ void rows_tokens(const UnpackedGroup* const* u, const Group8* xg, int64_t ng, fl
       const __m256 dx = _mm256_load_ps(x.d);
       for (int r = 0; r < NR; ++r) {
         const UnpackedGroup& w = u[r][g];
-        const __m256i p0 = Dot::pair(w.lv[0][0], load(x.qs[0][0]), w.lv[0][1], load(x.qs[0][1]));
-        const __m256i p1 = Dot::pair(w.lv[1][0], load(x.qs[1][0]), w.lv[1][1], load(x.qs[1][1]));
-        const __m256i p2 = Dot::pair(w.lv[2][0], load(x.qs[2][0]), w.lv[2][1], load(x.qs[2][1]));
-        const __m256i p3 = Dot::pair(w.lv[3][0], load(x.qs[3][0]), w.lv[3][1], load(x.qs[3][1]));
-        const __m256 s = fold_pairs(p0, p1, p2, p3);
+        __m256 s;
+        if constexpr (kNibbles<B>) {
+          const __m256i p0 = Dot::pair(w.lv[0][0], load(x.qs[0][0]), w.lv[0][1], load(x.qs[0][1]));
+          const __m256i p1 = Dot::pair(w.lv[1][0], load(x.qs[1][0]), w.lv[1][1], load(x.qs[1][1]));
+          const __m256i p2 = Dot::pair(w.lv[2][0], load(x.qs[2][0]), w.lv[2][1], load(x.qs[2][1]));
+          const __m256i p3 = Dot::pair(w.lv[3][0], load(x.qs[3][0]), w.lv[3][1], load(x.qs[3][1]));
+          s = fold_pairs(p0, p1, p2, p3);
+        } else {
+          __m256i p[8];
+          for (int j = 0; j < 8; ++j) p[j] = Dot::s8(w.lv[j / 2][j % 2], load(x.qs[j / 2][j % 2]));
+          s = _mm256_cvtepi32_ps(fold8(p));
+        }
         acc[r][t] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, dx), acc[r][t]);
       }
     }
@@ -234,7 +249,8 @@ void rows_tokens(const UnpackedGroup* const* u, const Group8* xg, int64_t ng, fl
   for (int r = 0; r < NR; ++r)
     for (int t = 0; t < NT; ++t) {
       __m256 corr = _mm256_setzero_ps();
-      for (int64_t g = 0; g < ng; ++g) corr = _mm256_fmadd_ps(u[r][g].c, _mm256_load_ps(xg[t * ng + g].ds), corr);
+      if constexpr (kCorr<B>)
+        for (int64_t g = 0; g < ng; ++g) corr = _mm256_fmadd_ps(u[r][g].c, _mm256_load_ps(xg[t * ng + g].ds), corr);
       out[r * NT + t] = hsum(_mm256_add_ps(acc[r][t], corr));
     }
 }
@@ -256,20 +272,19 @@ void run_prefill(const MatmulArgs& a, int64_t r0, int64_t r1) {
     };
     int t = 0;
     for (; t + 4 <= n; t += 4) {
-      rows_tokens<NR, 4>(u, xg.data() + size_t(t) * size_t(ng), ng, out);
+      rows_tokens<B, NR, 4>(u, xg.data() + size_t(t) * size_t(ng), ng, out);
       store(4, t);
     }
     for (; t < n; ++t) {
-      rows_tokens<NR, 1>(u, xg.data() + size_t(t) * size_t(ng), ng, out);
+      rows_tokens<B, NR, 1>(u, xg.data() + size_t(t) * size_t(ng), ng, out);
       store(1, t);
     }
     if (nb % kGroup != 0)
       for (int i = 0; i < NR; ++i)
         for (int j = 0; j < n; ++j) {
           const auto* xr = reinterpret_cast<const block_q8_x*>(a.act + size_t(tc + j) * a.act_stride);
-          float y = 0.0f;
+          float& y = a.y[(tc + j) * a.ldy + r + i];
           for (int64_t b = ng * kGroup; b < nb; ++b) y += tail_block(row(r + i)[b], xr[b]);
-          a.y[(tc + j) * a.ldy + r + i] += y;
         }
   };
   for (int tc = 0; tc < a.n_tok; tc += kTokenChunk) {
@@ -297,10 +312,7 @@ bool group8(const MatmulArgs& a, int64_t r0, int64_t r1) {
   switch (a.type) {
     case GgmlType::Q4_0: prefill ? run_prefill<block_q4_0>(a, r0, r1) : run_decode<block_q4_0>(a, r0, r1); return true;
     case GgmlType::Q4_1: prefill ? run_prefill<block_q4_1>(a, r0, r1) : run_decode<block_q4_1>(a, r0, r1); return true;
-    case GgmlType::Q8_0:
-      if (prefill) return false;
-      run_decode<block_q8_0>(a, r0, r1);
-      return true;
+    case GgmlType::Q8_0: prefill ? run_prefill<block_q8_0>(a, r0, r1) : run_decode<block_q8_0>(a, r0, r1); return true;
     default: return false;
   }
 }

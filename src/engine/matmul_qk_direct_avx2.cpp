@@ -1,7 +1,9 @@
 // Dot products of one K-quant row with one Q8_K activation row, straight from the blocks: the
 // decode path (a token or a few), where unpacking a row first would cost more than it saves.
-// Same arithmetic as the unpacked kernels: sub-block scales applied with vpmaddwd, mins through
-// the activation block sums.
+// Exactly the arithmetic of the unpacked kernels (matmul_qk_avx2.cpp), lane for lane and in the
+// same order: sub-block scales applied with vpmaddwd, the mins through the activation block sums,
+// then per super-block one multiply-add of the level sums and one of the min sums. So a token's
+// result does not depend on how many tokens share the call (batched decoding relies on it).
 #include <cstring>
 
 #include "engine/matmul_avx2.h"
@@ -34,24 +36,21 @@ inline __m256i k4_scales_mins(const uint8_t* packed) {
   return _mm256_cvtepu8_epi16(_mm_set_epi32(int(mn_hi), int(mn_lo), int(sc_hi), int(sc_lo)));
 }
 
-// sum_j mn_j * (bsum_2j + bsum_2j+1) as 4 int32 lanes.
-inline __m128i k4_min_terms(__m256i sm16, const int16_t* bsums) {
-  const __m256i bs = load256(bsums);
-  const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-  return _mm_madd_epi16(_mm256_extracti128_si256(sm16, 1), pairs);
+// The unpacked kernels' min vector: mn_j for the two 16-element groups of sub-block j.
+inline __m256i k4_mins_per16(__m256i sm16) {
+  const __m128i mn = _mm256_extracti128_si256(sm16, 1);
+  return _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
 }
 
 template <bool kFive, class B>
 float dot_k45(const B* w, const block_q8_K* x, int64_t nsb) {
   const __m256i m4 = _mm256_set1_epi8(0x0F), m16 = _mm256_set1_epi8(0x10);
   __m256 acc = _mm256_setzero_ps();
-  __m128 accm = _mm_setzero_ps();
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const B& b = w[sb];
     const float dx = x[sb].d;
     const __m256i sm16 = k4_scales_mins(b.scales);
-    accm = _mm_fmadd_ps(_mm_cvtepi32_ps(k4_min_terms(sm16, x[sb].bsums)),
-                        _mm_set1_ps(f16_to_f32(b.dmin) * dx), accm);
+    const __m256i msum = _mm256_madd_epi16(load256(x[sb].bsums), k4_mins_per16(sm16));
     const __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm16));
     __m256i isum = _mm256_setzero_si256(), hcur = _mm256_setzero_si256();
     if constexpr (kFive) hcur = load256(reinterpret_cast<const block_q5_K&>(b).qh);
@@ -71,10 +70,9 @@ float dot_k45(const B* w, const block_q8_K* x, int64_t nsb) {
       isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
     }
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f16_to_f32(b.d) * dx), acc);
+    acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(f16_to_f32(b.dmin) * dx), acc);
   }
-  __m128 m = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
-  m = _mm_add_ss(m, _mm_movehdup_ps(m));
-  return hsum(acc) - _mm_cvtss_f32(m);
+  return hsum(acc);
 }
 
 float dot_q6_K(const block_q6_K* w, const block_q8_K* x, int64_t nsb) {
@@ -83,9 +81,9 @@ float dot_q6_K(const block_q6_K* w, const block_q8_K* x, int64_t nsb) {
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const block_q6_K& b = w[sb];
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
-    // Levels are q + 32: take 32 * sum_g sc(g) bsum(g) back out at the end.
-    __m256i isum = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                    _mm256_madd_epi16(load256(x[sb].bsums), _mm256_slli_epi16(sc16, 5)));
+    // Levels are q + 32: 32 * sum_g sc(g) bsum(g) comes back out as the mins term.
+    const __m256i msum = _mm256_madd_epi16(load256(x[sb].bsums), _mm256_slli_epi16(sc16, 5));
+    __m256i isum = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       const __m256i sc = h == 0 ? _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc16))
                                 : _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc16, 1));
@@ -102,7 +100,9 @@ float dot_q6_K(const block_q6_K* w, const block_q8_K* x, int64_t nsb) {
         isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sc, pick16(2 * k, 2 * k + 1))));
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f16_to_f32(b.d) * x[sb].d), acc);
+    const __m256 dd = _mm256_set1_ps(f16_to_f32(b.d) * x[sb].d);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd, acc);
+    acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), dd, acc);
   }
   return hsum(acc);
 }

@@ -275,6 +275,31 @@ TEST(Kernels, ThreadCountDoesNotChangeResults) {
   }
 }
 
+// A batched forward pass runs N sequences' tokens through one matmul: each token's outputs must be
+// bit-for-bit what it gets alone, whatever the batch size (so a sequence's output never depends on
+// what else is in the batch), through every kernel the dispatch picks (decode, 4-token prefill
+// groups, tails).
+TEST(Kernels, TokenResultsDoNotDependOnTheBatch) {
+  ThreadPool pool(2);
+  uint32_t seed = 1300;
+  for (GgmlType type : kAllTypes) {
+    const int block = type_traits(type)->block_elems;
+    const int64_t cols = block == QK_K ? 768 : block == QK ? 544 : 101, rows = 37;
+    Weights W(type, rows, cols, ++seed);
+    for (int n_tok : {2, 3, 4, 5, 8, 9, 17, 70}) {
+      const auto x = randn(size_t(n_tok * cols), ++seed);
+      std::vector<float> all(size_t(n_tok) * size_t(rows)), one(static_cast<size_t>(rows));
+      K::matmul(W.t, x.data(), cols, n_tok, all.data(), rows, pool);
+      for (int t = 0; t < n_tok; ++t) {
+        K::matmul(W.t, x.data() + t * cols, cols, 1, one.data(), rows, pool);
+        for (int64_t r = 0; r < rows; ++r)
+          ASSERT_EQ(all[size_t(t * rows + r)], one[size_t(r)])
+              << type_name(type) << " n_tok " << n_tok << " token " << t << " row " << r;
+      }
+    }
+  }
+}
+
 TEST(Kernels, GetRowAndErrors) {
   Weights W(GgmlType::Q6_K, 5, 256, 11);
   std::vector<float> row(256);
