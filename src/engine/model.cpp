@@ -27,16 +27,12 @@ std::string blk(int l, const char* name) { return "blk." + std::to_string(l) + "
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-KvCache::KvCache(const ModelConfig& cfg, int capacity, bool f32)
-    : capacity_(capacity), kv_dim_(cfg.n_kv_heads * cfg.head_dim), f32_(f32), elem_(f32 ? 4 : 2) {
-  data_.resize(size_t(cfg.n_layers) * 2 * size_t(capacity) * size_t(kv_dim_) * elem_);
-}
-
-void* KvCache::row(int layer, int pos, int which) {
-  const size_t per_layer = 2 * size_t(capacity_) * size_t(kv_dim_) * elem_;
-  const size_t off = size_t(layer) * per_layer +
-                     (size_t(which) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim_) * elem_;
-  return data_.data() + off;
+SequenceState::SequenceState(const ModelConfig& cfg, int capacity, bool kv_f32) {
+  const int bs = KvPool::kDefaultBlockSize;
+  const int n = std::max(1, (capacity + bs - 1) / bs);
+  own_pool = std::make_unique<KvPool>(cfg, n, bs, kv_f32);
+  pool = own_pool.get();
+  for (int b = 0; b < n; ++b) blocks.push_back(b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,44 +105,79 @@ size_t Model::weight_bytes_per_token() const {
   return n;
 }
 
+struct Model::TokenSlot {
+  SequenceState* seq;
+  int pos;
+  const RopeTable* rope;
+};
+
 void Model::forward(SequenceState& st, std::span<const int32_t> tokens, bool all_logits,
                     std::vector<float>& logits, ThreadPool& pool) const {
   const size_t n = tokens.size();
   if (n == 0) throw Error("forward: no tokens");
-  if (st.n_past + n > size_t(st.kv.capacity()))
-    throw Error("context full: " + std::to_string(st.n_past) + " + " + std::to_string(n) +
-                " tokens exceed the cache of " + std::to_string(st.kv.capacity()));
-  for (int32_t id : tokens)
-    if (id < 0 || id >= cfg_.n_vocab)
-      throw Error("token id " + std::to_string(id) + " is outside the vocabulary of " +
-                  std::to_string(cfg_.n_vocab));
   const size_t vocab = size_t(cfg_.n_vocab);
   logits.resize(all_logits ? n * vocab : vocab);
-  for (size_t begin = 0; begin < n; begin += kMaxChunk) {
-    const size_t len = std::min<size_t>(kMaxChunk, n - begin);
-    const bool last_chunk = begin + len == n;
-    float* out = all_logits ? logits.data() + begin * vocab : (last_chunk ? logits.data() : nullptr);
-    forward_chunk(st, tokens.subspan(begin, len), all_logits, out, pool);
+  const int horizon = st.rope_horizon;
+  st.rope_horizon = std::max(horizon, st.n_past + int(n));  // the whole call is one pass for RoPE
+  try {
+    for (size_t begin = 0; begin < n; begin += kMaxChunk) {
+      const size_t len = std::min<size_t>(kMaxChunk, n - begin);
+      const bool last_chunk = begin + len == n;
+      BatchItem item{&st, tokens.subspan(begin, len),
+                     all_logits ? BatchItem::Logits::All
+                                : (last_chunk ? BatchItem::Logits::Last : BatchItem::Logits::None)};
+      forward_batch(std::span<const BatchItem>(&item, 1),
+                    all_logits ? logits.data() + begin * vocab : logits.data(), pool);
+    }
+  } catch (...) {
+    st.rope_horizon = horizon;
+    throw;
   }
+  st.rope_horizon = horizon;
 }
 
-void Model::forward_chunk(SequenceState& st, std::span<const int32_t> tokens, bool all_logits,
-                          float* logits, ThreadPool& pool) const {
-  const int T = int(tokens.size());
+void Model::forward_batch(std::span<const BatchItem> items, float* logits, ThreadPool& pool) const {
+  if (items.empty()) throw Error("forward: empty batch");
+  const bool exact = items[0].seq->exact_activations;
+  int T = 0;
+  for (const BatchItem& it : items) {
+    const SequenceState& st = *it.seq;
+    const size_t n = it.tokens.size();
+    if (n == 0) throw Error("forward: no tokens");
+    if (st.exact_activations != exact) throw Error("forward: a batch mixes exact and quantized activations");
+    if (st.n_past + n > size_t(st.capacity()))
+      throw Error("context full: " + std::to_string(st.n_past) + " + " + std::to_string(n) +
+                  " tokens exceed the cache of " + std::to_string(st.capacity()));
+    for (int32_t id : it.tokens)
+      if (id < 0 || id >= cfg_.n_vocab)
+        throw Error("token id " + std::to_string(id) + " is outside the vocabulary of " +
+                    std::to_string(cfg_.n_vocab));
+    T += int(n);
+  }
   const int dim = cfg_.dim, hd = cfg_.head_dim, ff = cfg_.ff_dim;
   const int q_dim = cfg_.n_heads * hd, kv_dim = cfg_.n_kv_heads * hd;
   const int qkv_dim = q_dim + 2 * kv_dim;
-  const int pos0 = st.n_past;
-  auto mm = st.exact_activations ? kernels::matmul_exact : kernels::matmul;
+  auto mm = exact ? kernels::matmul_exact : kernels::matmul;
+
+  // LongRoPE picks its factor set per sequence, by how far its pass reaches.
+  const RopeTable rope_short(cfg_.rope, false), rope_long(cfg_.rope, true);
+  std::vector<TokenSlot> slots;
+  slots.reserve(size_t(T));
+  std::vector<int32_t> ids;
+  ids.reserve(size_t(T));
+  for (const BatchItem& it : items) {
+    SequenceState& st = *it.seq;
+    const int reach = std::max(st.n_past + int(it.tokens.size()), st.rope_horizon);
+    const bool long_ctx = cfg_.rope.scaling == RopeScaling::LongRope && reach > cfg_.rope.original_ctx;
+    for (size_t i = 0; i < it.tokens.size(); ++i) {
+      slots.push_back({&st, st.n_past + int(i), long_ctx ? &rope_long : &rope_short});
+      ids.push_back(it.tokens[i]);
+    }
+  }
 
   std::vector<float> x(size_t(T) * dim), xn(size_t(T) * dim), tmp(size_t(T) * dim);
   std::vector<float> qkv(size_t(T) * qkv_dim), att(size_t(T) * q_dim), ffb(size_t(T) * 2 * ff);
-  for (int t = 0; t < T; ++t) kernels::get_row(*tok_embd_, tokens[t], x.data() + size_t(t) * dim);
-
-  // LongRoPE picks its factor set per pass, by how far this pass reaches.
-  const bool long_ctx = cfg_.rope.scaling == RopeScaling::LongRope &&
-                        pos0 + T > cfg_.rope.original_ctx;
-  const RopeTable rope(cfg_.rope, long_ctx);
+  for (int t = 0; t < T; ++t) kernels::get_row(*tok_embd_, ids[size_t(t)], x.data() + size_t(t) * dim);
 
   auto add_bias = [&](const std::vector<float>& b, int offset) {
     if (b.empty()) return;
@@ -170,20 +201,24 @@ void Model::forward_chunk(SequenceState& st, std::span<const int32_t> tokens, bo
     add_bias(L.bk, q_dim);
     add_bias(L.bv, q_dim + kv_dim);
     for (int t = 0; t < T; ++t) {
+      const TokenSlot& s = slots[size_t(t)];
       float* row = qkv.data() + size_t(t) * qkv_dim;
-      rope.apply(row, cfg_.n_heads, hd, pos0 + t);
-      rope.apply(row + q_dim, cfg_.n_kv_heads, hd, pos0 + t);
+      s.rope->apply(row, cfg_.n_heads, hd, s.pos);
+      s.rope->apply(row + q_dim, cfg_.n_kv_heads, hd, s.pos);
       const float* k = row + q_dim;
       const float* v = row + q_dim + kv_dim;
-      if (st.kv.is_f32()) {
-        std::memcpy(st.kv.key(l, pos0 + t), k, sizeof(float) * kv_dim);
-        std::memcpy(st.kv.value(l, pos0 + t), v, sizeof(float) * kv_dim);
+      const KvPool& kv = *s.seq->pool;
+      const int bs = kv.block_size();
+      const int block = s.seq->blocks[size_t(s.pos / bs)], off = s.pos % bs;
+      if (kv.is_f32()) {
+        std::memcpy(kv.key(block, l, off), k, sizeof(float) * kv_dim);
+        std::memcpy(kv.value(block, l, off), v, sizeof(float) * kv_dim);
       } else {
-        kernels::f32_to_f16_row(k, static_cast<uint16_t*>(st.kv.key(l, pos0 + t)), kv_dim);
-        kernels::f32_to_f16_row(v, static_cast<uint16_t*>(st.kv.value(l, pos0 + t)), kv_dim);
+        kernels::f32_to_f16_row(k, static_cast<uint16_t*>(kv.key(block, l, off)), kv_dim);
+        kernels::f32_to_f16_row(v, static_cast<uint16_t*>(kv.value(block, l, off)), kv_dim);
       }
     }
-    attention(st, l, pos0, T, qkv.data(), att.data(), pool);
+    attention(slots, l, qkv.data(), att.data(), pool);
     mm(*L.wo, att.data(), q_dim, T, tmp.data(), dim, pool);
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
 
@@ -203,47 +238,59 @@ void Model::forward_chunk(SequenceState& st, std::span<const int32_t> tokens, bo
     mm(*L.w_down, ffb.data(), 2 * ff, T, tmp.data(), dim, pool);
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
   }
-  st.n_past += T;
 
-  if (!logits) return;
-  const int first = all_logits ? 0 : T - 1;
-  const int n_out = T - first;
-  for (int t = first; t < T; ++t)
-    kernels::rmsnorm(x.data() + size_t(t) * dim, out_norm_.data(), xn.data() + size_t(t - first) * dim,
-                     dim, cfg_.norm_eps);
-  mm(*output_, xn.data(), dim, n_out, logits, cfg_.n_vocab, pool);
+  // The rows whose logits are wanted, normalised into consecutive rows of xn.
+  int n_out = 0, t0 = 0;
+  for (const BatchItem& it : items) {
+    const int n = int(it.tokens.size());
+    const int first = it.logits == BatchItem::Logits::All ? 0 : it.logits == BatchItem::Logits::Last ? n - 1 : n;
+    for (int t = t0 + first; t < t0 + n; ++t, ++n_out)
+      kernels::rmsnorm(x.data() + size_t(t) * dim, out_norm_.data(), xn.data() + size_t(n_out) * dim, dim,
+                       cfg_.norm_eps);
+    it.seq->n_past += n;
+    t0 += n;
+  }
+  if (n_out > 0) mm(*output_, xn.data(), dim, n_out, logits, cfg_.n_vocab, pool);
 }
 
-// Causal attention of T new queries over the cache; tasks are (token, head) pairs.
-void Model::attention(const SequenceState& st, int layer, int pos0, int T, const float* qkv,
-                      float* out, ThreadPool& pool) const {
+// Causal attention of each token of the batch over its own sequence's cache; tasks are (token,
+// head) pairs.
+void Model::attention(std::span<const TokenSlot> slots, int layer, const float* qkv, float* out,
+                      ThreadPool& pool) const {
   const int hd = cfg_.head_dim, nh = cfg_.n_heads;
   const int group = cfg_.n_heads / cfg_.n_kv_heads;
   const int q_dim = nh * hd, qkv_dim = q_dim + 2 * cfg_.n_kv_heads * hd;
   const float scale = 1.0f / std::sqrt(float(hd));
-  const bool f32 = st.kv.is_f32();
   const int window = cfg_.sliding_window;
+  const int T = int(slots.size());
   pool.parallel_for(int64_t(T) * nh, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(size_t(pos0 + T));
+    std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
       const int t = int(task / nh), h = int(task % nh);
-      const int pos = pos0 + t;
-      const int start = window > 0 ? std::max(0, pos - window + 1) : 0;
+      const TokenSlot& s = slots[size_t(t)];
+      const KvPool& kv = *s.seq->pool;
+      const std::vector<int32_t>& table = s.seq->blocks;
+      const bool f32 = kv.is_f32();
+      const int bs = kv.block_size();
+      const int start = window > 0 ? std::max(0, s.pos - window + 1) : 0;
       const float* q = qkv + size_t(t) * qkv_dim + size_t(h) * hd;
       const size_t koff = size_t(h / group) * hd;
-      const int n = pos - start + 1;
+      const int n = s.pos - start + 1;
+      scores.resize(size_t(n));
       for (int j = 0; j < n; ++j) {
-        const void* k = st.kv.key(layer, start + j);
-        scores[j] = scale * (f32 ? kernels::dot(static_cast<const float*>(k) + koff, q, hd)
-                                 : kernels::dot_f16(static_cast<const uint16_t*>(k) + koff, q, hd));
+        const int p = start + j;
+        const void* k = kv.key(table[size_t(p / bs)], layer, p % bs);
+        scores[size_t(j)] = scale * (f32 ? kernels::dot(static_cast<const float*>(k) + koff, q, hd)
+                                         : kernels::dot_f16(static_cast<const uint16_t*>(k) + koff, q, hd));
       }
       kernels::softmax(scores.data(), n);
       float* o = out + size_t(t) * q_dim + size_t(h) * hd;
       std::fill(o, o + hd, 0.0f);
       for (int j = 0; j < n; ++j) {
-        const void* v = st.kv.value(layer, start + j);
-        if (f32) kernels::axpy(scores[j], static_cast<const float*>(v) + koff, o, hd);
-        else kernels::axpy_f16(scores[j], static_cast<const uint16_t*>(v) + koff, o, hd);
+        const int p = start + j;
+        const void* v = kv.value(table[size_t(p / bs)], layer, p % bs);
+        if (f32) kernels::axpy(scores[size_t(j)], static_cast<const float*>(v) + koff, o, hd);
+        else kernels::axpy_f16(scores[size_t(j)], static_cast<const uint16_t*>(v) + koff, o, hd);
       }
     }
   });

@@ -8,41 +8,41 @@
 #include <string>
 #include <vector>
 
+#include "engine/kv_cache.h"
 #include "engine/model_config.h"
 #include "engine/model_loader.h"
 #include "util/thread_pool.h"
 
 namespace pensieve {
 
-// Keys and values of every layer for up to `capacity` positions, float16 (default) or float32.
-class KvCache {
- public:
-  KvCache(const ModelConfig& cfg, int capacity, bool f32);
-  int capacity() const { return capacity_; }
-  bool is_f32() const { return f32_; }
-  int kv_dim() const { return kv_dim_; }
-  size_t bytes() const { return data_.size(); }
-  // Row of kv_dim elements (uint16_t half or float) for `layer` at `pos`.
-  void* key(int layer, int pos) { return row(layer, pos, 0); }
-  void* value(int layer, int pos) { return row(layer, pos, 1); }
-  const void* key(int layer, int pos) const { return const_cast<KvCache*>(this)->row(layer, pos, 0); }
-  const void* value(int layer, int pos) const { return const_cast<KvCache*>(this)->row(layer, pos, 1); }
-
- private:
-  void* row(int layer, int pos, int which);
-  int capacity_, kv_dim_;
-  bool f32_;
-  size_t elem_;
-  std::vector<uint8_t> data_;
-};
-
+// One sequence's place in a KV pool: its block table and how many positions are filled. Built
+// with a capacity it owns a private pool of exactly that room (one-off runs, tests, benchmarks);
+// built on a shared pool its blocks are managed by the caller (the scheduler), which must give it
+// room for every position a forward pass writes.
 struct SequenceState {
-  SequenceState(const ModelConfig& cfg, int capacity, bool kv_f32) : kv(cfg, capacity, kv_f32) {}
-  KvCache kv;
-  int n_past = 0;  // positions already in the cache
+  SequenceState(const ModelConfig& cfg, int capacity, bool kv_f32);
+  explicit SequenceState(KvPool& shared) : pool(&shared) {}
+
+  int capacity() const { return int(blocks.size()) * pool->block_size(); }
+
+  KvPool* pool;
+  std::unique_ptr<KvPool> own_pool;
+  std::vector<int32_t> blocks;  // block table
+  int n_past = 0;               // positions already in the cache
+  // LongRoPE picks its factor set per pass by how far the pass reaches; a prompt prefilled in
+  // several chunks sets this to its full length so that every chunk picks as one pass would.
+  int rope_horizon = 0;
   // Float32 activations into every matmul instead of 8-bit quantized ones: exact up to summation
   // order (reference checks), several times slower on quantized weights.
   bool exact_activations = false;
+};
+
+// One sequence's part of a batched forward pass.
+struct BatchItem {
+  enum class Logits { None, Last, All };
+  SequenceState* seq;
+  std::span<const int32_t> tokens;
+  Logits logits = Logits::Last;
 };
 
 class Model {
@@ -57,11 +57,17 @@ class Model {
   std::vector<std::span<const uint8_t>> weights_read_per_token() const;
   size_t weight_bytes_per_token() const;
 
-  // Runs `tokens` at positions st.n_past.. and appends them to the cache. Writes the logits of the
-  // last token (all_logits = false, logits sized n_vocab) or of every token ([n, n_vocab]).
-  // Throws Error when the cache has no room.
+  // Runs `tokens` at positions st.n_past.. and appends them to the cache, in passes of at most 512
+  // tokens. Writes the logits of the last token (all_logits = false, logits sized n_vocab) or of
+  // every token ([n, n_vocab]). Throws Error when the cache has no room.
   void forward(SequenceState& st, std::span<const int32_t> tokens, bool all_logits,
                std::vector<float>& logits, ThreadPool& pool) const;
+
+  // One pass over several sequences: every weight matrix is read once for all their tokens, and
+  // each sequence attends over its own cache. Each token's result is bit-for-bit what it would be
+  // in a pass of its own. Logit rows go to `logits` in item order (one per Last item, one per token
+  // of an All item). Items must agree on exact_activations and name distinct sequences.
+  void forward_batch(std::span<const BatchItem> items, float* logits, ThreadPool& pool) const;
 
  private:
   struct Layer {
@@ -77,10 +83,9 @@ class Model {
     const Tensor* w_down = nullptr;
   };
   void bind_weights();
-  void forward_chunk(SequenceState& st, std::span<const int32_t> tokens, bool all_logits,
-                     float* logits, ThreadPool& pool) const;
-  void attention(const SequenceState& st, int layer, int pos0, int n_tok, const float* q,
-                 float* out, ThreadPool& pool) const;
+  struct TokenSlot;  // where one token of a batch sits: its sequence and position
+  void attention(std::span<const TokenSlot> slots, int layer, const float* qkv, float* out,
+                 ThreadPool& pool) const;
 
   LoadedModel loaded_;
   ModelConfig cfg_;

@@ -109,6 +109,86 @@ TEST_P(ModelReference, ServingPathWithinItsBound) {
   }
 }
 
+// Three sequences through one paged pool, batched in changing company: a long prompt prefilled in
+// chunks while a short one decodes, then all decoding together. Every sequence's logits at every
+// step must be bit-for-bit those of running it alone, in both computing modes.
+TEST_P(ModelReference, BatchedPassesEqualSoloPasses) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const fs::path dir = test::testdata_dir() / GetParam();
+  const auto model = Model::load((fs::exists(dir / "model.gguf") ? dir / "model.gguf" : dir).string());
+  const ModelConfig& cfg = model->config();
+  const size_t vocab = size_t(cfg.n_vocab);
+  ThreadPool pool(2);
+  const auto refs = test::read_references(dir);
+  std::vector<int32_t> longest;
+  for (const auto& r : refs)
+    if (r.input_ids.size() > longest.size()) longest = r.input_ids;
+  ASSERT_GE(longest.size(), 20u);
+  const std::vector<std::vector<int32_t>> prompts = {
+      longest, std::vector<int32_t>(longest.begin() + 3, longest.begin() + 10),
+      std::vector<int32_t>(longest.begin(), longest.begin() + 20)};
+  constexpr int kSteps = 6;
+  for (bool exact : {true, false}) {
+    SCOPED_TRACE(exact ? "exact" : "serving");
+    // Alone: the prompt in one pass, then greedy decoding; the logits of each step.
+    std::vector<std::vector<std::vector<float>>> solo(prompts.size());
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      SequenceState st(cfg, int(prompts[s].size()) + kSteps, exact);
+      st.exact_activations = exact;
+      std::vector<float> logits;
+      model->forward(st, prompts[s], false, logits, pool);
+      for (int i = 0; i < kSteps; ++i) {
+        solo[s].push_back(logits);
+        const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        model->forward(st, std::span<const int32_t>(&next, 1), false, logits, pool);
+      }
+    }
+    // Batched: one pool, block tables interleaved by allocating as the sequences grow.
+    KvPool kv(cfg, 64, 4, exact);
+    BlockManager blocks(64);
+    std::vector<std::unique_ptr<SequenceState>> seqs;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      seqs.push_back(std::make_unique<SequenceState>(kv));
+      seqs.back()->exact_activations = exact;
+      seqs.back()->rope_horizon = int(prompts[s].size());
+    }
+    std::vector<std::vector<int32_t>> tokens = prompts;
+    std::vector<std::vector<std::vector<float>>> batched(prompts.size());
+    // Sequence 0's prompt goes in chunks of 16 beside the others; each sequence decodes once its
+    // prompt is in.
+    while (batched[0].size() < size_t(kSteps) || batched[1].size() < size_t(kSteps) ||
+           batched[2].size() < size_t(kSteps)) {
+      std::vector<BatchItem> items;
+      std::vector<size_t> who;
+      for (size_t s = 0; s < prompts.size(); ++s) {
+        if (batched[s].size() >= size_t(kSteps)) continue;
+        SequenceState& st = *seqs[s];
+        const int pending = int(tokens[s].size()) - st.n_past;
+        const int n = s == 0 ? std::min(pending, 16) : pending;
+        while (st.capacity() < st.n_past + n) st.blocks.push_back(blocks.allocate());
+        items.push_back({&st, std::span<const int32_t>(tokens[s]).subspan(size_t(st.n_past), size_t(n)),
+                         n == pending ? BatchItem::Logits::Last : BatchItem::Logits::None});
+        who.push_back(s);
+      }
+      int rows = 0;
+      for (const auto& it : items) rows += it.logits == BatchItem::Logits::Last;
+      std::vector<float> logits(size_t(rows) * vocab);
+      model->forward_batch(items, logits.data(), pool);
+      int row = 0;
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (items[i].logits != BatchItem::Logits::Last) continue;
+        const float* l = logits.data() + size_t(row++) * vocab;
+        const size_t s = who[i];
+        batched[s].emplace_back(l, l + vocab);
+        tokens[s].push_back(int32_t(std::max_element(l, l + vocab) - l));
+      }
+    }
+    for (size_t s = 0; s < prompts.size(); ++s)
+      for (int i = 0; i < kSteps; ++i)
+        ASSERT_TRUE(batched[s][size_t(i)] == solo[s][size_t(i)]) << "sequence " << s << " step " << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(TestData, ModelReference, ::testing::ValuesIn(model_dirs()),
                          [](const auto& info) {
                            std::string s = info.param;

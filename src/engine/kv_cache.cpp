@@ -1,0 +1,117 @@
+#include "engine/kv_cache.h"
+
+#include <algorithm>
+#include <string>
+
+#include "util/error.h"
+
+namespace pensieve {
+
+KvPool::KvPool(const ModelConfig& cfg, int n_blocks, int block_size, bool f32)
+    : n_blocks_(n_blocks),
+      block_size_(block_size),
+      kv_dim_(cfg.n_kv_heads * cfg.head_dim),
+      f32_(f32),
+      row_bytes_(size_t(kv_dim_) * (f32 ? 4 : 2)),
+      block_bytes_(block_bytes(cfg, block_size, f32)) {
+  if (n_blocks <= 0 || block_size <= 0)
+    throw Error("KV cache: " + std::to_string(n_blocks) + " blocks of " + std::to_string(block_size) +
+                " positions is not a cache");
+  // new[] without () leaves the bytes uninitialised: the kernel commits pages on first write.
+  data_.reset(new uint8_t[bytes()]);
+}
+
+size_t KvPool::block_bytes(const ModelConfig& cfg, int block_size, bool f32) {
+  return size_t(cfg.n_layers) * 2 * size_t(block_size) * size_t(cfg.n_kv_heads) * size_t(cfg.head_dim) *
+         (f32 ? 4 : 2);
+}
+
+uint64_t kv_block_hash(uint64_t parent, std::span<const int32_t> tokens) {
+  // splitmix64 steps over the parent hash and each token: cheap, and every bit of the input
+  // reaches every bit of the output.
+  auto mix = [](uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  };
+  uint64_t h = mix(parent + 0x9e3779b97f4a7c15ull);
+  for (int32_t t : tokens) h = mix(h ^ (uint64_t(uint32_t(t)) + 0x9e3779b97f4a7c15ull + (h << 6)));
+  return h;
+}
+
+BlockManager::BlockManager(int n_blocks) : ref_(size_t(n_blocks), 0), meta_(size_t(n_blocks)) {
+  free_.reserve(size_t(n_blocks));
+  for (int b = n_blocks - 1; b >= 0; --b) free_.push_back(b);  // hand out low numbers first
+}
+
+int BlockManager::allocate() {
+  int b = -1;
+  if (!free_.empty()) {
+    b = free_.back();
+    free_.pop_back();
+  } else if (!lru_.empty()) {
+    b = lru_.front();
+    lru_.pop_front();
+    meta_[size_t(b)].in_lru = false;
+    forget(b);
+  } else {
+    return -1;
+  }
+  ref_[size_t(b)] = 1;
+  ++in_use_;
+  return b;
+}
+
+void BlockManager::retain(int b) {
+  Entry& e = meta_[size_t(b)];
+  if (ref_[size_t(b)]++ == 0) {
+    ++in_use_;
+    if (e.in_lru) {
+      lru_.erase(e.lru_pos);
+      e.in_lru = false;
+    }
+  }
+}
+
+void BlockManager::release(int b) {
+  if (ref_[size_t(b)] <= 0) throw Error("KV cache: block " + std::to_string(b) + " released twice");
+  if (--ref_[size_t(b)] > 0) return;
+  --in_use_;
+  Entry& e = meta_[size_t(b)];
+  if (e.named) {
+    e.lru_pos = lru_.insert(lru_.end(), b);
+    e.in_lru = true;
+  } else {
+    free_.push_back(b);
+  }
+}
+
+int BlockManager::lookup(uint64_t hash, uint64_t parent, std::span<const int32_t> tokens) {
+  auto it = by_hash_.find(hash);
+  if (it == by_hash_.end()) return -1;
+  const Entry& e = meta_[size_t(it->second)];
+  if (e.parent != parent || !std::equal(e.tokens.begin(), e.tokens.end(), tokens.begin(), tokens.end()))
+    return -1;
+  retain(it->second);
+  return it->second;
+}
+
+void BlockManager::publish(int b, uint64_t hash, uint64_t parent, std::span<const int32_t> tokens) {
+  Entry& e = meta_[size_t(b)];
+  if (e.named || by_hash_.count(hash)) return;
+  e.named = true;
+  e.hash = hash;
+  e.parent = parent;
+  e.tokens.assign(tokens.begin(), tokens.end());
+  by_hash_[hash] = b;
+}
+
+void BlockManager::forget(int b) {
+  Entry& e = meta_[size_t(b)];
+  if (!e.named) return;
+  by_hash_.erase(e.hash);
+  e.named = false;
+  e.tokens.clear();
+}
+
+}  // namespace pensieve
