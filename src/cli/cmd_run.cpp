@@ -57,7 +57,7 @@ int run(const RunOptions& o) {
                  "decode: %.2f tok/s\nstop: %s\npeak RSS: %.1f MB\n",
                  inst->load_seconds(), r.prompt_tokens,
                  r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0.0, r.completion_tokens,
-                 r.decode_seconds > 0 && r.completion_tokens > 1 ? (r.completion_tokens - 1) / r.decode_seconds : 0.0,
+                 decode_tokens_per_second(r.completion_tokens, r.decode_seconds),
                  stop_reason_name(r.reason), double(peak_rss_bytes()) / 1e6);
   }
   return 0;

@@ -12,7 +12,6 @@
 
 #include "cli/command.h"
 #include "runtime/demo_model.h"
-#include "server/generation_queue.h"
 #include "server/http_server.h"
 #include "server/model_instance_adapter.h"
 #include "server/server_context.h"
@@ -26,7 +25,9 @@ using namespace pensieve::server;
 struct ServeFlags {
   std::vector<std::string> models, api_keys, aliases;
   std::string config, host, api_key_file, state_dir, id;
-  std::optional<int> port, max_output_tokens, max_waiting, request_timeout_ms, context, threads;
+  std::optional<int> port, max_output_tokens, max_waiting, max_running, max_batch_tokens, request_timeout_ms,
+      context, threads;
+  std::optional<double> kv_cache_gb;
   std::optional<int64_t> max_body_bytes;
   bool allow_no_auth = false, print_config = false;
 };
@@ -46,6 +47,9 @@ ServerConfig effective_config(const ServeFlags& f) {
   if (!f.state_dir.empty()) cfg.state_dir = f.state_dir;
   if (f.max_output_tokens) cfg.max_output_tokens = *f.max_output_tokens;
   if (f.max_waiting) cfg.max_waiting = *f.max_waiting;
+  if (f.max_running) cfg.max_running = *f.max_running;
+  if (f.max_batch_tokens) cfg.max_batch_tokens = *f.max_batch_tokens;
+  if (f.kv_cache_gb) cfg.kv_cache_gb = *f.kv_cache_gb;
   if (f.request_timeout_ms) cfg.request_timeout_ms = *f.request_timeout_ms;
   if (f.max_body_bytes) cfg.max_body_bytes = *f.max_body_bytes;
   if (!f.models.empty()) {
@@ -87,13 +91,20 @@ void load_models(ServerContext& ctx, HttpServer& server, std::string& error) {
       opts.context = spec.context;
       opts.threads = spec.threads;
       opts.id = spec.id;
+      opts.max_running = ctx.config.max_running;
+      opts.max_waiting = ctx.config.max_waiting;
+      opts.max_batch_tokens = ctx.config.max_batch_tokens;
+      opts.kv_cache_bytes = size_t(ctx.config.kv_cache_gb * double(1ull << 30));
       spdlog::info("loading {}", spec.path);
       std::shared_ptr<ServedModel> model = load_served_model(spec.path, opts);
       if (registry->find_id(model->id())) throw Error("two models share the id '" + model->id() + "' (set id in [[models]])");
-      auto queue = std::make_shared<GenerationQueue>(model, ctx.config.max_waiting);
-      spdlog::info("model '{}' ready: context {} tokens, loaded in {:.2f} s", model->id(), model->context_length(),
-                   model->load_seconds());
-      registry->add({model, spec.aliases, queue});
+      const ServiceStats s = model->service().stats();
+      spdlog::info("model '{}' ready: context {} tokens, loaded in {:.2f} s; KV cache {} blocks of {} positions "
+                   "({:.2f} GiB, {:.0f} positions), batching up to {} sequences",
+                   model->id(), model->context_length(), model->load_seconds(), s.kv_blocks_total,
+                   s.kv_block_size, double(s.kv_cache_bytes) / double(1ull << 30), double(s.kv_blocks_total) * s.kv_block_size,
+                   ctx.config.max_running);
+      registry->add({model, spec.aliases});
     }
     ctx.publish_models(registry);
   } catch (const std::exception& e) {
@@ -126,8 +137,8 @@ int run_serve(const ServeFlags& flags) {
   loader.join();
   // Generation workers post their events to the server's event loop: stop them while it exists.
   if (auto models = ctx.models()) {
-    for (const auto& e : models->entries()) e.queue->cancel_all();
-    for (const auto& e : models->entries()) e.queue->wait_idle(std::chrono::seconds(10));
+    for (const auto& e : models->entries()) e.model->service().cancel_all();
+    for (const auto& e : models->entries()) e.model->service().wait_idle(std::chrono::seconds(10));
   }
   ctx.publish_models(nullptr);
   if (!load_error.empty()) throw Error(load_error);
@@ -149,6 +160,13 @@ const CommandRegistrar registrar{
       sub.add_option("--state-dir", f->state_dir, "Usage database and keys (default $XDG_STATE_HOME/pensieve)");
       sub.add_option("--max-output-tokens", f->max_output_tokens, "Server-wide cap on output tokens per request");
       sub.add_option("--max-waiting", f->max_waiting, "Requests that may wait for a model before 529/429");
+      sub.add_option("--max-running", f->max_running, "Sequences batched per step, per model (default 64)")
+          ->check(CLI::PositiveNumber);
+      sub.add_option("--max-batch-tokens", f->max_batch_tokens, "Tokens per forward pass (default 512)")
+          ->check(CLI::PositiveNumber);
+      sub.add_option("--kv-cache-gb", f->kv_cache_gb,
+                     "KV cache per model in GiB (default: the context x 4 sequences, capped by free memory)")
+          ->check(CLI::NonNegativeNumber);
       sub.add_option("--request-timeout-ms", f->request_timeout_ms, "End a request after this long");
       sub.add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (default 32 MiB)");
       sub.add_option("--context", f->context, "Context length in tokens (default: min(trained, 4096))");

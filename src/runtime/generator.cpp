@@ -1,12 +1,13 @@
 #include "runtime/generator.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "engine/model.h"
-#include "runtime/sampler.h"
-#include "runtime/stop_matcher.h"
+#include "runtime/scheduler.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 #include "util/cpu.h"
@@ -42,6 +43,10 @@ std::string default_id(const std::string& path) {
 
 }  // namespace
 
+double decode_tokens_per_second(int completion_tokens, double decode_seconds) {
+  return completion_tokens > 1 && decode_seconds > 0 ? (completion_tokens - 1) / decode_seconds : 0.0;
+}
+
 const char* stop_reason_name(StopReason r) {
   switch (r) {
     case StopReason::EndOfTurn: return "end_turn";
@@ -59,10 +64,9 @@ struct ModelInstance::Impl {
   std::unique_ptr<ChatTemplate> chat_template;
   std::vector<int32_t> stop_ids;
   int context = 0;
-  bool kv_f32 = false;
   double load_seconds = 0;
   std::unique_ptr<ThreadPool> pool;
-  mutable std::mutex mu;  // one generation at a time
+  std::shared_ptr<Scheduler> scheduler;  // last: stopped before what it uses goes
 };
 
 std::shared_ptr<ModelInstance> ModelInstance::load(const std::string& path, const EngineOptions& opts) {
@@ -95,8 +99,16 @@ std::shared_ptr<ModelInstance> ModelInstance::load(const std::string& path, cons
 
   const int trained = cfg.ctx_train > 0 ? cfg.ctx_train : 4096;
   m.context = opts.context > 0 ? opts.context : std::min(trained, 4096);
-  m.kv_f32 = opts.kv_f32;
   m.pool = std::make_unique<ThreadPool>(opts.threads > 0 ? opts.threads : physical_core_count());
+  if (m.tokenizer) {
+    SchedulerOptions so;
+    so.max_running = opts.max_running;
+    so.max_waiting = opts.max_waiting;
+    so.max_batch_tokens = opts.max_batch_tokens;
+    so.kv_cache_bytes = opts.kv_cache_bytes;
+    so.kv_f32 = opts.kv_f32;
+    m.scheduler = std::make_shared<Scheduler>(m.model, *m.tokenizer, m.stop_ids, m.context, *m.pool, so);
+  }
   m.load_seconds = seconds_since(t0);
   return inst;
 }
@@ -141,85 +153,45 @@ std::vector<int32_t> ModelInstance::text_tokens(std::string_view text, bool add_
   return tokenizer().encode(text, add_bos, true);
 }
 
+std::shared_ptr<GenerationService> ModelInstance::service() const {
+  tokenizer();  // the scheduler exists exactly when the tokenizer does
+  return impl_->scheduler;
+}
+
 GenerateResult ModelInstance::generate(const GenerateRequest& req, const TextCallback& on_text) const {
-  const Impl& m = *impl_;
-  const Tokenizer& tok = tokenizer();
-  const ModelConfig& cfg = m.model->config();
-  GenerateResult res;
-  res.prompt_tokens = int(req.prompt.size());
-  if (req.prompt.empty()) throw Error("the prompt has no tokens");
-  if (res.prompt_tokens >= m.context)
-    throw Error("the prompt has " + std::to_string(res.prompt_tokens) +
-                " tokens, more than fit the context of " + std::to_string(m.context) + " tokens");
-  const int max_new = std::max(0, std::min(req.max_tokens, m.context - res.prompt_tokens));
-
-  std::lock_guard<std::mutex> lock(m.mu);
-  const auto t0 = Clock::now();
-  SequenceState st(cfg, res.prompt_tokens + max_new, m.kv_f32);
-  Sampler sampler(req.sampling);
-  StreamDecoder decoder(tok, /*skip_special=*/true);
-  StopMatcher stops(req.stop_strings);
-  std::vector<int32_t> history = req.prompt;
-  std::vector<float> logits;
-
-  // Prefill in pieces so that a long prompt can be cancelled between them.
-  constexpr size_t kPrefillPiece = 512;
-  const std::span<const int32_t> prompt(req.prompt);
-  for (size_t at = 0; at < prompt.size(); at += kPrefillPiece) {
-    if (req.cancelled && req.cancelled()) {
-      res.reason = StopReason::Cancelled;
-      return res;
+  auto svc = service();
+  auto job = std::make_shared<GenerationJob>();
+  job->request = req;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<GenerateResult> result;
+  std::optional<std::string> error;
+  bool caller_stopped = false;
+  GenerationJob* raw = job.get();
+  job->sink = [&, raw](GenerationEvent&& e) {
+    switch (e.kind) {
+      case GenerationEvent::Kind::Started: return;
+      case GenerationEvent::Kind::Text:
+        if (!caller_stopped && !on_text(e.text)) {
+          caller_stopped = true;
+          raw->cancelled = true;
+        }
+        return;
+      case GenerationEvent::Kind::Done:
+      case GenerationEvent::Kind::Failed: {
+        std::lock_guard lock(mu);
+        if (e.kind == GenerationEvent::Kind::Done) result = e.result;
+        else error = e.message;
+        cv.notify_all();
+        return;
+      }
     }
-    m.model->forward(st, prompt.subspan(at, std::min(kPrefillPiece, prompt.size() - at)), false,
-                     logits, *m.pool);
-  }
-  res.prefill_seconds = seconds_since(t0);
-  const auto t_decode = Clock::now();
-
-  auto emit = [&](const std::string& text) { return text.empty() || on_text(text); };
-  res.reason = StopReason::MaxTokens;
-  bool finished_text = false;
-  for (int i = 0; i < max_new; ++i) {
-    const int32_t id = sampler.sample(logits, history);
-    if (i == 0) res.first_token_seconds = seconds_since(t0);
-    if (req.stop_at_eos &&
-        std::find(m.stop_ids.begin(), m.stop_ids.end(), id) != m.stop_ids.end()) {
-      res.reason = StopReason::EndOfTurn;
-      break;
-    }
-    history.push_back(id);
-    ++res.completion_tokens;
-    if (!emit(stops.push(decoder.push(id)))) {
-      res.reason = StopReason::Cancelled;
-      finished_text = true;
-      break;
-    }
-    if (stops.matched()) {
-      res.reason = StopReason::StopString;
-      res.stop_string = stops.matched_string();
-      finished_text = true;
-      break;
-    }
-    if (i + 1 == max_new) break;
-    if (req.cancelled && req.cancelled()) {
-      res.reason = StopReason::Cancelled;
-      finished_text = true;
-      break;
-    }
-    m.model->forward(st, std::span<const int32_t>(&id, 1), false, logits, *m.pool);
-  }
-  if (!finished_text) {
-    std::string tail = stops.push(decoder.flush());
-    if (stops.matched()) {
-      res.reason = StopReason::StopString;
-      res.stop_string = stops.matched_string();
-    } else {
-      tail += stops.flush();
-    }
-    emit(tail);
-  }
-  res.decode_seconds = seconds_since(t_decode);
-  return res;
+  };
+  if (!svc->submit(job)) throw Error("the model is busy: too many generations are waiting");
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return result || error; });
+  if (error) throw Error(*error);
+  return *result;
 }
 
 }  // namespace pensieve

@@ -15,12 +15,19 @@
 namespace pensieve {
 
 class Tokenizer;
+class GenerationService;
 
 struct EngineOptions {
   int threads = 0;        // 0: physical core count
   int context = 0;        // 0: min(model's trained context, 4096)
   bool kv_f32 = false;    // KV cache in float32 instead of float16
   std::string id;         // model id; default: from metadata or file name
+  // The scheduler (runtime/scheduler.h): sequences batched per step, jobs queued behind them,
+  // tokens per forward pass, KV cache size in bytes (0: the context x 4, capped by free memory).
+  int max_running = 64;
+  int max_waiting = 1024;
+  int max_batch_tokens = 512;
+  size_t kv_cache_bytes = 0;
 };
 
 struct SamplingParams {
@@ -54,10 +61,15 @@ struct GenerateResult {
   std::string stop_string;       // the stop string that matched
   int prompt_tokens = 0;
   int completion_tokens = 0;
-  double prefill_seconds = 0;
-  double decode_seconds = 0;
-  double first_token_seconds = 0;  // from start to the first generated token
+  int cached_tokens = 0;           // prompt tokens read from the prefix cache, not computed
+  double prefill_seconds = 0;      // from admission to the first generated token
+  double decode_seconds = 0;       // from the first generated token to the end
+  double first_token_seconds = 0;  // from admission to the first generated token
 };
+
+// Decode speed: the tokens generated after the first over the time they took (the first token
+// comes out of the prefill). The one definition `bench`, `run --metrics` and the server report.
+double decode_tokens_per_second(int completion_tokens, double decode_seconds);
 
 // Receives complete UTF-8 text as it is generated (text that might begin a stop string is held
 // back until it is decided). Return false to cancel the generation.
@@ -93,8 +105,12 @@ class ModelInstance {
   std::string render_chat(const ChatPrompt& prompt) const;
   std::vector<int32_t> text_tokens(std::string_view text, bool add_bos) const;
 
-  // Runs one generation. Thread-safe: calls are serialised until the scheduler lands.
+  // Runs one generation through the scheduler and waits for it; any number of threads may call
+  // it at once (their sequences are batched). Error when the request is invalid or fails.
   GenerateResult generate(const GenerateRequest& req, const TextCallback& on_text) const;
+
+  // The scheduler that runs this model's generations (continuous batching, prefix cache).
+  std::shared_ptr<GenerationService> service() const;
 
  private:
   struct Impl;

@@ -57,6 +57,26 @@ std::string content_text(const json& content, const std::string& where, bool tex
   return out;
 }
 
+// Claude Code starts its system prompt with a block holding a line
+// `x-anthropic-billing-header: ...` that changes with every request. It means nothing to a local
+// model, and left in it would make every prompt differ from its first tokens, so the prefix cache
+// could never reuse the long preamble that follows. Such lines are dropped.
+std::string without_billing_lines(const std::string& text) {
+  constexpr std::string_view kPrefix = "x-anthropic-billing-header:";
+  if (text.find(kPrefix) == std::string::npos) return text;
+  std::string out;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t end = text.find('\n', at);
+    end = end == std::string::npos ? text.size() : end + 1;
+    const std::string_view line(text.data() + at, end - at);
+    if (line.rfind(kPrefix, 0) != 0) out += line;
+    at = end;
+  }
+  while (!out.empty() && (out.front() == '\n')) out.erase(0, 1);
+  return out;
+}
+
 MessageTurn read_message(const json& m, const std::string& where) {
   const std::string role = fields::require_string(m, "role", where);
   if (role != "user" && role != "assistant" && role != "system")
@@ -108,7 +128,8 @@ ChatRequest parse_anthropic_request(const json& body, bool for_count) {
   ChatRequest req;
   req.model = fields::require_string(body, "model");
   if (req.model.empty()) throw ApiError::invalid_request("model: must not be empty");
-  if (const json* system = fields::find(body, "system")) req.system = content_text(*system, "system", true);
+  if (const json* system = fields::find(body, "system"))
+    req.system = without_billing_lines(content_text(*system, "system", true));
   read_messages(body, req, read_message);
   req.max_tokens = fields::optional_int(body, "max_tokens", 1);
   if (!req.max_tokens && !for_count) throw ApiError::invalid_request("max_tokens: Field required");
@@ -138,10 +159,11 @@ const char* anthropic_stop_reason(StopReason r) {
   }
 }
 
-json anthropic_usage(int input_tokens, int output_tokens) {
-  return {{"input_tokens", input_tokens},
+json anthropic_usage(int prompt_tokens, int cached_tokens, int output_tokens) {
+  // As the Messages API counts: input_tokens are the prompt tokens not read from the cache.
+  return {{"input_tokens", prompt_tokens - cached_tokens},
           {"cache_creation_input_tokens", 0},
-          {"cache_read_input_tokens", 0},
+          {"cache_read_input_tokens", cached_tokens},
           {"output_tokens", output_tokens}};
 }
 
@@ -160,7 +182,7 @@ json anthropic_message(const std::string& id, const std::string& model, const st
           {"content", content},
           {"stop_reason", anthropic_stop_reason(result.reason)},
           {"stop_sequence", stop_sequence_value(result)},
-          {"usage", anthropic_usage(result.prompt_tokens, result.completion_tokens)}};
+          {"usage", anthropic_usage(result.prompt_tokens, result.cached_tokens, result.completion_tokens)}};
 }
 
 // Text from a model is UTF-8 by contract; should a byte slip through, it is replaced, not thrown.
@@ -181,7 +203,7 @@ std::string AnthropicStream::start(int input_tokens) {
                   {"content", json::array()},
                   {"stop_reason", nullptr},
                   {"stop_sequence", nullptr},
-                  {"usage", anthropic_usage(input_tokens, 0)}};
+                  {"usage", anthropic_usage(input_tokens, 0, 0)}};
   return sse_event("message_start", {{"type", "message_start"}, {"message", message}}) +
          sse_event("content_block_start", {{"type", "content_block_start"},
                                            {"index", 0},
@@ -203,7 +225,7 @@ std::string AnthropicStream::finish(const GenerateResult& result) {
                    {{"type", "message_delta"},
                     {"delta", {{"stop_reason", anthropic_stop_reason(result.reason)},
                                {"stop_sequence", stop_sequence_value(result)}}},
-                    {"usage", anthropic_usage(input_tokens_, result.completion_tokens)}}) +
+                    {"usage", anthropic_usage(input_tokens_, result.cached_tokens, result.completion_tokens)}}) +
          sse_event("message_stop", {{"type", "message_stop"}});
 }
 

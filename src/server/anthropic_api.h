@@ -17,7 +17,8 @@ ChatRequest parse_anthropic_request(const nlohmann::ordered_json& body, bool for
 
 const char* anthropic_stop_reason(StopReason r);
 
-nlohmann::ordered_json anthropic_usage(int input_tokens, int output_tokens);
+// `prompt_tokens` in all, of which `cached_tokens` came from the prefix cache.
+nlohmann::ordered_json anthropic_usage(int prompt_tokens, int cached_tokens, int output_tokens);
 
 nlohmann::ordered_json anthropic_message(const std::string& id, const std::string& model,
                                  const std::string& text, const GenerateResult& result);

@@ -4,7 +4,6 @@
 #include <random>
 
 #include "server/anthropic_api.h"
-#include "server/generation_queue.h"
 #include "server/openai_api.h"
 #include "server/prompt_builder.h"
 
@@ -64,12 +63,23 @@ class OpenAIProtocol : public ChatProtocol {
   OpenAIStream stream_;
 };
 
-// Carries a job's events from the worker thread to the connection's coroutine, which sleeps on a
+// The API error for a job that failed.
+ApiError job_error(const GenerationEvent& e) {
+  switch (e.fail) {
+    case FailKind::InvalidRequest: return ApiError::invalid_request(e.message);
+    case FailKind::TimedOut: return ApiError::timeout(e.message);
+    case FailKind::Cancelled: return ApiError::overloaded(e.message);
+    case FailKind::Internal: break;
+  }
+  return ApiError::internal("generation failed: " + e.message);
+}
+
+// Carries a job's events from the scheduler thread to the connection's coroutine, which sleeps on a
 // timer that each event (or the client leaving) cancels.
 class JobChannel : public std::enable_shared_from_this<JobChannel> {
  public:
   explicit JobChannel(asio::any_io_executor ex) : timer_(ex) {}
-  void push(JobEvent&& e) {
+  void push(GenerationEvent&& e) {
     {
       std::lock_guard lock(mu_);
       events_.push_back(std::move(e));
@@ -79,7 +89,7 @@ class JobChannel : public std::enable_shared_from_this<JobChannel> {
   void wake() {
     asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
   }
-  std::deque<JobEvent> take() {
+  std::deque<GenerationEvent> take() {
     std::lock_guard lock(mu_);
     return std::exchange(events_, {});
   }
@@ -93,52 +103,52 @@ class JobChannel : public std::enable_shared_from_this<JobChannel> {
  private:
   asio::steady_timer timer_;
   std::mutex mu_;
-  std::deque<JobEvent> events_;
+  std::deque<GenerationEvent> events_;
 };
 
-// Wraps the channel: records metrics, usage and KV use on the worker thread, whether or not the
-// client is still there to read the result.
+// Wraps the channel: records metrics and usage, whether or not the client is still there to read
+// the result. Runs on the scheduler thread, so the usage write goes to the blocking pool.
 // When `server_limit_ends_turn` is set, stopping at a limit the server imposed (context room or
 // the server-wide cap, below the client's max_tokens) is reported as end_turn: Claude Code treats
 // max_tokens as "its own max_tokens was exceeded" and fails the turn.
-std::function<void(JobEvent&&)> job_sink(ServerContext& ctx, std::shared_ptr<JobChannel> channel,
-                                         Clock::time_point arrived, std::string key, std::string model,
-                                         int prompt_tokens, bool server_limit_ends_turn) {
-  struct Progress { bool first = true; Clock::time_point last; int held = 0; };
+std::function<void(GenerationEvent&&)> job_sink(ServerContext& ctx, std::shared_ptr<JobChannel> channel,
+                                                Clock::time_point arrived, std::string key, std::string model,
+                                                bool server_limit_ends_turn) {
+  struct Progress { bool first = true; Clock::time_point last; };
   auto progress = std::make_shared<Progress>();
-  return [&ctx, channel, arrived, key, model, prompt_tokens, progress, server_limit_ends_turn](JobEvent&& e) {
+  return [&ctx, channel, arrived, key, model, progress, server_limit_ends_turn](GenerationEvent&& e) {
     auto now = Clock::now();
     switch (e.kind) {
-      case JobEvent::Kind::Started:
-        progress->held = prompt_tokens;
-        ctx.tokens_in_use += prompt_tokens;
+      case GenerationEvent::Kind::Started:
         break;
-      case JobEvent::Kind::Text:
+      case GenerationEvent::Kind::Text:
         if (progress->first) ctx.metrics.record_first_token(std::chrono::duration<double>(now - arrived).count());
         else ctx.metrics.record_token_gap(std::chrono::duration<double>(now - progress->last).count());
         progress->first = false;
         progress->last = now;
-        ++progress->held;
-        ++ctx.tokens_in_use;
         break;
-      case JobEvent::Kind::Done:
-      case JobEvent::Kind::Failed: {
-        ctx.tokens_in_use -= progress->held;
-        progress->held = 0;
-        if (e.kind == JobEvent::Kind::Done && server_limit_ends_turn && e.result.reason == StopReason::MaxTokens)
+      case GenerationEvent::Kind::Done:
+      case GenerationEvent::Kind::Failed: {
+        if (e.kind == GenerationEvent::Kind::Done && server_limit_ends_turn && e.result.reason == StopReason::MaxTokens)
           e.result.reason = StopReason::EndOfTurn;
-        UsageRecord u{key, model, e.kind == JobEvent::Kind::Done};
-        if (e.kind == JobEvent::Kind::Done) {
+        UsageRecord u{key, model, e.kind == GenerationEvent::Kind::Done};
+        if (e.kind == GenerationEvent::Kind::Done) {
           u.input_tokens = e.result.prompt_tokens;
           u.output_tokens = e.result.completion_tokens;
+          u.cached_input_tokens = e.result.cached_tokens;
           u.generation_seconds = e.result.prefill_seconds + e.result.decode_seconds;
-          ctx.metrics.record_tokens(u.input_tokens, u.output_tokens);
+          u.decode_tokens = std::max(0, e.result.completion_tokens - 1);
+          u.decode_seconds = e.result.decode_seconds;
+          ctx.metrics.record_tokens(u.input_tokens, u.output_tokens, e.result.cached_tokens);
         }
-        try {
-          if (ctx.store) ctx.store->record_usage(u);
-        } catch (const std::exception&) {
-          // A full disk must not take the answer down with it; the answer still goes out.
-        }
+        if (ctx.store)
+          asio::post(ctx.blocking, [&ctx, u] {
+            try {
+              ctx.store->record_usage(u);
+            } catch (const std::exception&) {
+              // A full disk must not take the answer down with it; the answer still goes out.
+            }
+          });
         break;
       }
     }
@@ -159,15 +169,15 @@ asio::awaitable<void> stream_events(ServerContext& ctx, HttpExchange& ex, ChatPr
   if (!co_await ex.write(start)) co_return;
   const auto ping_every = std::chrono::milliseconds(ctx.config.ping_interval_ms);
   for (;;) {
-    std::deque<JobEvent> events = channel.take();
-    for (JobEvent& e : events) {
+    std::deque<GenerationEvent> events = channel.take();
+    for (GenerationEvent& e : events) {
       std::string out;
-      if (e.kind == JobEvent::Kind::Text) out = proto.stream_delta(e.text);
-      else if (e.kind == JobEvent::Kind::Failed) out = proto.stream_error(*e.error);
-      else if (e.kind == JobEvent::Kind::Done && e.result.reason == StopReason::Cancelled) out = proto.stream_error(cancelled_error(ctx));
-      else if (e.kind == JobEvent::Kind::Done) out = proto.stream_finish(e.result);
+      if (e.kind == GenerationEvent::Kind::Text) out = proto.stream_delta(e.text);
+      else if (e.kind == GenerationEvent::Kind::Failed) out = proto.stream_error(job_error(e));
+      else if (e.kind == GenerationEvent::Kind::Done && e.result.reason == StopReason::Cancelled) out = proto.stream_error(cancelled_error(ctx));
+      else if (e.kind == GenerationEvent::Kind::Done) out = proto.stream_finish(e.result);
       if (!co_await ex.write(out)) co_return;
-      if (e.kind == JobEvent::Kind::Done || e.kind == JobEvent::Kind::Failed) {
+      if (e.kind == GenerationEvent::Kind::Done || e.kind == GenerationEvent::Kind::Failed) {
         co_await ex.end_stream();
         co_return;
       }
@@ -193,11 +203,11 @@ asio::awaitable<void> answer_once(ServerContext& ctx, HttpExchange& ex, ChatProt
                                   JobChannel& channel, GenerationJob& job, const std::string& model) {
   std::string text;
   for (;;) {
-    std::deque<JobEvent> events = channel.take();
-    for (JobEvent& e : events) {
-      if (e.kind == JobEvent::Kind::Text) text += e.text;
-      if (e.kind == JobEvent::Kind::Failed) throw *e.error;
-      if (e.kind == JobEvent::Kind::Done) {
+    std::deque<GenerationEvent> events = channel.take();
+    for (GenerationEvent& e : events) {
+      if (e.kind == GenerationEvent::Kind::Text) text += e.text;
+      if (e.kind == GenerationEvent::Kind::Failed) throw job_error(e);
+      if (e.kind == GenerationEvent::Kind::Done) {
         if (e.result.reason == StopReason::Cancelled) throw cancelled_error(ctx);
         const json body = proto.complete(model, text, e.result);
         co_await ex.send_json(200, body);
@@ -252,11 +262,11 @@ asio::awaitable<void> handle_chat(ServerContext& ctx, HttpExchange& ex, bool ope
   auto job = std::make_shared<GenerationJob>();
   job->request = to_generate_request(req, std::move(prepared));
   job->deadline = ex.started() + std::chrono::milliseconds(ctx.config.request_timeout_ms);
-  job->sink = job_sink(ctx, channel, ex.started(), key_name, model->id(), input_tokens, server_limited);
+  job->sink = job_sink(ctx, channel, ex.started(), key_name, model->id(), server_limited);
   if (ctx.stopping) throw ApiError::overloaded("the server is shutting down");
-  if (!entry->queue->submit(job))
+  if (!model->service().submit(job))
     throw ApiError::overloaded("model '" + model->id() + "' is busy: " +
-                               std::to_string(entry->queue->waiting()) + " requests are waiting");
+                               std::to_string(model->service().waiting()) + " requests are waiting");
   ex.start_watch([job, channel] {
     job->cancelled = true;
     channel->wake();

@@ -59,10 +59,11 @@ void Metrics::record_request(const std::string& route, int status, double second
   latency_.observe(seconds);
 }
 
-void Metrics::record_tokens(int prompt, int generated) {
+void Metrics::record_tokens(int prompt, int generated, int cached_prompt) {
   std::lock_guard lock(mu_);
   prompt_tokens_ += prompt;
   generated_tokens_ += generated;
+  prefix_hit_tokens_ += cached_prompt;
 }
 
 void Metrics::record_first_token(double seconds) {
@@ -84,6 +85,8 @@ std::string Metrics::render(const LiveGauges& g) const {
            "\"} " + std::to_string(n) + "\n";
   help(out, "pensieve_prompt_tokens_total", "counter", "Prompt tokens processed");
   out += "pensieve_prompt_tokens_total " + std::to_string(prompt_tokens_) + "\n";
+  help(out, "pensieve_prefix_cache_hit_tokens_total", "counter", "Prompt tokens read from the prefix cache");
+  out += "pensieve_prefix_cache_hit_tokens_total " + std::to_string(prefix_hit_tokens_) + "\n";
   help(out, "pensieve_generated_tokens_total", "counter", "Tokens generated");
   out += "pensieve_generated_tokens_total " + std::to_string(generated_tokens_) + "\n";
   help(out, "pensieve_time_to_first_token_seconds", "histogram", "From request arrival to the first generated text");
@@ -96,8 +99,12 @@ std::string Metrics::render(const LiveGauges& g) const {
   out += "pensieve_requests_running " + std::to_string(g.running) + "\n";
   help(out, "pensieve_requests_waiting", "gauge", "Generations waiting for the model");
   out += "pensieve_requests_waiting " + std::to_string(g.waiting) + "\n";
-  help(out, "pensieve_kv_cache_usage_ratio", "gauge", "Fraction of the KV cache held by running requests");
+  help(out, "pensieve_kv_cache_usage_ratio", "gauge", "Fraction of the KV cache blocks held by running sequences");
   out += "pensieve_kv_cache_usage_ratio " + num(g.kv_cache_usage) + "\n";
+  help(out, "pensieve_kv_cache_cached_blocks", "gauge", "KV cache blocks kept only for the prefix cache");
+  out += "pensieve_kv_cache_cached_blocks " + std::to_string(g.kv_blocks_cached) + "\n";
+  help(out, "pensieve_preemptions_total", "counter", "Sequences preempted (requeued) because the KV cache was full");
+  out += "pensieve_preemptions_total " + std::to_string(g.preemptions) + "\n";
   help(out, "pensieve_model_load_seconds", "gauge", "Time taken to load each model");
   for (const auto& [model, s] : g.model_load_seconds)
     out += "pensieve_model_load_seconds{model=\"" + label(model) + "\"} " + num(s) + "\n";

@@ -27,7 +27,9 @@ class Histogram {
 struct LiveGauges {
   int running = 0;
   int waiting = 0;
-  double kv_cache_usage = 0;  // fraction of the context held by running requests
+  double kv_cache_usage = 0;  // fraction of the KV cache blocks held by running sequences
+  int kv_blocks_cached = 0;   // blocks no sequence holds, kept for the prefix cache
+  int64_t preemptions = 0;
   std::vector<std::pair<std::string, double>> model_load_seconds;
 };
 
@@ -35,7 +37,7 @@ class Metrics {
  public:
   Metrics();
   void record_request(const std::string& route, int status, double seconds);
-  void record_tokens(int prompt, int generated);
+  void record_tokens(int prompt, int generated, int cached_prompt);
   void record_first_token(double seconds);
   void record_token_gap(double seconds);
   std::string render(const LiveGauges& gauges) const;
@@ -43,7 +45,7 @@ class Metrics {
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;
-  uint64_t prompt_tokens_ = 0, generated_tokens_ = 0;
+  uint64_t prompt_tokens_ = 0, generated_tokens_ = 0, prefix_hit_tokens_ = 0;
   Histogram ttft_, token_gap_, latency_;
 };
 

@@ -18,12 +18,11 @@ class InstanceModel : public ServedModel {
   int64_t created_unix() const override { return created_; }
   std::vector<int32_t> chat_tokens(const ChatPrompt& p) const override { return m_->chat_tokens(p); }
   std::vector<int32_t> text_tokens(const std::string& t) const override { return m_->text_tokens(t, false); }
-  GenerateResult generate(const GenerateRequest& r, const TextCallback& cb) const override {
-    return m_->generate(r, cb);
-  }
+  GenerationService& service() const override { return *service_; }
 
  private:
   std::shared_ptr<ModelInstance> m_;
+  std::shared_ptr<GenerationService> service_ = m_->service();
   int64_t created_ = 0;
 };
 

@@ -9,12 +9,9 @@
 
 namespace pensieve::server {
 
-class GenerationQueue;
-
 struct ModelEntry {
   std::shared_ptr<ServedModel> model;
   std::vector<std::string> aliases;  // exact names, or prefixes ending in '*'
-  std::shared_ptr<GenerationQueue> queue;
 };
 
 class ModelRegistry {

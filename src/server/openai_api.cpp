@@ -108,7 +108,8 @@ const char* openai_finish_reason(StopReason r) {
 static json openai_usage(const GenerateResult& r) {
   return {{"prompt_tokens", r.prompt_tokens},
           {"completion_tokens", r.completion_tokens},
-          {"total_tokens", r.prompt_tokens + r.completion_tokens}};
+          {"total_tokens", r.prompt_tokens + r.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", r.cached_tokens}}}};
 }
 
 json openai_completion(const std::string& id, int64_t created, const std::string& model,

@@ -4,7 +4,6 @@
 
 #include "server/anthropic_api.h"
 #include "server/chat_handler.h"
-#include "server/generation_queue.h"
 #include "server/prompt_builder.h"
 
 namespace pensieve::server {
@@ -86,15 +85,19 @@ asio::awaitable<void> health(ServerContext& ctx, HttpExchange& ex) {
 
 LiveGauges live_gauges(const ServerContext& ctx) {
   LiveGauges g;
-  int context = 0;
+  int64_t blocks = 0, used = 0;
   if (auto models = ctx.models())
     for (const auto& e : models->entries()) {
-      g.running += e.queue->running();
-      g.waiting += e.queue->waiting();
-      context += e.model->context_length();
+      const ServiceStats s = e.model->service().stats();
+      g.running += s.running;
+      g.waiting += s.waiting;
+      blocks += s.kv_blocks_total;
+      used += s.kv_blocks_used;
+      g.kv_blocks_cached += s.kv_blocks_cached;
+      g.preemptions += s.preemptions;
       g.model_load_seconds.push_back({e.model->id(), e.model->load_seconds()});
     }
-  if (context > 0) g.kv_cache_usage = static_cast<double>(ctx.tokens_in_use.load()) / context;
+  if (blocks > 0) g.kv_cache_usage = double(used) / double(blocks);
   return g;
 }
 
@@ -110,8 +113,10 @@ json stats_body(const ServerContext& ctx) {
             {"total_tokens", t.input_tokens + t.output_tokens},
             {"total_input_tokens", t.input_tokens},
             {"total_output_tokens", t.output_tokens},
-            {"average_tps", t.generation_seconds > 0 ? t.output_tokens / t.generation_seconds : 0.0},
-            {"cache_hit_rate", 0.0},  // no prompt cache yet: every prompt token is computed
+            // The decode speed of decode_tokens_per_second, over every request so far.
+            {"average_tps", t.decode_seconds > 0 ? t.decode_tokens / t.decode_seconds : 0.0},
+            // Input tokens read from the prefix cache instead of computed.
+            {"cache_hit_rate", t.input_tokens > 0 ? double(t.cached_input_tokens) / double(t.input_tokens) : 0.0},
             {"peak_memory_mb", peak_resident_memory_bytes() / (1024.0 * 1024.0)},
             {"uptime", uptime},
             {"usage_by_key", by_key}};

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runtime/generator.h"
+#include "runtime/scheduler.h"
 
 namespace pensieve::server {
 
@@ -21,8 +22,8 @@ class ServedModel {
   // Tokens of the rendered chat prompt; throws pensieve::Error when the template rejects it.
   virtual std::vector<int32_t> chat_tokens(const ChatPrompt& prompt) const = 0;
   virtual std::vector<int32_t> text_tokens(const std::string& text) const = 0;  // no BOS
-  // Serialised by the caller (one generation at a time per model).
-  virtual GenerateResult generate(const GenerateRequest& req, const TextCallback& on_text) const = 0;
+  // Runs the model's generations (the runtime's scheduler; a stand-in in server tests).
+  virtual GenerationService& service() const = 0;
 };
 
 }  // namespace pensieve::server

@@ -64,6 +64,13 @@ void read_limits(ServerConfig& cfg, const fs::path& file, const toml::table& t) 
       cfg.max_body_bytes = *node.value<int64_t>();
     } else if (key == "max_output_tokens") cfg.max_output_tokens = int_of(file, node, key, 0);
     else if (key == "max_waiting") cfg.max_waiting = int_of(file, node, key, 0);
+    else if (key == "max_running") cfg.max_running = int_of(file, node, key, 1);
+    else if (key == "max_batch_tokens") cfg.max_batch_tokens = int_of(file, node, key, 1);
+    else if (key == "kv_cache_gb") {
+      const auto v = node.value<double>();
+      if (!v || *v < 0) throw Error(where(file, node) + ": 'kv_cache_gb' must be a number >= 0");
+      cfg.kv_cache_gb = *v;
+    }
     else if (key == "request_timeout_ms") cfg.request_timeout_ms = int_of(file, node, key, 1);
     else if (key == "ping_interval_ms") cfg.ping_interval_ms = int_of(file, node, key, 10);
     else if (key == "shutdown_grace_ms") cfg.shutdown_grace_ms = int_of(file, node, key, 0);
@@ -138,6 +145,15 @@ void apply_environment(ServerConfig& cfg) {
   if (has("PENSIEVE_MAX_OUTPUT_TOKENS")) cfg.max_output_tokens = env_int("PENSIEVE_MAX_OUTPUT_TOKENS", 0);
   if (has("PENSIEVE_MAX_BODY_BYTES")) cfg.max_body_bytes = env_int("PENSIEVE_MAX_BODY_BYTES", 1);
   if (has("PENSIEVE_MAX_WAITING")) cfg.max_waiting = env_int("PENSIEVE_MAX_WAITING", 0);
+  if (has("PENSIEVE_MAX_RUNNING")) cfg.max_running = env_int("PENSIEVE_MAX_RUNNING", 1);
+  if (has("PENSIEVE_MAX_BATCH_TOKENS")) cfg.max_batch_tokens = env_int("PENSIEVE_MAX_BATCH_TOKENS", 1);
+  if (has("PENSIEVE_KV_CACHE_GB")) {
+    const char* v = std::getenv("PENSIEVE_KV_CACHE_GB");
+    char* end = nullptr;
+    const double x = std::strtod(v, &end);
+    if (!*v || *end || !(x >= 0)) throw Error(std::string("PENSIEVE_KV_CACHE_GB='") + v + "': expected a number >= 0");
+    cfg.kv_cache_gb = x;
+  }
   if (has("PENSIEVE_REQUEST_TIMEOUT_MS")) cfg.request_timeout_ms = env_int("PENSIEVE_REQUEST_TIMEOUT_MS", 1);
   if (has("PENSIEVE_MODEL")) {
     cfg.models.clear();
@@ -176,7 +192,9 @@ std::string config_to_toml(const ServerConfig& cfg) {
                      {"api_key_file", cfg.api_key_file}, {"allow_no_auth", cfg.allow_no_auth},
                      {"state_dir", cfg.state_dir}, {"claude_aliases", cfg.claude_aliases}};
   toml::table limits{{"max_body_bytes", cfg.max_body_bytes}, {"max_output_tokens", cfg.max_output_tokens},
-                     {"max_waiting", cfg.max_waiting}, {"request_timeout_ms", cfg.request_timeout_ms},
+                     {"max_waiting", cfg.max_waiting}, {"max_running", cfg.max_running},
+                     {"max_batch_tokens", cfg.max_batch_tokens}, {"kv_cache_gb", cfg.kv_cache_gb},
+                     {"request_timeout_ms", cfg.request_timeout_ms},
                      {"ping_interval_ms", cfg.ping_interval_ms},
                      {"shutdown_grace_ms", cfg.shutdown_grace_ms}};
   toml::array models;

@@ -28,7 +28,10 @@ struct ServerConfig {
   // [limits]
   int64_t max_body_bytes = 32ll << 20;
   int max_output_tokens = 0;    // server-wide cap per request; 0 = none
-  int max_waiting = 32;         // requests waiting for a model before 529 / 429
+  int max_waiting = 1024;       // requests waiting per model before 529 / 429
+  int max_running = 64;         // sequences one model batches per step
+  int max_batch_tokens = 512;   // tokens per forward pass (decode tokens + prompt chunks)
+  double kv_cache_gb = 0;       // KV cache per model; 0 = context x 4 sequences, capped by free memory
   int request_timeout_ms = 600000;
   int ping_interval_ms = 5000;  // SSE ping while a stream waits for the model
   int shutdown_grace_ms = 15000;
@@ -41,8 +44,8 @@ struct ServerConfig {
 void load_config_file(ServerConfig& cfg, const std::filesystem::path& file);
 
 // Applies PENSIEVE_HOST, _PORT, _API_KEY, _API_KEY_FILE, _ALLOW_NO_AUTH, _STATE_DIR,
-// _MAX_OUTPUT_TOKENS, _MAX_BODY_BYTES, _MAX_WAITING, _REQUEST_TIMEOUT_MS, _MODEL (paths separated
-// by ':'), _CONTEXT, _THREADS. Error naming the variable for a bad value.
+// _MAX_OUTPUT_TOKENS, _MAX_BODY_BYTES, _MAX_WAITING, _MAX_RUNNING, _MAX_BATCH_TOKENS, _KV_CACHE_GB,
+// _REQUEST_TIMEOUT_MS, _MODEL (paths separated by ':'), _CONTEXT, _THREADS. Error naming the variable for a bad value.
 void apply_environment(ServerConfig& cfg);
 
 // Non-empty lines of a key file (one key a line; '#' starts a comment line).

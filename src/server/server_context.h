@@ -33,7 +33,6 @@ class ServerContext {
   asio::thread_pool blocking{2};
   std::atomic<bool> stopping{false};
   std::atomic<int> active_requests{0};
-  std::atomic<int> tokens_in_use{0};  // prompt + generated tokens of running generations
 
   // Null until the models are loaded.
   std::shared_ptr<const ModelRegistry> models() const;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 
 #include "server/sha256.h"
@@ -87,6 +88,14 @@ StateStore::StateStore(const fs::path& dir) : path_(dir / "pensieve.db") {
          " requests INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,"
          " input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,"
          " generation_seconds REAL NOT NULL DEFAULT 0, PRIMARY KEY (key_name, model))");
+    // Columns added after the first release: older databases get them on open.
+    for (const char* column : {"cached_input_tokens INTEGER NOT NULL DEFAULT 0",
+                               "decode_tokens INTEGER NOT NULL DEFAULT 0", "decode_seconds REAL NOT NULL DEFAULT 0"}) {
+      const std::string name(column, std::strchr(column, ' '));
+      Statement probe(db_, "SELECT COUNT(*) FROM pragma_table_info('usage') WHERE name = ?1");
+      probe.bind(1, name);
+      if (probe.step() && probe.i64(0) == 0) exec(("ALTER TABLE usage ADD COLUMN " + std::string(column)).c_str());
+    }
     exec("CREATE TABLE IF NOT EXISTS api_keys (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
          " prefix TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,"
          " revoked_at INTEGER)");
@@ -111,12 +120,16 @@ void StateStore::record_usage(const UsageRecord& r) {
   std::lock_guard lock(mu_);
   Statement s(db_,
               "INSERT INTO usage (key_name, model, requests, errors, input_tokens, output_tokens,"
-              " generation_seconds) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)"
+              " generation_seconds, cached_input_tokens, decode_tokens, decode_seconds)"
+              " VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
               " ON CONFLICT(key_name, model) DO UPDATE SET requests = requests + 1,"
               " errors = errors + ?3, input_tokens = input_tokens + ?4,"
-              " output_tokens = output_tokens + ?5, generation_seconds = generation_seconds + ?6");
+              " output_tokens = output_tokens + ?5, generation_seconds = generation_seconds + ?6,"
+              " cached_input_tokens = cached_input_tokens + ?7, decode_tokens = decode_tokens + ?8,"
+              " decode_seconds = decode_seconds + ?9");
   s.bind(1, r.key_name).bind(2, r.model).bind(3, int64_t(r.ok ? 0 : 1)).bind(4, int64_t(r.input_tokens))
-      .bind(5, int64_t(r.output_tokens)).bind(6, r.generation_seconds);
+      .bind(5, int64_t(r.output_tokens)).bind(6, r.generation_seconds).bind(7, int64_t(r.cached_input_tokens))
+      .bind(8, int64_t(r.decode_tokens)).bind(9, r.decode_seconds);
   s.step();
 }
 
@@ -126,6 +139,8 @@ UsageTotals StateStore::totals() const {
     t.requests += u.requests, t.errors += u.errors;
     t.input_tokens += u.input_tokens, t.output_tokens += u.output_tokens;
     t.generation_seconds += u.generation_seconds;
+    t.cached_input_tokens += u.cached_input_tokens, t.decode_tokens += u.decode_tokens;
+    t.decode_seconds += u.decode_seconds;
   }
   return t;
 }
@@ -134,10 +149,11 @@ std::vector<std::pair<std::string, UsageTotals>> StateStore::usage_by_key() cons
   std::lock_guard lock(mu_);
   Statement s(db_,
               "SELECT key_name, SUM(requests), SUM(errors), SUM(input_tokens), SUM(output_tokens),"
-              " SUM(generation_seconds) FROM usage GROUP BY key_name ORDER BY key_name");
+              " SUM(generation_seconds), SUM(cached_input_tokens), SUM(decode_tokens), SUM(decode_seconds)"
+              " FROM usage GROUP BY key_name ORDER BY key_name");
   std::vector<std::pair<std::string, UsageTotals>> out;
   while (s.step())
-    out.push_back({s.text(0), {s.i64(1), s.i64(2), s.i64(3), s.i64(4), s.f64(5)}});
+    out.push_back({s.text(0), {s.i64(1), s.i64(2), s.i64(3), s.i64(4), s.f64(5), s.i64(6), s.i64(7), s.f64(8)}});
   return out;
 }
 

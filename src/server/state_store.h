@@ -20,11 +20,16 @@ struct UsageRecord {
   int input_tokens = 0;
   int output_tokens = 0;
   double generation_seconds = 0;  // prefill + decode
+  int cached_input_tokens = 0;    // input tokens read from the prefix cache
+  int decode_tokens = 0;          // output tokens after the first, and the time they took
+  double decode_seconds = 0;
 };
 
 struct UsageTotals {
   int64_t requests = 0, errors = 0, input_tokens = 0, output_tokens = 0;
   double generation_seconds = 0;
+  int64_t cached_input_tokens = 0, decode_tokens = 0;
+  double decode_seconds = 0;
 };
 
 struct KeyInfo {

@@ -89,12 +89,29 @@ TEST(AnthropicRequest, SystemBlocksAndSystemMessagesFoldInOrder) {
       {"role":"user","content":"Q"},
       {"role":"system","content":[{"type":"text","text":"Last rule."}]}])");
   ChatRequest r = parse_anthropic_request(b);
-  EXPECT_EQ(r.system, "x-anthropic-billing-header: abc\n\nYou are helpful.\n\nFirst rule.\n\nLast rule.");
+  // Claude Code's per-request billing line is dropped (it would defeat the prefix cache).
+  EXPECT_EQ(r.system, "You are helpful.\n\nFirst rule.\n\nLast rule.");
   ASSERT_EQ(r.messages.size(), 3u);  // the two user turns merged
   EXPECT_EQ(r.messages[0].content, "Hi\n\nthere\n\nagain");
   EXPECT_EQ(r.messages[1].role, "assistant");
   EXPECT_EQ(r.messages[2].content, "Q");
   EXPECT_TRUE(r.assistant_prefill.empty());
+}
+
+// The shape of Claude Code's requests: the billing line changes with every request, the preamble
+// after it does not; both requests must give the same prompt so its tokens come from the cache.
+TEST(AnthropicRequest, ClaudeCodeBillingLineDoesNotChangeThePrompt) {
+  auto system_of = [](const std::string& billing) {
+    json b = base_request();
+    b["system"] = json::array();
+    b["system"].push_back({{"type", "text"}, {"text", "x-anthropic-billing-header: cc_version=2.0.14.abc; cc_entrypoint=cli; cch=" + billing + ";"}});
+    b["system"].push_back({{"type", "text"}, {"text", "You are Claude Code, Anthropic's official CLI for Claude."}, {"cache_control", {{"type", "ephemeral"}}}});
+    b["system"].push_back({{"type", "text"}, {"text", "You are an interactive CLI tool.\nx-anthropic-billing-header: inline\nUse the tools."}});
+    return parse_anthropic_request(b).system;
+  };
+  const std::string a = system_of("1f2e3"), b = system_of("9a8b7");
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a, "You are Claude Code, Anthropic's official CLI for Claude.\n\nYou are an interactive CLI tool.\nUse the tools.");
 }
 
 TEST(AnthropicRequest, TrailingAssistantTurnIsAPrefill) {
@@ -200,6 +217,10 @@ TEST(AnthropicResponse, MessageBodyHasEveryField) {
   EXPECT_EQ(m["stop_sequence"], "END");
   EXPECT_EQ(m["usage"], json::parse(R"({"input_tokens":12,"output_tokens":3,
       "cache_creation_input_tokens":0,"cache_read_input_tokens":0})"));
+  // Tokens read from the prefix cache are counted apart, as the Messages API does.
+  r.cached_tokens = 8;
+  EXPECT_EQ(json(anthropic_message("m", "x", "", r)["usage"]), json::parse(R"({"input_tokens":4,"output_tokens":3,
+      "cache_creation_input_tokens":0,"cache_read_input_tokens":8})"));
   r.reason = StopReason::MaxTokens;
   EXPECT_EQ(anthropic_message("m", "x", "", r)["stop_reason"], "max_tokens");
   EXPECT_TRUE(anthropic_message("m", "x", "", r)["stop_sequence"].is_null());

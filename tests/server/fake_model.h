@@ -4,6 +4,9 @@
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -38,48 +41,141 @@ class FakeModel : public ServedModel {
     return std::vector<int32_t>(t.begin(), t.end());
   }
 
-  // Emits "w0 ", "w1 ", … (one token each) until max_tokens, a stop string, or `eos_after` tokens.
-  GenerateResult generate(const GenerateRequest& req, const TextCallback& on_text) const override {
-    ++started;
-    while (hold && !release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    GenerateResult r;
-    r.prompt_tokens = static_cast<int>(req.prompt.size());
-    r.reason = StopReason::MaxTokens;
-    std::string produced;
-    for (int i = 0; i < req.max_tokens; ++i) {
-      if (i == eos_after) {
-        r.reason = StopReason::EndOfTurn;
-        break;
-      }
-      std::string piece = "w" + std::to_string(i) + " ";
-      produced += piece;
-      ++r.completion_tokens;
-      for (const auto& stop : req.stop_strings)
-        if (produced.find(stop) != std::string::npos) {
-          r.reason = StopReason::StopString;
-          r.stop_string = stop;
-          return r;
-        }
-      if (token_delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(token_delay_ms));
-      if (!on_text(piece)) {
-        r.reason = StopReason::Cancelled;
-        ++cancelled;
-        return r;
-      }
-    }
-    r.decode_seconds = 0.01;
-    return r;
-  }
+  GenerationService& service() const override { return service_; }
 
   bool system_role = true;
   int eos_after = 1 << 30;
   int token_delay_ms = 0;
+  std::atomic<int> max_waiting{32};
   std::atomic<bool> hold{false}, release{false};
   mutable std::atomic<int> started{0}, cancelled{0};
 
  private:
+  // Runs one job at a time on its own thread, as a scheduler with one running sequence would:
+  // emits "w0 ", "w1 ", … (one token each) until max_tokens, a stop string, or `eos_after` tokens.
+  class Service : public GenerationService {
+   public:
+    explicit Service(FakeModel& m) : m_(m), thread_([this] { worker(); }) {}
+    ~Service() override {
+      cancel_all();
+      {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+      }
+      cv_.notify_all();
+      thread_.join();
+    }
+    bool submit(std::shared_ptr<GenerationJob> job) override {
+      {
+        std::lock_guard lock(mu_);
+        if (stop_ || int(waiting_.size()) + (current_ ? 1 : 0) > m_.max_waiting) return false;
+        waiting_.push_back(std::move(job));
+      }
+      cv_.notify_one();
+      return true;
+    }
+    int waiting() const override {
+      std::lock_guard lock(mu_);
+      return int(waiting_.size());
+    }
+    int running() const override {
+      std::lock_guard lock(mu_);
+      return current_ ? 1 : 0;
+    }
+    ServiceStats stats() const override {
+      ServiceStats s;
+      s.running = running();
+      s.waiting = waiting();
+      return s;
+    }
+    void cancel_all() override {
+      std::lock_guard lock(mu_);
+      for (auto& j : waiting_) j->cancelled = true;
+      if (current_) current_->cancelled = true;
+    }
+    void wait_idle(std::chrono::milliseconds limit) override {
+      const auto end = std::chrono::steady_clock::now() + limit;
+      while (std::chrono::steady_clock::now() < end) {
+        {
+          std::lock_guard lock(mu_);
+          if (waiting_.empty() && !current_) return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
+
+   private:
+    void worker() {
+      for (;;) {
+        std::shared_ptr<GenerationJob> job;
+        {
+          std::unique_lock lock(mu_);
+          cv_.wait(lock, [&] { return stop_ || !waiting_.empty(); });
+          if (waiting_.empty()) return;
+          job = std::move(waiting_.front());
+          waiting_.pop_front();
+          current_ = job;
+        }
+        GenerationEvent last = run(*job);
+        {
+          std::lock_guard lock(mu_);
+          current_.reset();
+        }
+        job->sink(std::move(last));
+      }
+    }
+    GenerationEvent run(GenerationJob& job) {
+      using Kind = GenerationEvent::Kind;
+      auto now = [] { return std::chrono::steady_clock::now(); };
+      if (job.cancelled) return {Kind::Failed, {}, {}, FailKind::Cancelled, "cancelled before it started"};
+      if (now() >= job.deadline) return {Kind::Failed, {}, {}, FailKind::TimedOut, "timed out while waiting"};
+      job.sink({Kind::Started, {}, {}, {}, {}});
+      ++m_.started;
+      while (m_.hold && !m_.release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      const GenerateRequest& req = job.request;
+      GenerateResult r;
+      r.prompt_tokens = static_cast<int>(req.prompt.size());
+      r.reason = StopReason::MaxTokens;
+      std::string produced;
+      for (int i = 0; i < req.max_tokens; ++i) {
+        if (i == m_.eos_after) {
+          r.reason = StopReason::EndOfTurn;
+          break;
+        }
+        if (job.cancelled) {
+          r.reason = StopReason::Cancelled;
+          ++m_.cancelled;
+          return {Kind::Done, {}, r, {}, {}};
+        }
+        if (now() >= job.deadline) return {Kind::Failed, {}, {}, FailKind::TimedOut, "the request exceeded its time limit"};
+        std::string piece = "w" + std::to_string(i) + " ";
+        produced += piece;
+        ++r.completion_tokens;
+        for (const auto& stop : req.stop_strings)
+          if (produced.find(stop) != std::string::npos) {
+            r.reason = StopReason::StopString;
+            r.stop_string = stop;
+            return {Kind::Done, {}, r, {}, {}};
+          }
+        if (m_.token_delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(m_.token_delay_ms));
+        job.sink({Kind::Text, piece, {}, {}, {}});
+      }
+      r.decode_seconds = 0.01;
+      return {Kind::Done, {}, r, {}, {}};
+    }
+
+    FakeModel& m_;
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::shared_ptr<GenerationJob>> waiting_;
+    std::shared_ptr<GenerationJob> current_;
+    bool stop_ = false;
+    std::thread thread_;
+  };
+
   std::string id_;
   int context_;
+  mutable Service service_{*this};
 };
 
 }  // namespace pensieve::server::test

@@ -9,7 +9,6 @@
 #include <thread>
 
 #include "fake_model.h"
-#include "server/generation_queue.h"
 #include "server/http_server.h"
 
 using namespace pensieve::server;
@@ -37,8 +36,8 @@ class ServerFixture : public ::testing::Test {
     cfg.shutdown_grace_ms = 200;
     ctx_ = std::make_unique<ServerContext>(cfg, nullptr);
     auto registry = std::make_shared<ModelRegistry>(true);
-    queue_ = std::make_shared<GenerationQueue>(model_, cfg.max_waiting);
-    registry->add({model_, {"alias-*"}, queue_});
+    model_->max_waiting = cfg.max_waiting;
+    registry->add({model_, {"alias-*"}});
     ctx_->publish_models(registry);
     server_ = std::make_unique<HttpServer>(*ctx_);
     server_->listen("127.0.0.1", 0);
@@ -49,8 +48,8 @@ class ServerFixture : public ::testing::Test {
       model_->release = true;
       server_->shutdown();
       thread_.join();
-      queue_->cancel_all();
-      queue_->wait_idle(std::chrono::seconds(10));
+      model_->service().cancel_all();
+      model_->service().wait_idle(std::chrono::seconds(10));
     }
   }
 
@@ -84,7 +83,6 @@ class ServerFixture : public ::testing::Test {
   }
 
   std::shared_ptr<test::FakeModel> model_ = std::make_shared<test::FakeModel>();
-  std::shared_ptr<GenerationQueue> queue_;
   std::unique_ptr<ServerContext> ctx_;
   std::unique_ptr<HttpServer> server_;
   std::thread thread_;

@@ -81,7 +81,8 @@ TEST(OpenAIResponse, CompletionBody) {
   EXPECT_EQ(c["choices"][0]["message"]["content"], "text");
   EXPECT_EQ(c["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(c["choices"][0]["finish_reason"], "length");
-  EXPECT_EQ(c["usage"], json::parse(R"({"prompt_tokens":5,"completion_tokens":4,"total_tokens":9})"));
+  EXPECT_EQ(c["usage"], json::parse(R"({"prompt_tokens":5,"completion_tokens":4,"total_tokens":9,
+                                             "prompt_tokens_details":{"cached_tokens":0}})"));
 }
 
 TEST(OpenAIStream, ChunksUsageAndDone) {

@@ -91,12 +91,40 @@ TEST(StateStore, KeysAreStoredHashedAndRevocable) {
   fs::remove_all(dir);
 }
 
+// A database written before the prefix-cache and decode columns existed gains them on open and
+// keeps its rows.
+TEST(StateStore, OlderDatabaseGainsTheNewColumns) {
+  fs::path dir = temp_dir();
+  fs::create_directories(dir);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir / "pensieve.db").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE usage (key_name TEXT NOT NULL, model TEXT NOT NULL,"
+                           " requests INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,"
+                           " input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,"
+                           " generation_seconds REAL NOT NULL DEFAULT 0, PRIMARY KEY (key_name, model));"
+                           "INSERT INTO usage VALUES ('alice', 'm1', 4, 0, 40, 20, 2.0);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  StateStore store(dir);
+  store.record_usage({"alice", "m1", true, 10, 5, 0.5, 6, 4, 0.4});
+  UsageTotals t = store.totals();
+  EXPECT_EQ(t.requests, 5);
+  EXPECT_EQ(t.input_tokens, 50);
+  EXPECT_EQ(t.cached_input_tokens, 6);
+  EXPECT_EQ(t.decode_tokens, 4);
+  fs::remove_all(dir);
+}
+
 TEST(StateStore, UsageSurvivesReopening) {
   fs::path dir = temp_dir();
   {
     StateStore store(dir);
     store.record_usage({"alice", "m1", true, 10, 5, 0.5});
-    store.record_usage({"alice", "m1", true, 1, 2, 0.5});
+    store.record_usage({"alice", "m1", true, 1, 2, 0.5, 1, 1, 0.25});
     store.record_usage({"bob", "m1", false, 0, 0, 0});
   }
   StateStore store(dir);
@@ -106,6 +134,9 @@ TEST(StateStore, UsageSurvivesReopening) {
   EXPECT_EQ(t.input_tokens, 11);
   EXPECT_EQ(t.output_tokens, 7);
   EXPECT_DOUBLE_EQ(t.generation_seconds, 1.0);
+  EXPECT_EQ(t.cached_input_tokens, 1);
+  EXPECT_EQ(t.decode_tokens, 1);
+  EXPECT_DOUBLE_EQ(t.decode_seconds, 0.25);
   auto by_key = store.usage_by_key();
   ASSERT_EQ(by_key.size(), 2u);
   EXPECT_EQ(by_key[0].first, "alice");
