@@ -168,21 +168,22 @@ void run_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
   thread_local std::vector<Group8> xg;
   auto row = [&](int64_t r) { return reinterpret_cast<const B*>(a.w + size_t(r) * a.w_stride); };
   const int64_t h = Dot::kRows == 2 ? (r1 - r0) / 2 : 0;
-  xg.resize(size_t(ng));
-  for (int t = 0; t < a.n_tok; ++t) {
-    const auto* xr = reinterpret_cast<const block_q8_x*>(a.act + size_t(t) * a.act_stride);
-    build_groups<B>(xr, ng, xg.data());
-    float* y = a.y + t * a.ldy;
-    for (int64_t r = r0; r < r0 + h; ++r) {
-      const B* w[2] = {row(r), row(r + h)};
+  // Every token's groups first, then each row against every token while it is in L1: a few
+  // sequences decoding together read the weights from memory once.
+  xg.resize(size_t(ng) * size_t(a.n_tok));
+  auto xr = [&](int t) { return reinterpret_cast<const block_q8_x*>(a.act + size_t(t) * a.act_stride); };
+  for (int t = 0; t < a.n_tok; ++t) build_groups<B>(xr(t), ng, xg.data() + size_t(t) * size_t(ng));
+  for (int64_t r = r0; r < r0 + h; ++r) {
+    const B* w[2] = {row(r), row(r + h)};
+    for (int t = 0; t < a.n_tok; ++t) {
       float out[2];
-      rows_dot<B, 2>(w, nb, xg.data(), xr, out);
-      y[r] = out[0], y[r + h] = out[1];
+      rows_dot<B, 2>(w, nb, xg.data() + size_t(t) * size_t(ng), xr(t), out);
+      a.y[t * a.ldy + r] = out[0], a.y[t * a.ldy + r + h] = out[1];
     }
-    for (int64_t r = r0 + 2 * h; r < r1; ++r) {
-      const B* w[1] = {row(r)};
-      rows_dot<B, 1>(w, nb, xg.data(), xr, y + r);
-    }
+  }
+  for (int64_t r = r0 + 2 * h; r < r1; ++r) {
+    const B* w[1] = {row(r)};
+    for (int t = 0; t < a.n_tok; ++t) rows_dot<B, 1>(w, nb, xg.data() + size_t(t) * size_t(ng), xr(t), a.y + t * a.ldy + r);
   }
 }
 

@@ -111,11 +111,12 @@ float dot_q6_K(const block_q6_K* w, const block_q8_K* x, int64_t nsb) {
 
 bool matmul_qk_direct(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const int64_t nsb = a.cols / QK_K;
-  for (int t = 0; t < a.n_tok; ++t) {
-    const auto* x = reinterpret_cast<const block_q8_K*>(a.act + size_t(t) * a.act_stride);
-    float* y = a.y + t * a.ldy;
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* row = a.w + size_t(r) * a.w_stride;
+  // Rows outer, tokens inner: a few sequences decoding together read each row from memory once.
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = a.w + size_t(r) * a.w_stride;
+    for (int t = 0; t < a.n_tok; ++t) {
+      const auto* x = reinterpret_cast<const block_q8_K*>(a.act + size_t(t) * a.act_stride);
+      float* y = a.y + t * a.ldy;
       switch (a.type) {
         case GgmlType::Q4_K: y[r] = dot_k45<false>(reinterpret_cast<const block_q4_K*>(row), x, nsb); break;
         case GgmlType::Q5_K: y[r] = dot_k45<true>(reinterpret_cast<const block_q5_K*>(row), x, nsb); break;

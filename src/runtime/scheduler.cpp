@@ -111,7 +111,8 @@ Scheduler::~Scheduler() {
 bool Scheduler::submit(std::shared_ptr<GenerationJob> job) {
   {
     std::lock_guard lock(mu_);
-    if (stop_ || waiting_.load() >= opts_.max_waiting) return false;
+    // Room for max_running sequences and max_waiting more behind them.
+    if (stop_ || waiting_.load() + running_.load() >= opts_.max_running + opts_.max_waiting) return false;
     incoming_.push_back(std::move(job));
     ++waiting_;
   }

@@ -78,7 +78,7 @@ class GenerationService {
 
 struct SchedulerOptions {
   int max_running = 64;        // sequences in the running set
-  int max_waiting = 1024;      // jobs queued behind them
+  int max_waiting = 1024;      // jobs queued behind a full running set
   int max_batch_tokens = 512;  // tokens per forward pass (decode tokens + prefill chunks)
   size_t kv_cache_bytes = 0;   // 0: room for the context x 4 sequences, capped by free memory
   int kv_block_size = 16;

@@ -227,7 +227,7 @@ describe('errors', () => {
   test('body over the limit is 413, a full queue 529, a timeout 504', async () => {
     // A context far beyond what can be generated before the timeout, so the requests below are
     // ended by request_timeout_ms and not by running out of room, however fast the machine is.
-    const small = await startServer({ args: ['--max-body-bytes', '2000', '--max-waiting', '0', '--request-timeout-ms', '1500',
+    const small = await startServer({ args: ['--max-body-bytes', '2000', '--max-running', '1', '--max-waiting', '0', '--request-timeout-ms', '1500',
                                               '--context', '32768'] });
     try {
       const c = new Anthropic({ apiKey: 'unused', baseURL: small.url, maxRetries: 0 });

@@ -104,7 +104,7 @@ test('errors come in OpenAI shape with the SDK error classes', async () => {
 });
 
 test('a full queue is 429 in OpenAI shape', async () => {
-  const busy = await startServer({ args: ['--max-waiting', '0'] });
+  const busy = await startServer({ args: ['--max-running', '1', '--max-waiting', '0'] });
   try {
     const c = new OpenAI({ apiKey: 'unused', baseURL: `${busy.url}/v1`, maxRetries: 0 });
     const controller = new AbortController();

@@ -77,6 +77,7 @@ TEST(Scheduler, BatchedGenerationsEqualSoloOnes) {
     o.max_batch_tokens = batch_tokens;
     auto m = load(o);
     const auto together = run_together(*m, reqs);
+    m->service()->wait_idle(std::chrono::seconds(10));  // the step that sent the last answer has ended
     for (size_t i = 0; i < reqs.size(); ++i) {
       EXPECT_EQ(together[i].text, solo[i].text) << kQuestions[i];
       EXPECT_EQ(together[i].result.completion_tokens, solo[i].result.completion_tokens);
@@ -99,6 +100,7 @@ TEST(Scheduler, PreemptionWhenTheCacheIsFullKeepsOutputs) {
   o.kv_cache_bytes = KvPool::block_bytes(probe->config(), 16, false) * 12;
   auto m = load(o);
   const auto together = run_together(*m, reqs);
+  m->service()->wait_idle(std::chrono::seconds(10));
   for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(together[i].text, solo[i].text) << kQuestions[i];
   const ServiceStats s = m->service()->stats();
   EXPECT_GT(s.preemptions, 0);
@@ -120,6 +122,7 @@ TEST(Scheduler, PrefixCacheServesARepeatedPrompt) {
   GenerateRequest other = req;
   other.prompt[20] = other.prompt[20] == 5 ? 6 : 5;
   EXPECT_EQ(run(*m, other).result.cached_tokens, 16);
+  m->service()->wait_idle(std::chrono::seconds(10));
   const ServiceStats s = m->service()->stats();
   EXPECT_EQ(s.cached_prompt_tokens, second.result.cached_tokens + 16);
   EXPECT_GT(s.kv_blocks_cached, 0);
