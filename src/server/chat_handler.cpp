@@ -107,7 +107,9 @@ class JobChannel : public std::enable_shared_from_this<JobChannel> {
 };
 
 // Wraps the channel: records metrics and usage, whether or not the client is still there to read
-// the result. Runs on the scheduler thread, so the usage write goes to the blocking pool.
+// the result. Runs on the scheduler thread, which must not wait for the disk: the final event goes
+// through the blocking pool, which commits the usage record first, so an answer that reached its
+// client is never missing from the usage after a crash.
 // When `server_limit_ends_turn` is set, stopping at a limit the server imposed (context room or
 // the server-wide cap, below the client's max_tokens) is reported as end_turn: Claude Code treats
 // max_tokens as "its own max_tokens was exceeded" and fails the turn.
@@ -141,15 +143,16 @@ std::function<void(GenerationEvent&&)> job_sink(ServerContext& ctx, std::shared_
           u.decode_seconds = e.result.decode_seconds;
           ctx.metrics.record_tokens(u.input_tokens, u.output_tokens, e.result.cached_tokens);
         }
-        if (ctx.store)
-          asio::post(ctx.blocking, [&ctx, u] {
-            try {
-              ctx.store->record_usage(u);
-            } catch (const std::exception&) {
-              // A full disk must not take the answer down with it; the answer still goes out.
-            }
-          });
-        break;
+        if (!ctx.store) break;
+        asio::post(ctx.blocking, [&ctx, u, channel, e = std::move(e)]() mutable {
+          try {
+            ctx.store->record_usage(u);
+          } catch (const std::exception&) {
+            // A full disk must not take the answer down with it; the answer still goes out.
+          }
+          channel->push(std::move(e));
+        });
+        return;
       }
     }
     channel->push(std::move(e));
