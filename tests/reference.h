@@ -1,4 +1,4 @@
-// Comparing our logits with the reference logits in ../shared/testdata: relative L2 error over the
+// Comparing our logits with the reference logits in tests/data: relative L2 error over the
 // whole [n, vocab] matrix and argmax agreement at every position.
 #pragma once
 #include <algorithm>
@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ struct Reference {
 
 inline std::vector<Reference> read_references(const std::filesystem::path& dir) {
   std::ifstream in(dir / "reference.json");
+  if (!in) throw std::runtime_error("cannot read " + (dir / "reference.json").string());
   const nlohmann::json j = nlohmann::json::parse(in);
   std::vector<Reference> out;
   for (const auto& [name, r] : j.at("refs").items()) {
@@ -29,7 +31,9 @@ inline std::vector<Reference> read_references(const std::filesystem::path& dir) 
     ref.name = name;
     ref.input_ids = r.at("input_ids").get<std::vector<int32_t>>();
     if (r.contains("greedy_next16")) ref.greedy_next16 = r["greedy_next16"].get<std::vector<int32_t>>();
-    std::ifstream f(dir / ("ref_logits_" + name + ".f32"), std::ios::binary | std::ios::ate);
+    const auto logits_path = dir / ("ref_logits_" + name + ".f32");
+    std::ifstream f(logits_path, std::ios::binary | std::ios::ate);
+    if (!f) throw std::runtime_error("cannot read " + logits_path.string());
     const auto bytes = size_t(f.tellg());
     ref.logits.resize(bytes / sizeof(float));
     f.seekg(0);

@@ -37,7 +37,7 @@ std::vector<std::string> golden_names() {
   for (const auto& entry : fs::directory_iterator(templates_dir() / "goldens", ec))
     if (entry.path().extension() == ".txt") names.push_back(entry.path().stem().string());
   std::sort(names.begin(), names.end());
-  if (names.empty()) names.push_back("");  // one case that reports the skip
+  if (names.empty()) names.push_back("");  // one case that fails, naming the folder
   return names;
 }
 

@@ -10,16 +10,22 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const sourceDir = path.resolve(here, '..', '..', '..');
 export const binary = process.env.PENSIEVE_BINARY || path.join(sourceDir, 'build', 'pensieve');
-const testdata = process.env.PENSIEVE_TESTDATA || path.join(sourceDir, '..', 'shared', 'testdata');
+const testdata = process.env.PENSIEVE_TESTDATA || path.join(sourceDir, 'tests', 'data');
 export const vocab = path.join(testdata, 'vocab', 'ggml-vocab-phi-3.gguf');
 export const modelPath = process.env.PENSIEVE_E2E_MODEL || path.join(path.dirname(binary), 'e2e-tiny-phi3.gguf');
 
-// Why the e2e tests cannot run here, or null when they can.
+// Why the e2e tests cannot run here (an optional tool is absent: they are skipped), or null.
 export function missingPrerequisite() {
   if (!existsSync(path.join(here, '..', 'node_modules', '@anthropic-ai', 'sdk')))
     return 'tests/e2e/node_modules is missing (run: npm ci --prefix tests/e2e)';
   if (!existsSync(binary)) return `${binary} is not built`;
-  if (!existsSync(modelPath) && !existsSync(vocab)) return `no test model and no vocabulary at ${vocab}`;
+  return null;
+}
+
+// Why the test data is missing (the tests then fail), or null.
+export function missingTestData() {
+  if (!existsSync(modelPath) && !existsSync(vocab))
+    return `no test model at ${modelPath} and no vocabulary at ${vocab} (tests/data, or $PENSIEVE_TESTDATA)`;
   return null;
 }
 
