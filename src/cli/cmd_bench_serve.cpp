@@ -2,6 +2,8 @@
 // endpoint (this server or another, e.g. llama-server). For each concurrency level it streams
 // --requests requests with at most that many in flight and prints throughput and latency figures;
 // the exit status is 1 when any request failed.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <memory>
 
@@ -19,7 +21,18 @@ struct BenchServeArgs {
   bool json = false;
 };
 
+// Each request in flight holds a socket: lift the soft limit on open files to the hard one so that
+// levels of about a thousand fit.
+void raise_open_file_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
 int run_bench_serve(BenchServeArgs& a) {
+  raise_open_file_limit();
   a.opt.api = a.api == "openai" ? Api::openai : Api::anthropic;
   const BenchReport report = run_bench(a.opt);
   if (a.json)
