@@ -1,7 +1,8 @@
-// y = W x for the 32-wide weight types against 8-bit activations (block_q8_x). A tile of up to 4
+// y = W x for Q5_0, Q5_1 and Q8_A against 8-bit activations (block_q8_x; Q4_0, Q4_1 and Q8_0 go to
+// matmul_group8.inl). A tile of up to 4
 // rows x 2 tokens unpacks each weight block once and each activation block once; the per-block
 // scales of the 4 rows are converted together, and the terms that do not depend on the levels
-// (the -8/-16 offsets of Q4_0/Q5_0, the m * sum(x) of the affine types) are accumulated apart as
+// (the -16 offset of Q5_0, the m * sum(x) of the affine types) are accumulated apart as
 // one 4-lane vector per token.
 #include <algorithm>
 #include <cstring>
@@ -39,16 +40,6 @@ inline __m256i fifth_bits(const uint8_t* qh) {
 // unsigned levels, and whether it has an additive m.
 template <class B> struct Q32;
 
-template <> struct Q32<block_q4_0> {
-  static constexpr bool kSigned = false, kAffine = false;
-  static constexpr float kOffset = 8.0f;
-  static __m256i levels(const block_q4_0& b) { return nibbles(b.qs); }
-};
-template <> struct Q32<block_q4_1> {
-  static constexpr bool kSigned = false, kAffine = true;
-  static constexpr float kOffset = 0.0f;
-  static __m256i levels(const block_q4_1& b) { return nibbles(b.qs); }
-};
 template <> struct Q32<block_q5_0> {
   static constexpr bool kSigned = false, kAffine = false;
   static constexpr float kOffset = 16.0f;
@@ -58,11 +49,6 @@ template <> struct Q32<block_q5_1> {
   static constexpr bool kSigned = false, kAffine = true;
   static constexpr float kOffset = 0.0f;
   static __m256i levels(const block_q5_1& b) { return _mm256_or_si256(nibbles(b.qs), fifth_bits(b.qh)); }
-};
-template <> struct Q32<block_q8_0> {
-  static constexpr bool kSigned = true, kAffine = false;
-  static constexpr float kOffset = 0.0f;
-  static __m256i levels(const block_q8_0& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
 };
 template <> struct Q32<block_q8_a> {
   static constexpr bool kSigned = true, kAffine = true;
@@ -242,13 +228,11 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }  // namespace
 
 void matmul_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  // Q4_0, Q4_1 and Q8_0 always take the group-of-8 kernels (matmul_group8.inl).
   if (cpu_features().use_vnni() ? vnni::matmul_group8(a, r0, r1) : matmul_group8(a, r0, r1)) return;
   switch (a.type) {
-    case GgmlType::Q4_0: return run<block_q4_0>(a, r0, r1);
-    case GgmlType::Q4_1: return run<block_q4_1>(a, r0, r1);
     case GgmlType::Q5_0: return run<block_q5_0>(a, r0, r1);
     case GgmlType::Q5_1: return run<block_q5_1>(a, r0, r1);
-    case GgmlType::Q8_0: return run<block_q8_0>(a, r0, r1);
     default: return run<block_q8_a>(a, r0, r1);
   }
 }
