@@ -64,7 +64,6 @@ struct GenerateResult {
   int cached_tokens = 0;           // prompt tokens read from the prefix cache, not computed
   double prefill_seconds = 0;      // from admission to the first generated token
   double decode_seconds = 0;       // from the first generated token to the end
-  double first_token_seconds = 0;  // from admission to the first generated token
 };
 
 // Decode speed: the tokens generated after the first over the time they took (the first token

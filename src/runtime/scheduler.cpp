@@ -297,8 +297,7 @@ void Scheduler::step() {
     const int32_t id = s.next;
     if (s.res.completion_tokens == 0) {
       s.t_first = t;
-      s.res.first_token_seconds = seconds(t - s.t_admit);
-      s.res.prefill_seconds = s.res.first_token_seconds;
+      s.res.prefill_seconds = seconds(t - s.t_admit);
     }
     if (s.job->request.stop_at_eos && std::find(stop_ids_.begin(), stop_ids_.end(), id) != stop_ids_.end()) {
       s.res.reason = StopReason::EndOfTurn;
