@@ -1,8 +1,39 @@
 #include "server/http_exchange.h"
 
+#include <spdlog/spdlog.h>
+
 namespace pensieve::server {
 
 using asio::use_awaitable;
+
+void log_task_exception(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    spdlog::error("network task ended by an internal error: {}", x.what());
+  } catch (...) {
+    spdlog::error("network task ended by an unknown internal error");
+  }
+}
+
+void Watchdog::arm(std::chrono::milliseconds after, std::function<void()> on_expiry) {
+  disarm();
+  armed_ = std::make_shared<bool>(true);
+  timer_.expires_after(after);
+  timer_.async_wait([armed = armed_, on_expiry = std::move(on_expiry)](const beast::error_code& ec) {
+    if (ec || !*armed) return;
+    *armed = false;
+    on_expiry();
+  });
+}
+
+void Watchdog::disarm() {
+  if (!armed_) return;
+  *armed_ = false;
+  armed_.reset();
+  timer_.cancel();
+}
 
 HttpExchange::HttpExchange(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer, HttpRequest& req,
                            std::string request_id)
@@ -110,7 +141,7 @@ void HttpExchange::start_watch(std::function<void()> on_gone) {
         watch_done_ = true;
         watch_timer_.cancel();
       },
-      asio::detached);
+      log_task_exception);
 }
 
 asio::awaitable<void> HttpExchange::stop_watch() {

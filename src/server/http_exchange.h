@@ -8,6 +8,7 @@
 #include <boost/beast.hpp>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,28 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using HttpRequest = http::request<http::string_body>;
+
+// The completion of every coroutine the server spawns: logs an exception that ended it, so that
+// none leaves the event loop (which would end the process).
+void log_task_exception(std::exception_ptr e);
+
+// A timer that calls `on_expiry` if it fires while armed. Re-arming, disarm() or destruction
+// also stops a firing that is already queued, so on_expiry may hold references to the caller's
+// locals.
+class Watchdog {
+ public:
+  explicit Watchdog(asio::any_io_executor ex) : timer_(std::move(ex)) {}
+  ~Watchdog() { disarm(); }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  void arm(std::chrono::milliseconds after, std::function<void()> on_expiry);
+  void disarm();
+
+ private:
+  asio::steady_timer timer_;
+  std::shared_ptr<bool> armed_;
+};
 
 class HttpExchange {
  public:

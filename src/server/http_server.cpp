@@ -6,6 +6,7 @@
 
 #include "server/generation_queue.h"
 #include "server/http_exchange.h"
+#include "server/request_reader.h"
 #include "server/router.h"
 #include "util/error.h"
 
@@ -16,6 +17,18 @@ using asio::use_awaitable;
 
 namespace {
 
+// Counts itself in `n` while it lives.
+class Counted {
+ public:
+  explicit Counted(std::atomic<int>& n) : n_(n) { ++n_; }
+  ~Counted() { --n_; }
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
+
+ private:
+  std::atomic<int>& n_;
+};
+
 std::string request_id() {
   static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -23,8 +36,6 @@ std::string request_id() {
   for (int i = 0; i < 24; ++i) id += alphabet[rng() % 62];
   return id;
 }
-
-constexpr auto kIdleTimeout = std::chrono::seconds(120);
 
 }  // namespace
 
@@ -64,7 +75,7 @@ void HttpServer::run(bool handle_signals) {
       begin_shutdown();
     });
   }
-  asio::co_spawn(ioc_, accept_loop(), asio::detached);
+  asio::co_spawn(ioc_, accept_loop(), log_task_exception);
   // One network thread: handlers only parse, route and copy bytes (CPU work runs on the blocking
   // pool and the generation workers), and a single thread needs no strands.
   ioc_.run();
@@ -121,44 +132,50 @@ asio::awaitable<void> HttpServer::accept_loop() {
       continue;
     }
     auto ex = socket.get_executor();
-    asio::co_spawn(ex, session(std::move(socket)), asio::detached);
+    asio::co_spawn(ex, session(std::move(socket)), log_task_exception);
   }
 }
 
 asio::awaitable<void> HttpServer::session(tcp::socket socket) {
   tcp::socket& stream = socket;
   beast::flat_buffer buffer;
-  // Closes a connection that stays idle between requests (the timer runs only while reading).
-  asio::steady_timer idle(stream.get_executor());
-  auto arm_idle = [&] {
-    idle.expires_after(kIdleTimeout);
-    idle.async_wait([&stream](const beast::error_code& ec) {
-      beast::error_code ignored;
-      if (!ec) stream.close(ignored);
-    });
-  };
+  try {
+    co_await serve_requests(stream, buffer);
+  } catch (const std::exception& e) {
+    // Only this connection ends; an exception never reaches the event loop.
+    spdlog::error("connection ended by an internal error: {}", e.what());
+  }
+  // Half-close, then read what the client still sends (the rest of a refused body) until it
+  // closes: closing with unread bytes would reset the connection and could lose our answer.
+  beast::error_code ec;
+  stream.shutdown(tcp::socket::shutdown_send, ec);
+  Watchdog linger(stream.get_executor());
+  linger.arm(std::chrono::seconds(2), [&stream] {
+    beast::error_code ignored;
+    stream.close(ignored);
+  });
+  size_t drained = 0;
+  while (!ec && drained < (64u << 20)) {
+    buffer.consume(buffer.size());
+    drained += co_await stream.async_read_some(buffer.prepare(65536), asio::redirect_error(use_awaitable, ec));
+  }
+  linger.disarm();
+  stream.close(ec);
+}
+
+asio::awaitable<void> HttpServer::serve_requests(tcp::socket& stream, beast::flat_buffer& buffer) {
   for (;;) {
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(static_cast<uint64_t>(ctx_.config.max_body_bytes));
-    parser.header_limit(256 * 1024);
-    arm_idle();
-    beast::error_code ec;
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
-    idle.cancel();
-    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
-      break;
+    RequestParser parser;
+    ReadEnd read = co_await read_request(stream, buffer, parser, ctx_.config);
+    if (read.kind == ReadEnd::Closed) co_return;
     HttpRequest& req = parser.get();
-    ++ctx_.active_requests;
+    Counted active(ctx_.active_requests);
     HttpExchange ex(stream, buffer, req, request_id());
-    if (ec) {
+    if (read.kind == ReadEnd::Failed) {
       // A request that cannot be read is answered, then the connection closes (its framing is lost).
       ex.close_after();
-      ApiError err = ec == http::error::body_limit
-                         ? ApiError::too_large("request body exceeds " + std::to_string(ctx_.config.max_body_bytes) + " bytes")
-                         : ApiError::invalid_request("malformed HTTP request: " + ec.message());
       int status = 400;
-      auto body = error_body_for(std::string_view(req.target().data(), req.target().size()), err, ex.request_id(), status);
+      auto body = error_body_for(ex.path(), *read.error, ex.request_id(), status);
       co_await ex.send_json(status, body);
     } else {
       if (ctx_.stopping) ex.close_after();
@@ -168,27 +185,10 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket) {
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ex.started()).count();
     const int status = ex.status() ? ex.status() : 499;  // 499: the client left before an answer
     ctx_.metrics.record_request(route_label(ex.path()), status, seconds);
-    spdlog::info("{} {} {} {:.1f} ms", std::string(req.method_string()), std::string(req.target()), status,
-                 seconds * 1000);
-    --ctx_.active_requests;
-    if (!ex.keep_alive() || ctx_.stopping) break;
+    const std::string_view target(req.target().data(), std::min<size_t>(req.target().size(), 200));
+    spdlog::info("{} {} {} {:.1f} ms", std::string(req.method_string()), target, status, seconds * 1000);
+    if (!ex.keep_alive() || ctx_.stopping) co_return;
   }
-  // Half-close, then read what the client still sends (the rest of a refused body) until it
-  // closes: closing with unread bytes would reset the connection and could lose our answer.
-  beast::error_code ec;
-  stream.shutdown(tcp::socket::shutdown_send, ec);
-  idle.expires_after(std::chrono::seconds(2));
-  idle.async_wait([&stream](const beast::error_code& e) {
-    beast::error_code ignored;
-    if (!e) stream.close(ignored);
-  });
-  size_t drained = 0;
-  while (!ec && drained < (64u << 20)) {
-    buffer.consume(buffer.size());
-    drained += co_await stream.async_read_some(buffer.prepare(65536), asio::redirect_error(use_awaitable, ec));
-  }
-  idle.cancel();
-  stream.close(ec);
 }
 
 }  // namespace pensieve::server

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "server/http_exchange.h"
 #include "server/server_context.h"
 
 namespace pensieve::server {
@@ -31,6 +32,7 @@ class HttpServer {
  private:
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> session(asio::ip::tcp::socket socket);
+  asio::awaitable<void> serve_requests(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer);
   void begin_shutdown();
   void drain_then_stop(std::chrono::steady_clock::time_point grace_end, bool cancelled);
 

@@ -207,6 +207,8 @@ asio::awaitable<void> route_request(ServerContext& ctx, HttpExchange& ex) {
     failure = e;
   } catch (const std::exception& e) {
     failure = ApiError::internal(std::string("internal error: ") + e.what());
+  } catch (...) {
+    failure = ApiError::internal("internal error");
   }
   if (failure && ex.status() == 0 && !ex.client_gone()) {
     int status = 500;

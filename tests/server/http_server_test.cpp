@@ -74,6 +74,34 @@ class ServerFixture : public ::testing::Test {
     if (r.res[http::field::content_type].starts_with("application/json")) r.body = json::parse(r.raw);
     return r;
   }
+  // Sends `bytes` as they are and reads one response (status 0 when the connection ended without
+  // one). Bounded: the exchange gives up after 10 s.
+  Reply raw(const std::string& bytes) {
+    asio::io_context ioc;
+    Reply r;
+    auto client = [&]() -> asio::awaitable<void> {
+      beast::tcp_stream stream(co_await asio::this_coro::executor);
+      stream.expires_after(std::chrono::seconds(10));
+      beast::error_code ec;
+      const tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), server_->port());
+      co_await stream.async_connect(ep, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      co_await asio::async_write(stream, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
+      beast::flat_buffer buffer;
+      co_await http::async_read(stream, buffer, r.res, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      r.status = r.res.result_int();
+      r.raw = r.res.body();
+    };
+    asio::co_spawn(ioc, client(), asio::detached);
+    ioc.run();
+    if (r.res[http::field::content_type].starts_with("application/json")) r.body = json::parse(r.raw);
+    return r;
+  }
+  void expect_still_serving(const std::string& after) {
+    EXPECT_EQ(call(http::verb::get, "/health").status, 200) << "after " << after;
+  }
+
   Reply post(const std::string& target, const json& body, std::vector<std::pair<std::string, std::string>> h = {}) {
     return call(http::verb::post, target, body.dump(), std::move(h));
   }
@@ -253,4 +281,39 @@ TEST_F(ServerFixture, ServerClampReportsEndTurnToAnthropicAndLengthToOpenAI) {
   Reply o = post("/v1/chat/completions", json{{"model", "fake-model"}, {"max_tokens", 1000},
                                               {"messages", {{{"role", "user"}, {"content", "x"}}}}});
   EXPECT_EQ(o.body["choices"][0]["finish_reason"], "length");
+}
+
+// Beast 1.74 throws std::length_error for a header field of 65,534 bytes or more; that once ended
+// the process. Every size across the 16-bit boundary, in a name, a value or the request target, is
+// answered, and the server goes on serving.
+TEST_F(ServerFixture, OversizedHeadersAreAnsweredAndTheServerKeepsServing) {
+  start();
+  for (size_t n : {size_t(65533), size_t(65534), size_t(65535), size_t(65536), size_t(300 * 1024)}) {
+    const std::string big(n, 'a');
+    const bool fits_field = n + 2 <= 65535;
+    const bool fits_header = n < 256 * 1024 - 64;
+    Reply v = raw("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n");
+    EXPECT_EQ(v.status, fits_field ? 200 : 431) << "value of " << n << " bytes: " << v.raw;
+    if (!fits_field) expect_anthropic_error(v, 431, "invalid_request_error");
+    expect_still_serving("a value of " + std::to_string(n) + " bytes");
+    Reply k = raw("GET /health HTTP/1.1\r\nHost: x\r\n" + big + ": 1\r\n\r\n");
+    EXPECT_EQ(k.status, fits_field ? 200 : 431) << "name of " << n << " bytes: " << k.raw;
+    expect_still_serving("a name of " + std::to_string(n) + " bytes");
+    Reply t = raw("GET /" + big + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(t.status, fits_header ? 404 : 431) << "target of " << n << " bytes";
+    expect_still_serving("a target of " + std::to_string(n) + " bytes");
+  }
+  // Many small fields: under the header limit they are served, beyond it 431.
+  for (int count : {1000, 20000}) {
+    std::string fields;
+    for (int i = 0; i < count; ++i) fields += "X-F" + std::to_string(i) + ": v\r\n";
+    Reply r = raw("GET /health HTTP/1.1\r\nHost: x\r\n" + fields + "\r\n");
+    EXPECT_EQ(r.status, fields.size() < 256 * 1024 - 64 ? 200 : 431) << count << " fields";
+    expect_still_serving(std::to_string(count) + " fields");
+  }
+  // A header that never ends, and one line without a colon.
+  EXPECT_EQ(raw("GET /health HTTP/1.1\r\nX: " + std::string(1 << 20, 'b')).status, 431);
+  expect_still_serving("an endless header");
+  EXPECT_EQ(raw("GET /health HTTP/1.1\r\nno colon here\r\n\r\n").status, 400);
+  expect_still_serving("a line without a colon");
 }
