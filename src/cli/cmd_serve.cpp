@@ -112,7 +112,7 @@ int run_serve(const ServeFlags& flags) {
   }
   auto store = std::make_unique<StateStore>(cfg.state_dir);
   ServerContext ctx(cfg, std::move(store));
-  if (!ctx.auth.required() && !is_loopback_host(cfg.host) && !cfg.allow_no_auth)
+  if (!ctx.auth.has_keys() && !is_loopback_host(cfg.host) && !cfg.allow_no_auth)
     throw Error("refusing to listen on " + cfg.host + " without an API key: pass --api-key KEY or " +
                 "--api-key-file FILE, create one with `pensieve keys add NAME`, or pass --allow-no-auth");
   HttpServer server(ctx);

@@ -39,13 +39,6 @@ std::string request_id() {
 
 }  // namespace
 
-bool is_loopback_host(const std::string& host) {
-  if (host == "localhost") return true;
-  beast::error_code ec;
-  auto addr = asio::ip::make_address(host, ec);
-  return !ec && addr.is_loopback();
-}
-
 HttpServer::HttpServer(ServerContext& ctx)
     : ctx_(ctx), acceptor_(ioc_), signals_(ioc_), drain_timer_(ioc_) {}
 

@@ -45,7 +45,4 @@ class HttpServer {
   bool shutting_down_ = false;
 };
 
-// True for 127.0.0.0/8, ::1 and "localhost".
-bool is_loopback_host(const std::string& host);
-
 }  // namespace pensieve::server

@@ -1,5 +1,7 @@
 #include "server/router.h"
 
+#include <spdlog/spdlog.h>
+
 #include <ctime>
 
 #include "server/anthropic_api.h"
@@ -146,11 +148,15 @@ bool path_matches(const Route& r, std::string_view path) {
 std::string authenticate(const ServerContext& ctx, const HttpExchange& ex) {
   if (!ctx.auth.required()) return "anonymous";
   std::string key = presented_key(ex.header("x-api-key"), ex.header("authorization"));
+  if (auto name = ctx.auth.identify(key)) return *name;
+  if (!ctx.auth.has_keys()) {
+    spdlog::warn("{} refused: this server requires an API key and none is left (were they all revoked?); "
+                 "add one with `pensieve keys add NAME`", std::string(ex.path().substr(0, 100)));
+    throw ApiError::authentication("this server requires an API key and has none configured");
+  }
   if (key.empty())
     throw ApiError::authentication("missing API key: send it as 'x-api-key: KEY' or 'Authorization: Bearer KEY'");
-  auto name = ctx.auth.identify(key);
-  if (!name) throw ApiError::authentication("invalid x-api-key");
-  return *name;
+  throw ApiError::authentication("invalid x-api-key");
 }
 
 asio::awaitable<void> dispatch(ServerContext& ctx, HttpExchange& ex) {

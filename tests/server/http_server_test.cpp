@@ -6,11 +6,15 @@
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+#include <filesystem>
 #include <thread>
+
+#include <unistd.h>
 
 #include "fake_model.h"
 #include "server/generation_queue.h"
 #include "server/http_server.h"
+#include "server/state_store.h"
 
 using namespace pensieve::server;
 using nlohmann::json;
@@ -30,18 +34,18 @@ struct Reply {
 
 class ServerFixture : public ::testing::Test {
  protected:
-  void start(ServerConfig cfg = {}) {
-    cfg.host = "127.0.0.1";
+  // Listens on cfg.host (127.0.0.1 unless a test binds 0.0.0.0; clients always connect to 127.0.0.1).
+  void start(ServerConfig cfg = {}, std::unique_ptr<StateStore> store = nullptr) {
     cfg.port = 0;
     cfg.ping_interval_ms = 50;
     cfg.shutdown_grace_ms = 200;
-    ctx_ = std::make_unique<ServerContext>(cfg, nullptr);
+    ctx_ = std::make_unique<ServerContext>(cfg, std::move(store));
     auto registry = std::make_shared<ModelRegistry>(true);
     queue_ = std::make_shared<GenerationQueue>(model_, cfg.max_waiting);
     registry->add({model_, {"alias-*"}, queue_});
     ctx_->publish_models(registry);
     server_ = std::make_unique<HttpServer>(*ctx_);
-    server_->listen("127.0.0.1", 0);
+    server_->listen(cfg.host, 0);
     thread_ = std::thread([this] { server_->run(false); });
   }
   void TearDown() override {
@@ -206,6 +210,32 @@ TEST_F(ServerFixture, ApiKeysByEitherHeader) {
   EXPECT_NE(metrics.raw.find("pensieve_requests_total{route=\"/v1/messages\",status=\"200\"} 2"), std::string::npos)
       << metrics.raw;
   EXPECT_NE(metrics.raw.find("pensieve_time_to_first_token_seconds_count 2"), std::string::npos);
+}
+
+// Bound beyond loopback, the server needs a key for good: revoking the last stored key turns every
+// route but /health into a 401, never into an open server.
+TEST_F(ServerFixture, RevokingTheLastKeyOnAPublicBindLeavesNoRouteOpen) {
+  const auto dir = std::filesystem::temp_directory_path() / ("pensieve-auth-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  auto store = std::make_unique<StateStore>(dir);
+  const std::string key = store->add_key("only");
+  StateStore* keys = store.get();
+  ServerConfig cfg;
+  cfg.host = "0.0.0.0";  // reached at 127.0.0.1 all the same
+  start(cfg, std::move(store));
+  EXPECT_EQ(post("/v1/messages", message(), {{"x-api-key", key}}).status, 200);
+  expect_anthropic_error(post("/v1/messages", message()), 401, "authentication_error");
+  ASSERT_TRUE(keys->revoke_key("only"));
+  expect_anthropic_error(post("/v1/messages", message()), 401, "authentication_error");
+  expect_anthropic_error(post("/v1/messages", message(), {{"x-api-key", key}}), 401, "authentication_error");
+  EXPECT_EQ(call(http::verb::get, "/v1/models").status, 401);
+  EXPECT_EQ(call(http::verb::get, "/metrics").status, 401);
+  EXPECT_EQ(post("/v1/chat/completions", json{{"model", "fake-model"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}}).status, 401);
+  EXPECT_EQ(call(http::verb::get, "/health").status, 200);
+  // A new key works at once.
+  const std::string fresh = keys->add_key("fresh");
+  EXPECT_EQ(post("/v1/messages", message(), {{"x-api-key", fresh}}).status, 200);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(ServerFixture, FullQueueIsOverloadedAndOpenAIGets429) {
