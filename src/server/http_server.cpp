@@ -17,6 +17,9 @@ using asio::use_awaitable;
 
 namespace {
 
+// Connections beyond max_connections that are still accepted, for /health and /metrics only.
+constexpr int kReservedConnections = 8;
+
 // Counts itself in `n` while it lives.
 class Counted {
  public:
@@ -82,18 +85,25 @@ void HttpServer::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   ctx_.stopping = true;
+  // The listener stays open while requests drain, so that /health answers 503 and new requests
+  // are refused with 529 rather than a refused connection.
   beast::error_code ec;
-  acceptor_.close(ec);
   signals_.cancel(ec);
   auto grace_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx_.config.shutdown_grace_ms);
   drain_then_stop(grace_end, false);
+}
+
+void HttpServer::stop() {
+  beast::error_code ec;
+  acceptor_.close(ec);
+  ioc_.stop();
 }
 
 // Polls until no request is active; past the grace period, cancels the generations so that their
 // streams end with an error event rather than a cut connection.
 void HttpServer::drain_then_stop(std::chrono::steady_clock::time_point grace_end, bool cancelled) {
   if (ctx_.active_requests == 0) {
-    ioc_.stop();
+    stop();
     return;
   }
   if (!cancelled && std::chrono::steady_clock::now() >= grace_end) {
@@ -102,7 +112,7 @@ void HttpServer::drain_then_stop(std::chrono::steady_clock::time_point grace_end
     cancelled = true;
     grace_end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   } else if (cancelled && std::chrono::steady_clock::now() >= grace_end) {
-    ioc_.stop();  // a generation that ignores cancellation must not hold the process forever
+    stop();  // a generation that ignores cancellation must not hold the process forever
     return;
   }
   drain_timer_.expires_after(std::chrono::milliseconds(20));
@@ -114,8 +124,7 @@ void HttpServer::drain_then_stop(std::chrono::steady_clock::time_point grace_end
 asio::awaitable<void> HttpServer::accept_loop() {
   for (;;) {
     beast::error_code ec;
-    tcp::socket socket = co_await acceptor_.async_accept(
-                                                         asio::redirect_error(use_awaitable, ec));
+    tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (!acceptor_.is_open()) co_return;
       if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
@@ -124,16 +133,22 @@ asio::awaitable<void> HttpServer::accept_loop() {
       }
       continue;
     }
+    const int open = ctx_.open_connections;
+    if (open >= ctx_.config.max_connections + kReservedConnections) {
+      socket.close(ec);  // beyond the cap and its reserve: closed at once
+      continue;
+    }
     auto ex = socket.get_executor();
-    asio::co_spawn(ex, session(std::move(socket)), log_task_exception);
+    asio::co_spawn(ex, session(std::move(socket), open >= ctx_.config.max_connections), log_task_exception);
   }
 }
 
-asio::awaitable<void> HttpServer::session(tcp::socket socket) {
+asio::awaitable<void> HttpServer::session(tcp::socket socket, bool reserve) {
+  Counted open(ctx_.open_connections);
   tcp::socket& stream = socket;
   beast::flat_buffer buffer;
   try {
-    co_await serve_requests(stream, buffer);
+    co_await serve_requests(stream, buffer, reserve);
   } catch (const std::exception& e) {
     // Only this connection ends; an exception never reaches the event loop.
     spdlog::error("connection ended by an internal error: {}", e.what());
@@ -156,22 +171,25 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket) {
   stream.close(ec);
 }
 
-asio::awaitable<void> HttpServer::serve_requests(tcp::socket& stream, beast::flat_buffer& buffer) {
-  for (;;) {
+asio::awaitable<void> HttpServer::serve_requests(tcp::socket& stream, beast::flat_buffer& buffer, bool reserve) {
+  for (bool first = true;; first = false) {
     RequestParser parser;
-    ReadEnd read = co_await read_request(stream, buffer, parser, ctx_.config);
+    ReadEnd read = co_await read_request(stream, buffer, parser, ctx_.config, first);
     if (read.kind == ReadEnd::Closed) co_return;
     HttpRequest& req = parser.get();
     Counted active(ctx_.active_requests);
-    HttpExchange ex(stream, buffer, req, request_id());
+    HttpExchange ex(stream, buffer, req, request_id(), std::chrono::milliseconds(ctx_.config.idle_timeout_ms));
+    if (ctx_.stopping || reserve) ex.close_after();
     if (read.kind == ReadEnd::Failed) {
       // A request that cannot be read is answered, then the connection closes (its framing is lost).
       ex.close_after();
-      int status = 400;
-      auto body = error_body_for(ex.path(), *read.error, ex.request_id(), status);
-      co_await ex.send_json(status, body);
+      co_await send_error(ex, *read.error);
+    } else if (reserve && ex.path() != "/health" && ex.path() != "/metrics") {
+      // The connections beyond max_connections are kept for /health and /metrics.
+      const ApiError busy = ApiError::overloaded("too many open connections (max_connections is " +
+                                                 std::to_string(ctx_.config.max_connections) + ")");
+      co_await send_error(ex, busy);
     } else {
-      if (ctx_.stopping) ex.close_after();
       co_await route_request(ctx_, ex);
     }
     co_await ex.stop_watch();

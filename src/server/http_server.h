@@ -31,9 +31,11 @@ class HttpServer {
 
  private:
   asio::awaitable<void> accept_loop();
-  asio::awaitable<void> session(asio::ip::tcp::socket socket);
-  asio::awaitable<void> serve_requests(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer);
+  // `reserve`: a connection beyond max_connections, which may only ask for /health or /metrics.
+  asio::awaitable<void> session(asio::ip::tcp::socket socket, bool reserve);
+  asio::awaitable<void> serve_requests(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer, bool reserve);
   void begin_shutdown();
+  void stop();
   void drain_then_stop(std::chrono::steady_clock::time_point grace_end, bool cancelled);
 
   ServerContext& ctx_;

@@ -1,7 +1,8 @@
-// Reading one HTTP/1.1 request off a connection with Beast's parser. The parser runs in the
-// connection's coroutine rather than inside Beast's composed read, so that whatever it throws is
-// caught here (Beast 1.74 throws std::length_error for a header field of 65,534 bytes or more, from
-// inside the read's completion handler, where nothing could catch it and the process ended).
+// Reading one HTTP/1.1 request off a connection with Beast's parser, within the configured limits.
+// The parser runs in the connection's coroutine rather than inside Beast's composed read, so that
+// whatever it throws is caught here (Beast 1.74 throws std::length_error for a header field of
+// 65,534 bytes or more, from inside the read's completion handler, where nothing could catch it and
+// the process ended).
 #pragma once
 #include <optional>
 
@@ -27,8 +28,11 @@ void apply_limits(RequestParser& parser, const ServerConfig& config);
 // Never throws for any input.
 ReadEnd parse_buffered(RequestParser& parser, beast::flat_buffer& buffer, const ServerConfig& config);
 
-// Reads one request into `parser` (limits applied here): Complete, Failed or Closed.
+// Reads one request into `parser` (limits applied here): Complete, Failed or Closed. `first`: the
+// connection's first request, whose header must arrive within header_timeout_ms of the connection;
+// a later one may be awaited for idle_timeout_ms, then has header_timeout_ms from its first byte.
+// A header or body that runs out of time is a 408; an idle connection just closes.
 asio::awaitable<ReadEnd> read_request(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer,
-                                      RequestParser& parser, const ServerConfig& config);
+                                      RequestParser& parser, const ServerConfig& config, bool first);
 
 }  // namespace pensieve::server

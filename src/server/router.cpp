@@ -88,6 +88,7 @@ asio::awaitable<void> health(ServerContext& ctx, HttpExchange& ex) {
 
 LiveGauges live_gauges(const ServerContext& ctx) {
   LiveGauges g;
+  g.connections = ctx.open_connections;
   int context = 0;
   if (auto models = ctx.models())
     for (const auto& e : models->entries()) {
@@ -159,6 +160,29 @@ std::string authenticate(const ServerContext& ctx, const HttpExchange& ex) {
   throw ApiError::authentication("invalid x-api-key");
 }
 
+// Holds one of a key's max_requests_per_key slots while a request runs; 429 when none is free.
+class KeySlot {
+ public:
+  KeySlot(ServerContext& ctx, std::string key) : ctx_(ctx), key_(std::move(key)) {
+    int& n = ctx_.requests_by_key[key_];
+    const int limit = ctx_.config.max_requests_per_key;
+    if (limit > 0 && n >= limit)
+      throw ApiError::rate_limit("API key '" + key_ + "' already has " + std::to_string(n) +
+                                 " requests running (max_requests_per_key)");
+    ++n;
+  }
+  ~KeySlot() {
+    auto it = ctx_.requests_by_key.find(key_);
+    if (--it->second == 0) ctx_.requests_by_key.erase(it);
+  }
+  KeySlot(const KeySlot&) = delete;
+  KeySlot& operator=(const KeySlot&) = delete;
+
+ private:
+  ServerContext& ctx_;
+  std::string key_;
+};
+
 asio::awaitable<void> dispatch(ServerContext& ctx, HttpExchange& ex) {
   const std::string_view path = ex.path();
   const std::string method(ex.request().method_string());
@@ -174,6 +198,8 @@ asio::awaitable<void> dispatch(ServerContext& ctx, HttpExchange& ex) {
                                        " (use " + allowed + ")");
   if (!found) throw ApiError::not_found("no route for " + method + " " + std::string(path));
   std::string key_name = found->needs_key ? authenticate(ctx, ex) : "anonymous";
+  std::optional<KeySlot> slot;
+  if (key_name != "anonymous") slot.emplace(ctx, key_name);
 
   if (path == "/health") co_return co_await health(ctx, ex);
   if (path == "/metrics") {
@@ -196,6 +222,8 @@ std::string route_label(std::string_view path) {
   return "other";
 }
 
+namespace {
+
 json error_body_for(std::string_view path, const ApiError& e, const std::string& request_id, int& status) {
   if (is_openai_path(path)) {
     status = openai_status(e);
@@ -203,6 +231,15 @@ json error_body_for(std::string_view path, const ApiError& e, const std::string&
   }
   status = e.status();
   return anthropic_error_body(e, request_id);
+}
+
+}  // namespace
+
+asio::awaitable<void> send_error(HttpExchange& ex, const ApiError& e) {
+  if (e.retry_after() > 0) ex.add_header("retry-after", std::to_string(e.retry_after()));
+  int status = 500;
+  const json body = error_body_for(ex.path(), e, ex.request_id(), status);
+  co_await ex.send_json(status, body);
 }
 
 asio::awaitable<void> route_request(ServerContext& ctx, HttpExchange& ex) {
@@ -216,11 +253,7 @@ asio::awaitable<void> route_request(ServerContext& ctx, HttpExchange& ex) {
   } catch (...) {
     failure = ApiError::internal("internal error");
   }
-  if (failure && ex.status() == 0 && !ex.client_gone()) {
-    int status = 500;
-    json body = error_body_for(ex.path(), *failure, ex.request_id(), status);
-    co_await ex.send_json(status, body);
-  }
+  if (failure && ex.status() == 0 && !ex.client_gone()) co_await send_error(ex, *failure);
 }
 
 }  // namespace pensieve::server
