@@ -1,5 +1,6 @@
-// The HTTP/1.1 listener: accepts connections on Asio threads, runs one keep-alive session
-// coroutine per connection, and shuts down gracefully (stop accepting, let running requests end
+// The HTTP/1.1 listener: accepts connections on Asio threads (up to max_connections, plus a
+// reserve for /health and /metrics), runs one keep-alive session coroutine per connection, and
+// shuts down gracefully (answer new requests with 503/529 and close, let running requests end
 // within the grace period, then cancel them so streams still close cleanly).
 #pragma once
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange
