@@ -148,7 +148,7 @@ void http_request(const uint8_t* data, size_t size) {
   for (int requests = 0; requests < 64; ++requests) {
     server::RequestParser parser;
     server::apply_limits(parser, config);
-    server::ReadEnd end{server::ReadEnd::NeedMore, std::nullopt};
+    server::ReadEnd end = server::parse_buffered(parser, buffer, config);  // pipelined bytes first
     while (end.kind == server::ReadEnd::NeedMore && at < size) {
       const size_t n = std::min(piece, size - at);
       auto dst = buffer.prepare(n);
