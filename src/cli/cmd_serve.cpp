@@ -2,6 +2,7 @@
 // from pensieve.toml, then PENSIEVE_* variables, then these flags. The listener starts first (so
 // /health answers 503 while loading); models load on a separate thread and are published together.
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -28,6 +29,7 @@ struct ServeFlags {
   std::optional<int> port, max_output_tokens, max_waiting, max_running, max_batch_tokens, request_timeout_ms,
       context, threads;
   std::optional<double> kv_cache_gb;
+  std::optional<int> max_connections, header_timeout_ms, idle_timeout_ms, max_header_bytes, max_requests_per_key;
   std::optional<int64_t> max_body_bytes;
   bool allow_no_auth = false, print_config = false;
 };
@@ -52,6 +54,11 @@ ServerConfig effective_config(const ServeFlags& f) {
   if (f.kv_cache_gb) cfg.kv_cache_gb = *f.kv_cache_gb;
   if (f.request_timeout_ms) cfg.request_timeout_ms = *f.request_timeout_ms;
   if (f.max_body_bytes) cfg.max_body_bytes = *f.max_body_bytes;
+  if (f.max_connections) cfg.max_connections = *f.max_connections;
+  if (f.header_timeout_ms) cfg.header_timeout_ms = *f.header_timeout_ms;
+  if (f.idle_timeout_ms) cfg.idle_timeout_ms = *f.idle_timeout_ms;
+  if (f.max_header_bytes) cfg.max_header_bytes = *f.max_header_bytes;
+  if (f.max_requests_per_key) cfg.max_requests_per_key = *f.max_requests_per_key;
   if (!f.models.empty()) {
     cfg.models.clear();
     for (const auto& p : f.models) {
@@ -80,6 +87,21 @@ ServerConfig effective_config(const ServeFlags& f) {
   if (cfg.state_dir.empty()) cfg.state_dir = default_state_dir().string();
   validate_config(cfg);
   return cfg;
+}
+
+// Every connection holds a descriptor: raise the soft limit to the hard one, and say so when even
+// that leaves too little room for max_connections.
+void raise_descriptor_limit(const ServerConfig& cfg) {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return;
+  if (r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &r) != 0) getrlimit(RLIMIT_NOFILE, &r);
+  }
+  const rlim_t needed = static_cast<rlim_t>(cfg.max_connections) + 100;  // + the reserve, models, store
+  if (r.rlim_cur != RLIM_INFINITY && r.rlim_cur < needed)
+    spdlog::warn("the descriptor limit ({}) leaves too little room for max_connections ({}): lower it or raise "
+                 "`ulimit -n`", static_cast<uint64_t>(r.rlim_cur), cfg.max_connections);
 }
 
 // Loads every model, then publishes them together; on failure stops the server.
@@ -121,9 +143,10 @@ int run_serve(const ServeFlags& flags) {
     std::fputs(config_to_toml(cfg).c_str(), stdout);
     return 0;
   }
+  raise_descriptor_limit(cfg);
   auto store = std::make_unique<StateStore>(cfg.state_dir);
   ServerContext ctx(cfg, std::move(store));
-  if (!ctx.auth.required() && !is_loopback_host(cfg.host) && !cfg.allow_no_auth)
+  if (!ctx.auth.has_keys() && !is_loopback_host(cfg.host) && !cfg.allow_no_auth)
     throw Error("refusing to listen on " + cfg.host + " without an API key: pass --api-key KEY or " +
                 "--api-key-file FILE, create one with `pensieve keys add NAME`, or pass --allow-no-auth");
   HttpServer server(ctx);
@@ -169,6 +192,11 @@ const CommandRegistrar registrar{
           ->check(CLI::NonNegativeNumber);
       sub.add_option("--request-timeout-ms", f->request_timeout_ms, "End a request after this long");
       sub.add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (default 32 MiB)");
+      sub.add_option("--max-connections", f->max_connections, "Open connections before new ones are closed (default 512)");
+      sub.add_option("--header-timeout-ms", f->header_timeout_ms, "A request's headers must arrive within this (default 10000)");
+      sub.add_option("--idle-timeout-ms", f->idle_timeout_ms, "Keep-alive wait, and the longest a body or write may stall (default 60000)");
+      sub.add_option("--max-header-bytes", f->max_header_bytes, "Largest request header (default 65536)");
+      sub.add_option("--max-requests-per-key", f->max_requests_per_key, "Concurrent requests per API key, 429 beyond (default 16; 0: no limit)");
       sub.add_option("--context", f->context, "Context length in tokens (default: min(trained, 4096))");
       sub.add_option("-t,--threads", f->threads, "Compute threads per model (default: physical cores)");
       sub.add_option("--id", f->id, "Model id to serve the first model under");

@@ -20,6 +20,8 @@ class ApiError : public Error {
   // not_found_error, request_too_large, rate_limit_error, api_error, timeout_error,
   // overloaded_error.
   const std::string& type() const { return type_; }
+  // Seconds a client should wait before trying again, sent as `retry-after`; 0 = not sent.
+  int retry_after() const { return retry_after_; }
 
   static ApiError invalid_request(const std::string& m) { return {400, "invalid_request_error", m}; }
   static ApiError authentication(const std::string& m) { return {401, "authentication_error", m}; }
@@ -27,15 +29,21 @@ class ApiError : public Error {
   static ApiError not_found(const std::string& m) { return {404, "not_found_error", m}; }
   static ApiError method_not_allowed(const std::string& m) { return {405, "invalid_request_error", m}; }
   static ApiError too_large(const std::string& m) { return {413, "request_too_large", m}; }
-  static ApiError rate_limit(const std::string& m) { return {429, "rate_limit_error", m}; }
+  static ApiError rate_limit(const std::string& m) { return retrying(429, "rate_limit_error", m, 1); }
   static ApiError internal(const std::string& m) { return {500, "api_error", m}; }
   static ApiError unavailable(const std::string& m) { return {503, "api_error", m}; }
   static ApiError timeout(const std::string& m) { return {504, "timeout_error", m}; }
-  static ApiError overloaded(const std::string& m) { return {529, "overloaded_error", m}; }
+  static ApiError overloaded(const std::string& m) { return retrying(529, "overloaded_error", m, 2); }
 
  private:
+  static ApiError retrying(int status, std::string type, const std::string& m, int seconds) {
+    ApiError e(status, std::move(type), m);
+    e.retry_after_ = seconds;
+    return e;
+  }
   int status_;
   std::string type_;
+  int retry_after_ = 0;
 };
 
 // {"type":"error","error":{"type":T,"message":M},"request_id":R}

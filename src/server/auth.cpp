@@ -1,5 +1,7 @@
 #include "server/auth.h"
 
+#include <boost/asio/ip/address.hpp>
+
 #include "server/sha256.h"
 #include "server/state_store.h"
 
@@ -31,15 +33,26 @@ std::string presented_key(std::string_view x_api_key, std::string_view authoriza
   return "";
 }
 
-Authenticator::Authenticator(const std::vector<std::string>& static_keys, const StateStore* store)
-    : store_(store) {
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  boost::system::error_code ec;
+  auto addr = boost::asio::ip::make_address(host, ec);
+  return !ec && addr.is_loopback();
+}
+
+Authenticator::Authenticator(const std::vector<std::string>& static_keys, const StateStore* store,
+                             bool always_required)
+    : store_(store), required_(always_required) {
   for (size_t i = 0; i < static_keys.size(); ++i)
     if (!static_keys[i].empty())
       static_.push_back({"key-" + std::to_string(i + 1), sha256_hex(static_keys[i])});
 }
 
+bool Authenticator::has_keys() const { return !static_.empty() || (store_ && !store_->active_keys().empty()); }
+
 bool Authenticator::required() const {
-  return !static_.empty() || (store_ && !store_->active_keys().empty());
+  if (!required_ && has_keys()) required_ = true;
+  return required_;
 }
 
 std::optional<std::string> Authenticator::identify(std::string_view key) const {

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "server/anthropic_api.h"
+#include "server/json_fields.h"
 #include "server/openai_api.h"
 #include "server/prompt_builder.h"
 
@@ -239,11 +240,7 @@ std::unique_ptr<ChatProtocol> openai_protocol(const std::string& model, bool inc
 json parse_json_body(const HttpExchange& ex) {
   const std::string& body = ex.request().body();
   if (body.empty()) throw ApiError::invalid_request("request body is empty: expected a JSON object");
-  try {
-    return json::parse(body);
-  } catch (const json::parse_error& e) {
-    throw ApiError::invalid_request(std::string("request body is not valid JSON: ") + e.what());
-  }
+  return fields::parse_json_text(body);
 }
 
 asio::awaitable<void> handle_chat(ServerContext& ctx, HttpExchange& ex, bool openai, const std::string& key_name) {

@@ -1,18 +1,51 @@
 #include "server/http_exchange.h"
 
+#include <spdlog/spdlog.h>
+
 namespace pensieve::server {
 
 using asio::use_awaitable;
 
+void log_task_exception(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    spdlog::error("network task ended by an internal error: {}", x.what());
+  } catch (...) {
+    spdlog::error("network task ended by an unknown internal error");
+  }
+}
+
+void Watchdog::arm(std::chrono::milliseconds after, std::function<void()> on_expiry) {
+  disarm();
+  armed_ = std::make_shared<bool>(true);
+  timer_.expires_after(after);
+  timer_.async_wait([armed = armed_, on_expiry = std::move(on_expiry)](const beast::error_code& ec) {
+    if (ec || !*armed) return;
+    *armed = false;
+    on_expiry();
+  });
+}
+
+void Watchdog::disarm() {
+  if (!armed_) return;
+  *armed_ = false;
+  armed_.reset();
+  timer_.cancel();
+}
+
 HttpExchange::HttpExchange(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer, HttpRequest& req,
-                           std::string request_id)
+                           std::string request_id, std::chrono::milliseconds write_timeout)
     : stream_(stream),
       buffer_(buffer),
       req_(req),
       request_id_(std::move(request_id)),
       started_(std::chrono::steady_clock::now()),
       keep_alive_(req.keep_alive()),
-      watch_timer_(stream.get_executor()) {}
+      watch_timer_(stream.get_executor()),
+      write_timeout_(write_timeout),
+      write_watchdog_(stream.get_executor()) {}
 
 std::string_view HttpExchange::path() const {
   std::string_view t(req_.target().data(), req_.target().size());
@@ -35,7 +68,21 @@ void HttpExchange::common_headers(Response& res, int status) {
   status_ = status;
   res.set(http::field::server, "pensieve");
   res.set("request-id", request_id_);
+  for (const auto& [name, value] : extra_headers_) res.set(name, value);
   res.keep_alive(keep_alive_);
+}
+
+template <class Write>
+asio::awaitable<bool> HttpExchange::timed(Write write) {
+  write_watchdog_.arm(write_timeout_, [this] {
+    beast::error_code ignored;
+    stream_.close(ignored);
+  });
+  beast::error_code ec;
+  co_await write(asio::redirect_error(use_awaitable, ec));
+  write_watchdog_.disarm();
+  if (ec) client_left();
+  co_return !ec;
 }
 
 asio::awaitable<void> HttpExchange::send(int status, std::string_view content_type, const std::string& body) {
@@ -44,9 +91,8 @@ asio::awaitable<void> HttpExchange::send(int status, std::string_view content_ty
   res.set(http::field::content_type, beast::string_view(content_type.data(), content_type.size()));
   res.body() = body;
   res.prepare_payload();
-  beast::error_code ec;
-  co_await http::async_write(stream_, res, asio::redirect_error(use_awaitable, ec));
-  if (ec) gone_ = true, keep_alive_ = false;
+  auto write = [this, &res](auto token) { return http::async_write(stream_, res, token); };
+  co_await timed(write);
 }
 
 asio::awaitable<void> HttpExchange::send_json(int status, const nlohmann::ordered_json& body) {
@@ -61,47 +107,50 @@ asio::awaitable<bool> HttpExchange::begin_stream(std::string_view content_type) 
   res.set(http::field::cache_control, "no-cache");
   res.chunked(true);
   http::response_serializer<http::empty_body> sr{res};
-  beast::error_code ec;
-  co_await http::async_write_header(stream_, sr, asio::redirect_error(use_awaitable, ec));
-  if (ec) gone_ = true, keep_alive_ = false;
-  co_return !ec;
+  auto write = [this, &sr](auto token) { return http::async_write_header(stream_, sr, token); };
+  co_return co_await timed(write);
 }
 
 asio::awaitable<bool> HttpExchange::write(const std::string& data) {
   if (gone_) co_return false;
   if (data.empty()) co_return true;
-  beast::error_code ec;
   auto chunk = http::make_chunk(asio::buffer(data));
-  co_await asio::async_write(stream_, chunk, asio::redirect_error(use_awaitable, ec));
-  if (ec) gone_ = true, keep_alive_ = false;
-  co_return !ec;
+  auto write = [this, &chunk](auto token) { return asio::async_write(stream_, chunk, token); };
+  co_return co_await timed(write);
 }
 
 asio::awaitable<void> HttpExchange::end_stream() {
   if (gone_) co_return;
-  beast::error_code ec;
   auto last = http::make_chunk_last();
-  co_await asio::async_write(stream_, last, asio::redirect_error(use_awaitable, ec));
-  if (ec) gone_ = true, keep_alive_ = false;
+  auto write = [this, &last](auto token) { return asio::async_write(stream_, last, token); };
+  co_await timed(write);
+}
+
+void HttpExchange::client_left() {
+  if (gone_) return;
+  gone_ = true;
+  keep_alive_ = false;
+  if (on_gone_) on_gone_();
 }
 
 void HttpExchange::start_watch(std::function<void()> on_gone) {
   if (watching_) return;
+  on_gone_ = std::move(on_gone);
   watching_ = true;
   watch_done_ = false;
   asio::co_spawn(
       stream_.get_executor(),
-      [this, on_gone = std::move(on_gone)]() -> asio::awaitable<void> {
+      [this]() -> asio::awaitable<void> {
         for (;;) {
           beast::error_code ec;
           size_t n = co_await stream_.async_read_some(buffer_.prepare(16384),
                                                                asio::redirect_error(use_awaitable, ec));
+          if (ec == asio::error::eof) {
+            keep_alive_ = false;  // half-closed: answer, then close
+            break;
+          }
           if (ec) {
-            if (ec != asio::error::operation_aborted) {
-              gone_ = true;
-              keep_alive_ = false;
-              on_gone();
-            }
+            if (ec != asio::error::operation_aborted) client_left();
             break;
           }
           buffer_.commit(n);
@@ -110,7 +159,7 @@ void HttpExchange::start_watch(std::function<void()> on_gone) {
         watch_done_ = true;
         watch_timer_.cancel();
       },
-      asio::detached);
+      log_task_exception);
 }
 
 asio::awaitable<void> HttpExchange::stop_watch() {

@@ -8,6 +8,7 @@
 #include <boost/beast.hpp>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,9 +22,34 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using HttpRequest = http::request<http::string_body>;
 
+// The completion of every coroutine the server spawns: logs an exception that ended it, so that
+// none leaves the event loop (which would end the process).
+void log_task_exception(std::exception_ptr e);
+
+// A timer that calls `on_expiry` if it fires while armed. Re-arming, disarm() or destruction
+// also stops a firing that is already queued, so on_expiry may hold references to the caller's
+// locals.
+class Watchdog {
+ public:
+  explicit Watchdog(asio::any_io_executor ex) : timer_(std::move(ex)) {}
+  ~Watchdog() { disarm(); }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  void arm(std::chrono::milliseconds after, std::function<void()> on_expiry);
+  void disarm();
+
+ private:
+  asio::steady_timer timer_;
+  std::shared_ptr<bool> armed_;
+};
+
 class HttpExchange {
  public:
-  HttpExchange(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer, HttpRequest& req, std::string request_id);
+  // A response write that stalls for `write_timeout` (a client that stopped reading) closes the
+  // connection.
+  HttpExchange(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer, HttpRequest& req, std::string request_id,
+               std::chrono::milliseconds write_timeout);
   HttpExchange(const HttpExchange&) = delete;
   HttpExchange& operator=(const HttpExchange&) = delete;
 
@@ -38,6 +64,8 @@ class HttpExchange {
   int status() const { return status_; }  // 0 until a response began
   bool keep_alive() const { return keep_alive_; }
   void close_after() { keep_alive_ = false; }
+  // A header for the response (before it begins).
+  void add_header(std::string name, std::string value) { extra_headers_.emplace_back(std::move(name), std::move(value)); }
   bool client_gone() const { return gone_; }
 
   // Arguments of co_await-ed calls in this server are always named objects: GCC 12 destroys
@@ -50,13 +78,19 @@ class HttpExchange {
   asio::awaitable<bool> write(const std::string& data);  // false when the client is gone
   asio::awaitable<void> end_stream();
 
-  // Reads the socket in the background until stop_watch(); on EOF or a reset calls on_gone (on
-  // this connection's executor). Bytes of a pipelined next request are kept for the next read.
+  // Reads the socket in the background until stop_watch(); calls on_gone (on this connection's
+  // executor) when the client is gone: a reset, or a write that failed. EOF alone is a client that
+  // half-closed after its request and still reads the answer: the answer goes out, then the
+  // connection closes (a client that closed for good is noticed at the next write). Bytes of a
+  // pipelined next request are kept for the next read.
   void start_watch(std::function<void()> on_gone);
   asio::awaitable<void> stop_watch();
 
  private:
   template <class Response> void common_headers(Response& res, int status);
+  void client_left();
+  // Awaits a write under the write timeout; false (and the client counted gone) when it failed.
+  template <class Write> asio::awaitable<bool> timed(Write write);
 
   asio::ip::tcp::socket& stream_;
   beast::flat_buffer& buffer_;
@@ -69,6 +103,10 @@ class HttpExchange {
   bool watching_ = false;
   bool watch_done_ = true;
   asio::steady_timer watch_timer_;
+  std::chrono::milliseconds write_timeout_;
+  Watchdog write_watchdog_;
+  std::vector<std::pair<std::string, std::string>> extra_headers_;
+  std::function<void()> on_gone_;
 };
 
 }  // namespace pensieve::server

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "server/http_exchange.h"
+#include "server/request_reader.h"
 #include "server/router.h"
 #include "util/error.h"
 
@@ -15,6 +16,21 @@ using asio::use_awaitable;
 
 namespace {
 
+// Connections beyond max_connections that are still accepted, for /health and /metrics only.
+constexpr int kReservedConnections = 8;
+
+// Counts itself in `n` while it lives.
+class Counted {
+ public:
+  explicit Counted(std::atomic<int>& n) : n_(n) { ++n_; }
+  ~Counted() { --n_; }
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
+
+ private:
+  std::atomic<int>& n_;
+};
+
 std::string request_id() {
   static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -23,16 +39,7 @@ std::string request_id() {
   return id;
 }
 
-constexpr auto kIdleTimeout = std::chrono::seconds(120);
-
 }  // namespace
-
-bool is_loopback_host(const std::string& host) {
-  if (host == "localhost") return true;
-  beast::error_code ec;
-  auto addr = asio::ip::make_address(host, ec);
-  return !ec && addr.is_loopback();
-}
 
 HttpServer::HttpServer(ServerContext& ctx)
     : ctx_(ctx), acceptor_(ioc_), signals_(ioc_), drain_timer_(ioc_) {}
@@ -63,7 +70,7 @@ void HttpServer::run(bool handle_signals) {
       begin_shutdown();
     });
   }
-  asio::co_spawn(ioc_, accept_loop(), asio::detached);
+  asio::co_spawn(ioc_, accept_loop(), log_task_exception);
   // One network thread: handlers only parse, route and copy bytes (CPU work runs on the blocking
   // pool and the generation workers), and a single thread needs no strands.
   ioc_.run();
@@ -77,18 +84,25 @@ void HttpServer::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   ctx_.stopping = true;
+  // The listener stays open while requests drain, so that /health answers 503 and new requests
+  // are refused with 529 rather than a refused connection.
   beast::error_code ec;
-  acceptor_.close(ec);
   signals_.cancel(ec);
   auto grace_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx_.config.shutdown_grace_ms);
   drain_then_stop(grace_end, false);
+}
+
+void HttpServer::stop() {
+  beast::error_code ec;
+  acceptor_.close(ec);
+  ioc_.stop();
 }
 
 // Polls until no request is active; past the grace period, cancels the generations so that their
 // streams end with an error event rather than a cut connection.
 void HttpServer::drain_then_stop(std::chrono::steady_clock::time_point grace_end, bool cancelled) {
   if (ctx_.active_requests == 0) {
-    ioc_.stop();
+    stop();
     return;
   }
   if (!cancelled && std::chrono::steady_clock::now() >= grace_end) {
@@ -97,7 +111,7 @@ void HttpServer::drain_then_stop(std::chrono::steady_clock::time_point grace_end
     cancelled = true;
     grace_end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   } else if (cancelled && std::chrono::steady_clock::now() >= grace_end) {
-    ioc_.stop();  // a generation that ignores cancellation must not hold the process forever
+    stop();  // a generation that ignores cancellation must not hold the process forever
     return;
   }
   drain_timer_.expires_after(std::chrono::milliseconds(20));
@@ -109,8 +123,7 @@ void HttpServer::drain_then_stop(std::chrono::steady_clock::time_point grace_end
 asio::awaitable<void> HttpServer::accept_loop() {
   for (;;) {
     beast::error_code ec;
-    tcp::socket socket = co_await acceptor_.async_accept(
-                                                         asio::redirect_error(use_awaitable, ec));
+    tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (!acceptor_.is_open()) co_return;
       if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
@@ -119,75 +132,73 @@ asio::awaitable<void> HttpServer::accept_loop() {
       }
       continue;
     }
+    const int open = ctx_.open_connections;
+    if (open >= ctx_.config.max_connections + kReservedConnections) {
+      socket.close(ec);  // beyond the cap and its reserve: closed at once
+      continue;
+    }
     auto ex = socket.get_executor();
-    asio::co_spawn(ex, session(std::move(socket)), asio::detached);
+    asio::co_spawn(ex, session(std::move(socket), open >= ctx_.config.max_connections), log_task_exception);
   }
 }
 
-asio::awaitable<void> HttpServer::session(tcp::socket socket) {
+asio::awaitable<void> HttpServer::session(tcp::socket socket, bool reserve) {
+  Counted open(ctx_.open_connections);
   tcp::socket& stream = socket;
   beast::flat_buffer buffer;
-  // Closes a connection that stays idle between requests (the timer runs only while reading).
-  asio::steady_timer idle(stream.get_executor());
-  auto arm_idle = [&] {
-    idle.expires_after(kIdleTimeout);
-    idle.async_wait([&stream](const beast::error_code& ec) {
-      beast::error_code ignored;
-      if (!ec) stream.close(ignored);
-    });
-  };
-  for (;;) {
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(static_cast<uint64_t>(ctx_.config.max_body_bytes));
-    parser.header_limit(256 * 1024);
-    arm_idle();
-    beast::error_code ec;
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
-    idle.cancel();
-    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
-      break;
-    HttpRequest& req = parser.get();
-    ++ctx_.active_requests;
-    HttpExchange ex(stream, buffer, req, request_id());
-    if (ec) {
-      // A request that cannot be read is answered, then the connection closes (its framing is lost).
-      ex.close_after();
-      ApiError err = ec == http::error::body_limit
-                         ? ApiError::too_large("request body exceeds " + std::to_string(ctx_.config.max_body_bytes) + " bytes")
-                         : ApiError::invalid_request("malformed HTTP request: " + ec.message());
-      int status = 400;
-      auto body = error_body_for(std::string_view(req.target().data(), req.target().size()), err, ex.request_id(), status);
-      co_await ex.send_json(status, body);
-    } else {
-      if (ctx_.stopping) ex.close_after();
-      co_await route_request(ctx_, ex);
-    }
-    co_await ex.stop_watch();
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ex.started()).count();
-    const int status = ex.status() ? ex.status() : 499;  // 499: the client left before an answer
-    ctx_.metrics.record_request(route_label(ex.path()), status, seconds);
-    spdlog::info("{} {} {} {:.1f} ms", std::string(req.method_string()), std::string(req.target()), status,
-                 seconds * 1000);
-    --ctx_.active_requests;
-    if (!ex.keep_alive() || ctx_.stopping) break;
+  try {
+    co_await serve_requests(stream, buffer, reserve);
+  } catch (const std::exception& e) {
+    // Only this connection ends; an exception never reaches the event loop.
+    spdlog::error("connection ended by an internal error: {}", e.what());
   }
   // Half-close, then read what the client still sends (the rest of a refused body) until it
   // closes: closing with unread bytes would reset the connection and could lose our answer.
   beast::error_code ec;
   stream.shutdown(tcp::socket::shutdown_send, ec);
-  idle.expires_after(std::chrono::seconds(2));
-  idle.async_wait([&stream](const beast::error_code& e) {
+  Watchdog linger(stream.get_executor());
+  linger.arm(std::chrono::seconds(2), [&stream] {
     beast::error_code ignored;
-    if (!e) stream.close(ignored);
+    stream.close(ignored);
   });
   size_t drained = 0;
   while (!ec && drained < (64u << 20)) {
     buffer.consume(buffer.size());
     drained += co_await stream.async_read_some(buffer.prepare(65536), asio::redirect_error(use_awaitable, ec));
   }
-  idle.cancel();
+  linger.disarm();
   stream.close(ec);
+}
+
+asio::awaitable<void> HttpServer::serve_requests(tcp::socket& stream, beast::flat_buffer& buffer, bool reserve) {
+  for (bool first = true;; first = false) {
+    RequestParser parser;
+    ReadEnd read = co_await read_request(stream, buffer, parser, ctx_.config, first);
+    if (read.kind == ReadEnd::Closed) co_return;
+    HttpRequest& req = parser.get();
+    Counted active(ctx_.active_requests);
+    HttpExchange ex(stream, buffer, req, request_id(), std::chrono::milliseconds(ctx_.config.idle_timeout_ms));
+    if (ctx_.stopping || reserve) ex.close_after();
+    if (read.kind == ReadEnd::Failed) {
+      // A request that cannot be read is answered, then the connection closes (its framing is lost).
+      ex.close_after();
+      co_await send_error(ex, *read.error);
+    } else if (reserve && ex.path() != "/health" && ex.path() != "/metrics") {
+      // The connections beyond max_connections are kept for /health and /metrics.
+      const ApiError busy = ApiError::overloaded("too many open connections (max_connections is " +
+                                                 std::to_string(ctx_.config.max_connections) + ")");
+      co_await send_error(ex, busy);
+    } else {
+      co_await route_request(ctx_, ex);
+    }
+    co_await ex.stop_watch();
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ex.started()).count();
+    const int status = ex.status() ? ex.status() : 499;  // 499: the client left before an answer
+    ctx_.metrics.record_request(route_label(ex.path()), status, seconds);
+    const std::string_view target(req.target().data(), std::min<size_t>(req.target().size(), 200));
+    spdlog::info("{} {} {} {:.1f} ms", std::string(req.method_string()), target, status, seconds * 1000);
+    if (!ex.keep_alive() || ctx_.stopping) co_return;
+  }
 }
 
 }  // namespace pensieve::server

@@ -1,5 +1,6 @@
-// The HTTP/1.1 listener: accepts connections on Asio threads, runs one keep-alive session
-// coroutine per connection, and shuts down gracefully (stop accepting, let running requests end
+// The HTTP/1.1 listener: accepts connections on Asio threads (up to max_connections, plus a
+// reserve for /health and /metrics), runs one keep-alive session coroutine per connection, and
+// shuts down gracefully (answer new requests with 503/529 and close, let running requests end
 // within the grace period, then cancel them so streams still close cleanly).
 #pragma once
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange
@@ -10,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "server/http_exchange.h"
 #include "server/server_context.h"
 
 namespace pensieve::server {
@@ -30,8 +32,11 @@ class HttpServer {
 
  private:
   asio::awaitable<void> accept_loop();
-  asio::awaitable<void> session(asio::ip::tcp::socket socket);
+  // `reserve`: a connection beyond max_connections, which may only ask for /health or /metrics.
+  asio::awaitable<void> session(asio::ip::tcp::socket socket, bool reserve);
+  asio::awaitable<void> serve_requests(asio::ip::tcp::socket& stream, beast::flat_buffer& buffer, bool reserve);
   void begin_shutdown();
+  void stop();
   void drain_then_stop(std::chrono::steady_clock::time_point grace_end, bool cancelled);
 
   ServerContext& ctx_;
@@ -42,8 +47,5 @@ class HttpServer {
   int port_ = 0;
   bool shutting_down_ = false;
 };
-
-// True for 127.0.0.0/8, ::1 and "localhost".
-bool is_loopback_host(const std::string& host);
 
 }  // namespace pensieve::server

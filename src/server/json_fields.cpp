@@ -1,5 +1,6 @@
 #include "server/json_fields.h"
 
+#include <cmath>
 #include <limits>
 
 #include "server/api_error.h"
@@ -24,6 +25,30 @@ std::string json_type_name(const json& v) {
     case json::value_t::object: return "object";
     case json::value_t::number_float: return "number";
     default: return "integer";
+  }
+}
+
+json parse_json_text(std::string_view text) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth)
+        throw ApiError::invalid_request("request body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw ApiError::invalid_request(std::string("request body is not valid JSON: ") + e.what());
   }
 }
 
@@ -64,6 +89,11 @@ std::optional<int> optional_int(const json& obj, const char* name, int64_t min) 
             ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(u);
   } else if (v->is_number_integer()) {
     x = v->get<int64_t>();
+  } else if (v->is_number_float() && std::trunc(v->get<double>()) == v->get<double>()) {
+    // Integers beyond 64 bits (2^64, 1e30) arrive as floats: clamp them like any large count.
+    const double d = v->get<double>();
+    x = d >= 0x1p63 ? std::numeric_limits<int64_t>::max()
+        : d < -0x1p63 ? std::numeric_limits<int64_t>::min() : static_cast<int64_t>(d);
   } else {
     wrong_type(name, "an integer", *v);
   }

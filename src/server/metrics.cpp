@@ -95,6 +95,8 @@ std::string Metrics::render(const LiveGauges& g) const {
   token_gap_.render(out, "pensieve_time_between_tokens_seconds");
   help(out, "pensieve_request_duration_seconds", "histogram", "Request latency, arrival to last byte");
   latency_.render(out, "pensieve_request_duration_seconds");
+  help(out, "pensieve_connections_open", "gauge", "Client connections open now");
+  out += "pensieve_connections_open " + std::to_string(g.connections) + "\n";
   help(out, "pensieve_requests_running", "gauge", "Generations running now");
   out += "pensieve_requests_running " + std::to_string(g.running) + "\n";
   help(out, "pensieve_requests_waiting", "gauge", "Generations waiting for the model");

@@ -25,6 +25,7 @@ class Histogram {
 };
 
 struct LiveGauges {
+  int connections = 0;
   int running = 0;
   int waiting = 0;
   double kv_cache_usage = 0;  // fraction of the KV cache blocks held by running sequences

@@ -60,7 +60,36 @@ void parse_stop(const json& body, ChatRequest& req) {
     if (s.empty()) throw ApiError::invalid_request("stop: sequences must not be empty");
 }
 
+// tool_choice: "none", "auto", "required", or an object naming a function (or a custom tool, or
+// the allowed tools). True for "none" (the tools are left out of the prompt).
+bool tool_choice_none(const json& body) {
+  const json* choice = fields::find(body, "tool_choice");
+  if (!choice) return false;
+  if (choice->is_string()) {
+    const std::string mode = choice->get<std::string>();
+    if (mode != "none" && mode != "auto" && mode != "required")
+      throw ApiError::invalid_request("tool_choice: expected 'none', 'auto', 'required' or an object, got '" + mode + "'");
+    return mode == "none";
+  }
+  if (!choice->is_object())
+    throw ApiError::invalid_request("tool_choice: expected a string or an object, got " + fields::json_type_name(*choice));
+  const std::string type = fields::require_string(*choice, "type", "tool_choice");
+  if (type == "function" || type == "custom") {
+    const json* named = fields::find(*choice, type.c_str());
+    if (!named || !named->is_object())
+      throw ApiError::invalid_request("tool_choice." + type + ": Field required");
+    fields::require_string(*named, "name", "tool_choice." + type);
+  } else if (type == "allowed_tools") {
+    if (!fields::optional_object(*choice, "allowed_tools"))
+      throw ApiError::invalid_request("tool_choice.allowed_tools: Field required");
+  } else {
+    throw ApiError::invalid_request("tool_choice.type: expected 'function', 'custom' or 'allowed_tools', got '" + type + "'");
+  }
+  return false;
+}
+
 void parse_tools(const json& body, ChatRequest& req) {
+  const bool tools_off = tool_choice_none(body);
   const json* tools = fields::optional_array(body, "tools");
   if (!tools) return;
   for (size_t i = 0; i < tools->size(); ++i) {
@@ -71,9 +100,7 @@ void parse_tools(const json& body, ChatRequest& req) {
     if (!fn || !fn->is_object()) throw ApiError::invalid_request(where + ".function: Field required");
     fields::require_string(*fn, "name", where + ".function");
   }
-  const json* choice = fields::find(body, "tool_choice");
-  if (choice && choice->is_string() && choice->get<std::string>() == "none") return;
-  if (!tools->empty()) req.tools = *tools;
+  if (!tools_off && !tools->empty()) req.tools = *tools;
 }
 
 }  // namespace

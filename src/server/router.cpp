@@ -1,5 +1,7 @@
 #include "server/router.h"
 
+#include <spdlog/spdlog.h>
+
 #include <ctime>
 
 #include "server/anthropic_api.h"
@@ -85,6 +87,7 @@ asio::awaitable<void> health(ServerContext& ctx, HttpExchange& ex) {
 
 LiveGauges live_gauges(const ServerContext& ctx) {
   LiveGauges g;
+  g.connections = ctx.open_connections;
   int64_t blocks = 0, used = 0;
   if (auto models = ctx.models())
     for (const auto& e : models->entries()) {
@@ -151,12 +154,39 @@ bool path_matches(const Route& r, std::string_view path) {
 std::string authenticate(const ServerContext& ctx, const HttpExchange& ex) {
   if (!ctx.auth.required()) return "anonymous";
   std::string key = presented_key(ex.header("x-api-key"), ex.header("authorization"));
+  if (auto name = ctx.auth.identify(key)) return *name;
+  if (!ctx.auth.has_keys()) {
+    spdlog::warn("{} refused: this server requires an API key and none is left (were they all revoked?); "
+                 "add one with `pensieve keys add NAME`", std::string(ex.path().substr(0, 100)));
+    throw ApiError::authentication("this server requires an API key and has none configured");
+  }
   if (key.empty())
     throw ApiError::authentication("missing API key: send it as 'x-api-key: KEY' or 'Authorization: Bearer KEY'");
-  auto name = ctx.auth.identify(key);
-  if (!name) throw ApiError::authentication("invalid x-api-key");
-  return *name;
+  throw ApiError::authentication("invalid x-api-key");
 }
+
+// Holds one of a key's max_requests_per_key slots while a request runs; 429 when none is free.
+class KeySlot {
+ public:
+  KeySlot(ServerContext& ctx, std::string key) : ctx_(ctx), key_(std::move(key)) {
+    int& n = ctx_.requests_by_key[key_];
+    const int limit = ctx_.config.max_requests_per_key;
+    if (limit > 0 && n >= limit)
+      throw ApiError::rate_limit("API key '" + key_ + "' already has " + std::to_string(n) +
+                                 " requests running (max_requests_per_key)");
+    ++n;
+  }
+  ~KeySlot() {
+    auto it = ctx_.requests_by_key.find(key_);
+    if (--it->second == 0) ctx_.requests_by_key.erase(it);
+  }
+  KeySlot(const KeySlot&) = delete;
+  KeySlot& operator=(const KeySlot&) = delete;
+
+ private:
+  ServerContext& ctx_;
+  std::string key_;
+};
 
 asio::awaitable<void> dispatch(ServerContext& ctx, HttpExchange& ex) {
   const std::string_view path = ex.path();
@@ -173,6 +203,8 @@ asio::awaitable<void> dispatch(ServerContext& ctx, HttpExchange& ex) {
                                        " (use " + allowed + ")");
   if (!found) throw ApiError::not_found("no route for " + method + " " + std::string(path));
   std::string key_name = found->needs_key ? authenticate(ctx, ex) : "anonymous";
+  std::optional<KeySlot> slot;
+  if (key_name != "anonymous") slot.emplace(ctx, key_name);
 
   if (path == "/health") co_return co_await health(ctx, ex);
   if (path == "/metrics") {
@@ -195,6 +227,8 @@ std::string route_label(std::string_view path) {
   return "other";
 }
 
+namespace {
+
 json error_body_for(std::string_view path, const ApiError& e, const std::string& request_id, int& status) {
   if (is_openai_path(path)) {
     status = openai_status(e);
@@ -202,6 +236,15 @@ json error_body_for(std::string_view path, const ApiError& e, const std::string&
   }
   status = e.status();
   return anthropic_error_body(e, request_id);
+}
+
+}  // namespace
+
+asio::awaitable<void> send_error(HttpExchange& ex, const ApiError& e) {
+  if (e.retry_after() > 0) ex.add_header("retry-after", std::to_string(e.retry_after()));
+  int status = 500;
+  const json body = error_body_for(ex.path(), e, ex.request_id(), status);
+  co_await ex.send_json(status, body);
 }
 
 asio::awaitable<void> route_request(ServerContext& ctx, HttpExchange& ex) {
@@ -212,12 +255,10 @@ asio::awaitable<void> route_request(ServerContext& ctx, HttpExchange& ex) {
     failure = e;
   } catch (const std::exception& e) {
     failure = ApiError::internal(std::string("internal error: ") + e.what());
+  } catch (...) {
+    failure = ApiError::internal("internal error");
   }
-  if (failure && ex.status() == 0 && !ex.client_gone()) {
-    int status = 500;
-    json body = error_body_for(ex.path(), *failure, ex.request_id(), status);
-    co_await ex.send_json(status, body);
-  }
+  if (failure && ex.status() == 0 && !ex.client_gone()) co_await send_error(ex, *failure);
 }
 
 }  // namespace pensieve::server

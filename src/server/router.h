@@ -12,7 +12,8 @@ std::string route_label(std::string_view path);
 
 asio::awaitable<void> route_request(ServerContext& ctx, HttpExchange& ex);
 
-// The body for an error, in the shape of the API that `path` belongs to; sets the status.
-nlohmann::ordered_json error_body_for(std::string_view path, const ApiError& e, const std::string& request_id, int& status);
+// Answers with an error in the shape of the API the request came to (with `retry-after` when the
+// error names one).
+asio::awaitable<void> send_error(HttpExchange& ex, const ApiError& e);
 
 }  // namespace pensieve::server

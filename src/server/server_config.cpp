@@ -74,6 +74,11 @@ void read_limits(ServerConfig& cfg, const fs::path& file, const toml::table& t) 
     else if (key == "request_timeout_ms") cfg.request_timeout_ms = int_of(file, node, key, 1);
     else if (key == "ping_interval_ms") cfg.ping_interval_ms = int_of(file, node, key, 10);
     else if (key == "shutdown_grace_ms") cfg.shutdown_grace_ms = int_of(file, node, key, 0);
+    else if (key == "max_connections") cfg.max_connections = int_of(file, node, key, 1);
+    else if (key == "header_timeout_ms") cfg.header_timeout_ms = int_of(file, node, key, 1);
+    else if (key == "idle_timeout_ms") cfg.idle_timeout_ms = int_of(file, node, key, 1);
+    else if (key == "max_header_bytes") cfg.max_header_bytes = int_of(file, node, key, kMinHeaderBytes);
+    else if (key == "max_requests_per_key") cfg.max_requests_per_key = int_of(file, node, key, 0);
     else throw Error(where(file, node) + ": unknown key 'limits." + key + "'");
   }
 }
@@ -155,6 +160,11 @@ void apply_environment(ServerConfig& cfg) {
     cfg.kv_cache_gb = x;
   }
   if (has("PENSIEVE_REQUEST_TIMEOUT_MS")) cfg.request_timeout_ms = env_int("PENSIEVE_REQUEST_TIMEOUT_MS", 1);
+  if (has("PENSIEVE_MAX_CONNECTIONS")) cfg.max_connections = env_int("PENSIEVE_MAX_CONNECTIONS", 1);
+  if (has("PENSIEVE_HEADER_TIMEOUT_MS")) cfg.header_timeout_ms = env_int("PENSIEVE_HEADER_TIMEOUT_MS", 1);
+  if (has("PENSIEVE_IDLE_TIMEOUT_MS")) cfg.idle_timeout_ms = env_int("PENSIEVE_IDLE_TIMEOUT_MS", 1);
+  if (has("PENSIEVE_MAX_HEADER_BYTES")) cfg.max_header_bytes = env_int("PENSIEVE_MAX_HEADER_BYTES", kMinHeaderBytes);
+  if (has("PENSIEVE_MAX_REQUESTS_PER_KEY")) cfg.max_requests_per_key = env_int("PENSIEVE_MAX_REQUESTS_PER_KEY", 0);
   if (has("PENSIEVE_MODEL")) {
     cfg.models.clear();
     std::stringstream ss(std::getenv("PENSIEVE_MODEL"));
@@ -196,7 +206,10 @@ std::string config_to_toml(const ServerConfig& cfg) {
                      {"max_batch_tokens", cfg.max_batch_tokens}, {"kv_cache_gb", cfg.kv_cache_gb},
                      {"request_timeout_ms", cfg.request_timeout_ms},
                      {"ping_interval_ms", cfg.ping_interval_ms},
-                     {"shutdown_grace_ms", cfg.shutdown_grace_ms}};
+                     {"shutdown_grace_ms", cfg.shutdown_grace_ms}, {"max_connections", cfg.max_connections},
+                     {"header_timeout_ms", cfg.header_timeout_ms}, {"idle_timeout_ms", cfg.idle_timeout_ms},
+                     {"max_header_bytes", cfg.max_header_bytes},
+                     {"max_requests_per_key", cfg.max_requests_per_key}};
   toml::array models;
   for (const auto& m : cfg.models) {
     toml::array aliases;
@@ -213,6 +226,11 @@ std::string config_to_toml(const ServerConfig& cfg) {
 void validate_config(const ServerConfig& cfg) {
   if (cfg.port < 0 || cfg.port > 65535) throw Error("port " + std::to_string(cfg.port) + " is out of range");
   if (cfg.host.empty()) throw Error("host must not be empty");
+  if (cfg.max_connections < 1) throw Error("max_connections must be at least 1");
+  if (cfg.header_timeout_ms < 1 || cfg.idle_timeout_ms < 1) throw Error("timeouts must be at least 1 ms");
+  if (cfg.max_header_bytes < kMinHeaderBytes)
+    throw Error("max_header_bytes must be at least " + std::to_string(kMinHeaderBytes));
+  if (cfg.max_requests_per_key < 0) throw Error("max_requests_per_key must not be negative");
 }
 
 }  // namespace pensieve::server

@@ -16,6 +16,8 @@ struct ModelSpec {
   int threads = 0;                   // 0 = physical cores
 };
 
+constexpr int kMinHeaderBytes = 1024;  // the least max_header_bytes may be
+
 struct ServerConfig {
   // [server]
   std::string host = "127.0.0.1";
@@ -35,6 +37,11 @@ struct ServerConfig {
   int request_timeout_ms = 600000;
   int ping_interval_ms = 5000;  // SSE ping while a stream waits for the model
   int shutdown_grace_ms = 15000;
+  int max_connections = 512;      // open connections; beyond it (and a small reserve) closed at once
+  int header_timeout_ms = 10000;  // a request's headers must arrive within this
+  int idle_timeout_ms = 60000;    // keep-alive wait for the next request; a stalled body or write
+  int max_header_bytes = 65536;   // request line and header fields together
+  int max_requests_per_key = 16;  // concurrent requests per API key (429 beyond); 0 = no limit
   // [[models]]
   std::vector<ModelSpec> models;
 };
@@ -45,7 +52,9 @@ void load_config_file(ServerConfig& cfg, const std::filesystem::path& file);
 
 // Applies PENSIEVE_HOST, _PORT, _API_KEY, _API_KEY_FILE, _ALLOW_NO_AUTH, _STATE_DIR,
 // _MAX_OUTPUT_TOKENS, _MAX_BODY_BYTES, _MAX_WAITING, _MAX_RUNNING, _MAX_BATCH_TOKENS, _KV_CACHE_GB,
-// _REQUEST_TIMEOUT_MS, _MODEL (paths separated by ':'), _CONTEXT, _THREADS. Error naming the variable for a bad value.
+// _REQUEST_TIMEOUT_MS, _MAX_CONNECTIONS, _HEADER_TIMEOUT_MS, _IDLE_TIMEOUT_MS, _MAX_HEADER_BYTES,
+// _MAX_REQUESTS_PER_KEY, _MODEL (paths separated by ':'), _CONTEXT, _THREADS. Error naming the
+// variable for a bad value.
 void apply_environment(ServerConfig& cfg);
 
 // Non-empty lines of a key file (one key a line; '#' starts a comment line).

@@ -10,6 +10,8 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <unordered_map>
 
 #include "server/auth.h"
 #include "server/metrics.h"
@@ -33,6 +35,9 @@ class ServerContext {
   asio::thread_pool blocking{2};
   std::atomic<bool> stopping{false};
   std::atomic<int> active_requests{0};
+  std::atomic<int> open_connections{0};
+  // Requests in flight per API key name, for max_requests_per_key (the network thread's alone).
+  std::unordered_map<std::string, int> requests_by_key;
 
   // Null until the models are loaded.
   std::shared_ptr<const ModelRegistry> models() const;

@@ -166,6 +166,16 @@ TEST(AnthropicRequest, ClaudeCodeFieldsAreAccepted) {
   EXPECT_EQ(r.system, "reminder");
 }
 
+TEST(AnthropicRequest, MaxTokensBeyond64BitsIsClampedNotRejected) {
+  json b = base_request();
+  for (const char* huge : {"9223372036854775808", "18446744073709551616", "1e30", "4.0e9"}) {
+    b["max_tokens"] = json::parse(huge);
+    EXPECT_EQ(parse_anthropic_request(b).max_tokens.value(), INT32_MAX) << huge;
+  }
+  b["max_tokens"] = json::parse("-1e30");
+  EXPECT_THROW(parse_anthropic_request(b), ApiError);
+}
+
 TEST(AnthropicRequest, RejectsEachInvalidFieldByName) {
   auto expect = [](json b, const std::string& needle, bool for_count = false) {
     ApiError e = rejection(b, for_count);

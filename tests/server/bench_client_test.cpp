@@ -85,7 +85,7 @@ class StubServer {
     beast::error_code ec;
     co_await http::async_read(socket, buffer, req, asio::redirect_error(use_awaitable, ec));
     if (ec) co_return;
-    HttpExchange ex(socket, buffer, req, "req_stub");
+    HttpExchange ex(socket, buffer, req, "req_stub", std::chrono::seconds(10));
     ex.close_after();
     if (req.method() == http::verb::get) {
       const nlohmann::ordered_json models = {{"data", {{{"id", "stub-model"}}}}};

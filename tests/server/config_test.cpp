@@ -40,6 +40,11 @@ claude_aliases = false
 max_output_tokens = 512
 max_body_bytes = 1000
 request_timeout_ms = 5000
+max_connections = 64
+header_timeout_ms = 2000
+idle_timeout_ms = 3000
+max_header_bytes = 8192
+max_requests_per_key = 4
 [[models]]
 path = "a.gguf"
 id = "a"
@@ -54,6 +59,13 @@ path = "b.gguf"
   EXPECT_FALSE(cfg.claude_aliases);
   EXPECT_EQ(cfg.max_output_tokens, 512);
   EXPECT_EQ(cfg.max_body_bytes, 1000);
+  EXPECT_EQ(cfg.max_connections, 64);
+  EXPECT_EQ(cfg.header_timeout_ms, 2000);
+  EXPECT_EQ(cfg.idle_timeout_ms, 3000);
+  EXPECT_EQ(cfg.max_header_bytes, 8192);
+  EXPECT_EQ(cfg.max_requests_per_key, 4);
+  EXPECT_NE(config_to_toml(cfg).find("max_header_bytes = 8192"), std::string::npos) << config_to_toml(cfg);
+  EXPECT_NE(config_to_toml(cfg).find("max_requests_per_key = 4"), std::string::npos);
   ASSERT_EQ(cfg.models.size(), 2u);
   EXPECT_EQ(cfg.models[0].aliases.size(), 2u);
   EXPECT_EQ(cfg.models[0].context, 2048);
@@ -68,6 +80,8 @@ TEST(Config, ErrorsNameTheLine) {
   EXPECT_NE(load_error("[server\nport=1\n").find(":1:"), std::string::npos);
   EXPECT_NE(load_error("[[models]]\nid = \"x\"\n").find("needs a 'path'"), std::string::npos);
   EXPECT_NE(load_error("[limits]\nmax_waiting = -1\n").find(":2:"), std::string::npos);
+  EXPECT_NE(load_error("[limits]\nmax_connections = 0\n").find(":2:"), std::string::npos);
+  EXPECT_NE(load_error("[limits]\nmax_header_bytes = 100\n").find(":2:"), std::string::npos);
 }
 
 TEST(Config, EnvironmentOverridesTheFile) {
@@ -76,7 +90,13 @@ TEST(Config, EnvironmentOverridesTheFile) {
   setenv("PENSIEVE_PORT", "9999", 1);
   setenv("PENSIEVE_MODEL", "x.gguf:y.gguf", 1);
   setenv("PENSIEVE_MAX_OUTPUT_TOKENS", "64", 1);
+  setenv("PENSIEVE_MAX_CONNECTIONS", "7", 1);
+  setenv("PENSIEVE_IDLE_TIMEOUT_MS", "1500", 1);
   apply_environment(cfg);
+  EXPECT_EQ(cfg.max_connections, 7);
+  EXPECT_EQ(cfg.idle_timeout_ms, 1500);
+  unsetenv("PENSIEVE_MAX_CONNECTIONS");
+  unsetenv("PENSIEVE_IDLE_TIMEOUT_MS");
   EXPECT_EQ(cfg.port, 9999);
   ASSERT_EQ(cfg.models.size(), 2u);
   EXPECT_EQ(cfg.models[1].path, "y.gguf");

@@ -6,10 +6,17 @@
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+#include <filesystem>
+#include <optional>
 #include <thread>
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "fake_model.h"
 #include "server/http_server.h"
+#include "server/state_store.h"
 
 using namespace pensieve::server;
 using nlohmann::json;
@@ -29,18 +36,18 @@ struct Reply {
 
 class ServerFixture : public ::testing::Test {
  protected:
-  void start(ServerConfig cfg = {}) {
-    cfg.host = "127.0.0.1";
+  // Listens on cfg.host (127.0.0.1 unless a test binds 0.0.0.0; clients always connect to 127.0.0.1).
+  void start(ServerConfig cfg = {}, std::unique_ptr<StateStore> store = nullptr) {
     cfg.port = 0;
     cfg.ping_interval_ms = 50;
     cfg.shutdown_grace_ms = 200;
-    ctx_ = std::make_unique<ServerContext>(cfg, nullptr);
+    ctx_ = std::make_unique<ServerContext>(cfg, std::move(store));
     auto registry = std::make_shared<ModelRegistry>(true);
     model_->max_waiting = cfg.max_waiting;
     registry->add({model_, {"alias-*"}});
     ctx_->publish_models(registry);
     server_ = std::make_unique<HttpServer>(*ctx_);
-    server_->listen("127.0.0.1", 0);
+    server_->listen(cfg.host, 0);
     thread_ = std::thread([this] { server_->run(false); });
   }
   void TearDown() override {
@@ -73,6 +80,40 @@ class ServerFixture : public ::testing::Test {
     if (r.res[http::field::content_type].starts_with("application/json")) r.body = json::parse(r.raw);
     return r;
   }
+  // Sends `bytes` as they are and reads one response (status 0 when the connection ended without
+  // one). Bounded: the exchange gives up after 10 s.
+  tcp::socket connect(asio::io_context& ioc) {
+    tcp::socket sock(ioc);
+    sock.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()));
+    return sock;
+  }
+
+  Reply raw(const std::string& bytes) {
+    asio::io_context ioc;
+    Reply r;
+    auto client = [&]() -> asio::awaitable<void> {
+      beast::tcp_stream stream(co_await asio::this_coro::executor);
+      stream.expires_after(std::chrono::seconds(10));
+      beast::error_code ec;
+      const tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), server_->port());
+      co_await stream.async_connect(ep, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      co_await asio::async_write(stream, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
+      beast::flat_buffer buffer;
+      co_await http::async_read(stream, buffer, r.res, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      r.status = r.res.result_int();
+      r.raw = r.res.body();
+    };
+    asio::co_spawn(ioc, client(), asio::detached);
+    ioc.run();
+    if (r.res[http::field::content_type].starts_with("application/json")) r.body = json::parse(r.raw);
+    return r;
+  }
+  void expect_still_serving(const std::string& after) {
+    EXPECT_EQ(call(http::verb::get, "/health").status, 200) << "after " << after;
+  }
+
   Reply post(const std::string& target, const json& body, std::vector<std::pair<std::string, std::string>> h = {}) {
     return call(http::verb::post, target, body.dump(), std::move(h));
   }
@@ -87,6 +128,23 @@ class ServerFixture : public ::testing::Test {
   std::unique_ptr<HttpServer> server_;
   std::thread thread_;
 };
+
+// Waits up to `ms` for the server to close the connection; returns every byte it sent before
+// closing, or nullopt when it is still open at the end.
+std::optional<std::string> read_until_closed(tcp::socket& s, int ms) {
+  std::string got;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd p{s.native_handle(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
+    char buf[4096];
+    const ssize_t n = ::recv(s.native_handle(), buf, sizeof buf, 0);
+    if (n <= 0) return got;  // EOF or reset
+    got.append(buf, static_cast<size_t>(n));
+  }
+}
 
 void expect_anthropic_error(const Reply& r, int status, const std::string& type) {
   EXPECT_EQ(r.status, status) << r.raw;
@@ -178,6 +236,32 @@ TEST_F(ServerFixture, ApiKeysByEitherHeader) {
   EXPECT_NE(metrics.raw.find("pensieve_time_to_first_token_seconds_count 2"), std::string::npos);
 }
 
+// Bound beyond loopback, the server needs a key for good: revoking the last stored key turns every
+// route but /health into a 401, never into an open server.
+TEST_F(ServerFixture, RevokingTheLastKeyOnAPublicBindLeavesNoRouteOpen) {
+  const auto dir = std::filesystem::temp_directory_path() / ("pensieve-auth-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  auto store = std::make_unique<StateStore>(dir);
+  const std::string key = store->add_key("only");
+  StateStore* keys = store.get();
+  ServerConfig cfg;
+  cfg.host = "0.0.0.0";  // reached at 127.0.0.1 all the same
+  start(cfg, std::move(store));
+  EXPECT_EQ(post("/v1/messages", message(), {{"x-api-key", key}}).status, 200);
+  expect_anthropic_error(post("/v1/messages", message()), 401, "authentication_error");
+  ASSERT_TRUE(keys->revoke_key("only"));
+  expect_anthropic_error(post("/v1/messages", message()), 401, "authentication_error");
+  expect_anthropic_error(post("/v1/messages", message(), {{"x-api-key", key}}), 401, "authentication_error");
+  EXPECT_EQ(call(http::verb::get, "/v1/models").status, 401);
+  EXPECT_EQ(call(http::verb::get, "/metrics").status, 401);
+  EXPECT_EQ(post("/v1/chat/completions", json{{"model", "fake-model"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}}).status, 401);
+  EXPECT_EQ(call(http::verb::get, "/health").status, 200);
+  // A new key works at once.
+  const std::string fresh = keys->add_key("fresh");
+  EXPECT_EQ(post("/v1/messages", message(), {{"x-api-key", fresh}}).status, 200);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(ServerFixture, FullQueueIsOverloadedAndOpenAIGets429) {
   ServerConfig cfg;
   cfg.max_waiting = 0;
@@ -187,9 +271,12 @@ TEST_F(ServerFixture, FullQueueIsOverloadedAndOpenAIGets429) {
   while (model_->started == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   // The running generation does not block /health or other answers.
   EXPECT_EQ(call(http::verb::get, "/health").status, 200);
-  expect_anthropic_error(post("/v1/messages", message()), 529, "overloaded_error");
+  Reply busy = post("/v1/messages", message());
+  expect_anthropic_error(busy, 529, "overloaded_error");
+  EXPECT_EQ(busy.res["retry-after"], "2");
   Reply oa = post("/v1/chat/completions", json{{"model", "fake-model"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}});
   EXPECT_EQ(oa.status, 429);
+  EXPECT_EQ(oa.res["retry-after"], "2");
   model_->release = true;
   first.join();
 }
@@ -251,4 +338,227 @@ TEST_F(ServerFixture, ServerClampReportsEndTurnToAnthropicAndLengthToOpenAI) {
   Reply o = post("/v1/chat/completions", json{{"model", "fake-model"}, {"max_tokens", 1000},
                                               {"messages", {{{"role", "user"}, {"content", "x"}}}}});
   EXPECT_EQ(o.body["choices"][0]["finish_reason"], "length");
+}
+
+// Beast 1.74 throws std::length_error for a header field of 65,534 bytes or more; that once ended
+// the process. Every size across the 16-bit boundary, in a name, a value or the request target, is
+// answered, and the server goes on serving.
+TEST_F(ServerFixture, OversizedHeadersAreAnsweredAndTheServerKeepsServing) {
+  ServerConfig cfg;
+  cfg.max_header_bytes = 512 * 1024;  // above every 16-bit size, so that those reach Beast's fields
+  start(cfg);
+  for (size_t n : {size_t(65533), size_t(65534), size_t(65535), size_t(65536), size_t(300 * 1024)}) {
+    const std::string big(n, 'a');
+    const bool fits_field = n + 2 <= 65535;
+    const bool fits_header = n < 512 * 1024 - 64;
+    Reply v = raw("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n");
+    EXPECT_EQ(v.status, fits_field ? 200 : 431) << "value of " << n << " bytes: " << v.raw;
+    if (!fits_field) expect_anthropic_error(v, 431, "invalid_request_error");
+    expect_still_serving("a value of " + std::to_string(n) + " bytes");
+    Reply k = raw("GET /health HTTP/1.1\r\nHost: x\r\n" + big + ": 1\r\n\r\n");
+    EXPECT_EQ(k.status, fits_field ? 200 : 431) << "name of " << n << " bytes: " << k.raw;
+    expect_still_serving("a name of " + std::to_string(n) + " bytes");
+    Reply t = raw("GET /" + big + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(t.status, fits_header ? 404 : 431) << "target of " << n << " bytes";
+    expect_still_serving("a target of " + std::to_string(n) + " bytes");
+  }
+  // Many small fields: under the header limit they are served, beyond it 431.
+  for (int count : {1000, 20000, 40000}) {
+    std::string fields;
+    for (int i = 0; i < count; ++i) fields += "X-F" + std::to_string(i) + ": v\r\n";
+    Reply r = raw("GET /health HTTP/1.1\r\nHost: x\r\n" + fields + "\r\n");
+    EXPECT_EQ(r.status, fields.size() < 512 * 1024 - 64 ? 200 : 431) << count << " fields";
+    expect_still_serving(std::to_string(count) + " fields");
+  }
+  // A header that never ends, and one line without a colon.
+  EXPECT_EQ(raw("GET /health HTTP/1.1\r\nX: " + std::string(1 << 20, 'b')).status, 431);
+  expect_still_serving("an endless header");
+  EXPECT_EQ(raw("GET /health HTTP/1.1\r\nno colon here\r\n\r\n").status, 400);
+  expect_still_serving("a line without a colon");
+}
+
+TEST_F(ServerFixture, HeaderAndIdleTimeoutsEndSlowAndSilentConnections) {
+  ServerConfig cfg;
+  cfg.header_timeout_ms = 300;
+  cfg.idle_timeout_ms = 400;
+  start(cfg);
+  asio::io_context ioc;
+  tcp::socket silent = connect(ioc);
+  tcp::socket slow = connect(ioc);
+  asio::write(slow, asio::buffer(std::string("GET /health HTTP/1.1\r\nHost: x\r\n")));  // never ends
+  tcp::socket idle = connect(ioc);
+  asio::write(idle, asio::buffer(std::string("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")));
+  EXPECT_EQ(read_until_closed(silent, 5000), std::optional<std::string>(""));
+  auto slow_got = read_until_closed(slow, 5000);
+  ASSERT_TRUE(slow_got.has_value());
+  EXPECT_EQ(slow_got->rfind("HTTP/1.1 408", 0), 0u) << *slow_got;
+  auto idle_got = read_until_closed(idle, 5000);  // answered, then closed when idle
+  ASSERT_TRUE(idle_got.has_value());
+  EXPECT_EQ(idle_got->rfind("HTTP/1.1 200", 0), 0u) << *idle_got;
+  expect_still_serving("the timeouts");
+}
+
+TEST_F(ServerFixture, ConnectionsBeyondTheCapKeepAReserveForHealth) {
+  ServerConfig cfg;
+  cfg.max_connections = 2;
+  start(cfg);
+  asio::io_context ioc;
+  std::vector<tcp::socket> held;
+  auto hold_one = [&] {
+    held.push_back(connect(ioc));
+    for (int i = 0; i < 200 && ctx_->open_connections < static_cast<int>(held.size()); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  };
+  hold_one(), hold_one();
+  ASSERT_EQ(ctx_->open_connections, 2);
+  // In the reserve: /health and /metrics answer (one request, then close), the rest is 529.
+  Reply health = raw("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_FALSE(health.res.keep_alive());
+  EXPECT_EQ(raw("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+  const std::string body = message().dump();
+  Reply busy = raw("POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+                   "\r\n\r\n" + body);
+  expect_anthropic_error(busy, 529, "overloaded_error");
+  EXPECT_EQ(busy.res["retry-after"], "2");
+  for (int i = 0; i < 400 && ctx_->open_connections > 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  while (held.size() < 10) hold_one();  // the reserve is full too
+  ASSERT_EQ(ctx_->open_connections, 10);
+  tcp::socket refused = connect(ioc);
+  asio::write(refused, asio::buffer(std::string("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")));
+  EXPECT_EQ(read_until_closed(refused, 5000), std::optional<std::string>(""));  // closed at once, unanswered
+  held.clear();
+  for (int i = 0; i < 400 && ctx_->open_connections > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(ctx_->open_connections, 0);
+  Reply after = call(http::verb::get, "/health");
+  EXPECT_EQ(after.status, 200);
+  EXPECT_TRUE(after.res.keep_alive());
+}
+
+TEST_F(ServerFixture, AHalfClosedClientStillGetsItsAnswer) {
+  start();
+  asio::io_context ioc;
+  tcp::socket sock = connect(ioc);
+  const std::string body = message().dump();
+  asio::write(sock, asio::buffer("POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                                 std::to_string(body.size()) + "\r\n\r\n" + body));
+  sock.shutdown(tcp::socket::shutdown_send);
+  auto got = read_until_closed(sock, 10000);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->rfind("HTTP/1.1 200", 0), 0u) << *got;
+  EXPECT_NE(got->find("w0 w1 w2 w3 w4"), std::string::npos) << *got;
+}
+
+TEST_F(ServerFixture, OnlyPlainOrChunkedBodiesAreRead) {
+  start();
+  const std::string body = message().dump();
+  char size[32];
+  std::snprintf(size, sizeof size, "%zx", body.size());
+  const std::string chunked = std::string(size) + "\r\n" + body + "\r\n0\r\n\r\n";
+  EXPECT_EQ(raw("POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked).status, 200);
+  Reply gz = raw("POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunked);
+  expect_anthropic_error(gz, 501, "invalid_request_error");
+  EXPECT_NE(gz.body["error"]["message"].get<std::string>().find("gzip"), std::string::npos);
+  EXPECT_EQ(raw("POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n" + chunked).status, 400);
+  expect_still_serving("transfer codings");
+}
+
+// The JSON layer: nesting beyond 128 levels, invalid UTF-8 and numbers beyond every range are
+// 400s or clamped, never a crash or a 500.
+TEST_F(ServerFixture, HostileJsonIsRefusedOrClamped) {
+  start();
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  Reply d = call(http::verb::post, "/v1/messages",
+                 R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":)" + deep + "}]}");
+  expect_anthropic_error(d, 400, "invalid_request_error");
+  EXPECT_NE(d.body["error"]["message"].get<std::string>().find("deeper than 128"), std::string::npos);
+  expect_still_serving("deep nesting");
+  json schema = json::object();
+  for (int i = 0; i < 40; ++i) schema = json{{"type", "object"}, {"properties", {{"x", schema}}}};
+  json m = message();
+  m["tools"] = json::array({{{"name", "t"}, {"input_schema", schema}}});
+  EXPECT_EQ(post("/v1/messages", m).status, 200);  // deep, but within the limit
+  Reply u = call(http::verb::post, "/v1/messages",
+                 "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\xc3\"}]}");
+  expect_anthropic_error(u, 400, "invalid_request_error");
+  Reply o = call(http::verb::post, "/v1/chat/completions",
+                 "{\"model\":\"fake-model\",\"messages\":[{\"role\":\"user\",\"content\":\"\xed\xa0\x80\"}]}");
+  EXPECT_EQ(o.status, 400);
+  expect_still_serving("invalid UTF-8");
+  for (const char* number : {"1e400", "-1e400", "18446744073709551616", "1e30", "123456789012345678901234567890"}) {
+    const std::string n(number);
+    Reply a = call(http::verb::post, "/v1/messages",
+                   R"({"model":"fake-model","max_tokens":)" + n + R"(,"temperature":)" + n +
+                       R"(,"messages":[{"role":"user","content":"x"}]})");
+    EXPECT_TRUE(a.status == 400 || a.status == 200) << number << ": " << a.raw;
+    Reply t = call(http::verb::post, "/v1/messages",
+                   R"({"model":"fake-model","max_tokens":)" + n + R"(,"messages":[{"role":"user","content":"x"}]})");
+    // 1e400 is no double at all (400); the rest are whole numbers beyond 64 bits, clamped.
+    EXPECT_EQ(t.status, n.find("e400") != std::string::npos ? 400 : 200) << number << ": " << t.raw;
+    expect_still_serving(std::string("the number ") + number);
+  }
+}
+
+// A client that stops reading a stream: the write stalls for idle_timeout_ms, the connection
+// closes and the generation is cancelled; the server goes on serving.
+TEST_F(ServerFixture, AStalledStreamReaderIsCutOff) {
+  model_ = std::make_shared<test::FakeModel>("fake-model", 1 << 22);
+  ServerConfig cfg;
+  cfg.idle_timeout_ms = 300;
+  start(cfg);
+  asio::io_context ioc;
+  tcp::socket sock(ioc);
+  sock.open(tcp::v4());
+  sock.set_option(asio::socket_base::receive_buffer_size(4096));
+  sock.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()));
+  const std::string body = message(true, 2000000).dump();
+  asio::write(sock, asio::buffer("POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                                 std::to_string(body.size()) + "\r\n\r\n" + body));
+  for (int i = 0; i < 2000 && model_->cancelled == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(model_->cancelled, 1);
+  expect_still_serving("a stalled stream reader");
+}
+
+TEST_F(ServerFixture, PerKeyConcurrencyLimitIs429WithRetryAfter) {
+  ServerConfig cfg;
+  cfg.api_keys = {"k1", "k2"};
+  cfg.max_requests_per_key = 1;
+  cfg.max_waiting = 8;
+  model_->hold = true;
+  start(cfg);
+  std::thread first([&] { EXPECT_EQ(post("/v1/messages", message(), {{"x-api-key", "k1"}}).status, 200); });
+  while (model_->started == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  Reply limited = post("/v1/messages", message(), {{"x-api-key", "k1"}});
+  expect_anthropic_error(limited, 429, "rate_limit_error");
+  EXPECT_EQ(limited.res["retry-after"], "1");
+  Reply oa = post("/v1/chat/completions", json{{"model", "fake-model"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}},
+                  {{"authorization", "Bearer k1"}});
+  EXPECT_EQ(oa.status, 429);
+  EXPECT_EQ(oa.body["error"]["code"], "rate_limit_exceeded");
+  EXPECT_EQ(call(http::verb::get, "/v1/models", "", {{"x-api-key", "k2"}}).status, 200);  // another key
+  model_->release = true;
+  first.join();
+  EXPECT_EQ(call(http::verb::get, "/v1/models", "", {{"x-api-key", "k1"}}).status, 200);  // freed
+}
+
+TEST_F(ServerFixture, HealthIs503ForNewConnectionsDuringShutdown) {
+  model_->hold = true;
+  ServerConfig cfg;
+  start(cfg);
+  std::thread running([&] {
+    try {
+      post("/v1/messages", message());  // answered or cut off by the shutdown: either is fine here
+    } catch (const std::exception&) {
+    }
+  });
+  while (model_->started == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  server_->shutdown();
+  while (!ctx_->stopping) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  Reply h = call(http::verb::get, "/health");
+  EXPECT_EQ(h.status, 503);
+  EXPECT_EQ(h.body["status"], "stopping");
+  EXPECT_FALSE(h.res.keep_alive());
+  expect_anthropic_error(post("/v1/messages", message()), 529, "overloaded_error");
+  model_->release = true;
+  running.join();
 }

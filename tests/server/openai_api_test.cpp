@@ -49,6 +49,35 @@ TEST(OpenAIRequest, ToolsPassThroughInTheClientsKeyOrder) {
   EXPECT_THROW(parse_openai_request(b), ApiError);
 }
 
+TEST(OpenAIRequest, ToolChoiceIsValidated) {
+  auto b = nlohmann::ordered_json::parse(R"({"model":"fake","messages":[{"role":"user","content":"Hi"}],
+      "tools":[{"type":"function","function":{"name":"f"}}]})");
+  for (const char* ok : {R"("auto")", R"("required")", R"({"type":"function","function":{"name":"f"}})",
+                         R"({"type":"allowed_tools","allowed_tools":{"mode":"auto","tools":[]}})"}) {
+    b["tool_choice"] = nlohmann::ordered_json::parse(ok);
+    EXPECT_FALSE(parse_openai_request(b).tools.is_null()) << ok;
+  }
+  for (const char* bad : {"5", "[]", R"({"type":"bogus"})", R"("sometimes")", R"({"type":"function"})",
+                          R"({"type":"function","function":{}})", "true"}) {
+    b["tool_choice"] = nlohmann::ordered_json::parse(bad);
+    try {
+      parse_openai_request(b);
+      ADD_FAILURE() << "accepted tool_choice " << bad;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400);
+      EXPECT_NE(std::string(e.what()).find("tool_choice"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(OpenAIRequest, HugeMaxTokensAreClamped) {
+  json b = base_request();
+  for (const char* huge : {"9223372036854775808", "18446744073709551616", "1e30", "1e300"}) {
+    b["max_tokens"] = json::parse(huge);
+    EXPECT_EQ(parse_openai_request(b).max_tokens.value(), INT32_MAX) << huge;
+  }
+}
+
 TEST(OpenAIRequest, RejectsInvalidFields) {
   auto rejects = [](json b, const std::string& needle) {
     try {

@@ -119,6 +119,34 @@ TEST(StateStore, OlderDatabaseGainsTheNewColumns) {
   fs::remove_all(dir);
 }
 
+TEST(Auth, RevocationNeverTurnsAuthenticationOff) {
+  fs::path dir = temp_dir();
+  StateStore store(dir);
+  Authenticator open({}, &store);  // loopback, no key yet
+  EXPECT_FALSE(open.required());
+  store.add_key("a");
+  EXPECT_TRUE(open.required());
+  EXPECT_TRUE(store.revoke_key("a"));
+  EXPECT_FALSE(open.has_keys());
+  EXPECT_TRUE(open.required());
+  Authenticator bound_beyond_loopback({}, &store, true);
+  EXPECT_FALSE(bound_beyond_loopback.has_keys());
+  EXPECT_TRUE(bound_beyond_loopback.required());
+  EXPECT_FALSE(bound_beyond_loopback.identify("").has_value());
+  fs::remove_all(dir);
+}
+
+TEST(Auth, LoopbackHosts) {
+  EXPECT_TRUE(is_loopback_host("127.0.0.1"));
+  EXPECT_TRUE(is_loopback_host("127.1.2.3"));
+  EXPECT_TRUE(is_loopback_host("::1"));
+  EXPECT_TRUE(is_loopback_host("localhost"));
+  EXPECT_FALSE(is_loopback_host("0.0.0.0"));
+  EXPECT_FALSE(is_loopback_host("::"));
+  EXPECT_FALSE(is_loopback_host("192.168.1.2"));
+  EXPECT_FALSE(is_loopback_host("example.com"));
+}
+
 TEST(StateStore, UsageSurvivesReopening) {
   fs::path dir = temp_dir();
   {
