@@ -59,6 +59,8 @@ class BackendPass {
   virtual void silu_mul(float* rows_gate_up, int rows, int ff) = 0;
   // Copies n floats of a pass buffer to host memory; ends the pass's device work.
   virtual void read(const float* src, float* host, size_t n) = 0;
+  // Copies n floats from host memory into a pass buffer (tests, tools).
+  virtual void write(float* dst, const float* host, size_t n) = 0;
 };
 
 class Backend {

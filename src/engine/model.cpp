@@ -46,6 +46,7 @@ Model::Model(LoadedModel loaded, const std::string& device)
   try {
     bind_weights();
     backend_->finish_load();
+    if (backend_->name() != "cpu") spdlog::info("{}: {}", backend_->name(), backend_->memory_report());
   } catch (const Error& e) {
     if (device != "auto" || backend_->name() == "cpu") throw;
     spdlog::warn("device auto: {}; running on the CPU", e.what());

@@ -41,6 +41,9 @@ class CpuPass final : public BackendPass {
   void read(const float* src, float* host, size_t n) override {
     if (src != host) std::memcpy(host, src, n * sizeof(float));
   }
+  void write(float* dst, const float* host, size_t n) override {
+    if (dst != host) std::memcpy(dst, host, n * sizeof(float));
+  }
 
  private:
   const CpuBackend& b_;

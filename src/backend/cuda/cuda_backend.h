@@ -15,5 +15,8 @@ int cuda_device_count();
 // Free and total memory of device `index`, and its name; false when it cannot be read.
 bool cuda_device_memory(int index, size_t* free_bytes, size_t* total_bytes, std::string* name);
 std::shared_ptr<Backend> make_cuda_backend(const ModelConfig& cfg, int index);
+// Median device-to-device copy rate of `bytes` on device `index`, bytes read plus written per
+// second (0 without CUDA).
+double cuda_copy_bandwidth(int index, size_t bytes);
 
 }  // namespace pensieve
