@@ -105,7 +105,8 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
       gpu->finish_load();
       ThreadPool pool(1);
       for (int n : token_counts) {
-        const int64_t ldx = cols + 4, ldy = rows + 3;  // strides wider than the rows, as in the model
+        // Strides wider than the rows, as in the model; n = 3 takes an unaligned one (staged copy).
+        const int64_t ldx = n == 3 ? cols + 1 : cols + 4, ldy = rows + 3;
         const std::vector<float> x = random_floats(size_t(n) * ldx, rng);
         std::vector<float> ref(size_t(n) * rows);
         for (int t = 0; t < n; ++t)
@@ -129,7 +130,7 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
           const double err = rel_err(packed, ref);
           // GEMV: float32 arithmetic; the cuBLAS path rounds weights and activations to fp16.
           const bool gemm = !exact && n > 16;
-          const double bound = gemm ? 3e-3 : 2e-6;
+          const double bound = gemm ? 3e-3 : 1e-5;
           std::printf("[ matmul %-5s %4dx%-4d n=%-2d %s ] rel err %.3g\n", std::string(type_name(type)).c_str(),
                       rows, cols, n, gemm ? "gemm" : "gemv", err);
           EXPECT_LT(err, bound) << type_name(type) << " " << rows << "x" << cols << " n=" << n;
@@ -373,7 +374,11 @@ TEST_P(CudaModel, BatchedDecodeEqualsSoloDecode) {
     }
     std::printf("[ %s batched vs solo %s ] worst rel err %.3g\n", GetParam().c_str(), exact ? "exact" : "serving", worst);
     // Serving: a batch's prefill may take the fp16 GEMM path where a lone decode takes the GEMV.
-    EXPECT_LT(worst, exact ? 0.0 + 1e-30 : 2e-2);
+    if (exact) {
+      EXPECT_EQ(worst, 0.0);
+    } else {
+      EXPECT_LT(worst, 2e-2);
+    }
   }
 }
 

@@ -332,11 +332,27 @@ bool has_kernel(GgmlType t) {
 static bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream) {
+          cudaStream_t stream, DeviceBuffer* staging) {
   const dim3 grid(unsigned((w.rows + kGemvWarps - 1) / kGemvWarps)), block(32 * kGemvWarps);
-  const bool any_width = w.cols % 32 != 0 || ldx % 4 != 0;
+  // The vector kernel reads x 16 bytes at a time: a misaligned x is first copied to `staging`.
+  if ((ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0) && w.cols % 32 == 0) {
+    if (!staging) throw Error("CUDA matmul: activations not 16-byte aligned");
+    const int64_t ld = (w.cols + 3) / 4 * 4;
+    const size_t need = size_t(n_tok) * size_t(ld) * sizeof(float);
+    if (staging->bytes < need) {
+      check(cudaStreamSynchronize(stream), "staging");
+      staging->reserve(need, "activation staging");
+    }
+    check(cudaMemcpy2DAsync(staging->ptr, size_t(ld) * sizeof(float), x, size_t(ldx) * sizeof(float),
+                            size_t(w.cols) * sizeof(float), size_t(n_tok), cudaMemcpyDeviceToDevice, stream),
+          "staging copy");
+    x = static_cast<const float*>(staging->ptr);
+    ldx = ld;
+  }
+  const bool any_width = w.cols % 32 != 0;
   if (any_width && !is_float_type(w.type))
-    throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " with a stride not a multiple of 4");
+    throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " rows of " + std::to_string(w.cols) +
+                " elements (not whole blocks)");
   for (int t0 = 0; t0 < n_tok; t0 += kGemvTokens) {
     const int nt = std::min(kGemvTokens, n_tok - t0);
     const float* xt = x + t0 * ldx;
@@ -483,7 +499,7 @@ class CudaPass final : public BackendPass {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const ModelConfig& cfg, int device) : cfg_(cfg), device_(device) {
-    if (const char* e = std::getenv("PENSIEVE_CUDA_GEMV_MAX")) kGemvMaxTokens = std::max(0, std::atoi(e));
+    if (const char* e = std::getenv("PENSIEVE_CUDA_GEMV_MAX")) gemv_max_ = std::max(0, std::atoi(e));
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -551,13 +567,13 @@ class CudaBackend final : public Backend {
 
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t n = weights_arena_.bytes + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes;
+    size_t n = weights_arena_.bytes + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes + staging_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_;
   }
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t acts = act_ws_.bytes + meta_.bytes;
+    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes;
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -580,7 +596,10 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
-  mutable DeviceBuffer f16_ws_, act_ws_, meta_;
+  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_;
+  // Matmuls of at most this many tokens (and every exact one) run as fused GEMVs; larger ones
+  // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
+  int gemv_max_ = kGemvMaxTokensDefault;
   mutable std::vector<float> host_rows_;
   mutable size_t kv_bytes_ = 0;
 };
@@ -658,8 +677,8 @@ void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float
 
 void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy, bool exact) {
   const DeviceWeight& w = b_.weights_[size_t(weight)];
-  if (exact || n_tok <= kGemvMaxTokens || w.cols % 32 != 0) {
-    gemv(w, x, ldx, n_tok, y, ldy, b_.stream_);
+  if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0) {
+    gemv(w, x, ldx, n_tok, y, ldy, b_.stream_, &b_.staging_);
     return;
   }
   // Prefill: the weight to fp16 (workspace sized for the largest matrix), the activations to fp16,

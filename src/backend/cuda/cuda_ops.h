@@ -10,9 +10,8 @@
 
 namespace pensieve::cuda {
 
-// Matmuls of at most this many tokens (and every float32-exact one) run as fused GEMVs; larger
-// ones dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
-inline int kGemvMaxTokens = 16;
+// Matmuls of at most this many tokens (and every float32-exact one) run as fused GEMVs by default.
+constexpr int kGemvMaxTokensDefault = 16;
 
 void check(cudaError_t e, const char* what);
 
@@ -43,8 +42,9 @@ struct SlotMeta {
 };
 
 bool has_kernel(GgmlType t);
+// y[t * ldy + r] = W[r] . x[t * ldx] in float32; a misaligned x is copied to `staging` first.
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream);
+          cudaStream_t stream, DeviceBuffer* staging);
 void dequantize_f32(const DeviceWeight& w, float* out, cudaStream_t stream);
 // Median device-to-device copy rate of `bytes`, counting bytes read plus bytes written.
 double copy_bandwidth(int device, size_t bytes);
