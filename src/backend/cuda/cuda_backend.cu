@@ -7,9 +7,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 
@@ -469,8 +471,13 @@ void DeviceBuffer::reserve(size_t n, const char* what) {
 
 namespace {
 
+// A KV pool's device copy; its size counts in the backend's report while the pool lives.
 struct KvDeviceStorage final : KvPool::DeviceStorage {
   DeviceBuffer buf;
+  std::shared_ptr<std::atomic<size_t>> counter;
+  ~KvDeviceStorage() override {
+    if (counter) *counter -= buf.bytes;
+  }
 };
 
 class CudaBackend;
@@ -569,7 +576,7 @@ class CudaBackend final : public Backend {
     std::lock_guard<std::mutex> g(mu_);
     size_t n = weights_arena_.bytes + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes + staging_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
-    return n + kv_bytes_;
+    return n + kv_bytes_->load();
   }
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
@@ -577,7 +584,7 @@ class CudaBackend final : public Backend {
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    return device_name_ + ": weights " + gib(weight_bytes_) + ", KV pools " + gib(kv_bytes_) + ", workspace " +
+    return device_name_ + ": weights " + gib(weight_bytes_) + ", KV pools " + gib(kv_bytes_->load()) + ", workspace " +
            gib(f16_ws_.bytes + acts) + "; " + gib(free_b) + " free of " + gib(total_b);
   }
 
@@ -601,7 +608,7 @@ class CudaBackend final : public Backend {
   // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
   int gemv_max_ = kGemvMaxTokensDefault;
   mutable std::vector<float> host_rows_;
-  mutable size_t kv_bytes_ = 0;
+  std::shared_ptr<std::atomic<size_t>> kv_bytes_ = std::make_shared<std::atomic<size_t>>(0);
 };
 
 CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
@@ -617,7 +624,8 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     if (!pool.device_storage()) {
       auto st = std::make_unique<KvDeviceStorage>();
       st->buf.reserve(pool.bytes(), "the KV cache");
-      b_.kv_bytes_ += pool.bytes();
+      st->counter = b_.kv_bytes_;
+      *b_.kv_bytes_ += st->buf.bytes;
       pool.set_device_storage(std::move(st));
     }
     auto it = table_of.find(s.seq);
