@@ -48,9 +48,6 @@ struct GenerateRequest {
   SamplingParams sampling;
   std::vector<std::string> stop_strings;
   bool stop_at_eos = true;   // stop on the model's end-of-turn/EOS ids
-  // Polled before every forward pass; returning true stops the generation (client went away,
-  // timeout). Optional.
-  std::function<bool()> cancelled;
 };
 
 enum class StopReason { EndOfTurn, MaxTokens, StopString, Cancelled };
