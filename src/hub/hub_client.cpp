@@ -276,6 +276,8 @@ std::string HubClient::download(const std::string& repo, const std::string& revi
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(partial.c_str(), "a+b"), std::fclose);
   if (!out) throw Error(partial.string() + ": cannot open for writing");
   t.out = out.get();
+  // Unbuffered: what came over the wire is on disk at once, so an interrupted run leaves all of it.
+  std::setvbuf(t.out, nullptr, _IONBF, 0);
   std::fseek(t.out, 0, SEEK_SET);
   t.have = hash_existing(t.out, t.hash);
   if (t.have > t.total) {  // longer than the file: not a prefix of it

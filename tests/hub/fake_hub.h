@@ -8,6 +8,7 @@
 #include <boost/beast/http.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <string>
@@ -58,6 +59,16 @@ class FakeHub {
   void drop_once(const std::string& path, size_t bytes) {
     std::lock_guard lock(mu_);
     drops_[path] = bytes;
+  }
+  // Requests for the file's bytes send `bytes` of them, then hang until release() (a stalled
+  // transfer for the Ctrl-C test).
+  void stall(const std::string& path, size_t bytes) {
+    std::lock_guard lock(mu_);
+    stalls_[path] = bytes;
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    stalls_.clear();
   }
   std::vector<Request> requests() const {
     std::lock_guard lock(mu_);
@@ -173,6 +184,17 @@ class FakeHub {
       s.close(ignored);
       return;
     }
+    if (auto st = stalls_.find(rest); st != stalls_.end()) {
+      const size_t keep = st->second > start ? st->second - start : 0;
+      lock.unlock();
+      send(s, status, status == 206 ? "Partial Content" : "OK", h, body.substr(0, keep), body.size());
+      for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        std::lock_guard again(mu_);
+        if (stop_ || !stalls_.count(rest)) break;
+      }
+      return;
+    }
     lock.unlock();
     send(s, status, status == 206 ? "Partial Content" : "OK", h, body, body.size());
   }
@@ -184,7 +206,7 @@ class FakeHub {
   std::atomic<bool> stop_{false};
   mutable std::mutex mu_;
   std::map<std::string, Repo> repos_;
-  std::map<std::string, size_t> drops_;
+  std::map<std::string, size_t> drops_, stalls_;
   std::vector<Request> requests_;
 };
 

@@ -3,7 +3,12 @@
 // mismatch, shards, private and unknown repositories, and the store's list/rm.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstdlib>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -273,6 +278,42 @@ TEST_F(PullTest, PullListRmCommands) {
   r = pensieve::test::run_pensieve("rm acme/tiny-gguf:Q4_K_M");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("no model named"), std::string::npos) << r.err;
+  ::unsetenv("HF_ENDPOINT");
+  ::unsetenv("PENSIEVE_MODELS");
+}
+
+// Ctrl-C during a transfer: exit status 130, the partial file kept; the next run resumes it.
+TEST_F(PullTest, CtrlCKeepsAResumablePartial) {
+  hub_.stall("tiny-Q4_K_M.gguf", 50000);
+  ::setenv("HF_ENDPOINT", hub_.endpoint().c_str(), 1);
+  ::setenv("PENSIEVE_MODELS", root_.c_str(), 1);
+  const std::string binary = pensieve::test::pensieve_binary();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen("/dev/null", "w", stderr);
+    ::execl(binary.c_str(), binary.c_str(), "pull", "acme/tiny-gguf:Q4_K_M", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const fs::path partial = ModelStore(root_).folder("acme/tiny-gguf", "main") / "tiny-Q4_K_M.gguf.partial";
+  std::error_code ec;
+  for (int i = 0; i < 2000 && !(fs::exists(partial, ec) && fs::file_size(partial, ec) == 50000); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(fs::file_size(partial, ec), 50000u);
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  EXPECT_EQ(fs::file_size(partial, ec), 50000u);
+  hub_.release();
+  const auto r = pensieve::test::run_pensieve("pull acme/tiny-gguf:Q4_K_M");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(slurp(partial.parent_path() / "tiny-Q4_K_M.gguf"), random_bytes(300000, 1));
+  bool ranged = false;
+  for (const auto& q : hub_.requests()) ranged |= q.range == "bytes=50000-";
+  EXPECT_TRUE(ranged);
   ::unsetenv("HF_ENDPOINT");
   ::unsetenv("PENSIEVE_MODELS");
 }
