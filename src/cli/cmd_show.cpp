@@ -25,8 +25,10 @@ int run_show(const std::string& name) {
     throw Error("no model named '" + name + "' in the store (" + store.root().string() + ") and no such file");
   }
   const ModelFacts f = read_model_facts(path);
-  std::printf("architecture  %s\nparameters    %.2f B (%llu)\n", f.architecture.empty() ? "?" : f.architecture.c_str(),
-              double(f.parameters) / 1e9, static_cast<unsigned long long>(f.parameters));
+  const bool billions = f.parameters >= 1000000000ull;
+  std::printf("architecture  %s\nparameters    %.2f %s (%llu)\n", f.architecture.empty() ? "?" : f.architecture.c_str(),
+              double(f.parameters) / (billions ? 1e9 : 1e6), billions ? "B" : "M",
+              static_cast<unsigned long long>(f.parameters));
   if (!quant.empty()) std::printf("quantization  %s\n", quant.c_str());
   std::printf("context       %d\ntemplate      %s\n", f.context, f.template_family.c_str());
   if (!f.license.empty()) std::printf("license       %s\n", f.license.c_str());

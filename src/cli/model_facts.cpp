@@ -34,7 +34,8 @@ uint64_t safetensors_parameters(const fs::path& file) {
   if (!in.read(header.data(), std::streamsize(len))) throw Error(file.string() + ": truncated safetensors header");
   uint64_t n = 0;
   try {
-    for (const auto& [name, t] : nlohmann::json::parse(header).items()) {
+    const nlohmann::json tensors = nlohmann::json::parse(header);
+    for (const auto& [name, t] : tensors.items()) {
       if (name == "__metadata__" || !t.contains("shape")) continue;
       uint64_t e = 1;
       for (const auto& d : t["shape"]) e *= d.get<uint64_t>();

@@ -317,3 +317,27 @@ TEST_F(PullTest, CtrlCKeepsAResumablePartial) {
   ::unsetenv("HF_ENDPOINT");
   ::unsetenv("PENSIEVE_MODELS");
 }
+
+// A safetensors repository (the tiny Qwen2 reference model): the model files only, then `show`
+// and `list` read its config and safetensors headers.
+TEST_F(PullTest, SafetensorsRepoThenShowAndList) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  const fs::path src = pensieve::test::testdata_dir() / "models" / "tiny-qwen2-dev";
+  FakeHub::Repo repo;
+  for (const char* f : {"config.json", "generation_config.json", "model.safetensors", "reference.json"})
+    repo.files[f] = {slurp(src / f), std::string(f) == "model.safetensors"};
+  repo.files["README.md"] = {"---\nlicense: apache-2.0\n---\n", false};
+  hub_.add("acme/tiny-qwen2", repo);
+  const StoredModel m = do_pull("acme/tiny-qwen2", client());
+  EXPECT_EQ(m.files.size(), 3u);  // config, generation config, weights; not the README or reference.json
+  EXPECT_EQ(m.load_path(), m.dir);
+  EXPECT_EQ(slurp(m.dir / "model.safetensors"), slurp(src / "model.safetensors"));
+  ::setenv("PENSIEVE_MODELS", root_.c_str(), 1);
+  auto r = pensieve::test::run_pensieve("show acme/tiny-qwen2");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("architecture  qwen2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("parameters    0.69 M (685696)"), std::string::npos) << r.out;
+  r = pensieve::test::run_pensieve("list");
+  EXPECT_NE(r.out.find("safetensors"), std::string::npos) << r.out;
+  ::unsetenv("PENSIEVE_MODELS");
+}
