@@ -145,7 +145,7 @@ std::shared_ptr<ServedModel> load_and_report(const ModelSource& src, int max_run
 // model and every model of the store), loads the configured ones (within the limits), and
 // publishes them; the runtime's ModelManager loads and unloads them from then on. On failure
 // stops the server.
-void load_models(ServerContext& ctx, HttpServer& server, bool serve_store, std::string& error) {
+void load_models(ServerContext& ctx, HttpServer& server, bool serve_store, int threads, std::string& error) {
   try {
     const ServerConfig& cfg = ctx.config;
     ModelLimits limits;
@@ -156,8 +156,10 @@ void load_models(ServerContext& ctx, HttpServer& server, bool serve_store, std::
     auto registry = std::make_shared<ModelRegistry>(
         cfg.claude_aliases, [max_running](const ModelSource& s) { return load_and_report(s, max_running); }, limits);
     // One compute pool for every model: loaded models take turns on the cores.
-    const int shared_threads = !cfg.models.empty() && cfg.models.front().threads > 0 ? cfg.models.front().threads
-                                                                                     : physical_core_count();
+    // (--threads, else the default model's `threads`, else the physical cores)
+    const int shared_threads = threads > 0                                               ? threads
+                               : !cfg.models.empty() && cfg.models.front().threads > 0 ? cfg.models.front().threads
+                                                                                       : physical_core_count();
     auto pool = std::make_shared<ThreadPool>(shared_threads);
     auto source_for = [&](const std::string& name, const std::string& path, const ModelSpec* spec) {
       ModelSource src;
@@ -232,7 +234,7 @@ int run_serve(const ServeFlags& flags) {
               cfg.state_dir.c_str(), ctx.auth.required() ? "" : " - no API key configured");
   std::fflush(stdout);
   std::string load_error;
-  std::thread loader([&] { load_models(ctx, server, serve_store, load_error); });
+  std::thread loader([&] { load_models(ctx, server, serve_store, flags.threads.value_or(0), load_error); });
   server.run(true);
   loader.join();
   // Generation workers post their events to the server's event loop: stop them while it exists.
