@@ -16,6 +16,7 @@ namespace pensieve {
 
 class Tokenizer;
 class GenerationService;
+class ThreadPool;
 
 struct EngineOptions {
   int threads = 0;        // 0: physical core count
@@ -29,6 +30,9 @@ struct EngineOptions {
   int max_waiting = 1024;
   int max_batch_tokens = 512;
   size_t kv_cache_bytes = 0;
+  // Compute threads shared with other models (a server's models then take turns on the cores
+  // instead of oversubscribing them); null: a pool of `threads` of its own.
+  std::shared_ptr<ThreadPool> pool;
 };
 
 struct SamplingParams {
@@ -49,9 +53,6 @@ struct GenerateRequest {
   SamplingParams sampling;
   std::vector<std::string> stop_strings;
   bool stop_at_eos = true;   // stop on the model's end-of-turn/EOS ids
-  // Polled before every forward pass; returning true stops the generation (client went away,
-  // timeout). Optional.
-  std::function<bool()> cancelled;
 };
 
 enum class StopReason { EndOfTurn, MaxTokens, StopString, Cancelled };
@@ -86,6 +87,9 @@ struct ChatPrompt {
   nlohmann::ordered_json tools;  // null when absent
   bool add_generation_prompt = true;
 };
+
+// The id a model is served under when none is given: the file name without .gguf, or the folder's.
+std::string default_model_id(const std::string& path);
 
 class ModelInstance {
  public:
