@@ -98,6 +98,192 @@ __global__ void gemv_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int
   }
 }
 
+// Coalesced GEMV for the common decode types. A warp takes R rows at once, so every activation
+// value it loads serves R weights; the lanes of a warp read neighbouring bytes of a row (and
+// neighbouring activations), 8 weights per lane per step, instead of one whole 32-element block
+// per lane. Lane<T>::load dequantizes a lane's 8 weights of block b exactly as dequant32<T> does;
+// Lane<T>::xload gathers the 8 activations they multiply. A token's sum is formed in the same
+// order whatever nt is.
+template <GgmlType T>
+struct Lane;
+
+__device__ __forceinline__ uint32_t ldu16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+
+template <>
+struct Lane<GgmlType::Q4_0> {
+  static constexpr int kElems = 32, kLanes = 4;  // lane `sub` takes bytes 4 sub .. 4 sub + 3
+  __device__ static void load(const uint8_t* row, int b, int sub, float* w) {
+    const uint8_t* blk = row + size_t(b) * sizeof(block_q4_0);
+    const float d = h2f(f16_t(ldu16(blk)));
+    const uint32_t u = ldu16(blk + 2 + 4 * sub) | (ldu16(blk + 4 + 4 * sub) << 16);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      w[i] = d * float(int((u >> (8 * i)) & 0xF) - 8);
+      w[4 + i] = d * float(int((u >> (8 * i + 4)) & 0xF) - 8);
+    }
+  }
+  __device__ static void xload(const float* x, int b, int sub, float* v) {
+    const float* p = x + b * 32 + 4 * sub;
+    const float4 a = *reinterpret_cast<const float4*>(p), c = *reinterpret_cast<const float4*>(p + 16);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = c.x; v[5] = c.y; v[6] = c.z; v[7] = c.w;
+  }
+};
+
+template <>
+struct Lane<GgmlType::Q8_0> {
+  static constexpr int kElems = 32, kLanes = 4;  // lane `sub` takes elements 8 sub .. 8 sub + 7
+  __device__ static void load(const uint8_t* row, int b, int sub, float* w) {
+    const uint8_t* blk = row + size_t(b) * sizeof(block_q8_0);
+    const float d = h2f(f16_t(ldu16(blk)));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t q = ldu16(blk + 2 + 8 * sub + 2 * i);
+      w[2 * i] = d * float(int8_t(q & 0xFF));
+      w[2 * i + 1] = d * float(int8_t(q >> 8));
+    }
+  }
+  __device__ static void xload(const float* x, int b, int sub, float* v) {
+    const float* p = x + b * 32 + 8 * sub;
+    const float4 a = *reinterpret_cast<const float4*>(p), c = *reinterpret_cast<const float4*>(p + 4);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = c.x; v[5] = c.y; v[6] = c.z; v[7] = c.w;
+  }
+};
+
+template <>
+struct Lane<GgmlType::Q4_K> {
+  // Lane l takes quant bytes 4 (l % 8) .. + 3 of sub-block pair l / 8: their low nibbles belong to
+  // sub-block 2 p, their high nibbles to sub-block 2 p + 1.
+  static constexpr int kElems = QK_K, kLanes = 32;
+  __device__ static void load(const uint8_t* row, int b, int sub, float* w) {
+    const uint8_t* blk = row + size_t(b) * sizeof(block_q4_K);
+    const int p = sub / 8, e0 = 4 * (sub % 8);
+    const float d = h2f(f16_t(ldu16(blk))), dmin = h2f(f16_t(ldu16(blk + 2)));
+    int sc0, mn0, sc1, mn1;
+    k4_scale_min(blk + 4, 2 * p, &sc0, &mn0);
+    k4_scale_min(blk + 4, 2 * p + 1, &sc1, &mn1);
+    const float ds0 = d * float(sc0), dm0 = dmin * float(mn0), ds1 = d * float(sc1), dm1 = dmin * float(mn1);
+    const uint32_t u = *reinterpret_cast<const uint32_t*>(blk + 4 + K_SCALE_SIZE + 32 * p + e0);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      w[i] = ds0 * float((u >> (8 * i)) & 0xF) - dm0;
+      w[4 + i] = ds1 * float((u >> (8 * i + 4)) & 0xF) - dm1;
+    }
+  }
+  __device__ static void xload(const float* x, int b, int sub, float* v) {
+    const float* p = x + b * QK_K + 64 * (sub / 8) + 4 * (sub % 8);
+    const float4 a = *reinterpret_cast<const float4*>(p), c = *reinterpret_cast<const float4*>(p + 32);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = c.x; v[5] = c.y; v[6] = c.z; v[7] = c.w;
+  }
+};
+
+template <>
+struct Lane<GgmlType::Q6_K> {
+  // Lane l takes, in half h = l / 16 of the super-block, elements 128 h + 32 k + lq + {0, 1} for
+  // k = 0..3, lq = 2 (l % 16).
+  static constexpr int kElems = QK_K, kLanes = 32;
+  __device__ static void load(const uint8_t* row, int b, int sub, float* w) {
+    const block_q6_K* blk = reinterpret_cast<const block_q6_K*>(row + size_t(b) * sizeof(block_q6_K));
+    const int h = sub / 16, lq = 2 * (sub % 16);
+    const float d = h2f(blk->d);
+    const uint32_t qa = ldu16(blk->ql + 64 * h + lq), qb = ldu16(blk->ql + 64 * h + 32 + lq);
+    const uint32_t qh = ldu16(blk->qh + 32 * h + lq);
+    const int sbase = 8 * h + (lq >= 16 ? 1 : 0);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t ql = (k & 1) ? qb : qa;
+      const int shift = k < 2 ? 0 : 4;
+      const float ds = d * float(blk->scales[sbase + 2 * k]);
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int lo = int((ql >> (8 * i + shift)) & 0xF);
+        const int hi = int((qh >> (8 * i + 2 * k)) & 3);
+        w[2 * k + i] = ds * float((lo | (hi << 4)) - 32);
+      }
+    }
+  }
+  __device__ static void xload(const float* x, int b, int sub, float* v) {
+    const float* p = x + b * QK_K + 128 * (sub / 16) + 2 * (sub % 16);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 a = *reinterpret_cast<const float2*>(p + 32 * k);
+      v[2 * k] = a.x;
+      v[2 * k + 1] = a.y;
+    }
+  }
+};
+
+template <GgmlType T, int R>
+__global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
+                                const float* __restrict__ x, int64_t ldx, float* __restrict__ y,
+                                int64_t ldy, int nt) {
+  using L = Lane<T>;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r0 = (blockIdx.x * kGemvWarps + warp) * R;
+  if (r0 >= rows) return;
+  const uint8_t* rowp[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) rowp[r] = W + size_t(min(r0 + r, rows - 1)) * row_bytes;
+  float acc[R][kGemvTokens];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < kGemvTokens; ++t) acc[r][t] = 0.0f;
+  const int nb = cols / L::kElems, sub = lane % L::kLanes;
+  constexpr int kStep = 32 / L::kLanes;
+  for (int b = lane / L::kLanes; b < nb; b += kStep) {
+    float w[R][8];
+#pragma unroll
+    for (int r = 0; r < R; ++r) L::load(rowp[r], b, sub, w[r]);
+#pragma unroll
+    for (int t = 0; t < kGemvTokens; ++t) {
+      if (t < nt) {
+        float v[8];
+        L::xload(x + t * ldx, b, sub, v);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[r][t] = fmaf(w[r][i], v[i], acc[r][t]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r0 + r >= rows) break;
+#pragma unroll
+    for (int t = 0; t < kGemvTokens; ++t) {
+      if (t < nt) {
+        const float s = warp_sum(acc[r][t]);
+        if (lane == 0) y[t * ldy + r0 + r] = s;
+      }
+    }
+  }
+}
+
+static bool has_vec_kernel(GgmlType t) {
+  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+}
+
+// Rows per warp of the coalesced GEMV: 1, 2 or 4 (PENSIEVE_CUDA_GEMV_ROWS; default 2).
+static int gemv_rows() {
+  static const int r = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_GEMV_ROWS");
+    const int v = e ? std::atoi(e) : 2;
+    return v == 1 || v == 4 ? v : 2;
+  }();
+  return r;
+}
+
+template <GgmlType T>
+static void launch_vec(const DeviceWeight& w, const float* x, int64_t ldx, float* y, int64_t ldy, int nt,
+                       cudaStream_t stream) {
+  const int R = gemv_rows();
+  const unsigned grid = unsigned((w.rows + kGemvWarps * R - 1) / (kGemvWarps * R));
+  const dim3 block(32 * kGemvWarps);
+  if (R == 1) gemv_vec_kernel<T, 1><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+  else if (R == 4) gemv_vec_kernel<T, 4><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+  else gemv_vec_kernel<T, 2><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+}
+
 // Float weights of any width (tiny test models): element by element.
 template <GgmlType T>
 __global__ void gemv_float_any_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows,
@@ -365,6 +551,13 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
         case GgmlType::F16: gemv_float_any_kernel<GgmlType::F16><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, xt, ldx, yt, ldy, nt); break;
         default: gemv_float_any_kernel<GgmlType::BF16><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, xt, ldx, yt, ldy, nt); break;
       }
+    } else if (has_vec_kernel(w.type)) {
+      switch (w.type) {
+        case GgmlType::Q4_0: launch_vec<GgmlType::Q4_0>(w, xt, ldx, yt, ldy, nt, stream); break;
+        case GgmlType::Q8_0: launch_vec<GgmlType::Q8_0>(w, xt, ldx, yt, ldy, nt, stream); break;
+        case GgmlType::Q4_K: launch_vec<GgmlType::Q4_K>(w, xt, ldx, yt, ldy, nt, stream); break;
+        default: launch_vec<GgmlType::Q6_K>(w, xt, ldx, yt, ldy, nt, stream); break;
+      }
     } else {
       switch (w.type) {
 #define X(name)                                                                                   \
@@ -507,6 +700,7 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(const ModelConfig& cfg, int device) : cfg_(cfg), device_(device) {
     if (const char* e = std::getenv("PENSIEVE_CUDA_GEMV_MAX")) gemv_max_ = std::max(0, std::atoi(e));
+    if (const char* e = std::getenv("PENSIEVE_CUDA_F16_CACHE")) f16_cache_on_ = std::atoi(e) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -574,7 +768,8 @@ class CudaBackend final : public Backend {
 
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t n = weights_arena_.bytes + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes + staging_.bytes;
+    size_t n = weights_arena_.bytes + f16_cache_bytes_ + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes +
+               staging_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_->load();
   }
@@ -584,8 +779,42 @@ class CudaBackend final : public Backend {
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    return device_name_ + ": weights " + gib(weight_bytes_) + ", KV pools " + gib(kv_bytes_->load()) + ", workspace " +
+    return device_name_ + ": weights " + gib(weight_bytes_) + ", fp16 weight cache " + gib(f16_cache_bytes_) +
+           ", KV pools " + gib(kv_bytes_->load()) + ", workspace " +
            gib(f16_ws_.bytes + acts) + "; " + gib(free_b) + " free of " + gib(total_b);
+  }
+
+  // The fp16 copy of weight `i` for the cuBLAS path, made on first use while the GPU keeps at
+  // least max(2 GiB, 10%) free after it (KV pools are allocated first, at the start of a pass);
+  // nullptr when it does not fit or PENSIEVE_CUDA_F16_CACHE=0. Made on the pass's stream.
+  bool has_cached_f16(int i) const {
+    return size_t(i) < f16_cache_.size() && f16_cache_[size_t(i)] && f16_cache_[size_t(i)]->ptr;
+  }
+  const __half* cached_f16(int i) {
+    if (has_cached_f16(i)) return static_cast<const __half*>(f16_cache_[size_t(i)]->ptr);
+    if (!f16_cache_on_) return nullptr;
+    const DeviceWeight& w = weights_[size_t(i)];
+    const size_t need = size_t(w.rows) * size_t(w.cols) * sizeof(__half);
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    const size_t keep = std::max<size_t>(size_t(2) << 30, total_b / 10);
+    if (free_b < need + keep) return nullptr;
+    if (f16_cache_.size() < weights_.size()) f16_cache_.resize(weights_.size());
+    auto buf = std::make_unique<DeviceBuffer>();
+    void* ptr = nullptr;
+    if (cudaMalloc(&ptr, need) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    buf->ptr = ptr;
+    buf->bytes = need;
+    dequantize_f16(w, static_cast<__half*>(ptr), stream_);
+    f16_cache_bytes_ += need;
+    f16_cache_[size_t(i)] = std::move(buf);
+    return static_cast<const __half*>(ptr);
   }
 
   // State a pass uses; a pass holds mu_ for its whole life.
@@ -607,6 +836,9 @@ class CudaBackend final : public Backend {
   // Matmuls of at most this many tokens (and every exact one) run as fused GEMVs; larger ones
   // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
   int gemv_max_ = kGemvMaxTokensDefault;
+  bool f16_cache_on_ = true;
+  std::vector<std::unique_ptr<DeviceBuffer>> f16_cache_;
+  size_t f16_cache_bytes_ = 0;
   mutable std::vector<float> host_rows_;
   std::shared_ptr<std::atomic<size_t>> kv_bytes_ = std::make_shared<std::atomic<size_t>>(0);
 };
@@ -689,10 +921,11 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     gemv(w, x, ldx, n_tok, y, ldy, b_.stream_, &b_.staging_);
     return;
   }
-  // Prefill: the weight to fp16 (workspace sized for the largest matrix), the activations to fp16,
-  // then one cuBLAS GEMM with float32 accumulation.
+  // Prefill and wide batches: the weight in fp16 (its cached copy, else dequantized into a workspace
+  // sized for the largest matrix), the activations to fp16, then one cuBLAS GEMM with float32
+  // accumulation.
   const size_t ws = b_.max_weight_elems_ * sizeof(__half);
-  if (b_.f16_ws_.bytes < ws) {
+  if (!b_.has_cached_f16(weight) && b_.f16_ws_.bytes < ws) {
     check(cudaStreamSynchronize(b_.stream_), "workspace");
     b_.f16_ws_.reserve(ws, "the fp16 weight workspace");
   }
@@ -701,9 +934,12 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     check(cudaStreamSynchronize(b_.stream_), "workspace");
     b_.act_ws_.reserve(act + act / 4, "the fp16 activation workspace");
   }
-  __half* wh = static_cast<__half*>(b_.f16_ws_.ptr);
   __half* xh = static_cast<__half*>(b_.act_ws_.ptr);
-  dequantize_f16(w, wh, b_.stream_);
+  const __half* wh = b_.cached_f16(weight);
+  if (!wh) {
+    dequantize_f16(w, static_cast<__half*>(b_.f16_ws_.ptr), b_.stream_);
+    wh = static_cast<const __half*>(b_.f16_ws_.ptr);
+  }
   to_f16_kernel<<<blocks_for(int64_t(n_tok) * w.cols), 256, 0, b_.stream_>>>(x, ldx, w.cols, n_tok, xh);
   check_launch("to_f16");
   const float alpha = 1.0f, beta = 0.0f;
