@@ -11,6 +11,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -690,10 +692,23 @@ class CudaPass final : public BackendPass {
   void read(const float* src, float* host, size_t n) override;
   void write(float* dst, const float* host, size_t n) override;
 
+ ~CudaPass() override;
+
  private:
+  // The launches of a pass are recorded with a signature (op kind and every argument) and run at
+  // the next point that needs their results (read, write, embed, a growing buffer). A pass whose
+  // recorded launches have a signature seen before is captured once as a CUDA graph and replayed
+  // from then on (one launch instead of ~11 a layer); its kernels read positions and KV rows from
+  // the metadata uploaded per pass, so the same graph serves every decode step of a batch shape.
+  // Passes that use cuBLAS run as plain launches. PENSIEVE_CUDA_GRAPHS=0 turns graphs off.
+  void record(std::initializer_list<uint64_t> sig, std::function<void()> f);
+  void flush();
   CudaBackend& b_;
   std::unique_lock<std::mutex> lock_;
   int n_slots_;
+  std::vector<uint64_t> sig_;
+  std::vector<std::function<void()>> ops_;
+  bool graphable_ = true;
 };
 
 class CudaBackend final : public Backend {
@@ -701,6 +716,7 @@ class CudaBackend final : public Backend {
   CudaBackend(const ModelConfig& cfg, int device) : cfg_(cfg), device_(device) {
     if (const char* e = std::getenv("PENSIEVE_CUDA_GEMV_MAX")) gemv_max_ = std::max(0, std::atoi(e));
     if (const char* e = std::getenv("PENSIEVE_CUDA_F16_CACHE")) f16_cache_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_GRAPHS")) graphs_on_ = std::atoi(e) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -721,6 +737,8 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
+    for (auto& [sig, g] : graphs_)
+      if (g.exec) cudaGraphExecDestroy(g.exec);
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
   }
@@ -837,6 +855,12 @@ class CudaBackend final : public Backend {
   // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
   int gemv_max_ = kGemvMaxTokensDefault;
   bool f16_cache_on_ = true;
+  bool graphs_on_ = true;
+  struct GraphEntry {
+    cudaGraphExec_t exec = nullptr;  // null: seen once, not captured yet (or capture failed)
+    bool failed = false;
+  };
+  std::map<std::vector<uint64_t>, GraphEntry> graphs_;
   std::vector<std::unique_ptr<DeviceBuffer>> f16_cache_;
   size_t f16_cache_bytes_ = 0;
   mutable std::vector<float> host_rows_;
@@ -893,6 +917,7 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
 float* CudaPass::buffer(Act role, size_t n) {
   DeviceBuffer& d = b_.bufs_[size_t(role)];
   if (d.bytes < n * sizeof(float)) {
+    flush();
     check(cudaStreamSynchronize(b_.stream_), "buffer");
     d.reserve(n * sizeof(float) + (n * sizeof(float)) / 4, "activations");
   }
@@ -901,6 +926,7 @@ float* CudaPass::buffer(Act role, size_t n) {
 
 void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   // The embedding rows are gathered on the host from the mapped file (a few KB per token).
+  flush();
   const Tensor& w = *b_.host_[size_t(weight)];
   const size_t dim = size_t(w.cols());
   b_.host_rows_.resize(ids.size() * dim);
@@ -912,15 +938,30 @@ void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
 }
 
 void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float eps) {
-  cuda::rmsnorm(x, b_.dvectors_[size_t(w)], y, rows, dim, eps, b_.stream_);
+  const float* wv = b_.dvectors_[size_t(w)];
+  cudaStream_t st = b_.stream_;
+  uint32_t eb;
+  std::memcpy(&eb, &eps, sizeof eb);
+  record({1, uint64_t(uintptr_t(x)), uint64_t(uintptr_t(wv)), uint64_t(uintptr_t(y)), uint64_t(rows), uint64_t(dim), eb},
+         [=] { cuda::rmsnorm(x, wv, y, rows, dim, eps, st); });
 }
 
 void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy, bool exact) {
   const DeviceWeight& w = b_.weights_[size_t(weight)];
   if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0) {
-    gemv(w, x, ldx, n_tok, y, ldy, b_.stream_, &b_.staging_);
+    if (w.cols % 32 != 0 && !is_float_type(w.type))
+      throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " rows of " + std::to_string(w.cols) +
+                  " elements (not whole blocks)");
+    cudaStream_t st = b_.stream_;
+    DeviceBuffer* staging = &b_.staging_;
+    record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
+            uint64_t(ldy)},
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging); });
     return;
   }
+  // cuBLAS: the recorded launches run first, this pass stays out of graphs.
+  flush();
+  graphable_ = false;
   // Prefill and wide batches: the weight in fp16 (its cached copy, else dequantized into a workspace
   // sized for the largest matrix), the activations to fp16, then one cuBLAS GEMM with float32
   // accumulation.
@@ -950,33 +991,130 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
 }
 
 void CudaPass::add_bias(float* y, int64_t ldy, int rows, int b) {
-  cuda::add_bias(y, ldy, rows, b_.dvectors_[size_t(b)], int(b_.vectors_[size_t(b)].size()), b_.stream_);
+  const float* bv = b_.dvectors_[size_t(b)];
+  const int n = int(b_.vectors_[size_t(b)].size());
+  cudaStream_t st = b_.stream_;
+  record({3, uint64_t(uintptr_t(y)), uint64_t(ldy), uint64_t(rows), uint64_t(uintptr_t(bv)), uint64_t(n)},
+         [=] { cuda::add_bias(y, ldy, rows, bv, n, st); });
 }
 
 void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   const float* inv = static_cast<const float*>(b_.rope_.ptr);
   const int half = b_.cfg_.rope.n_rot / 2;
-  rope_store(qkv, static_cast<const SlotMeta*>(b_.meta_.ptr), n_slots_, layer, b_.cfg_, inv, inv + half,
-             b_.mscale_, b_.stream_);
+  const SlotMeta* meta = static_cast<const SlotMeta*>(b_.meta_.ptr);
+  const int n = n_slots_;
+  const ModelConfig* cfg = &b_.cfg_;
+  const float mscale = b_.mscale_;
+  cudaStream_t st = b_.stream_;
+  record({4, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(n), uint64_t(layer), uint64_t(uintptr_t(inv))},
+         [=] { rope_store(qkv, meta, n, layer, *cfg, inv, inv + half, mscale, st); });
 }
 
 void CudaPass::attention(int layer, const float* qkv, float* out) {
   const size_t meta_bytes = size_t(n_slots_) * sizeof(SlotMeta);
   const size_t table_off = (meta_bytes + 255) & ~size_t(255);
-  cuda::attention(qkv, static_cast<const SlotMeta*>(b_.meta_.ptr),
-                  reinterpret_cast<const int32_t*>(static_cast<uint8_t*>(b_.meta_.ptr) + table_off), n_slots_,
-                  layer, b_.cfg_, out, b_.stream_);
+  if (b_.cfg_.head_dim > kMaxHeadDim)
+    throw Error("CUDA attention: head_dim " + std::to_string(b_.cfg_.head_dim) + " > " + std::to_string(kMaxHeadDim));
+  const SlotMeta* meta = static_cast<const SlotMeta*>(b_.meta_.ptr);
+  const int32_t* tables = reinterpret_cast<const int32_t*>(static_cast<uint8_t*>(b_.meta_.ptr) + table_off);
+  const int n = n_slots_;
+  const ModelConfig* cfg = &b_.cfg_;
+  cudaStream_t st = b_.stream_;
+  record({5, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(uintptr_t(tables)), uint64_t(n),
+          uint64_t(layer), uint64_t(uintptr_t(out))},
+         [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st); });
 }
 
-void CudaPass::add(float* x, const float* y, size_t n) { cuda::add(x, y, n, b_.stream_); }
-void CudaPass::silu_mul(float* g, int rows, int ff) { cuda::silu_mul(g, rows, ff, b_.stream_); }
+void CudaPass::add(float* x, const float* y, size_t n) {
+  cudaStream_t st = b_.stream_;
+  record({6, uint64_t(uintptr_t(x)), uint64_t(uintptr_t(y)), uint64_t(n)}, [=] { cuda::add(x, y, n, st); });
+}
+void CudaPass::silu_mul(float* g, int rows, int ff) {
+  cudaStream_t st = b_.stream_;
+  record({7, uint64_t(uintptr_t(g)), uint64_t(rows), uint64_t(ff)}, [=] { cuda::silu_mul(g, rows, ff, st); });
+}
+
+void CudaPass::record(std::initializer_list<uint64_t> sig, std::function<void()> f) {
+  sig_.push_back(uint64_t(sig.size()));
+  sig_.insert(sig_.end(), sig.begin(), sig.end());
+  ops_.push_back(std::move(f));
+}
+
+void CudaPass::flush() {
+  if (ops_.empty()) return;
+  std::vector<std::function<void()>> ops = std::move(ops_);
+  std::vector<uint64_t> sig = std::move(sig_);
+  ops_.clear();
+  sig_.clear();
+  auto run_all = [&] {
+    for (auto& f : ops) f();
+  };
+  if (!b_.graphs_on_ || !graphable_) {
+    run_all();
+    return;
+  }
+  auto it = b_.graphs_.find(sig);
+  if (it == b_.graphs_.end()) {
+    // First sight: plain launches (they also size every workspace); capture on the second.
+    if (b_.graphs_.size() >= 32) {
+      for (auto& [k, g] : b_.graphs_)
+        if (g.exec) cudaGraphExecDestroy(g.exec);
+      b_.graphs_.clear();
+    }
+    b_.graphs_.emplace(std::move(sig), CudaBackend::GraphEntry{});
+    run_all();
+    return;
+  }
+  CudaBackend::GraphEntry& g = it->second;
+  if (!g.exec && !g.failed) {
+    cudaGraph_t graph = nullptr;
+    check(cudaStreamBeginCapture(b_.stream_, cudaStreamCaptureModeRelaxed), "graph capture");
+    try {
+      run_all();
+    } catch (...) {
+      cudaStreamEndCapture(b_.stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      g.failed = true;
+      run_all();  // as plain launches
+      return;
+    }
+    const cudaError_t e = cudaStreamEndCapture(b_.stream_, &graph);
+    cudaGraphExec_t exec = nullptr;
+    if (e == cudaSuccess && graph && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess) {
+      g.exec = exec;
+    } else {
+      cudaGetLastError();
+      g.failed = true;
+    }
+    if (graph) cudaGraphDestroy(graph);
+    if (g.failed) {
+      run_all();
+      return;
+    }
+  }
+  if (g.exec) {
+    check(cudaGraphLaunch(g.exec, b_.stream_), "graph launch");
+  } else {
+    run_all();
+  }
+}
+
+CudaPass::~CudaPass() {
+  try {
+    flush();
+  } catch (...) {
+  }
+}
 
 void CudaPass::read(const float* src, float* host, size_t n) {
+  flush();
   check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
   check(cudaStreamSynchronize(b_.stream_), "forward pass");
 }
 
 void CudaPass::write(float* dst, const float* host, size_t n) {
+  flush();
   check(cudaMemcpyAsync(dst, host, n * sizeof(float), cudaMemcpyHostToDevice, b_.stream_), "upload");
   check(cudaStreamSynchronize(b_.stream_), "upload");
 }
