@@ -344,11 +344,55 @@ __global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int cols
   out[i] = __float2half_rn(x[t * ldx + c]);
 }
 
+constexpr int kNormThreads = 256, kNormVec = 8;  // the vector path holds dim <= 8192 in registers
+
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w,
-                               float* __restrict__ y, int dim, float eps) {
+                               float* __restrict__ y, int dim, float eps, int vec) {
   const float* xr = x + size_t(blockIdx.x) * dim;
   float* yr = y + size_t(blockIdx.x) * dim;
   float ss = 0.0f;
+  if (vec) {
+    // Every load is issued before the first is used: the row is read once, into registers.
+    const int n4 = dim / 4;
+    float4 v[kNormVec];
+#pragma unroll
+    for (int j = 0; j < kNormVec; ++j) {
+      const int i = threadIdx.x + j * kNormThreads;
+      v[j] = i < n4 ? reinterpret_cast<const float4*>(xr)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int j = 0; j < kNormVec; ++j) {
+      ss = fmaf(v[j].x, v[j].x, ss);
+      ss = fmaf(v[j].y, v[j].y, ss);
+      ss = fmaf(v[j].z, v[j].z, ss);
+      ss = fmaf(v[j].w, v[j].w, ss);
+    }
+    __shared__ float vpart[32];
+    ss = warp_sum(ss);
+    if (threadIdx.x % 32 == 0) vpart[threadIdx.x / 32] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      float t = threadIdx.x < kNormThreads / 32 ? vpart[threadIdx.x] : 0.0f;
+      t = warp_sum(t);
+      if (threadIdx.x == 0) vpart[0] = t;
+    }
+    __syncthreads();
+    const float scale = float(1.0 / sqrt(double(vpart[0]) / dim + double(eps)));
+#pragma unroll
+    for (int j = 0; j < kNormVec; ++j) {
+      const int i = threadIdx.x + j * kNormThreads;
+      if (i < n4) {
+        const float4 g = reinterpret_cast<const float4*>(w)[i];
+        float4 o;
+        o.x = v[j].x * scale * g.x;
+        o.y = v[j].y * scale * g.y;
+        o.z = v[j].z * scale * g.z;
+        o.w = v[j].w * scale * g.w;
+        reinterpret_cast<float4*>(yr)[i] = o;
+      }
+    }
+    return;
+  }
   for (int i = threadIdx.x; i < dim; i += blockDim.x) ss = fmaf(xr[i], xr[i], ss);
   __shared__ float part[32];
   ss = warp_sum(ss);
@@ -384,6 +428,8 @@ __global__ void silu_mul_kernel(float* __restrict__ g, int rows, int ff) {
   row[c] = a / (1.0f + expf(-a)) * row[ff + c];
 }
 
+constexpr int kMaxRopeHalf = 256;
+
 // Rotates q and k of token blockIdx.x and writes k and v into its KV rows.
 __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __restrict__ slots, int layer,
                                   int n_heads, int n_kv_heads, int head_dim, int n_rot, int style_half,
@@ -396,11 +442,18 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
   const float* inv = s.long_rope ? inv_long : inv_short;
   const int half = n_rot / 2;
   const int nh = n_heads + n_kv_heads;
+  // The token's rotation, computed once per frequency and shared by every head.
+  __shared__ float cs_s[kMaxRopeHalf], sn_s[kMaxRopeHalf];
+  for (int k = threadIdx.x; k < half; k += blockDim.x) {
+    const float angle = float(s.pos) * inv[k];
+    cs_s[k] = cosf(angle) * mscale;
+    sn_s[k] = sinf(angle) * mscale;
+  }
+  __syncthreads();
   for (int i = threadIdx.x; i < nh * half; i += blockDim.x) {
     const int h = i / half, k = i % half;
     float* v = row + size_t(h) * head_dim;  // k heads follow q heads
-    const float angle = float(s.pos) * inv[k];
-    const float c = cosf(angle) * mscale, sn = sinf(angle) * mscale;
+    const float c = cs_s[k], sn = sn_s[k];
     const int ia = style_half ? k : 2 * k, ib = style_half ? k + half : 2 * k + 1;
     const float a = v[ia], b = v[ib];
     v[ia] = a * c - b * sn;
@@ -610,7 +663,9 @@ static unsigned blocks_for(int64_t n, int threads = 256) { return unsigned((n + 
 
 void rmsnorm(const float* x, const float* w, float* y, int rows, int dim, float eps, cudaStream_t st) {
   if (rows <= 0) return;
-  rmsnorm_kernel<<<rows, 256, 0, st>>>(x, w, y, dim, eps);
+  const int vec = dim % 4 == 0 && dim <= 4 * kNormThreads * kNormVec &&
+                  (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(y)) % 16 == 0;
+  rmsnorm_kernel<<<rows, kNormThreads, 0, st>>>(x, w, y, dim, eps, vec);
   check_launch("rmsnorm");
 }
 void add(float* x, const float* y, size_t n, cudaStream_t st) {
@@ -627,7 +682,9 @@ void silu_mul(float* g, int rows, int ff, cudaStream_t st) {
 }
 void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const ModelConfig& cfg,
                 const float* inv_short, const float* inv_long, float mscale, cudaStream_t st) {
-  rope_store_kernel<<<n_slots, 128, 0, st>>>(qkv, slots, layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
+  if (cfg.rope.n_rot / 2 > kMaxRopeHalf)
+    throw Error("CUDA RoPE: n_rot " + std::to_string(cfg.rope.n_rot) + " > " + std::to_string(2 * kMaxRopeHalf));
+  rope_store_kernel<<<n_slots, 256, 0, st>>>(qkv, slots, layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
                                              cfg.rope.n_rot, cfg.rope.style == RopeStyle::RotateHalf,
                                              inv_short, inv_long, mscale);
   check_launch("rope_store");
