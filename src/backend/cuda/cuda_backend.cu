@@ -428,50 +428,43 @@ __global__ void silu_mul_kernel(float* __restrict__ g, int rows, int ff) {
   row[c] = a / (1.0f + expf(-a)) * row[ff + c];
 }
 
-constexpr int kMaxRopeHalf = 256;
-
-// Rotates q and k of token blockIdx.x and writes k and v into its KV rows.
+// Rotates head blockIdx.y (q heads, then k heads) of token blockIdx.x; a k head's block then writes
+// that head's k and v into the token's KV rows.
 __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __restrict__ slots, int layer,
                                   int n_heads, int n_kv_heads, int head_dim, int n_rot, int style_half,
                                   const float* __restrict__ inv_short, const float* __restrict__ inv_long,
                                   float mscale) {
-  const int t = blockIdx.x;
+  const int t = blockIdx.x, h = blockIdx.y;
   const SlotMeta s = slots[t];
   const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
   float* row = qkv + size_t(t) * (q_dim + 2 * kv_dim);
   const float* inv = s.long_rope ? inv_long : inv_short;
   const int half = n_rot / 2;
-  const int nh = n_heads + n_kv_heads;
-  // The token's rotation, computed once per frequency and shared by every head.
-  __shared__ float cs_s[kMaxRopeHalf], sn_s[kMaxRopeHalf];
+  float* v = row + size_t(h) * head_dim;  // k heads follow q heads
   for (int k = threadIdx.x; k < half; k += blockDim.x) {
     const float angle = float(s.pos) * inv[k];
-    cs_s[k] = cosf(angle) * mscale;
-    sn_s[k] = sinf(angle) * mscale;
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < nh * half; i += blockDim.x) {
-    const int h = i / half, k = i % half;
-    float* v = row + size_t(h) * head_dim;  // k heads follow q heads
-    const float c = cs_s[k], sn = sn_s[k];
+    const float c = cosf(angle) * mscale, sn = sinf(angle) * mscale;
     const int ia = style_half ? k : 2 * k, ib = style_half ? k + half : 2 * k + 1;
     const float a = v[ia], b = v[ib];
     v[ia] = a * c - b * sn;
     v[ib] = b * c + a * sn;
   }
+  if (h < n_heads) return;
   __syncthreads();
+  const int kh = h - n_heads;
   uint8_t* krow = reinterpret_cast<uint8_t*>(s.kv_base) + size_t(s.block) * s.block_bytes +
                   (size_t(layer * 2) * s.block_size + s.off) * s.row_bytes;
   uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
   const float* k = row + q_dim;
-  const float* v = row + q_dim + kv_dim;
-  for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+  const float* vv = row + q_dim + kv_dim;
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    const int i = kh * head_dim + d;
     if (s.f32) {
       reinterpret_cast<float*>(krow)[i] = k[i];
-      reinterpret_cast<float*>(vrow)[i] = v[i];
+      reinterpret_cast<float*>(vrow)[i] = vv[i];
     } else {
       reinterpret_cast<__half*>(krow)[i] = __float2half_rn(k[i]);
-      reinterpret_cast<__half*>(vrow)[i] = __float2half_rn(v[i]);
+      reinterpret_cast<__half*>(vrow)[i] = __float2half_rn(vv[i]);
     }
   }
 }
@@ -682,9 +675,8 @@ void silu_mul(float* g, int rows, int ff, cudaStream_t st) {
 }
 void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const ModelConfig& cfg,
                 const float* inv_short, const float* inv_long, float mscale, cudaStream_t st) {
-  if (cfg.rope.n_rot / 2 > kMaxRopeHalf)
-    throw Error("CUDA RoPE: n_rot " + std::to_string(cfg.rope.n_rot) + " > " + std::to_string(2 * kMaxRopeHalf));
-  rope_store_kernel<<<n_slots, 256, 0, st>>>(qkv, slots, layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
+  if (n_slots <= 0) return;
+  rope_store_kernel<<<dim3(n_slots, cfg.n_heads + cfg.n_kv_heads), 128, 0, st>>>(qkv, slots, layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
                                              cfg.rope.n_rot, cfg.rope.style == RopeStyle::RotateHalf,
                                              inv_short, inv_long, mscale);
   check_launch("rope_store");
