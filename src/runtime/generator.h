@@ -11,12 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/model_config.h"
-#include "runtime/grammar.h"
 
 namespace pensieve {
 
 class Tokenizer;
 class GenerationService;
+class Grammar;  // runtime/grammar.h
+using GrammarPtr = std::shared_ptr<const Grammar>;
 
 struct EngineOptions {
   int threads = 0;        // 0: physical core count

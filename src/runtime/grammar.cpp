@@ -150,7 +150,7 @@ GrammarMatcher::GrammarMatcher(GrammarPtr g) : g_(std::move(g)) {
   for (int32_t start : g_->rules()[size_t(g_->root())]) work.push_back(node(start, 0));
   bool acc = false;
   expand(work, out, acc);
-  cur_ = intern(std::move(out), acc);
+  cur_ = intern(out, acc);
 }
 
 int32_t GrammarMatcher::node(int32_t pos, int32_t parent) {
@@ -193,19 +193,19 @@ void GrammarMatcher::expand(std::vector<int32_t>& work, std::vector<int32_t>& ou
   out.erase(std::unique(out.begin(), out.end()), out.end());
 }
 
-GrammarMatcher::State GrammarMatcher::intern(std::vector<int32_t> stacks, bool accepting) {
-  std::string key(stacks.size() * sizeof(int32_t) + 1, '\0');
-  key[0] = accepting ? 1 : 0;
-  if (!stacks.empty()) std::memcpy(&key[1], stacks.data(), stacks.size() * sizeof(int32_t));
-  auto [it, fresh] = state_ids_.try_emplace(std::move(key), State(states_.size()));
-  if (fresh) {
-    StateInfo s;
-    s.live = !stacks.empty();
-    s.accepting = accepting;
-    s.stacks = std::move(stacks);
-    states_.push_back(std::move(s));
-  }
-  return it->second;
+GrammarMatcher::State GrammarMatcher::intern(const std::vector<int32_t>& stacks, bool accepting) {
+  uint64_t h = accepting ? 0x9e3779b97f4a7c15ull : 0x51afd7ed558ccd5ull;
+  for (int32_t n : stacks) h = (h ^ uint64_t(uint32_t(n))) * 0x100000001b3ull;
+  std::vector<State>& bucket = state_ids_[h];
+  for (State id : bucket)
+    if (states_[size_t(id)].accepting == accepting && states_[size_t(id)].stacks == stacks) return id;
+  StateInfo s;
+  s.live = !stacks.empty();
+  s.accepting = accepting;
+  s.stacks = stacks;
+  states_.push_back(std::move(s));
+  bucket.push_back(State(states_.size() - 1));
+  return bucket.back();
 }
 
 GrammarMatcher::State GrammarMatcher::step(State s, uint8_t byte) {
@@ -219,7 +219,10 @@ GrammarMatcher::State GrammarMatcher::step(State s, uint8_t byte) {
     const int32_t known = (*si.next)[byte];
     if (known != -2) return known;
   }
-  std::vector<int32_t> work, out;
+  std::vector<int32_t>& work = work_;
+  std::vector<int32_t>& out = out_;
+  work.clear();
+  out.clear();
   const auto& elems = g_->elems();
   const auto& classes = g_->classes();
   for (int32_t n : states_[size_t(s)].stacks) {
@@ -230,7 +233,7 @@ GrammarMatcher::State GrammarMatcher::step(State s, uint8_t byte) {
   if (!work.empty()) {
     bool acc = false;
     expand(work, out, acc);
-    if (!out.empty() || acc) r = intern(std::move(out), acc);
+    if (!out.empty() || acc) r = intern(out, acc);
   }
   (*states_[size_t(s)].next)[byte] = r;  // states_ may have grown: index again
   return r;

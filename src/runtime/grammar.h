@@ -101,7 +101,11 @@ class GrammarBuilder {
   std::vector<ByteSet> classes_;
 };
 
-GrammarPtr grammar_json_schema(const nlohmann::json& schema);  // any JSON value matching the schema
+// Any JSON value matching the schema (SchemaError when it cannot be compiled). Objects are written
+// with their properties in `properties` order: pass an ordered_json to keep the client's order (a
+// plain json sorts keys).
+GrammarPtr grammar_json_schema(const nlohmann::ordered_json& schema);
+GrammarPtr grammar_json_schema(const nlohmann::json& schema);
 GrammarPtr grammar_json_value();                                // any JSON value
 GrammarPtr grammar_json_object();                               // any JSON object (json_object mode)
 GrammarPtr grammar_literal(std::string_view bytes);
@@ -138,13 +142,14 @@ class GrammarMatcher {
   };
   int32_t node(int32_t pos, int32_t parent);
   void expand(std::vector<int32_t>& work, std::vector<int32_t>& out, bool& accepting);
-  State intern(std::vector<int32_t> stacks, bool accepting);
+  State intern(const std::vector<int32_t>& stacks, bool accepting);
 
   GrammarPtr g_;
   std::vector<Node> nodes_;  // node 0: the empty stack
   std::unordered_map<uint64_t, int32_t> node_ids_;
   std::vector<StateInfo> states_;
-  std::unordered_map<std::string, State> state_ids_;
+  std::unordered_map<uint64_t, std::vector<State>> state_ids_;  // hash of the stacks -> states
+  std::vector<int32_t> work_, out_;  // scratch for step()
   std::vector<int32_t> seen_;  // expansion marks, indexed by node
   int32_t mark_ = 0;
   State cur_ = 0;

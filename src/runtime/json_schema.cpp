@@ -15,6 +15,19 @@ size_t utf8_length(const std::string& s) {
   return n;
 }
 
+std::wstring widen(const std::string& s) {
+  std::wstring out;
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = uint8_t(s[i]);
+    const int n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    uint32_t cp = n == 1 ? c : c & (0x3F >> (n - 1));
+    for (int k = 1; k < n && i + size_t(k) < s.size(); ++k) cp = (cp << 6) | (uint8_t(s[i + size_t(k)]) & 0x3F);
+    out.push_back(wchar_t(cp));
+    i += size_t(n);
+  }
+  return out;
+}
+
 class Checker {
  public:
   explicit Checker(const json& root) : root_(root) {}
@@ -88,8 +101,9 @@ class Checker {
       if (s.contains("minLength") && n < s["minLength"].get<size_t>()) return at + ": string too short";
       if (s.contains("maxLength") && n > s["maxLength"].get<size_t>()) return at + ": string too long";
       if (s.contains("pattern")) {
-        const std::regex re(s["pattern"].get<std::string>(), std::regex::ECMAScript);
-        if (!std::regex_search(str, re)) return at + ": does not match the pattern " + s["pattern"].dump();
+        // Matched over code points (wchar_t holds one on this platform), so '.' is one character.
+        const std::wregex re(widen(s["pattern"].get<std::string>()), std::regex::ECMAScript);
+        if (!std::regex_search(widen(str), re)) return at + ": does not match the pattern " + s["pattern"].dump();
       }
     }
     if (v.is_number()) {

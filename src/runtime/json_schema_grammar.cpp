@@ -10,7 +10,7 @@
 // - integer: minimum/maximum/exclusive* enforced exactly when both bounds are given and span at
 //   most 1000 values; otherwise only their sign. number: only the sign of the bounds (so
 //   exclusiveMinimum 0 still admits 0). Numbers have at most 20 integer digits, 20 fraction digits
-//   and 3 exponent digits, so a model cannot write digits forever.
+//   and 2 exponent digits (so every number fits a double), so a model cannot write digits forever.
 // - format: date, time, date-time, uuid and email are approximated by patterns; other formats are
 //   annotations and ignored.
 // - Whitespace between tokens: nothing, one space, or a newline and up to 32 spaces.
@@ -29,7 +29,7 @@ namespace pensieve {
 
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 using Alt = GrammarBuilder::Alt;
 
 const std::set<std::string>& annotations() {
@@ -76,7 +76,7 @@ class Compiler {
   static GrammarBuilder::Elem call(int r) { return GrammarBuilder::call(r); }
 
   [[noreturn]] static void fail(const std::string& kw, const std::string& path, const std::string& why) {
-    throw SchemaError(kw, "JSON schema at " + path + ": " + why);
+    throw SchemaError(kw, "JSON schema at " + path + " ('" + kw + "'): " + why);
   }
 
   int compile(const json& s, const std::string& path) {
@@ -221,9 +221,11 @@ class Compiler {
         if (annotations().count(k)) continue;
         if (k == "properties") {
           for (const auto& [name, sub] : v.items()) {
+            // A property constrained by several parts must satisfy them all.
             if (out["properties"].contains(name) && out["properties"][name] != sub)
-              fail("allOf", path, "property '" + name + "' is defined differently by two allOf parts");
-            out["properties"][name] = sub;
+              out["properties"][name] = merge_all({out["properties"][name], sub}, path + "/properties/" + name);
+            else
+              out["properties"][name] = sub;
           }
         } else if (k == "required") {
           for (const json& name : v)
@@ -491,7 +493,7 @@ class Compiler {
     e.set('E');
     pm.set('+');
     pm.set('-');
-    const int exp = b_.optional(b_.rule({{b_.bytes(e), call(b_.optional(b_.rule({{b_.bytes(pm)}}))), call(digits(1, 3))}}));
+    const int exp = b_.optional(b_.rule({{b_.bytes(e), call(b_.optional(b_.rule({{b_.bytes(pm)}}))), call(digits(1, 2))}}));
     if (sign == -1) return b_.rule({{call(in), call(frac), call(exp)}, b_.literal("0")});
     return b_.rule({{call(in), call(frac), call(exp)}});
   }
@@ -541,7 +543,11 @@ class Compiler {
 
 }  // namespace
 
-GrammarPtr grammar_json_schema(const nlohmann::json& schema) { return Compiler(schema).run(); }
+GrammarPtr grammar_json_schema(const nlohmann::ordered_json& schema) { return Compiler(schema).run(); }
+
+GrammarPtr grammar_json_schema(const nlohmann::json& schema) {
+  return grammar_json_schema(nlohmann::ordered_json::parse(schema.dump()));
+}
 
 GrammarPtr grammar_json_value() {
   static const json any = json::object();
