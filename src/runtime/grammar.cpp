@@ -94,6 +94,16 @@ GrammarPtr GrammarBuilder::build(int root) const {
       g->elems_.push_back({Grammar::Elem::End, 0});
     }
   }
+  std::unordered_map<std::string, int> group_ids;
+  for (int b = 0; b < 256; ++b) {
+    std::string sig(classes_.size(), '0');
+    for (size_t c = 0; c < classes_.size(); ++c)
+      if (classes_[c].has(uint8_t(b))) sig[c] = '1';
+    auto [it, fresh] = group_ids.try_emplace(sig, int(g->groups_.size()));
+    if (fresh) g->groups_.emplace_back();
+    g->groups_[size_t(it->second)].push_back(uint8_t(b));
+    g->group_of_[size_t(b)] = it->second;
+  }
   return g;
 }
 
@@ -235,7 +245,8 @@ GrammarMatcher::State GrammarMatcher::step(State s, uint8_t byte) {
     expand(work, out, acc);
     if (!out.empty() || acc) r = intern(out, acc);
   }
-  (*states_[size_t(s)].next)[byte] = r;  // states_ may have grown: index again
+  // Every byte of the group steps alike (states_ may have grown: index again).
+  for (uint8_t b : g_->byte_groups()[size_t(g_->byte_group(byte))]) (*states_[size_t(s)].next)[b] = r;
   return r;
 }
 

@@ -55,6 +55,10 @@ class Grammar {
   // Rule -> the positions in elems() where its alternatives start (each closed by an End).
   const std::vector<std::vector<int32_t>>& rules() const { return rules_; }
   int root() const { return root_; }
+  // Bytes that every byte set of the program treats alike share a group: a step over one byte of
+  // a group is a step over all of them.
+  const std::vector<std::vector<uint8_t>>& byte_groups() const { return groups_; }
+  int byte_group(uint8_t b) const { return group_of_[b]; }
 
   // Whole-text checks (tests, tools): `text` is a complete sentence / a prefix of one.
   bool accepts(std::string_view text) const;
@@ -66,6 +70,8 @@ class Grammar {
   std::vector<ByteSet> classes_;
   std::vector<std::vector<int32_t>> rules_;
   int root_ = 0;
+  std::array<int, 256> group_of_{};
+  std::vector<std::vector<uint8_t>> groups_;
 };
 using GrammarPtr = std::shared_ptr<const Grammar>;
 

@@ -182,7 +182,7 @@ TEST(OpenAIRequest, BadResponseFormatsAre400sNamingTheField) {
       {R"({"type":"json_schema","json_schema":{"schema":{}}})", "response_format.json_schema.name"},
       {R"({"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","patternProperties":{}}}})",
        "patternProperties"},
-      {R"({"type":"json_schema","json_schema":{"name":"n","schema":{"type":"string","pattern":"(?!x)"}}})", "pattern"},
+      {R"J({"type":"json_schema","json_schema":{"name":"n","schema":{"type":"string","pattern":"(?!x)"}}})J", "pattern"},
   };
   for (const auto& [rf, needle] : cases) {
     b["response_format"] = json::parse(rf);
