@@ -310,6 +310,7 @@ class RegexParser {
   int atom() {
     const char c = peek();
     if (c == '(') {
+      if (++depth_ > 32) fail("groups nested deeper than 32");
       ++i_;
       if (more() && peek() == '?') {
         if (i_ + 1 < p_.size() && p_[i_ + 1] == ':') i_ += 2;
@@ -318,6 +319,7 @@ class RegexParser {
       const int r = alternation();
       if (!more() || peek() != ')') fail("an unclosed '('");
       ++i_;
+      --depth_;
       return r;
     }
     CharSet cs;
@@ -351,6 +353,7 @@ class RegexParser {
   std::string_view p_;
   const char* kw_;
   size_t i_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace

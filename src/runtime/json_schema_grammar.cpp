@@ -79,7 +79,20 @@ class Compiler {
     throw SchemaError(kw, "JSON schema at " + path + " ('" + kw + "'): " + why);
   }
 
+  // Bounds the recursion of compile, merge_all and value_literal: a schema is untrusted input.
+  struct Depth {
+    Depth(int& d, const std::string& path) : d_(d) {
+      if (++d_ > 64) {
+        --d_;
+        fail("$ref", path, "the schema nests (or refers to itself without progress) deeper than 64 levels");
+      }
+    }
+    ~Depth() { --d_; }
+    int& d_;
+  };
+
   int compile(const json& s, const std::string& path) {
+    const Depth guard(depth_, path);
     if (s.is_boolean()) {
       if (s.get<bool>()) return any_value();
       fail("false", path, "the schema `false` admits no value");
@@ -202,6 +215,7 @@ class Compiler {
 
   // allOf: the parts merged into one object schema (properties united, required united).
   json merge_all(const std::vector<json>& parts, const std::string& path) {
+    const Depth guard(depth_, path);
     json out = json::object();
     for (json p : parts) {
       for (int depth = 0; p.is_object() && p.contains("$ref"); ++depth) {
@@ -244,6 +258,7 @@ class Compiler {
 
   // The grammar of one fixed JSON value (const / enum), with optional whitespace as anywhere.
   int value_literal(const json& v) {
+    const Depth guard(depth_, "const/enum");
     if (v.is_object()) {
       Alt a = b_.literal("{");
       a.push_back(call(ws_));
@@ -537,6 +552,7 @@ class Compiler {
   const json& root_;
   GrammarBuilder b_;
   int ws_ = -1, chr_ = -1, any_ = -1;
+  int depth_ = 0;
   std::unordered_map<std::string, int> refs_;
   std::map<std::pair<int, int>, int> strings_;
 };

@@ -195,6 +195,14 @@ TEST(Grammar, NumbersAreBounded) {
   EXPECT_TRUE(g->accepts("1.5E+10"));
 }
 
+TEST(Grammar, DeepSchemasAreErrors) {
+  nlohmann::json s = {{"type", "string"}};
+  for (int i = 0; i < 1000; ++i) s = {{"type", "array"}, {"items", std::move(s)}};
+  EXPECT_THROW(grammar_json_schema(s), SchemaError);
+  const std::string deep_group = std::string(5000, '(') + "a" + std::string(5000, ')');
+  EXPECT_THROW(grammar_json_schema(nlohmann::json{{"type", "string"}, {"pattern", deep_group}}), SchemaError);
+}
+
 TEST(Grammar, UnsupportedSchemasNameTheKeyword) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"type":"object","patternProperties":{"^a":{}}})", "patternProperties"},
@@ -215,6 +223,9 @@ TEST(Grammar, UnsupportedSchemasNameTheKeyword) {
       {R"({"allOf":[{"type":"string"},{"type":"integer"}]})", "allOf"},
       {R"({"enum":[]})", "enum"},
       {R"(false)", "false"},
+      // Self-reference that makes no progress, and deep nesting: errors, not a stack overflow.
+      {R"({"$defs":{"a":{"allOf":[{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"})", "$ref"},
+      {R"({"$defs":{"a":{"anyOf":[{"$ref":"#/$defs/a"}],"type":"object"}},"$ref":"#/$defs/a"})", "$ref"},
   };
   for (const auto& [schema, kw] : cases) {
     try {
