@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config git
           libboost-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libspdlog-dev
-          libpcre2-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev)
+          libpcre2-dev libsqlite3-dev libcurl4-openssl-dev libgtest-dev libgmock-dev libbenchmark-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

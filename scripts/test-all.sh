@@ -53,7 +53,10 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 make -C build -j"$jobs"
 run_tests build --output-on-failure -j"$jobs"
 
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPENSIEVE_SANITIZE=ON -DPENSIEVE_BENCH=OFF >/dev/null
+# -O1 -g1 (line tables only): the sanitized build compiles about twice as fast as with -O2 -g and
+# still reports file:line in every stack trace.
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+  -DPENSIEVE_SANITIZE=ON -DPENSIEVE_BENCH=OFF >/dev/null
 make -C build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  run_tests build-asan --output-on-failure -j"$jobs" -LE slow
+  run_tests build-asan --output-on-failure -j"$jobs"

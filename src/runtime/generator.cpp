@@ -35,13 +35,13 @@ const char* kLlama3Template =
     "{{ m.content | trim }}<|eot_id|>{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
 
-std::string default_id(const std::string& path) {
+}  // namespace
+
+std::string default_model_id(const std::string& path) {
   std::filesystem::path p(path);
   while (!p.empty() && p.filename().empty()) p = p.parent_path();  // trailing slash
   return p.has_extension() && p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
 }
-
-}  // namespace
 
 double decode_tokens_per_second(int completion_tokens, double decode_seconds) {
   return completion_tokens > 1 && decode_seconds > 0 ? (completion_tokens - 1) / decode_seconds : 0.0;
@@ -65,7 +65,7 @@ struct ModelInstance::Impl {
   std::vector<int32_t> stop_ids;
   int context = 0;
   double load_seconds = 0;
-  std::unique_ptr<ThreadPool> pool;
+  std::shared_ptr<ThreadPool> pool;
   std::shared_ptr<Scheduler> scheduler;  // last: stopped before what it uses goes
 };
 
@@ -75,7 +75,7 @@ std::shared_ptr<ModelInstance> ModelInstance::load(const std::string& path, cons
   inst->impl_ = std::make_unique<Impl>();
   Impl& m = *inst->impl_;
   m.path = path;
-  m.id = opts.id.empty() ? default_id(path) : opts.id;
+  m.id = opts.id.empty() ? default_model_id(path) : opts.id;
   m.model = Model::load(path);
   const LoadedModel& files = m.model->files();
   const ModelConfig& cfg = m.model->config();
@@ -99,7 +99,7 @@ std::shared_ptr<ModelInstance> ModelInstance::load(const std::string& path, cons
 
   const int trained = cfg.ctx_train > 0 ? cfg.ctx_train : 4096;
   m.context = opts.context > 0 ? opts.context : std::min(trained, 4096);
-  m.pool = std::make_unique<ThreadPool>(opts.threads > 0 ? opts.threads : physical_core_count());
+  m.pool = opts.pool ? opts.pool : std::make_shared<ThreadPool>(opts.threads > 0 ? opts.threads : physical_core_count());
   if (m.tokenizer) {
     SchedulerOptions so;
     so.max_running = opts.max_running;

@@ -16,6 +16,7 @@ namespace pensieve {
 
 class Tokenizer;
 class GenerationService;
+class ThreadPool;
 class Grammar;  // runtime/grammar.h
 using GrammarPtr = std::shared_ptr<const Grammar>;
 
@@ -30,6 +31,9 @@ struct EngineOptions {
   int max_waiting = 1024;
   int max_batch_tokens = 512;
   size_t kv_cache_bytes = 0;
+  // Compute threads shared with other models (a server's models then take turns on the cores
+  // instead of oversubscribing them); null: a pool of `threads` of its own.
+  std::shared_ptr<ThreadPool> pool;
 };
 
 struct SamplingParams {
@@ -54,9 +58,6 @@ struct GenerateRequest {
   // prefix of the grammar; the end-of-turn ids are allowed only once the text is a complete
   // sentence, and a complete sentence that admits no continuation ends the turn (end_turn).
   GrammarPtr grammar;
-  // Polled before every forward pass; returning true stops the generation (client went away,
-  // timeout). Optional.
-  std::function<bool()> cancelled;
 };
 
 enum class StopReason { EndOfTurn, MaxTokens, StopString, Cancelled };
@@ -92,6 +93,9 @@ struct ChatPrompt {
   nlohmann::ordered_json tools;  // null when absent
   bool add_generation_prompt = true;
 };
+
+// The id a model is served under when none is given: the file name without .gguf, or the folder's.
+std::string default_model_id(const std::string& path);
 
 class ModelInstance {
  public:

@@ -103,8 +103,6 @@ class Scheduler : public GenerationService {
   void cancel_all() override;
   void wait_idle(std::chrono::milliseconds limit) override;
 
-  const SchedulerOptions& options() const { return opts_; }
-
  private:
   struct Seq;
   void loop();

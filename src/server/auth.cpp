@@ -2,7 +2,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
-#include "server/sha256.h"
+#include "util/sha256.h"
 #include "server/state_store.h"
 
 namespace pensieve::server {

@@ -246,10 +246,9 @@ json parse_json_body(const HttpExchange& ex) {
 asio::awaitable<void> handle_chat(ServerContext& ctx, HttpExchange& ex, bool openai, const std::string& key_name) {
   json body = parse_json_body(ex);
   ChatRequest req = openai ? parse_openai_request(body) : parse_anthropic_request(body);
-  auto models = ctx.models();
-  const ModelEntry* entry = models ? models->resolve(req.model) : nullptr;
-  if (!entry) throw ApiError::not_found("model: " + req.model);
-  auto model = entry->model;
+  auto use = use_model(ctx, ex.executor(), ctx.models(), req.model, request_keep_alive(body));
+  ServedLease lease = co_await std::move(use);  // held until the answer is sent
+  auto model = lease.model;
   const int cap = ctx.config.max_output_tokens;
   auto prepare = [model, &req, cap] { return prepare_prompt(*model, req, cap); };
   auto task = run_blocking<PreparedPrompt>(ctx.blocking, ex.executor(), std::move(prepare));

@@ -107,7 +107,7 @@ void HttpServer::drain_then_stop(std::chrono::steady_clock::time_point grace_end
   }
   if (!cancelled && std::chrono::steady_clock::now() >= grace_end) {
     if (auto models = ctx_.models())
-      for (const auto& e : models->entries()) e.model->service().cancel_all();
+      for (const auto& m : models->loaded_models()) m->service().cancel_all();
     cancelled = true;
     grace_end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   } else if (cancelled && std::chrono::steady_clock::now() >= grace_end) {

@@ -110,6 +110,18 @@ std::string Metrics::render(const LiveGauges& g) const {
   help(out, "pensieve_model_load_seconds", "gauge", "Time taken to load each model");
   for (const auto& [model, s] : g.model_load_seconds)
     out += "pensieve_model_load_seconds{model=\"" + label(model) + "\"} " + num(s) + "\n";
+  help(out, "pensieve_models_loaded", "gauge", "Models loaded now");
+  out += "pensieve_models_loaded " + std::to_string(g.models_loaded) + "\n";
+  help(out, "pensieve_model_loads_total", "counter", "Model loads, by model");
+  for (const auto& [model, c] : g.model_counters)
+    out += "pensieve_model_loads_total{model=\"" + label(model) + "\"} " + std::to_string(c.loads) + "\n";
+  help(out, "pensieve_model_load_failures_total", "counter", "Model loads that failed, by model");
+  for (const auto& [model, c] : g.model_counters)
+    out += "pensieve_model_load_failures_total{model=\"" + label(model) + "\"} " + std::to_string(c.load_failures) + "\n";
+  help(out, "pensieve_model_unloads_total", "counter", "Model unloads, by model and reason (lru, memory, expired)");
+  for (const auto& [model, c] : g.model_counters)
+    for (const auto& [reason, n] : c.unloads)
+      out += "pensieve_model_unloads_total{model=\"" + label(model) + "\",reason=\"" + reason + "\"} " + std::to_string(n) + "\n";
   help(out, "process_resident_memory_bytes", "gauge", "Resident memory of the server process");
   out += "process_resident_memory_bytes " + std::to_string(resident_memory_bytes()) + "\n";
   return out;

@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/model_manager.h"
+
 namespace pensieve::server {
 
 class Histogram {
@@ -32,6 +34,8 @@ struct LiveGauges {
   int kv_blocks_cached = 0;   // blocks no sequence holds, kept for the prefix cache
   int64_t preemptions = 0;
   std::vector<std::pair<std::string, double>> model_load_seconds;
+  int models_loaded = 0;
+  std::vector<std::pair<std::string, ModelCounters>> model_counters;  // loads and unloads per model
 };
 
 class Metrics {

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <filesystem>
+
 namespace pensieve::server {
 
 namespace {
@@ -11,6 +13,15 @@ class InstanceModel : public ServedModel {
   explicit InstanceModel(std::shared_ptr<ModelInstance> m) : m_(std::move(m)) {
     struct stat st {};
     if (::stat(m_->path().c_str(), &st) == 0) created_ = st.st_mtime;
+    std::error_code ec;
+    namespace fs = std::filesystem;
+    if (fs::is_directory(m_->path(), ec)) {
+      for (const auto& e : fs::directory_iterator(m_->path(), ec))
+        if (e.is_regular_file(ec)) files_ += e.file_size(ec);
+    } else {
+      files_ = fs::file_size(m_->path(), ec);
+      if (ec) files_ = 0;
+    }
   }
   const std::string& id() const override { return m_->id(); }
   int context_length() const override { return m_->context_length(); }
@@ -19,11 +30,13 @@ class InstanceModel : public ServedModel {
   std::vector<int32_t> chat_tokens(const ChatPrompt& p) const override { return m_->chat_tokens(p); }
   std::vector<int32_t> text_tokens(const std::string& t) const override { return m_->text_tokens(t, false); }
   GenerationService& service() const override { return *service_; }
+  uint64_t memory_bytes() const override { return files_ + service_->stats().kv_cache_bytes; }
 
  private:
   std::shared_ptr<ModelInstance> m_;
   std::shared_ptr<GenerationService> service_ = m_->service();
   int64_t created_ = 0;
+  uint64_t files_ = 0;  // the weights are mapped from these
 };
 
 }  // namespace

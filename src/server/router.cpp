@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <ctime>
+#include <set>
 
 #include "server/anthropic_api.h"
 #include "server/chat_handler.h"
@@ -29,10 +30,10 @@ std::string rfc3339(int64_t unix_seconds) {
 
 // One model object that both SDKs accept (Anthropic: type/id/display_name/created_at; OpenAI:
 // id/object/created/owned_by).
-json model_object(const ServedModel& m) {
-  return {{"type", "model"}, {"id", m.id()}, {"display_name", m.id()},
-          {"created_at", rfc3339(m.created_unix())}, {"object", "model"},
-          {"created", m.created_unix()}, {"owned_by", "pensieve"}};
+json model_object(const std::string& id, int64_t created) {
+  return {{"type", "model"}, {"id", id}, {"display_name", id},
+          {"created_at", rfc3339(created)}, {"object", "model"},
+          {"created", created}, {"owned_by", "pensieve"}};
 }
 
 const ModelRegistry& ready_models(const ServerContext& ctx) {
@@ -41,17 +42,46 @@ const ModelRegistry& ready_models(const ServerContext& ctx) {
   return *models;  // published registries live as long as the context
 }
 
-// JSON is built outside coroutines: GCC 12 mishandles braced-init temporaries inside them.
-json models_list(const ModelRegistry& models) {
-  json data = json::array();
-  for (const auto& e : models.entries()) data.push_back(model_object(*e.model));
+json list_body(json data) {
   json first = data.empty() ? json(nullptr) : data.front()["id"];
   json last = data.empty() ? json(nullptr) : data.back()["id"];
   return {{"object", "list"}, {"data", data}, {"has_more", false}, {"first_id", first}, {"last_id", last}};
 }
 
+// JSON is built outside coroutines: GCC 12 mishandles braced-init temporaries inside them.
+// Every servable model, each saying whether it is loaded now.
+json models_list(const ModelRegistry& models) {
+  std::set<std::string> loaded;
+  for (const auto& i : models.manager().loaded()) loaded.insert(i.name);
+  json data = json::array();
+  for (const auto& e : models.entries()) {
+    json m = model_object(e.id, e.created_unix);
+    m["loaded"] = loaded.count(e.id) > 0;
+    data.push_back(m);
+  }
+  return list_body(data);
+}
+
+// The loaded models (`?loaded=true`, what `pensieve ps` shows): memory, when loaded, requests
+// using them, and when keep_alive unloads them (null: not while in use, or never).
+json loaded_list(const ModelRegistry& models) {
+  json data = json::array();
+  for (const auto& i : models.manager().loaded()) {
+    const ModelEntry* e = models.find_id(i.name);
+    json m = model_object(i.name, e ? e->created_unix : 0);
+    m["loaded"] = true;
+    m["memory_bytes"] = i.memory_bytes;
+    m["loaded_at"] = rfc3339(i.loaded_unix);
+    m["requests"] = i.in_use;
+    m["expires_at"] = i.expires_unix ? json(rfc3339(*i.expires_unix)) : json(nullptr);
+    data.push_back(m);
+  }
+  return list_body(data);
+}
+
 asio::awaitable<void> list_models(ServerContext& ctx, HttpExchange& ex) {
-  const json body = models_list(ready_models(ctx));
+  const bool only_loaded = ex.query().find("loaded=true") != std::string_view::npos;
+  const json body = only_loaded ? loaded_list(ready_models(ctx)) : models_list(ready_models(ctx));
   co_await ex.send_json(200, body);
 }
 
@@ -59,7 +89,7 @@ asio::awaitable<void> get_model(ServerContext& ctx, HttpExchange& ex) {
   std::string name(ex.path().substr(kModelsPrefix.size()));
   const ModelEntry* e = ready_models(ctx).resolve(name);
   if (!e) throw ApiError::not_found("model: " + name);
-  const json body = model_object(*e->model);
+  const json body = model_object(e->id, e->created_unix);
   co_await ex.send_json(200, body);
 }
 
@@ -67,9 +97,9 @@ json count_body(int n) { return {{"input_tokens", n}}; }
 
 asio::awaitable<void> count_tokens(ServerContext& ctx, HttpExchange& ex) {
   ChatRequest req = parse_anthropic_request(parse_json_body(ex), true);
-  const ModelEntry* e = ready_models(ctx).resolve(req.model);
-  if (!e) throw ApiError::not_found("model: " + req.model);
-  auto model = e->model;
+  auto use = use_model(ctx, ex.executor(), ctx.models(), req.model, std::nullopt);
+  ServedLease lease = co_await std::move(use);
+  auto model = lease.model;
   auto count = [model, &req] { return static_cast<int>(prompt_tokens(*model, req).size()); };
   auto task = run_blocking<int>(ctx.blocking, ex.executor(), std::move(count));
   const int n = co_await std::move(task);
@@ -89,17 +119,20 @@ LiveGauges live_gauges(const ServerContext& ctx) {
   LiveGauges g;
   g.connections = ctx.open_connections;
   int64_t blocks = 0, used = 0;
-  if (auto models = ctx.models())
-    for (const auto& e : models->entries()) {
-      const ServiceStats s = e.model->service().stats();
+  if (auto models = ctx.models()) {
+    for (const auto& model : models->loaded_models()) {
+      const ServiceStats s = model->service().stats();
       g.running += s.running;
       g.waiting += s.waiting;
       blocks += s.kv_blocks_total;
       used += s.kv_blocks_used;
       g.kv_blocks_cached += s.kv_blocks_cached;
       g.preemptions += s.preemptions;
-      g.model_load_seconds.push_back({e.model->id(), e.model->load_seconds()});
+      g.model_load_seconds.push_back({model->id(), model->load_seconds()});
     }
+    g.models_loaded = int(models->loaded_models().size());
+    for (const auto& [name, c] : models->manager().counters()) g.model_counters.push_back({name, c});
+  }
   if (blocks > 0) g.kv_cache_usage = double(used) / double(blocks);
   return g;
 }

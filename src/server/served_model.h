@@ -8,13 +8,13 @@
 #include <vector>
 
 #include "runtime/generator.h"
+#include "runtime/model_manager.h"
 #include "runtime/scheduler.h"
 
 namespace pensieve::server {
 
-class ServedModel {
+class ServedModel : public ManagedModel {
  public:
-  virtual ~ServedModel() = default;
   virtual const std::string& id() const = 0;
   virtual int context_length() const = 0;
   virtual double load_seconds() const = 0;
@@ -23,7 +23,7 @@ class ServedModel {
   virtual std::vector<int32_t> chat_tokens(const ChatPrompt& prompt) const = 0;
   virtual std::vector<int32_t> text_tokens(const std::string& text) const = 0;  // no BOS
   // Runs the model's generations (the runtime's scheduler; a stand-in in server tests).
-  virtual GenerationService& service() const = 0;
+  GenerationService& service() const override = 0;
 };
 
 }  // namespace pensieve::server

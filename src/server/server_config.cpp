@@ -6,6 +6,7 @@
 
 #include <toml++/toml.h>
 
+#include "runtime/model_manager.h"
 #include "util/error.h"
 
 namespace pensieve::server {
@@ -39,6 +40,20 @@ std::vector<std::string> strings_of(const fs::path& file, const toml::node& node
   std::vector<std::string> out;
   for (const auto& el : *arr) out.push_back(value_of<std::string>(file, el, key, "an array of strings"));
   return out;
+}
+
+// A duration string ("5m", "-1") or a number of seconds, kept as the string.
+std::string keep_alive_of(const fs::path& file, const toml::node& node, const std::string& key) {
+  std::string text;
+  if (node.is_integer()) text = std::to_string(*node.value<int64_t>());
+  else if (node.is_string()) text = *node.value<std::string>();
+  else throw Error(where(file, node) + ": '" + key + "' must be a duration such as \"5m\" or a number of seconds");
+  try {
+    parse_keep_alive(text);
+  } catch (const Error& e) {
+    throw Error(where(file, node) + ": " + e.what());
+  }
+  return text;
 }
 
 void read_server(ServerConfig& cfg, const fs::path& file, const toml::table& t) {
@@ -79,6 +94,12 @@ void read_limits(ServerConfig& cfg, const fs::path& file, const toml::table& t) 
     else if (key == "idle_timeout_ms") cfg.idle_timeout_ms = int_of(file, node, key, 1);
     else if (key == "max_header_bytes") cfg.max_header_bytes = int_of(file, node, key, kMinHeaderBytes);
     else if (key == "max_requests_per_key") cfg.max_requests_per_key = int_of(file, node, key, 0);
+    else if (key == "max_loaded_models") cfg.max_loaded_models = int_of(file, node, key, 0);
+    else if (key == "max_model_memory_gb") {
+      const auto v = node.value<double>();
+      if (!v || *v < 0) throw Error(where(file, node) + ": 'max_model_memory_gb' must be a number >= 0");
+      cfg.max_model_memory_gb = *v;
+    } else if (key == "keep_alive") cfg.keep_alive = keep_alive_of(file, node, key);
     else throw Error(where(file, node) + ": unknown key 'limits." + key + "'");
   }
 }
@@ -94,6 +115,7 @@ ModelSpec read_model(const fs::path& file, const toml::node& node) {
     else if (key == "aliases") m.aliases = strings_of(file, v, key);
     else if (key == "context") m.context = int_of(file, v, key, 0);
     else if (key == "threads") m.threads = int_of(file, v, key, 0);
+    else if (key == "keep_alive") m.keep_alive = keep_alive_of(file, v, key);
     else throw Error(where(file, v) + ": unknown key 'models." + key + "'");
   }
   if (m.path.empty()) throw Error(where(file, node) + ": [[models]] entry needs a 'path'");
@@ -165,6 +187,22 @@ void apply_environment(ServerConfig& cfg) {
   if (has("PENSIEVE_IDLE_TIMEOUT_MS")) cfg.idle_timeout_ms = env_int("PENSIEVE_IDLE_TIMEOUT_MS", 1);
   if (has("PENSIEVE_MAX_HEADER_BYTES")) cfg.max_header_bytes = env_int("PENSIEVE_MAX_HEADER_BYTES", kMinHeaderBytes);
   if (has("PENSIEVE_MAX_REQUESTS_PER_KEY")) cfg.max_requests_per_key = env_int("PENSIEVE_MAX_REQUESTS_PER_KEY", 0);
+  if (has("PENSIEVE_MAX_LOADED_MODELS")) cfg.max_loaded_models = env_int("PENSIEVE_MAX_LOADED_MODELS", 0);
+  if (has("PENSIEVE_MAX_MODEL_MEMORY_GB")) {
+    const char* v = std::getenv("PENSIEVE_MAX_MODEL_MEMORY_GB");
+    char* end = nullptr;
+    const double x = std::strtod(v, &end);
+    if (!*v || *end || !(x >= 0)) throw Error(std::string("PENSIEVE_MAX_MODEL_MEMORY_GB='") + v + "': expected a number >= 0");
+    cfg.max_model_memory_gb = x;
+  }
+  if (has("PENSIEVE_KEEP_ALIVE")) {
+    cfg.keep_alive = std::getenv("PENSIEVE_KEEP_ALIVE");
+    try {
+      parse_keep_alive(cfg.keep_alive);
+    } catch (const Error& e) {
+      throw Error(std::string("PENSIEVE_KEEP_ALIVE: ") + e.what());
+    }
+  }
   if (has("PENSIEVE_MODEL")) {
     cfg.models.clear();
     std::stringstream ss(std::getenv("PENSIEVE_MODEL"));
@@ -209,13 +247,15 @@ std::string config_to_toml(const ServerConfig& cfg) {
                      {"shutdown_grace_ms", cfg.shutdown_grace_ms}, {"max_connections", cfg.max_connections},
                      {"header_timeout_ms", cfg.header_timeout_ms}, {"idle_timeout_ms", cfg.idle_timeout_ms},
                      {"max_header_bytes", cfg.max_header_bytes},
-                     {"max_requests_per_key", cfg.max_requests_per_key}};
+                     {"max_requests_per_key", cfg.max_requests_per_key},
+                     {"max_loaded_models", cfg.max_loaded_models},
+                     {"max_model_memory_gb", cfg.max_model_memory_gb}, {"keep_alive", cfg.keep_alive}};
   toml::array models;
   for (const auto& m : cfg.models) {
     toml::array aliases;
     for (const auto& a : m.aliases) aliases.push_back(a);
     models.push_back(toml::table{{"path", m.path}, {"id", m.id}, {"aliases", aliases},
-                                 {"context", m.context}, {"threads", m.threads}});
+                                 {"context", m.context}, {"threads", m.threads}, {"keep_alive", m.keep_alive}});
   }
   toml::table root{{"server", server}, {"limits", limits}, {"models", models}};
   std::ostringstream out;

@@ -13,7 +13,8 @@ struct ModelSpec {
   std::string id;                    // "" = from the model's metadata
   std::vector<std::string> aliases;  // exact names or prefixes ending in '*'
   int context = 0;                   // 0 = engine default
-  int threads = 0;                   // 0 = physical cores
+  int threads = 0;                   // 0 = the server's shared pool (physical cores)
+  std::string keep_alive;            // "" = [limits] keep_alive; else a duration ("5m", "-1": never)
 };
 
 constexpr int kMinHeaderBytes = 1024;  // the least max_header_bytes may be
@@ -42,6 +43,9 @@ struct ServerConfig {
   int idle_timeout_ms = 60000;    // keep-alive wait for the next request; a stalled body or write
   int max_header_bytes = 65536;   // request line and header fields together
   int max_requests_per_key = 16;  // concurrent requests per API key (429 beyond); 0 = no limit
+  int max_loaded_models = 0;      // models loaded at once (LRU unloading beyond); 0 = no limit
+  double max_model_memory_gb = 0; // weights + KV caches of the loaded models; 0 = no limit
+  std::string keep_alive = "-1";  // an idle model is unloaded after this ("5m", "1h"; "-1": never)
   // [[models]]
   std::vector<ModelSpec> models;
 };
@@ -53,7 +57,7 @@ void load_config_file(ServerConfig& cfg, const std::filesystem::path& file);
 // Applies PENSIEVE_HOST, _PORT, _API_KEY, _API_KEY_FILE, _ALLOW_NO_AUTH, _STATE_DIR,
 // _MAX_OUTPUT_TOKENS, _MAX_BODY_BYTES, _MAX_WAITING, _MAX_RUNNING, _MAX_BATCH_TOKENS, _KV_CACHE_GB,
 // _REQUEST_TIMEOUT_MS, _MAX_CONNECTIONS, _HEADER_TIMEOUT_MS, _IDLE_TIMEOUT_MS, _MAX_HEADER_BYTES,
-// _MAX_REQUESTS_PER_KEY, _MODEL (paths separated by ':'), _CONTEXT, _THREADS. Error naming the
+// _MAX_REQUESTS_PER_KEY, _MAX_LOADED_MODELS, _MAX_MODEL_MEMORY_GB, _KEEP_ALIVE, _MODEL (paths separated by ':'), _CONTEXT, _THREADS. Error naming the
 // variable for a bad value.
 void apply_environment(ServerConfig& cfg);
 

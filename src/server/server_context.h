@@ -10,8 +10,11 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
+
+#include <nlohmann/json.hpp>
 
 #include "server/auth.h"
 #include "server/metrics.h"
@@ -33,6 +36,8 @@ class ServerContext {
   Authenticator auth;
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   asio::thread_pool blocking{2};
+  // Model loads run here, so that a request waiting for its model holds no other work up.
+  asio::thread_pool loading{4};
   std::atomic<bool> stopping{false};
   std::atomic<int> active_requests{0};
   std::atomic<int> open_connections{0};
@@ -69,5 +74,15 @@ asio::awaitable<T> run_blocking(asio::thread_pool& pool, asio::any_io_executor e
       },
       asio::use_awaitable);
 }
+
+// The request's Ollama-style "keep_alive" (seconds, or a duration such as "5m"; 0 unloads the
+// model after the request, negative keeps it loaded), or nullopt. ApiError 400 when malformed.
+std::optional<std::chrono::milliseconds> request_keep_alive(const nlohmann::ordered_json& body);
+
+// The model a request names, loaded first when it is not (on ctx.loading; the request waits,
+// others go on). ApiError 404 for an unknown name, 500 naming the file when the load fails.
+asio::awaitable<ServedLease> use_model(ServerContext& ctx, asio::any_io_executor ex,
+                                       std::shared_ptr<const ModelRegistry> models, const std::string& name,
+                                       std::optional<std::chrono::milliseconds> keep_alive);
 
 }  // namespace pensieve::server

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <random>
 
-#include "server/sha256.h"
+#include "util/sha256.h"
 #include "util/error.h"
 
 namespace pensieve::server {

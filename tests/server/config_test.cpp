@@ -107,3 +107,37 @@ TEST(Config, EnvironmentOverridesTheFile) {
   unsetenv("PENSIEVE_MODEL");
   unsetenv("PENSIEVE_MAX_OUTPUT_TOKENS");
 }
+
+TEST(Config, ModelLimitsAndKeepAlive) {
+  ServerConfig cfg;
+  load_config_file(cfg, write_file("pensieve-models.toml", R"(
+[limits]
+max_loaded_models = 2
+max_model_memory_gb = 12.5
+keep_alive = "5m"
+[[models]]
+path = "a.gguf"
+keep_alive = 30
+[[models]]
+path = "org/repo:Q4_K_M"
+)"));
+  EXPECT_EQ(cfg.max_loaded_models, 2);
+  EXPECT_DOUBLE_EQ(cfg.max_model_memory_gb, 12.5);
+  EXPECT_EQ(cfg.keep_alive, "5m");
+  EXPECT_EQ(cfg.models[0].keep_alive, "30");
+  EXPECT_EQ(cfg.models[1].keep_alive, "");
+  EXPECT_EQ(cfg.models[1].path, "org/repo:Q4_K_M");  // a store name, resolved when serving
+  EXPECT_NE(config_to_toml(cfg).find("max_loaded_models = 2"), std::string::npos);
+  EXPECT_NE(load_error("[limits]\nkeep_alive = \"soon\"\n").find(":2: invalid keep_alive 'soon'"), std::string::npos)
+      << load_error("[limits]\nkeep_alive = \"soon\"\n");
+  EXPECT_NE(load_error("[limits]\nmax_model_memory_gb = -1\n").find("max_model_memory_gb"), std::string::npos);
+  ::setenv("PENSIEVE_MAX_LOADED_MODELS", "3", 1);
+  ::setenv("PENSIEVE_KEEP_ALIVE", "1h", 1);
+  apply_environment(cfg);
+  EXPECT_EQ(cfg.max_loaded_models, 3);
+  EXPECT_EQ(cfg.keep_alive, "1h");
+  ::setenv("PENSIEVE_KEEP_ALIVE", "never", 1);
+  EXPECT_THROW(apply_environment(cfg), pensieve::Error);
+  ::unsetenv("PENSIEVE_MAX_LOADED_MODELS");
+  ::unsetenv("PENSIEVE_KEEP_ALIVE");
+}

@@ -47,11 +47,12 @@ export function tempStateDir() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Starts the server; resolves once /health answers 200. `args` are extra serve flags.
-export async function startServer({ args = [], stateDir, env = {} } = {}) {
-  const model = ensureModel();
+// Starts the server; resolves once /health answers 200. `args` are extra serve flags; `models`
+// the --model values (default: the tiny test model; [] serves the demo model and the store).
+export async function startServer({ args = [], stateDir, env = {}, models } = {}) {
+  const modelArgs = (models ?? [ensureModel()]).flatMap((m) => ['--model', m]);
   const dir = stateDir || tempStateDir();
-  const proc = spawn(binary, ['serve', '--model', model, '--port', '0', '--state-dir', dir, ...args], {
+  const proc = spawn(binary, ['serve', ...modelArgs, '--port', '0', '--state-dir', dir, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

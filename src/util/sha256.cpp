@@ -1,8 +1,9 @@
-#include "server/sha256.h"
+#include "util/sha256.h"
 
+#include <algorithm>
 #include <cstring>
 
-namespace pensieve::server {
+namespace pensieve {
 
 namespace {
 
@@ -41,31 +42,63 @@ void compress(uint32_t state[8], const uint8_t block[64]) {
 
 }  // namespace
 
-std::array<uint8_t, 32> sha256(std::string_view data) {
-  uint32_t state[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  size_t full = data.size() / 64 * 64;
-  for (size_t i = 0; i < full; i += 64) compress(state, reinterpret_cast<const uint8_t*>(data.data()) + i);
+Sha256::Sha256() { reset(); }
+
+void Sha256::reset() {
+  static constexpr uint32_t kInit[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  std::memcpy(state_, kInit, sizeof state_);
+  buffered_ = 0;
+  length_ = 0;
+}
+
+void Sha256::update(const void* data, size_t size) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  length_ += size;
+  if (buffered_ > 0) {
+    const size_t take = std::min(size, sizeof buffer_ - buffered_);
+    std::memcpy(buffer_ + buffered_, p, take);
+    buffered_ += take, p += take, size -= take;
+    if (buffered_ < sizeof buffer_) return;
+    compress(state_, buffer_);
+    buffered_ = 0;
+  }
+  for (; size >= 64; p += 64, size -= 64) compress(state_, p);
+  std::memcpy(buffer_, p, size);
+  buffered_ = size;
+}
+
+std::array<uint8_t, 32> Sha256::finish() {
   // Padding: 0x80, zeros, then the bit length big-endian, in one or two final blocks.
   uint8_t tail[128] = {};
-  size_t rest = data.size() - full;
-  std::memcpy(tail, data.data() + full, rest);
-  tail[rest] = 0x80;
-  size_t tail_len = rest + 9 <= 64 ? 64 : 128;
-  uint64_t bits = static_cast<uint64_t>(data.size()) * 8;
+  std::memcpy(tail, buffer_, buffered_);
+  tail[buffered_] = 0x80;
+  const size_t tail_len = buffered_ + 9 <= 64 ? 64 : 128;
+  const uint64_t bits = length_ * 8;
   for (int i = 0; i < 8; ++i) tail[tail_len - 1 - i] = static_cast<uint8_t>(bits >> (8 * i));
-  for (size_t i = 0; i < tail_len; i += 64) compress(state, tail + i);
+  for (size_t i = 0; i < tail_len; i += 64) compress(state_, tail + i);
   std::array<uint8_t, 32> out{};
   for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<uint8_t>(state[i] >> (24 - 8 * j));
+    for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<uint8_t>(state_[i] >> (24 - 8 * j));
+  reset();
   return out;
 }
 
-std::string sha256_hex(std::string_view data) {
+std::string Sha256::finish_hex() { return to_hex(finish()); }
+
+std::string to_hex(const std::array<uint8_t, 32>& digest) {
   static const char* digits = "0123456789abcdef";
   std::string hex;
-  for (uint8_t b : sha256(data)) hex += digits[b >> 4], hex += digits[b & 15];
+  for (uint8_t b : digest) hex += digits[b >> 4], hex += digits[b & 15];
   return hex;
 }
 
-}  // namespace pensieve::server
+std::array<uint8_t, 32> sha256(std::string_view data) {
+  Sha256 h;
+  h.update(data.data(), data.size());
+  return h.finish();
+}
+
+std::string sha256_hex(std::string_view data) { return to_hex(sha256(data)); }
+
+}  // namespace pensieve
