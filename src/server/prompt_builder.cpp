@@ -97,6 +97,7 @@ GenerateRequest to_generate_request(const ChatRequest& req, PreparedPrompt prepa
   g.prompt = std::move(prepared.tokens);
   g.max_tokens = prepared.max_tokens;
   g.stop_strings = req.stop;
+  g.grammar = req.grammar;
   if (req.temperature) g.sampling.temperature = *req.temperature;
   if (req.top_p) g.sampling.top_p = *req.top_p;
   if (req.top_k) g.sampling.top_k = *req.top_k;
