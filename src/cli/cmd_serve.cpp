@@ -25,7 +25,7 @@ using namespace pensieve::server;
 
 struct ServeFlags {
   std::vector<std::string> models, api_keys, aliases;
-  std::string config, host, api_key_file, state_dir, id;
+  std::string config, host, api_key_file, state_dir, id, chat_template;
   std::optional<int> port, max_output_tokens, max_waiting, max_running, max_batch_tokens, request_timeout_ms,
       context, threads;
   std::optional<double> kv_cache_gb;
@@ -80,6 +80,7 @@ ServerConfig effective_config(const ServeFlags& f) {
   // Flags about "the model" apply to the first (default) one.
   if (!f.id.empty()) cfg.models.front().id = f.id;
   for (const auto& a : f.aliases) cfg.models.front().aliases.push_back(a);
+  if (!f.chat_template.empty()) cfg.models.front().chat_template = f.chat_template;
   for (auto& m : cfg.models) {
     if (f.context) m.context = *f.context;
     if (f.threads) m.threads = *f.threads;
@@ -113,6 +114,7 @@ void load_models(ServerContext& ctx, HttpServer& server, std::string& error) {
       opts.context = spec.context;
       opts.threads = spec.threads;
       opts.id = spec.id;
+      opts.chat_template_file = spec.chat_template;
       opts.max_running = ctx.config.max_running;
       opts.max_waiting = ctx.config.max_waiting;
       opts.max_batch_tokens = ctx.config.max_batch_tokens;
@@ -200,6 +202,8 @@ const CommandRegistrar registrar{
       sub.add_option("--context", f->context, "Context length in tokens (default: min(trained, 4096))");
       sub.add_option("-t,--threads", f->threads, "Compute threads per model (default: physical cores)");
       sub.add_option("--id", f->id, "Model id to serve the first model under");
+      sub.add_option("--chat-template", f->chat_template,
+                     "A chat template file (Jinja) to use instead of the first model's own");
       sub.add_option("--alias", f->aliases, "Another name of the first model (a trailing * matches a prefix)");
       sub.add_flag("--print-config", f->print_config, "Print the effective configuration and exit");
       return [f] { return run_serve(*f); };

@@ -14,6 +14,7 @@ struct ModelSpec {
   std::vector<std::string> aliases;  // exact names or prefixes ending in '*'
   int context = 0;                   // 0 = engine default
   int threads = 0;                   // 0 = physical cores
+  std::string chat_template;         // a chat template file to use instead of the model's own
 };
 
 constexpr int kMinHeaderBytes = 1024;  // the least max_header_bytes may be
