@@ -17,6 +17,8 @@ namespace pensieve {
 class Tokenizer;
 class GenerationService;
 class ChatFormatter;
+class Grammar;  // runtime/grammar.h
+using GrammarPtr = std::shared_ptr<const Grammar>;
 
 struct EngineOptions {
   int threads = 0;        // 0: physical core count
@@ -51,6 +53,10 @@ struct GenerateRequest {
   SamplingParams sampling;
   std::vector<std::string> stop_strings;
   bool stop_at_eos = true;   // stop on the model's end-of-turn/EOS ids
+  // Constrained decoding (runtime/grammar.h): when set, every token keeps the generated text a
+  // prefix of the grammar; the end-of-turn ids are allowed only once the text is a complete
+  // sentence, and a complete sentence that admits no continuation ends the turn (end_turn).
+  GrammarPtr grammar;
   // Polled before every forward pass; returning true stops the generation (client went away,
   // timeout). Optional.
   std::function<bool()> cancelled;
@@ -67,6 +73,7 @@ struct GenerateResult {
   int cached_tokens = 0;           // prompt tokens read from the prefix cache, not computed
   double prefill_seconds = 0;      // from admission to the first generated token
   double decode_seconds = 0;       // from the first generated token to the end
+  double grammar_seconds = 0;      // spent computing grammar masks (within the two above)
 };
 
 // Decode speed: the tokens generated after the first over the time they took (the first token

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <functional>
 
+#include "runtime/grammar.h"
+#include "util/error.h"
+
 namespace pensieve {
 
 using json = nlohmann::ordered_json;
@@ -465,6 +468,74 @@ std::vector<OutputPiece> ToolCallParser::finish() {
   }
   held_space_.clear();
   return out;
+}
+
+// ---- forced calls ----
+
+// A JSON string literal of the name, as the model must write it.
+static std::string quoted(const std::string& name) { return nlohmann::json(name).dump(); }
+
+// One call of one tool in the family's syntax: the arguments follow the tool's schema.
+static GrammarPtr one_call(ToolCallFormat f, const std::string& name, const GrammarPtr& args) {
+  auto lit = [](const std::string& s) { return grammar_literal(s); };
+  switch (f) {
+    case ToolCallFormat::Generic:
+    case ToolCallFormat::Hermes:
+      return grammar_sequence({lit("<tool_call>\n{\"name\": " + quoted(name) + ", \"arguments\": "), args, lit("}\n</tool_call>")});
+    case ToolCallFormat::Llama3:
+      return grammar_sequence({lit("{\"name\": " + quoted(name) + ", \"parameters\": "), args, lit("}")});
+    case ToolCallFormat::Mistral:
+    case ToolCallFormat::FireFunction:
+      return grammar_sequence({lit("{\"name\": " + quoted(name) + ", \"arguments\": "), args, lit("}")});
+    case ToolCallFormat::FunctionaryV31:
+      return grammar_sequence({lit("<function=" + name + ">"), args, lit("</function>")});
+    case ToolCallFormat::FunctionaryV32:
+      return grammar_sequence({lit(name + "\n"), args});
+    case ToolCallFormat::CommandR:
+    case ToolCallFormat::CommandR7B:
+      return grammar_sequence({lit("{\"tool_name\": " + quoted(name) + ", \"parameters\": "), args, lit("}")});
+    case ToolCallFormat::DeepSeekR1:
+      return grammar_sequence({lit(kDsCallBegin + "function" + kDsSep + name + "\n```json\n"), args, lit("\n```" + kDsCallEnd)});
+  }
+  throw Error("unknown tool-call format");
+}
+
+GrammarPtr tool_call_grammar(ToolCallFormat f, const json& tools, const std::string& only, bool parallel) {
+  std::vector<GrammarPtr> options;
+  for (const auto& t : tools) {
+    const json& fn = t.contains("function") ? t["function"] : t;
+    const std::string name = fn.value("name", "");
+    if (name.empty() || (!only.empty() && name != only)) continue;
+    const nlohmann::json schema =
+        fn.contains("parameters") ? nlohmann::json::parse(fn["parameters"].dump()) : nlohmann::json{{"type", "object"}};
+    options.push_back(one_call(f, name, grammar_json_schema(schema)));
+  }
+  if (options.empty()) throw Error("tool_call_grammar: no tool named '" + only + "'");
+  GrammarPtr call = options.size() == 1 ? options[0] : grammar_choice(options);
+  const int most = parallel ? -1 : 1;
+  auto lit = [](const std::string& s) { return grammar_literal(s); };
+  switch (f) {
+    case ToolCallFormat::Generic:
+    case ToolCallFormat::Hermes:
+      return grammar_repeat(call, 1, most, lit("\n"));
+    case ToolCallFormat::Llama3:
+      return call;  // one call per answer
+    case ToolCallFormat::Mistral:
+      return grammar_sequence({lit("[TOOL_CALLS]["), grammar_repeat(call, 1, most, lit(", ")), lit("]")});
+    case ToolCallFormat::FireFunction:
+      return grammar_sequence({lit(" functools["), grammar_repeat(call, 1, most, lit(", ")), lit("]")});
+    case ToolCallFormat::FunctionaryV31:
+      return grammar_repeat(call, 1, most);
+    case ToolCallFormat::FunctionaryV32:
+      return grammar_repeat(call, 1, most, lit(">>>"));
+    case ToolCallFormat::CommandR:
+      return grammar_sequence({lit("Action: ```json\n["), grammar_repeat(call, 1, most, lit(",\n")), lit("]\n```")});
+    case ToolCallFormat::CommandR7B:
+      return grammar_sequence({lit("<|START_ACTION|>["), grammar_repeat(call, 1, most, lit(", ")), lit("]<|END_ACTION|>")});
+    case ToolCallFormat::DeepSeekR1:
+      return grammar_sequence({lit(kDsCallsBegin), grammar_repeat(call, 1, most), lit(kDsCallsEnd)});
+  }
+  throw Error("unknown tool-call format");
 }
 
 }  // namespace pensieve

@@ -39,6 +39,14 @@ std::string format_tool_calls(ToolCallFormat f, const std::vector<ToolCall>& cal
 // function form) and shows how to call one in the family's syntax (Generic for most such models).
 std::string tools_prompt(const nlohmann::ordered_json& tools, ToolCallFormat format);
 
+// A forced call: the grammar of an answer made only of tool calls in the family's syntax (the
+// markers as literals, `name` one of the allowed tools, the arguments valid for that tool's
+// `parameters` schema). `only`: the one tool allowed ("" = any of `tools`); `parallel`: several
+// calls allowed (one otherwise; Llama 3 writes one per answer). SchemaError when a tool's schema
+// uses what the compiler does not support.
+GrammarPtr tool_call_grammar(ToolCallFormat format, const nlohmann::ordered_json& tools, const std::string& only,
+                             bool parallel);
+
 // One piece of parsed output: text, or a complete tool call.
 struct OutputPiece {
   enum class Kind { Text, Call } kind = Kind::Text;

@@ -34,6 +34,7 @@ struct ChatRequest {
   std::optional<int> top_k;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
+  GrammarPtr grammar;                 // constrained decoding (OpenAI response_format), or null
   bool stream = false;
   bool include_usage = false;         // OpenAI stream_options.include_usage
   std::string user;                   // metadata.user_id / user: for logs only

@@ -1,5 +1,6 @@
 #include "server/openai_api.h"
 
+#include "runtime/grammar.h"
 #include "server/anthropic_api.h"  // sse_data
 #include "server/json_fields.h"
 
@@ -161,6 +162,37 @@ void parse_tools(const json& body, ChatRequest& req) {
   if (req.tool_choice.mode != ToolChoice::Mode::None && have_tools) req.tools = *tools;
 }
 
+// response_format: "text" (free), "json_object" (any JSON object) or "json_schema" (a value of
+// json_schema.schema; `strict` or not, the output is constrained). A schema the grammar compiler
+// cannot handle is a 400 naming the keyword.
+void parse_response_format(const json& body, ChatRequest& req) {
+  const json* rf = fields::optional_object(body, "response_format");
+  if (!rf) return;
+  const std::string type = fields::require_string(*rf, "type", "response_format");
+  if (type == "text") return;
+  if (type == "json_object") {
+    req.grammar = grammar_json_object();
+    return;
+  }
+  if (type != "json_schema")
+    throw ApiError::invalid_request("response_format.type: expected 'text', 'json_object' or 'json_schema', got '" +
+                                    type + "'");
+  const json* js = fields::optional_object(*rf, "json_schema");
+  if (!js) throw ApiError::invalid_request("response_format.json_schema: Field required");
+  fields::require_string(*js, "name", "response_format.json_schema");
+  fields::optional_bool(*js, "strict");
+  auto it = js->find("schema");
+  const json schema = it == js->end() ? json::object() : *it;
+  if (!schema.is_object() && !schema.is_boolean())
+    throw ApiError::invalid_request("response_format.json_schema.schema: expected an object");
+  try {
+    req.grammar = grammar_json_schema(schema);
+  } catch (const SchemaError& e) {
+    throw ApiError::invalid_request("response_format.json_schema.schema: unsupported keyword '" + e.keyword +
+                                    "': " + e.what());
+  }
+}
+
 }  // namespace
 
 ChatRequest parse_openai_request(const json& body) {
@@ -182,6 +214,7 @@ ChatRequest parse_openai_request(const json& body) {
     req.include_usage = fields::optional_bool(*opts, "include_usage").value_or(false);
   parse_stop(body, req);
   parse_tools(body, req);
+  parse_response_format(body, req);
   req.user = fields::optional_string(body, "user").value_or("");
   return req;
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "runtime/grammar.h"
 #include "server/api_error.h"
 #include "server/json_fields.h"
 
@@ -84,8 +85,21 @@ std::vector<int32_t> prompt_tokens(const ServedModel& model, const ChatRequest& 
   return tokens;
 }
 
+GrammarPtr forced_call_grammar(const ServedModel& model, const ChatRequest& req) {
+  const ToolChoice& choice = req.tool_choice;
+  if (!req.tools.is_array() || req.tools.empty()) return nullptr;
+  if (choice.mode != ToolChoice::Mode::Any && choice.mode != ToolChoice::Mode::Named) return nullptr;
+  try {
+    return tool_call_grammar(model.tool_call_format(), req.tools,
+                             choice.mode == ToolChoice::Mode::Named ? choice.name : "", choice.parallel);
+  } catch (const SchemaError& e) {
+    throw ApiError::invalid_request("tools: a tool's schema uses unsupported keyword '" + e.keyword + "': " + e.what());
+  }
+}
+
 PreparedPrompt prepare_prompt(const ServedModel& model, const ChatRequest& req, int server_cap) {
   PreparedPrompt out;
+  out.grammar = forced_call_grammar(model, req);
   out.tokens = prompt_tokens(model, req);
   const int n = static_cast<int>(out.tokens.size());
   const int ctx = model.context_length();
@@ -106,6 +120,7 @@ GenerateRequest to_generate_request(const ChatRequest& req, PreparedPrompt prepa
   g.prompt = std::move(prepared.tokens);
   g.max_tokens = prepared.max_tokens;
   g.stop_strings = req.stop;
+  g.grammar = prepared.grammar ? prepared.grammar : req.grammar;
   if (req.temperature) g.sampling.temperature = *req.temperature;
   if (req.top_p) g.sampling.top_p = *req.top_p;
   if (req.top_k) g.sampling.top_k = *req.top_k;

@@ -31,7 +31,6 @@ const schema = {
   properties: {
     city: { type: 'string', maxLength: 12 },
     unit: { type: 'string', enum: ['celsius', 'fahrenheit'] },
-    days: { type: 'integer' },
   },
   required: ['city', 'unit'],
   additionalProperties: false,

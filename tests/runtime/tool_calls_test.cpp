@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/tool_calls.h"
+#include "runtime/grammar.h"
 
 namespace pensieve {
 namespace {
@@ -184,6 +185,84 @@ TEST(ToolCalls, FormattedCallsParseBack) {
                  ToolCallFormat::CommandR7B, ToolCallFormat::DeepSeekR1, ToolCallFormat::FireFunction}) {
     const auto out = parse_whole(f, format_tool_calls(f, calls));
     EXPECT_EQ(show(out), "[call first {\"a\":1}][call second {\"b\":[1,2]}]") << tool_call_format_name(f);
+  }
+}
+
+}  // namespace
+}  // namespace pensieve
+
+// ---- forced calls: the grammar of each family's call syntax ----
+
+namespace pensieve {
+namespace {
+
+json forced_tools() {
+  json weather = {{"type", "object"},
+                  {"properties", {{"city", {{"type", "string"}}}, {"unit", {{"enum", {"c", "f"}}}}}},
+                  {"required", {"city"}},
+                  {"additionalProperties", false}};
+  json time = {{"type", "object"}, {"properties", {{"zone", {{"type", "string"}}}}}, {"required", {"zone"}}};
+  return json::array({{{"type", "function"}, {"function", {{"name", "get_weather"}, {"parameters", weather}}}},
+                      {{"type", "function"}, {"function", {{"name", "get_time"}, {"parameters", time}}}}});
+}
+
+TEST(ToolCallGrammar, HermesAcceptsOnlyValidCallsOfTheAllowedTools) {
+  const std::string paris = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+  const std::string utc = "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}\n</tool_call>";
+  GrammarPtr any = tool_call_grammar(ToolCallFormat::Hermes, forced_tools(), "", true);
+  EXPECT_TRUE(any->accepts(paris));
+  EXPECT_TRUE(any->accepts(utc));
+  EXPECT_TRUE(any->accepts(paris + "\n" + utc));
+  EXPECT_FALSE(any->accepts(""));  // a call is required
+  EXPECT_FALSE(any->accepts("Sure! " + paris));
+  EXPECT_FALSE(any->accepts("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"town\": \"Paris\"}}\n</tool_call>"));
+  EXPECT_FALSE(any->accepts("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"P\", \"unit\": \"k\"}}\n</tool_call>"));
+  EXPECT_FALSE(any->accepts("<tool_call>\n{\"name\": \"other\", \"arguments\": {}}\n</tool_call>"));
+  GrammarPtr named = tool_call_grammar(ToolCallFormat::Hermes, forced_tools(), "get_time", true);
+  EXPECT_TRUE(named->accepts(utc));
+  EXPECT_FALSE(named->accepts(paris));
+  GrammarPtr single = tool_call_grammar(ToolCallFormat::Hermes, forced_tools(), "", false);
+  EXPECT_TRUE(single->accepts(paris));
+  EXPECT_FALSE(single->accepts(paris + "\n" + utc));
+  // What the grammar accepts, the parser reads back as the call.
+  EXPECT_EQ(show(parse_whole(ToolCallFormat::Hermes, paris + "\n" + utc)),
+            "[call get_weather {\"city\":\"Paris\"}][call get_time {\"zone\":\"UTC\"}]");
+}
+
+TEST(ToolCallGrammar, EachFamilysSyntaxParsesBack) {
+  struct Case {
+    ToolCallFormat f;
+    std::string text;
+  };
+  const std::string ds_call = kDsCall + "function" + kDsSep + "get_time\n```json\n{\"zone\": \"UTC\"}\n```" + kDsCallEnd;
+  const Case cases[] = {
+      {ToolCallFormat::Llama3, "{\"name\": \"get_time\", \"parameters\": {\"zone\": \"UTC\"}}"},
+      {ToolCallFormat::Mistral, "[TOOL_CALLS][{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}]"},
+      {ToolCallFormat::FunctionaryV31, "<function=get_time>{\"zone\": \"UTC\"}</function>"},
+      {ToolCallFormat::FunctionaryV32, "get_time\n{\"zone\": \"UTC\"}"},
+      {ToolCallFormat::CommandR, "Action: ```json\n[{\"tool_name\": \"get_time\", \"parameters\": {\"zone\": \"UTC\"}}]\n```"},
+      {ToolCallFormat::CommandR7B,
+       "<|START_ACTION|>[{\"tool_name\": \"get_time\", \"parameters\": {\"zone\": \"UTC\"}}]<|END_ACTION|>"},
+      {ToolCallFormat::DeepSeekR1, kDsBegin + ds_call + kDsEnd},
+      {ToolCallFormat::FireFunction, " functools[{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}]"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(tool_call_format_name(c.f));
+    GrammarPtr g = tool_call_grammar(c.f, forced_tools(), "get_time", true);
+    EXPECT_TRUE(g->accepts(c.text)) << c.text;
+    EXPECT_FALSE(g->accepts("text first " + c.text));
+    EXPECT_EQ(show(parse_whole(c.f, c.text)), "[call get_time {\"zone\":\"UTC\"}]");
+  }
+}
+
+TEST(ToolCallGrammar, UnsupportedSchemaKeywordIsNamed) {
+  json tools = forced_tools();
+  tools[0]["function"]["parameters"]["properties"]["city"]["not"] = {{"type", "null"}};
+  try {
+    tool_call_grammar(ToolCallFormat::Hermes, tools, "", true);
+    ADD_FAILURE() << "accepted 'not'";
+  } catch (const SchemaError& e) {
+    EXPECT_EQ(e.keyword, "not");
   }
 }
 

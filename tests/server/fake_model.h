@@ -57,6 +57,11 @@ class FakeModel : public ServedModel {
     return last_prompt_;
   }
 
+  GrammarPtr last_grammar() const {
+    std::lock_guard lock(prompt_mu_);
+    return last_grammar_;
+  }
+
   ToolCallFormat format = ToolCallFormat::Hermes;
   // When set, each generation emits these pieces (one token each) and then ends its turn.
   std::vector<std::string> script;
@@ -151,6 +156,10 @@ class FakeModel : public ServedModel {
       ++m_.started;
       while (m_.hold && !m_.release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
       const GenerateRequest& req = job.request;
+      {
+        std::lock_guard lock(m_.prompt_mu_);
+        m_.last_grammar_ = req.grammar;
+      }
       GenerateResult r;
       r.prompt_tokens = static_cast<int>(req.prompt.size());
       r.reason = StopReason::MaxTokens;
@@ -195,6 +204,7 @@ class FakeModel : public ServedModel {
   int context_;
   mutable std::mutex prompt_mu_;
   mutable std::string last_prompt_;
+  mutable GrammarPtr last_grammar_;
   mutable Service service_{*this};
 };
 

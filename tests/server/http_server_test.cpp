@@ -17,6 +17,7 @@
 #include "fake_model.h"
 #include "server/http_server.h"
 #include "server/state_store.h"
+#include "runtime/grammar.h"
 
 using namespace pensieve::server;
 using nlohmann::json;
@@ -762,4 +763,33 @@ TEST_F(ServerFixture, OpenAIToolMessagesBecomeToolResults) {
   body["messages"][1]["tool_calls"][0]["function"]["arguments"] = "{not json";
   Reply bad = post("/v1/chat/completions", body);
   EXPECT_EQ(bad.status, 400) << bad.raw;
+}
+
+TEST_F(ServerFixture, ForcedToolChoiceConstrainsTheAnswerToACall) {
+  model_->eos_after = 1;
+  start();
+  json m = tool_message(false);
+  EXPECT_EQ(post("/v1/messages", m).status, 200);
+  EXPECT_EQ(model_->last_grammar(), nullptr);  // auto: the model may answer in text
+  const std::string paris = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+  for (json choice : {json{{"type", "any"}}, json{{"type", "tool"}, {"name", "get_weather"}}}) {
+    m["tool_choice"] = choice;
+    ASSERT_EQ(post("/v1/messages", m).status, 200);
+    pensieve::GrammarPtr g = model_->last_grammar();
+    ASSERT_NE(g, nullptr) << choice.dump();
+    EXPECT_TRUE(g->accepts(paris));
+    EXPECT_FALSE(g->accepts("Hello"));
+    EXPECT_FALSE(g->accepts("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"));  // city is required
+  }
+  json body = {{"model", "fake-model"}, {"max_tokens", 5}, {"tool_choice", "required"},
+               {"messages", {{{"role", "user"}, {"content", "Weather?"}}}},
+               {"tools", {{{"type", "function"}, {"function", {{"name", "get_weather"},
+                                                              {"parameters", weather_tool_anthropic()["input_schema"]}}}}}}};
+  ASSERT_EQ(post("/v1/chat/completions", body).status, 200);
+  ASSERT_NE(model_->last_grammar(), nullptr);
+  EXPECT_TRUE(model_->last_grammar()->accepts(paris));
+  body["tools"][0]["function"]["parameters"]["properties"]["city"]["not"] = {{"type", "null"}};
+  Reply bad = post("/v1/chat/completions", body);
+  EXPECT_EQ(bad.status, 400) << bad.raw;
+  EXPECT_NE(bad.raw.find("'not'"), std::string::npos) << bad.raw;
 }
