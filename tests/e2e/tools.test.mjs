@@ -16,7 +16,7 @@ let anthropic;
 let openai;
 
 before(async () => {
-  server = await startServer({ args: ['--api-key', KEY, '--chat-template', template, '--max-output-tokens', '300'] });
+  server = await startServer({ args: ['--api-key', KEY, '--chat-template', template, '--max-output-tokens', '300', '--alias', 'gpt-4o'] });
   anthropic = new Anthropic({ apiKey: KEY, baseURL: server.url, maxRetries: 0, timeout: 120_000 });
   openai = new OpenAI({ apiKey: KEY, baseURL: `${server.url}/v1`, maxRetries: 0, timeout: 120_000 });
 });
