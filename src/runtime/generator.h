@@ -17,6 +17,7 @@ namespace pensieve {
 class Tokenizer;
 class GenerationService;
 class ThreadPool;
+class ChatFormatter;
 class Grammar;  // runtime/grammar.h
 using GrammarPtr = std::shared_ptr<const Grammar>;
 
@@ -34,6 +35,8 @@ struct EngineOptions {
   // Compute threads shared with other models (a server's models then take turns on the cores
   // instead of oversubscribing them); null: a pool of `threads` of its own.
   std::shared_ptr<ThreadPool> pool;
+  // A chat template file (Jinja source) used instead of the model file's own (`--chat-template FILE`).
+  std::string chat_template_file;
 };
 
 struct SamplingParams {
@@ -82,15 +85,34 @@ double decode_tokens_per_second(int completion_tokens, double decode_seconds);
 // back until it is decided). Return false to cancel the generation.
 using TextCallback = std::function<bool(std::string_view text)>;
 
-// One chat message as the chat template sees it: role and text content.
+// A tool call the assistant made (an Anthropic `tool_use` block, an OpenAI `tool_calls` entry).
+struct ToolCall {
+  std::string id;                   // toolu_… / call_…; may be empty in a parsed call
+  std::string name;
+  nlohmann::ordered_json arguments = nlohmann::ordered_json::object();  // always an object
+};
+
+// The output of a tool call, sent back by the client (an Anthropic `tool_result` block, an OpenAI
+// `role: "tool"` message).
+struct ToolResult {
+  std::string tool_call_id;  // the id of the ToolCall it answers
+  std::string content;       // its text
+  bool is_error = false;
+};
+
+// One chat message as the runtime sees it: a role and its content blocks — the text, the tool
+// calls of an assistant turn, the tool results of a user turn. The runtime renders them in the
+// form each chat template expects (runtime/chat_format.h).
 struct ChatMessage {
-  std::string role;
-  std::string content;
+  std::string role;                      // "system", "user" or "assistant"
+  std::string content;                   // the text blocks, joined
+  std::vector<ToolCall> tool_calls;      // assistant turns
+  std::vector<ToolResult> tool_results;  // user turns: shown to the model before `content`
 };
 
 struct ChatPrompt {
   std::vector<ChatMessage> messages;
-  nlohmann::ordered_json tools;  // null when absent
+  nlohmann::ordered_json tools;  // OpenAI function form ([{type, function: {name, description, parameters}}]); null when absent
   bool add_generation_prompt = true;
 };
 
@@ -114,6 +136,9 @@ class ModelInstance {
   std::vector<int32_t> chat_tokens(const ChatPrompt& prompt) const;
   std::string render_chat(const ChatPrompt& prompt) const;
   std::vector<int32_t> text_tokens(std::string_view text, bool add_bos) const;
+  // The chat template with its probed capabilities and the family's tool-call syntax; null when
+  // the model has no template.
+  const ChatFormatter* chat_formatter() const;
 
   // Runs one generation through the scheduler and waits for it; any number of threads may call
   // it at once (their sequences are batched). Error when the request is invalid or fails.
