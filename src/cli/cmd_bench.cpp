@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "backend/cuda/cuda_backend.h"
 #include "engine/bandwidth.h"
 #include "engine/model.h"
 #include "util/cpu.h"
@@ -21,7 +22,9 @@ namespace {
 
 struct BenchArgs {
   std::string model;
+  std::string device = "cpu";
   int pp = 512, tg = 128, reps = 3, threads = 0;
+  int streams = 0;  // parallel sequences for the batched-decode test (0: skip)
   bool json = false;
 };
 
@@ -63,12 +66,46 @@ double run_tg(const Model& m, const std::vector<int32_t>& toks, ThreadPool& pool
   return double(toks.size()) / seconds_since(t0);
 }
 
+// Batched decode: `streams` sequences each prefilled with `prompt` tokens (one pass for all), then
+// `gen` steps in which every sequence decodes one token in a single batched pass. Returns
+// generated tokens per second over the decode steps.
+double run_streams(const Model& m, int streams, int prompt, int gen, std::mt19937& rng, ThreadPool& pool) {
+  const ModelConfig& cfg = m.config();
+  std::uniform_int_distribution<int32_t> pick(1, cfg.n_vocab - 1);
+  const int bs = KvPool::kDefaultBlockSize;
+  const int per_seq = (prompt + gen + bs) / bs;
+  KvPool kv(cfg, per_seq * streams, bs, false);
+  std::vector<std::unique_ptr<SequenceState>> seqs;
+  std::vector<std::vector<int32_t>> toks(static_cast<size_t>(streams));
+  for (int s = 0; s < streams; ++s) {
+    seqs.push_back(std::make_unique<SequenceState>(kv));
+    for (int b = 0; b < per_seq; ++b) seqs.back()->blocks.push_back(s * per_seq + b);
+    for (int i = 0; i < prompt + gen; ++i) toks[size_t(s)].push_back(pick(rng));
+  }
+  std::vector<float> logits(size_t(streams) * size_t(cfg.n_vocab));
+  std::vector<BatchItem> items(static_cast<size_t>(streams));
+  for (int s = 0; s < streams; ++s)
+    items[size_t(s)] = {seqs[size_t(s)].get(), std::span<const int32_t>(toks[size_t(s)]).first(size_t(prompt)),
+                        BatchItem::Logits::Last};
+  for (int s0 = 0; s0 < streams; s0 += 4)  // prefill 4 sequences a pass (512 tokens at 128 each)
+    m.forward_batch(std::span<const BatchItem>(items).subspan(size_t(s0), size_t(std::min(4, streams - s0))),
+                    logits.data(), pool);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int step = 0; step < gen; ++step) {
+    for (int s = 0; s < streams; ++s)
+      items[size_t(s)].tokens = std::span<const int32_t>(toks[size_t(s)]).subspan(size_t(prompt + step), 1);
+    m.forward_batch(items, logits.data(), pool);
+  }
+  return double(streams) * gen / seconds_since(t0);
+}
+
 int run_bench(const BenchArgs& a) {
   if (a.pp < 0 || a.tg < 0 || a.reps < 1) throw Error("bench: -p and -n must be >= 0 and -r >= 1");
   const int threads = a.threads > 0 ? a.threads : physical_core_count();
   const auto t_load = std::chrono::steady_clock::now();
-  const auto model = Model::load(a.model);
+  const auto model = Model::load(a.model, a.device);
   const double load_s = seconds_since(t_load);
+  const bool gpu = model->backend().name() != "cpu";
   const ModelConfig& cfg = model->config();
   if (a.pp + 1 > cfg.ctx_train && cfg.ctx_train > 0 && a.pp > 0)
     std::fprintf(stderr, "note: -p %d exceeds the model's training context %d\n", a.pp, cfg.ctx_train);
@@ -93,17 +130,28 @@ int run_bench(const BenchArgs& a) {
   const auto weights = model->weights_read_per_token();
   const double bytes_per_tok = double(model->weight_bytes_per_token());
   std::vector<double> pp, tg, bw, frac;
+  // On a GPU the probe is a device-to-device copy of the weights' size, counting bytes read and
+  // written (the card's practical ceiling for streaming the weights).
+  auto probe = [&] {
+    if (!gpu) return measure_read_bandwidth_gbs(pool, weights, 2);
+    const int dev = parse_device(model->backend().name()).index;
+    return cuda_copy_bandwidth(dev, size_t(bytes_per_tok)) / 1e9;
+  };
+  std::vector<double> streams;
   for (int r = 0; r < a.reps; ++r) {
     if (a.pp > 0) pp.push_back(run_pp(*model, random_tokens(a.pp), pool));
     if (a.tg > 0) {
       tg.push_back(run_tg(*model, random_tokens(a.tg), pool));
-      bw.push_back(measure_read_bandwidth_gbs(pool, weights, 2));
+      bw.push_back(probe());
       frac.push_back(bw.back() > 0 ? tg.back() * bytes_per_tok / (bw.back() * 1e9) : 0.0);
     }
+    if (a.streams > 0) streams.push_back(run_streams(*model, a.streams, 128, a.tg > 0 ? a.tg : 128, rng, pool));
   }
+  const Stat ss = mean_sd(streams);
+  const std::string gpu_memory = gpu ? model->backend().memory_report() : "";
   // Peak RSS is read before the buffer probe, whose 512 MiB are not the model's.
   const double rss_mb = double(peak_rss_bytes()) / 1e6;
-  const double bw_buffer = measure_read_bandwidth_gbs(pool);
+  const double bw_buffer = gpu ? 0.0 : measure_read_bandwidth_gbs(pool);
   const Stat ps = mean_sd(pp), ts = mean_sd(tg), bws = mean_sd(bw), fs = mean_sd(frac);
 
   if (a.json) {
@@ -116,19 +164,31 @@ int run_bench(const BenchArgs& a) {
                         {"buffer_bandwidth_gbs", bw_buffer},
                         {"weight_bytes_per_token", bytes_per_tok},
                         {"decode_bandwidth_fraction", fs.mean},
-                        {"decode_bandwidth_fraction_sd", fs.sd}};
+                        {"decode_bandwidth_fraction_sd", fs.sd},
+                        {"device", model->backend().name()},
+                        {"streams", a.streams},      {"streams_tok_s", ss.mean},
+                        {"streams_sd", ss.sd},       {"gpu_memory", gpu_memory}};
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
   std::printf("model        %s (%.2f GB of weights read per token)\n", a.model.c_str(), bytes_per_tok / 1e9);
-  std::printf("threads      %d\n", threads);
+  std::printf("device       %s\n", model->backend().name().c_str());
+  if (!gpu) std::printf("threads      %d\n", threads);
   std::printf("load         %.3f s\n", load_s);
   if (a.pp > 0) std::printf("pp%-4d       %8.2f ± %.2f tok/s\n", a.pp, ps.mean, ps.sd);
   if (a.tg > 0) std::printf("tg%-4d       %8.2f ± %.2f tok/s\n", a.tg, ts.mean, ts.sd);
-  if (a.tg > 0)
+  if (a.streams > 0)
+    std::printf("%d streams   %8.2f ± %.2f generated tok/s (128 prompt + %d new each, one batched pass a step)\n",
+                a.streams, ss.mean, ss.sd, a.tg > 0 ? a.tg : 128);
+  if (a.tg > 0 && !gpu)
     std::printf("bandwidth    %.1f ± %.1f GB/s reading the weights (%.1f GB/s on a fresh 512 MiB buffer)\n"
                 "decode       %.0f ± %.0f%% of the bandwidth measured after each repetition\n",
                 bws.mean, bws.sd, bw_buffer, 100.0 * fs.mean, 100.0 * fs.sd);
+  if (a.tg > 0 && gpu)
+    std::printf("bandwidth    %.0f ± %.0f GB/s device-to-device copy (read + write) of the weights' size\n"
+                "decode       %.0f ± %.0f%% of that bandwidth (tg tok/s x weight bytes per token / copy rate)\n",
+                bws.mean, bws.sd, 100.0 * fs.mean, 100.0 * fs.sd);
+  if (gpu) std::printf("GPU memory   %s\n", gpu_memory.c_str());
   std::printf("peak RSS     %.0f MB\n", rss_mb);
   return 0;
 }
@@ -142,6 +202,10 @@ const CommandRegistrar reg(
       sub.add_option("-n,--n-gen", a->tg, "Tokens for the decode test (0: skip)")->capture_default_str();
       sub.add_option("-r,--repetitions", a->reps, "Repetitions of each test")->capture_default_str();
       sub.add_option("-t,--threads", a->threads, "Threads (default: physical cores)");
+      sub.add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+      sub.add_option("--streams", a->streams,
+                     "Parallel sequences for a batched-decode test, 128 prompt tokens each (0: skip)")
+          ->capture_default_str();
       sub.add_flag("--json", a->json, "Print one JSON object");
       return [a] { return run_bench(*a); };
     });

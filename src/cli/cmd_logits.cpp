@@ -32,14 +32,14 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 }
 
 struct LogitsOptions {
-  std::string model, ids, out, kv_type = "f32", activations = "exact";
+  std::string model, ids, out, kv_type = "f32", activations = "exact", device = "cpu";
   int generate = 0;
   int threads = 0;
 };
 
 int run_logits(const LogitsOptions& o) {
   const std::vector<int32_t> ids = parse_ids(o.ids);
-  auto model = Model::load(o.model);
+  auto model = Model::load(o.model, o.device);
   const ModelConfig& cfg = model->config();
   ThreadPool pool(o.threads > 0 ? o.threads : physical_core_count());
   SequenceState st(cfg, int(ids.size()) + std::max(0, o.generate), o.kv_type == "f32");
@@ -75,6 +75,7 @@ const CommandRegistrar reg(
       app.add_option("--out", o->out, "Output file: float32 row-major [n_ids, vocab]")->required();
       app.add_option("--generate", o->generate, "Also print the N ids greedy decoding appends (JSON)");
       app.add_option("--threads", o->threads, "Threads (default: physical cores)");
+      app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N (default cpu)");
       app.add_option("--kv-type", o->kv_type, "KV cache precision (default f32 for this check)")
           ->check(CLI::IsMember({"f32", "f16"}));
       app.add_option("--activations", o->activations,

@@ -17,6 +17,7 @@ struct RunOptions {
   uint64_t seed = 0;
   int threads = 0;
   int context = 0;
+  std::string device = "cpu";
   std::vector<std::string> stop;
   bool metrics = false;
 };
@@ -26,6 +27,7 @@ int run(const RunOptions& o) {
   eo.threads = o.threads;
   eo.context = o.context;
   eo.chat_template_file = o.chat_template;
+  eo.device = o.device;
   const std::string path = o.model.empty() ? demo_model_path() : o.model;
   auto inst = ModelInstance::load(path, eo);
 
@@ -81,6 +83,7 @@ const CommandRegistrar reg("run", "Generate text from a prompt or a chat message
   app.add_option("--seed", o->seed, "Random seed for reproducible sampling (0 = random)");
   app.add_option("--threads", o->threads, "Threads (default: physical cores)");
   app.add_option("--ctx", o->context, "Context length (default: min(trained, 4096))");
+  app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N (default cpu)");
   app.add_option("--stop", o->stop, "Stop string (repeatable)");
   app.add_flag("--metrics", o->metrics, "Print load time, token counts, speeds and peak RSS to stderr");
   return [o, p, c] {

@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "backend/backend.h"
 #include "cli/command.h"
 #include "hub/model_store.h"
 #include "runtime/model_manager.h"
@@ -29,7 +30,7 @@ using namespace pensieve::server;
 
 struct ServeFlags {
   std::vector<std::string> models, api_keys, aliases;
-  std::string config, host, api_key_file, state_dir, id, chat_template;
+  std::string config, host, api_key_file, state_dir, id, chat_template, device;
   std::optional<int> port, max_output_tokens, max_waiting, max_running, max_batch_tokens, request_timeout_ms,
       context, threads;
   std::optional<double> kv_cache_gb;
@@ -108,7 +109,12 @@ ServerConfig effective_config(const ServeFlags& f, bool* serve_store = nullptr) 
     for (const auto& a : f.aliases) cfg.models.front().aliases.push_back(a);
     if (!f.chat_template.empty()) cfg.models.front().chat_template = f.chat_template;
   }
+  if (!f.device.empty()) {
+    parse_device(f.device);  // a bad value is an error before anything loads
+    cfg.device = f.device;
+  }
   for (auto& m : cfg.models) {
+    if (!f.device.empty()) m.device = f.device;
     if (f.context) m.context = *f.context;
     if (f.threads) m.threads = *f.threads;
   }
@@ -169,6 +175,7 @@ void load_models(ServerContext& ctx, HttpServer& server, bool serve_store, int t
       EngineOptions& opts = src.options;
       opts.context = spec ? spec->context : 0;
       opts.threads = spec ? spec->threads : 0;
+      opts.device = spec && !spec->device.empty() ? spec->device : cfg.device;
       if (opts.threads == 0 || opts.threads == shared_threads) opts.pool = pool;
       opts.id = name;
       opts.chat_template_file = spec ? spec->chat_template : "";
@@ -288,6 +295,7 @@ const CommandRegistrar registrar{
           ->check(CLI::NonNegativeNumber);
       sub.add_option("--keep-alive", f->keep_alive, "Unload a model idle this long (\"5m\", \"1h\"; default -1: never)");
       sub.add_option("--context", f->context, "Context length in tokens (default: min(trained, 4096))");
+      sub.add_option("--device", f->device, "auto, cpu, cuda or cuda:N for every model (default cpu)");
       sub.add_option("-t,--threads", f->threads, "Compute threads, shared by the loaded models (default: physical cores)");
       sub.add_option("--id", f->id, "Model id to serve the first model under");
       sub.add_option("--chat-template", f->chat_template,

@@ -34,6 +34,17 @@ class KvPool {
   bool is_f32() const { return f32_; }
   int kv_dim() const { return kv_dim_; }
   size_t bytes() const { return size_t(n_blocks_) * block_bytes_; }
+  size_t bytes_per_block() const { return block_bytes_; }
+  size_t bytes_per_row() const { return row_bytes_; }
+
+  // Where a GPU backend keeps this pool's keys and values (same layout and block numbers as the
+  // host storage, which then stays untouched). Made by that backend on first use, freed with the
+  // pool; the block manager and the scheduler never see the difference.
+  struct DeviceStorage {
+    virtual ~DeviceStorage() = default;
+  };
+  DeviceStorage* device_storage() const { return device_.get(); }
+  void set_device_storage(std::unique_ptr<DeviceStorage> s) const { device_ = std::move(s); }
 
   // Row of kv_dim elements (uint16_t half or float) of `layer` at offset `off` of `block`.
   void* key(int block, int layer, int off) const { return row(block, layer, off, 0); }
@@ -48,6 +59,7 @@ class KvPool {
   bool f32_;
   size_t row_bytes_, block_bytes_;
   std::unique_ptr<uint8_t[]> data_;
+  mutable std::unique_ptr<DeviceStorage> device_;
 };
 
 // The hash that names a full block in the prefix cache: it covers every token from the start of

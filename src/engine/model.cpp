@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
 #include "engine/kernels.h"
 #include "engine/rope.h"
 #include "util/error.h"
@@ -36,12 +38,26 @@ SequenceState::SequenceState(const ModelConfig& cfg, int capacity, bool kv_f32) 
 }
 
 // ---------------------------------------------------------------------------------------------
-Model::Model(LoadedModel loaded) : loaded_(std::move(loaded)), cfg_(loaded_.config) {
-  bind_weights();
+Model::Model(LoadedModel loaded, const std::string& device)
+    : loaded_(std::move(loaded)), cfg_(loaded_.config) {
+  size_t total = 0;
+  for (const auto& [name, t] : loaded_.weights.tensors()) total += t.nbytes;
+  backend_ = make_backend(device, cfg_, total);
+  try {
+    bind_weights();
+    backend_->finish_load();
+    if (backend_->name() != "cpu") spdlog::info("{}: {}", backend_->name(), backend_->memory_report());
+  } catch (const Error& e) {
+    if (device != "auto" || backend_->name() == "cpu") throw;
+    spdlog::warn("device auto: {}; running on the CPU", e.what());
+    backend_ = make_cpu_backend(cfg_);
+    layers_.clear();
+    bind_weights();
+  }
 }
 
-std::shared_ptr<const Model> Model::load(const std::string& path) {
-  return std::make_shared<const Model>(load_model(path));
+std::shared_ptr<const Model> Model::load(const std::string& path, const std::string& device) {
+  return std::make_shared<const Model>(load_model(path), device);
 }
 
 void Model::bind_weights() {
@@ -54,19 +70,23 @@ void Model::bind_weights() {
   if (cfg_.rope.n_rot <= 0 || cfg_.rope.n_rot > hd || cfg_.rope.n_rot % 2 || cfg_.rope.n_rot > 1024)
     throw Error(w.source() + ": bad rotary dimension count " + std::to_string(cfg_.rope.n_rot));
 
+  Backend& be = *backend_;
+  auto add = [&](const Tensor* t) { return t ? be.add_weight(*t) : -1; };
   tok_embd_ = &w.require("token_embd.weight", {dim, cfg_.n_vocab});
-  out_norm_ = to_floats(w.require("output_norm.weight", {dim}));
+  id_out_norm_ = be.add_vector(to_floats(w.require("output_norm.weight", {dim})));
   output_ = w.find("output.weight") ? &w.require("output.weight", {dim, cfg_.n_vocab}) : tok_embd_;
+  id_tok_embd_ = add(tok_embd_);
+  id_output_ = output_ == tok_embd_ ? id_tok_embd_ : add(output_);
 
   auto bias = [&](int l, const char* name, int64_t n) {
     const Tensor* t = w.find(blk(l, name));
-    return t ? to_floats(w.require(blk(l, name), {n})) : std::vector<float>{};
+    return t ? be.add_vector(to_floats(w.require(blk(l, name), {n}))) : -1;
   };
   layers_.resize(cfg_.n_layers);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     Layer& L = layers_[l];
-    L.attn_norm = to_floats(w.require(blk(l, "attn_norm.weight"), {dim}));
-    L.ffn_norm = to_floats(w.require(blk(l, "ffn_norm.weight"), {dim}));
+    L.attn_norm = be.add_vector(to_floats(w.require(blk(l, "attn_norm.weight"), {dim})));
+    L.ffn_norm = be.add_vector(to_floats(w.require(blk(l, "ffn_norm.weight"), {dim})));
     if (w.find(blk(l, "attn_qkv.weight"))) {
       L.wqkv = &w.require(blk(l, "attn_qkv.weight"), {dim, q_dim + 2 * kv_dim});
     } else {
@@ -85,6 +105,14 @@ void Model::bind_weights() {
       L.w_up = &w.require(blk(l, "ffn_up.weight"), {dim, 2 * ff});  // fused gate and up
     }
     L.w_down = &w.require(blk(l, "ffn_down.weight"), {ff, dim});
+    L.id_qkv = add(L.wqkv);
+    L.id_q = add(L.wq);
+    L.id_k = add(L.wk);
+    L.id_v = add(L.wv);
+    L.id_o = add(L.wo);
+    L.id_gate = add(L.w_gate);
+    L.id_up = add(L.w_up);
+    L.id_down = add(L.w_down);
   }
 }
 
@@ -104,12 +132,6 @@ size_t Model::weight_bytes_per_token() const {
   for (const auto& w : weights_read_per_token()) n += w.size();
   return n;
 }
-
-struct Model::TokenSlot {
-  SequenceState* seq;
-  int pos;
-  const RopeTable* rope;
-};
 
 void Model::forward(SequenceState& st, std::span<const int32_t> tokens, bool all_logits,
                     std::vector<float>& logits, ThreadPool& pool) const {
@@ -157,11 +179,9 @@ void Model::forward_batch(std::span<const BatchItem> items, float* logits, Threa
   const int dim = cfg_.dim, hd = cfg_.head_dim, ff = cfg_.ff_dim;
   const int q_dim = cfg_.n_heads * hd, kv_dim = cfg_.n_kv_heads * hd;
   const int qkv_dim = q_dim + 2 * kv_dim;
-  auto mm = exact ? kernels::matmul_exact : kernels::matmul;
 
   // LongRoPE picks its factor set per sequence, by how far its pass reaches.
-  const RopeTable rope_short(cfg_.rope, false), rope_long(cfg_.rope, true);
-  std::vector<TokenSlot> slots;
+  std::vector<PassSlot> slots;
   slots.reserve(size_t(T));
   std::vector<int32_t> ids;
   ids.reserve(size_t(T));
@@ -170,73 +190,53 @@ void Model::forward_batch(std::span<const BatchItem> items, float* logits, Threa
     const int reach = std::max(st.n_past + int(it.tokens.size()), st.rope_horizon);
     const bool long_ctx = cfg_.rope.scaling == RopeScaling::LongRope && reach > cfg_.rope.original_ctx;
     for (size_t i = 0; i < it.tokens.size(); ++i) {
-      slots.push_back({&st, st.n_past + int(i), long_ctx ? &rope_long : &rope_short});
+      slots.push_back({&st, st.n_past + int(i), long_ctx});
       ids.push_back(it.tokens[i]);
     }
   }
 
-  std::vector<float> x(size_t(T) * dim), xn(size_t(T) * dim), tmp(size_t(T) * dim);
-  std::vector<float> qkv(size_t(T) * qkv_dim), att(size_t(T) * q_dim), ffb(size_t(T) * 2 * ff);
-  for (int t = 0; t < T; ++t) kernels::get_row(*tok_embd_, ids[size_t(t)], x.data() + size_t(t) * dim);
-
-  auto add_bias = [&](const std::vector<float>& b, int offset) {
-    if (b.empty()) return;
-    for (int t = 0; t < T; ++t)
-      for (size_t i = 0; i < b.size(); ++i) qkv[size_t(t) * qkv_dim + offset + i] += b[i];
+  const std::unique_ptr<BackendPass> pass = backend_->begin_pass(slots, pool);
+  BackendPass& be = *pass;
+  float* x = be.buffer(Act::X, size_t(T) * dim);
+  float* xn = be.buffer(Act::XN, size_t(T) * dim);
+  float* tmp = be.buffer(Act::Tmp, size_t(T) * dim);
+  float* qkv = be.buffer(Act::QKV, size_t(T) * qkv_dim);
+  float* att = be.buffer(Act::Att, size_t(T) * q_dim);
+  float* ffb = be.buffer(Act::FFB, size_t(T) * 2 * ff);
+  const size_t n_act = size_t(T) * dim;
+  auto mm = [&](int w, const float* in, int64_t ldx, int n, float* out, int64_t ldy) {
+    be.matmul(w, in, ldx, n, out, ldy, exact);
   };
+  be.embed(id_tok_embd_, ids, x);
 
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const Layer& L = layers_[l];
-    for (int t = 0; t < T; ++t)
-      kernels::rmsnorm(x.data() + size_t(t) * dim, L.attn_norm.data(), xn.data() + size_t(t) * dim,
-                       dim, cfg_.norm_eps);
+    be.rmsnorm(x, L.attn_norm, xn, T, dim, cfg_.norm_eps);
     if (L.wqkv) {
-      mm(*L.wqkv, xn.data(), dim, T, qkv.data(), qkv_dim, pool);
+      mm(L.id_qkv, xn, dim, T, qkv, qkv_dim);
     } else {
-      mm(*L.wq, xn.data(), dim, T, qkv.data(), qkv_dim, pool);
-      mm(*L.wk, xn.data(), dim, T, qkv.data() + q_dim, qkv_dim, pool);
-      mm(*L.wv, xn.data(), dim, T, qkv.data() + q_dim + kv_dim, qkv_dim, pool);
+      mm(L.id_q, xn, dim, T, qkv, qkv_dim);
+      mm(L.id_k, xn, dim, T, qkv + q_dim, qkv_dim);
+      mm(L.id_v, xn, dim, T, qkv + q_dim + kv_dim, qkv_dim);
     }
-    add_bias(L.bq, 0);
-    add_bias(L.bk, q_dim);
-    add_bias(L.bv, q_dim + kv_dim);
-    for (int t = 0; t < T; ++t) {
-      const TokenSlot& s = slots[size_t(t)];
-      float* row = qkv.data() + size_t(t) * qkv_dim;
-      s.rope->apply(row, cfg_.n_heads, hd, s.pos);
-      s.rope->apply(row + q_dim, cfg_.n_kv_heads, hd, s.pos);
-      const float* k = row + q_dim;
-      const float* v = row + q_dim + kv_dim;
-      const KvPool& kv = *s.seq->pool;
-      const int bs = kv.block_size();
-      const int block = s.seq->blocks[size_t(s.pos / bs)], off = s.pos % bs;
-      if (kv.is_f32()) {
-        std::memcpy(kv.key(block, l, off), k, sizeof(float) * kv_dim);
-        std::memcpy(kv.value(block, l, off), v, sizeof(float) * kv_dim);
-      } else {
-        kernels::f32_to_f16_row(k, static_cast<uint16_t*>(kv.key(block, l, off)), kv_dim);
-        kernels::f32_to_f16_row(v, static_cast<uint16_t*>(kv.value(block, l, off)), kv_dim);
-      }
-    }
-    attention(slots, l, qkv.data(), att.data(), pool);
-    mm(*L.wo, att.data(), q_dim, T, tmp.data(), dim, pool);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    if (L.bq >= 0) be.add_bias(qkv, qkv_dim, T, L.bq);
+    if (L.bk >= 0) be.add_bias(qkv + q_dim, qkv_dim, T, L.bk);
+    if (L.bv >= 0) be.add_bias(qkv + q_dim + kv_dim, qkv_dim, T, L.bv);
+    be.rope_and_store_kv(l, qkv);
+    be.attention(l, qkv, att);
+    mm(L.id_o, att, q_dim, T, tmp, dim);
+    be.add(x, tmp, n_act);
 
-    for (int t = 0; t < T; ++t)
-      kernels::rmsnorm(x.data() + size_t(t) * dim, L.ffn_norm.data(), xn.data() + size_t(t) * dim,
-                       dim, cfg_.norm_eps);
+    be.rmsnorm(x, L.ffn_norm, xn, T, dim, cfg_.norm_eps);
     if (L.w_gate) {
-      mm(*L.w_gate, xn.data(), dim, T, ffb.data(), 2 * ff, pool);
-      mm(*L.w_up, xn.data(), dim, T, ffb.data() + ff, 2 * ff, pool);
+      mm(L.id_gate, xn, dim, T, ffb, 2 * ff);
+      mm(L.id_up, xn, dim, T, ffb + ff, 2 * ff);
     } else {
-      mm(*L.w_up, xn.data(), dim, T, ffb.data(), 2 * ff, pool);
+      mm(L.id_up, xn, dim, T, ffb, 2 * ff);
     }
-    for (int t = 0; t < T; ++t) {
-      float* row = ffb.data() + size_t(t) * 2 * ff;
-      kernels::silu_mul(row, row + ff, ff);
-    }
-    mm(*L.w_down, ffb.data(), 2 * ff, T, tmp.data(), dim, pool);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    be.silu_mul(ffb, T, ff);
+    mm(L.id_down, ffb, 2 * ff, T, tmp, dim);
+    be.add(x, tmp, n_act);
   }
 
   // The rows whose logits are wanted, normalised into consecutive rows of xn.
@@ -244,56 +244,19 @@ void Model::forward_batch(std::span<const BatchItem> items, float* logits, Threa
   for (const BatchItem& it : items) {
     const int n = int(it.tokens.size());
     const int first = it.logits == BatchItem::Logits::All ? 0 : it.logits == BatchItem::Logits::Last ? n - 1 : n;
-    for (int t = t0 + first; t < t0 + n; ++t, ++n_out)
-      kernels::rmsnorm(x.data() + size_t(t) * dim, out_norm_.data(), xn.data() + size_t(n_out) * dim, dim,
-                       cfg_.norm_eps);
-    it.seq->n_past += n;
+    if (n > first)
+      be.rmsnorm(x + size_t(t0 + first) * dim, id_out_norm_, xn + size_t(n_out) * dim, n - first, dim,
+                 cfg_.norm_eps);
+    n_out += n - first;
     t0 += n;
   }
-  if (n_out > 0) mm(*output_, xn.data(), dim, n_out, logits, cfg_.n_vocab, pool);
-}
-
-// Causal attention of each token of the batch over its own sequence's cache; tasks are (token,
-// head) pairs.
-void Model::attention(std::span<const TokenSlot> slots, int layer, const float* qkv, float* out,
-                      ThreadPool& pool) const {
-  const int hd = cfg_.head_dim, nh = cfg_.n_heads;
-  const int group = cfg_.n_heads / cfg_.n_kv_heads;
-  const int q_dim = nh * hd, qkv_dim = q_dim + 2 * cfg_.n_kv_heads * hd;
-  const float scale = 1.0f / std::sqrt(float(hd));
-  const int window = cfg_.sliding_window;
-  const int T = int(slots.size());
-  pool.parallel_for(int64_t(T) * nh, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores;
-    for (int64_t task = begin; task < end; ++task) {
-      const int t = int(task / nh), h = int(task % nh);
-      const TokenSlot& s = slots[size_t(t)];
-      const KvPool& kv = *s.seq->pool;
-      const std::vector<int32_t>& table = s.seq->blocks;
-      const bool f32 = kv.is_f32();
-      const int bs = kv.block_size();
-      const int start = window > 0 ? std::max(0, s.pos - window + 1) : 0;
-      const float* q = qkv + size_t(t) * qkv_dim + size_t(h) * hd;
-      const size_t koff = size_t(h / group) * hd;
-      const int n = s.pos - start + 1;
-      scores.resize(size_t(n));
-      for (int j = 0; j < n; ++j) {
-        const int p = start + j;
-        const void* k = kv.key(table[size_t(p / bs)], layer, p % bs);
-        scores[size_t(j)] = scale * (f32 ? kernels::dot(static_cast<const float*>(k) + koff, q, hd)
-                                         : kernels::dot_f16(static_cast<const uint16_t*>(k) + koff, q, hd));
-      }
-      kernels::softmax(scores.data(), n);
-      float* o = out + size_t(t) * q_dim + size_t(h) * hd;
-      std::fill(o, o + hd, 0.0f);
-      for (int j = 0; j < n; ++j) {
-        const int p = start + j;
-        const void* v = kv.value(table[size_t(p / bs)], layer, p % bs);
-        if (f32) kernels::axpy(scores[size_t(j)], static_cast<const float*>(v) + koff, o, hd);
-        else kernels::axpy_f16(scores[size_t(j)], static_cast<const uint16_t*>(v) + koff, o, hd);
-      }
-    }
-  });
+  if (n_out > 0) {
+    const size_t n_logits = size_t(n_out) * size_t(cfg_.n_vocab);
+    float* out = be.buffer(Act::Logits, n_logits);
+    mm(id_output_, xn, dim, n_out, out, cfg_.n_vocab);
+    be.read(out, logits, n_logits);
+  }
+  for (const BatchItem& it : items) it.seq->n_past += int(it.tokens.size());
 }
 
 }  // namespace pensieve

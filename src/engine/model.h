@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model_config.h"
 #include "engine/model_loader.h"
@@ -47,9 +48,11 @@ struct BatchItem {
 
 class Model {
  public:
-  explicit Model(LoadedModel loaded);
-  static std::shared_ptr<const Model> load(const std::string& path);
+  // `device`: "cpu" (the default), "cuda", "cuda:N" or "auto" (see make_backend).
+  explicit Model(LoadedModel loaded, const std::string& device = "cpu");
+  static std::shared_ptr<const Model> load(const std::string& path, const std::string& device = "cpu");
 
+  const Backend& backend() const { return *backend_; }
   const ModelConfig& config() const { return cfg_; }
   const LoadedModel& files() const { return loaded_; }
   // The weight matrices a decoded token reads, each once, in the order the forward pass reads
@@ -70,9 +73,12 @@ class Model {
   void forward_batch(std::span<const BatchItem> items, float* logits, ThreadPool& pool) const;
 
  private:
+  // Weights as the backend holds them (ids from Backend::add_weight/add_vector; -1 = absent),
+  // with the host tensors they came from.
   struct Layer {
-    std::vector<float> attn_norm, ffn_norm;  // float32 copies (tiny)
-    std::vector<float> bq, bk, bv;           // empty when the architecture has no q/k/v bias
+    int attn_norm = -1, ffn_norm = -1;
+    int bq = -1, bk = -1, bv = -1;  // -1 when the architecture has no q/k/v bias
+    int id_qkv = -1, id_q = -1, id_k = -1, id_v = -1, id_o = -1, id_gate = -1, id_up = -1, id_down = -1;
     const Tensor* wqkv = nullptr;  // fused (phi3) or null
     const Tensor* wq = nullptr;
     const Tensor* wk = nullptr;
@@ -83,15 +89,13 @@ class Model {
     const Tensor* w_down = nullptr;
   };
   void bind_weights();
-  struct TokenSlot;  // where one token of a batch sits: its sequence and position
-  void attention(std::span<const TokenSlot> slots, int layer, const float* qkv, float* out,
-                 ThreadPool& pool) const;
 
   LoadedModel loaded_;
   ModelConfig cfg_;
+  std::shared_ptr<Backend> backend_;
   const Tensor* tok_embd_ = nullptr;
-  std::vector<float> out_norm_;
   const Tensor* output_ = nullptr;
+  int id_tok_embd_ = -1, id_output_ = -1, id_out_norm_ = -1;
   std::vector<Layer> layers_;
 };
 

@@ -79,7 +79,7 @@ std::shared_ptr<ModelInstance> ModelInstance::load(const std::string& path, cons
   Impl& m = *inst->impl_;
   m.path = path;
   m.id = opts.id.empty() ? default_model_id(path) : opts.id;
-  m.model = Model::load(path);
+  m.model = Model::load(path, opts.device);
   const LoadedModel& files = m.model->files();
   const ModelConfig& cfg = m.model->config();
   if (files.gguf && files.gguf->find("tokenizer.ggml.model"))

@@ -26,6 +26,7 @@ struct EngineOptions {
   int context = 0;        // 0: min(model's trained context, 4096)
   bool kv_f32 = false;    // KV cache in float32 instead of float16
   std::string id;         // model id; default: from metadata or file name
+  std::string device = "cpu";  // auto, cpu, cuda or cuda:N (engine/model.h, backend/backend.h)
   // The scheduler (runtime/scheduler.h): sequences batched per step, jobs queued behind them,
   // tokens per forward pass, KV cache size in bytes (0: the context x 4, capped by free memory).
   int max_running = 64;

@@ -16,6 +16,7 @@ struct ModelSpec {
   int threads = 0;                   // 0 = the server's shared pool (physical cores)
   std::string keep_alive;            // "" = [limits] keep_alive; else a duration ("5m", "-1": never)
   std::string chat_template;         // a chat template file to use instead of the model's own
+  std::string device;                // "" = the server's device (--device, default cpu); auto, cpu, cuda[:N]
 };
 
 constexpr int kMinHeaderBytes = 1024;  // the least max_header_bytes may be
@@ -29,6 +30,7 @@ struct ServerConfig {
   bool allow_no_auth = false;
   std::string state_dir;  // "" = default_state_dir()
   bool claude_aliases = true;  // any claude-* name means the default model
+  std::string device = "cpu";  // backend of models without their own `device` (--device)
   // [limits]
   int64_t max_body_bytes = 32ll << 20;
   int max_output_tokens = 0;    // server-wide cap per request; 0 = none

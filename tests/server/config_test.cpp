@@ -108,6 +108,24 @@ TEST(Config, EnvironmentOverridesTheFile) {
   unsetenv("PENSIEVE_MAX_OUTPUT_TOKENS");
 }
 
+TEST(Config, ModelDevice) {
+  ServerConfig cfg;
+  load_config_file(cfg, write_file("pensieve-device.toml", R"(
+[[models]]
+path = "a.gguf"
+device = "cuda:1"
+[[models]]
+path = "b.gguf"
+)"));
+  ASSERT_EQ(cfg.models.size(), 2u);
+  EXPECT_EQ(cfg.models[0].device, "cuda:1");
+  EXPECT_EQ(cfg.models[1].device, "");  // the server's device (cpu unless --device)
+  EXPECT_EQ(cfg.device, "cpu");
+  const std::string err = load_error("[[models]]\npath = \"a.gguf\"\ndevice = \"gpu\"\n");
+  EXPECT_NE(err.find(":3:"), std::string::npos) << err;
+  EXPECT_NE(err.find("unknown device 'gpu'"), std::string::npos) << err;
+}
+
 TEST(Config, ModelLimitsAndKeepAlive) {
   ServerConfig cfg;
   load_config_file(cfg, write_file("pensieve-models.toml", R"(

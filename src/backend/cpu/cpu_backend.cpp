@@ -1,0 +1,179 @@
+// The CPU backend: today's kernels (engine/kernels.h), run on the caller's thread pool. Weights stay
+// where the loader put them (mapped file or owned buffer); activations are per-pass host vectors.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backend/backend.h"
+#include "engine/kernels.h"
+#include "engine/model.h"
+#include "engine/rope.h"
+
+namespace pensieve {
+namespace {
+
+class CpuBackend;
+
+class CpuPass final : public BackendPass {
+ public:
+  CpuPass(const CpuBackend& b, std::span<const PassSlot> slots, ThreadPool& pool);
+  float* buffer(Act role, size_t n) override {
+    std::vector<float>& v = bufs_[size_t(role)];
+    if (v.size() < n) v.resize(n);
+    return v.data();
+  }
+  void embed(int weight, std::span<const int32_t> ids, float* x) override;
+  void rmsnorm(const float* x, int w, float* y, int rows, int dim, float eps) override;
+  void matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
+              bool exact) override;
+  void add_bias(float* y, int64_t ldy, int rows, int b) override;
+  void rope_and_store_kv(int layer, float* qkv) override;
+  void attention(int layer, const float* qkv, float* out) override;
+  void add(float* x, const float* y, size_t n) override {
+    for (size_t i = 0; i < n; ++i) x[i] += y[i];
+  }
+  void silu_mul(float* rows_gate_up, int rows, int ff) override {
+    for (int t = 0; t < rows; ++t) {
+      float* row = rows_gate_up + size_t(t) * 2 * ff;
+      kernels::silu_mul(row, row + ff, ff);
+    }
+  }
+  void read(const float* src, float* host, size_t n) override {
+    if (src != host) std::memcpy(host, src, n * sizeof(float));
+  }
+  void write(float* dst, const float* host, size_t n) override {
+    if (dst != host) std::memcpy(dst, host, n * sizeof(float));
+  }
+
+ private:
+  const CpuBackend& b_;
+  std::span<const PassSlot> slots_;
+  ThreadPool& pool_;
+  std::vector<float> bufs_[size_t(Act::Logits) + 1];
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const ModelConfig& cfg)
+      : cfg_(cfg), rope_short_(cfg.rope, false), rope_long_(cfg.rope, true) {}
+  std::string name() const override { return "cpu"; }
+  int add_weight(const Tensor& t) override {
+    weights_.push_back(&t);
+    return int(weights_.size()) - 1;
+  }
+  int add_vector(std::vector<float> v) override {
+    vectors_.push_back(std::move(v));
+    return int(vectors_.size()) - 1;
+  }
+  std::unique_ptr<BackendPass> begin_pass(std::span<const PassSlot> slots, ThreadPool& pool) const override {
+    return std::make_unique<CpuPass>(*this, slots, pool);
+  }
+
+  ModelConfig cfg_;
+  RopeTable rope_short_, rope_long_;
+  std::vector<const Tensor*> weights_;
+  std::vector<std::vector<float>> vectors_;
+};
+
+CpuPass::CpuPass(const CpuBackend& b, std::span<const PassSlot> slots, ThreadPool& pool)
+    : b_(b), slots_(slots), pool_(pool) {}
+
+void CpuPass::embed(int weight, std::span<const int32_t> ids, float* x) {
+  const Tensor& w = *b_.weights_[size_t(weight)];
+  const int64_t dim = w.cols();
+  for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], x + t * dim);
+}
+
+void CpuPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float eps) {
+  const float* weight = b_.vectors_[size_t(w)].data();
+  for (int t = 0; t < rows; ++t)
+    kernels::rmsnorm(x + size_t(t) * dim, weight, y + size_t(t) * dim, dim, eps);
+}
+
+void CpuPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
+                     bool exact) {
+  const Tensor& w = *b_.weights_[size_t(weight)];
+  if (exact) kernels::matmul_exact(w, x, ldx, n_tok, y, ldy, pool_);
+  else kernels::matmul(w, x, ldx, n_tok, y, ldy, pool_);
+}
+
+void CpuPass::add_bias(float* y, int64_t ldy, int rows, int b) {
+  const std::vector<float>& v = b_.vectors_[size_t(b)];
+  for (int t = 0; t < rows; ++t)
+    for (size_t i = 0; i < v.size(); ++i) y[size_t(t) * ldy + i] += v[i];
+}
+
+void CpuPass::rope_and_store_kv(int layer, float* qkv) {
+  const ModelConfig& cfg = b_.cfg_;
+  const int hd = cfg.head_dim, q_dim = cfg.n_heads * hd, kv_dim = cfg.n_kv_heads * hd;
+  const int qkv_dim = q_dim + 2 * kv_dim;
+  for (size_t t = 0; t < slots_.size(); ++t) {
+    const PassSlot& s = slots_[t];
+    const RopeTable& rope = s.long_rope ? b_.rope_long_ : b_.rope_short_;
+    float* row = qkv + t * qkv_dim;
+    rope.apply(row, cfg.n_heads, hd, s.pos);
+    rope.apply(row + q_dim, cfg.n_kv_heads, hd, s.pos);
+    const float* k = row + q_dim;
+    const float* v = row + q_dim + kv_dim;
+    const KvPool& kv = *s.seq->pool;
+    const int bs = kv.block_size();
+    const int block = s.seq->blocks[size_t(s.pos / bs)], off = s.pos % bs;
+    if (kv.is_f32()) {
+      std::memcpy(kv.key(block, layer, off), k, sizeof(float) * kv_dim);
+      std::memcpy(kv.value(block, layer, off), v, sizeof(float) * kv_dim);
+    } else {
+      kernels::f32_to_f16_row(k, static_cast<uint16_t*>(kv.key(block, layer, off)), kv_dim);
+      kernels::f32_to_f16_row(v, static_cast<uint16_t*>(kv.value(block, layer, off)), kv_dim);
+    }
+  }
+}
+
+// Tasks are (token, head) pairs.
+void CpuPass::attention(int layer, const float* qkv, float* out) {
+  const ModelConfig& cfg = b_.cfg_;
+  const int hd = cfg.head_dim, nh = cfg.n_heads;
+  const int group = cfg.n_heads / cfg.n_kv_heads;
+  const int q_dim = nh * hd, qkv_dim = q_dim + 2 * cfg.n_kv_heads * hd;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const int window = cfg.sliding_window;
+  const int T = int(slots_.size());
+  pool_.parallel_for(int64_t(T) * nh, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const int t = int(task / nh), h = int(task % nh);
+      const PassSlot& s = slots_[size_t(t)];
+      const KvPool& kv = *s.seq->pool;
+      const std::vector<int32_t>& table = s.seq->blocks;
+      const bool f32 = kv.is_f32();
+      const int bs = kv.block_size();
+      const int start = window > 0 ? std::max(0, s.pos - window + 1) : 0;
+      const float* q = qkv + size_t(t) * qkv_dim + size_t(h) * hd;
+      const size_t koff = size_t(h / group) * hd;
+      const int n = s.pos - start + 1;
+      scores.resize(size_t(n));
+      for (int j = 0; j < n; ++j) {
+        const int p = start + j;
+        const void* k = kv.key(table[size_t(p / bs)], layer, p % bs);
+        scores[size_t(j)] = scale * (f32 ? kernels::dot(static_cast<const float*>(k) + koff, q, hd)
+                                         : kernels::dot_f16(static_cast<const uint16_t*>(k) + koff, q, hd));
+      }
+      kernels::softmax(scores.data(), n);
+      float* o = out + size_t(t) * q_dim + size_t(h) * hd;
+      std::fill(o, o + hd, 0.0f);
+      for (int j = 0; j < n; ++j) {
+        const int p = start + j;
+        const void* v = kv.value(table[size_t(p / bs)], layer, p % bs);
+        if (f32) kernels::axpy(scores[size_t(j)], static_cast<const float*>(v) + koff, o, hd);
+        else kernels::axpy_f16(scores[size_t(j)], static_cast<const uint16_t*>(v) + koff, o, hd);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+std::shared_ptr<Backend> make_cpu_backend(const ModelConfig& cfg) {
+  return std::make_shared<CpuBackend>(cfg);
+}
+
+}  // namespace pensieve

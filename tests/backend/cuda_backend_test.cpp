@@ -1,0 +1,393 @@
+// The CUDA backend against the CPU one: every op x weight type on random inputs of real and odd
+// shapes (each error printed), then the reference models end to end. Skips, saying why, on a
+// build without CUDA or a machine without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "engine/kernels.h"
+#include "engine/model.h"
+#include "reference.h"
+#include "testdata.h"
+
+namespace pensieve {
+namespace {
+
+namespace fs = std::filesystem;
+
+#define REQUIRE_GPU()                                                                   \
+  do {                                                                                  \
+    if (!cuda_compiled()) GTEST_SKIP() << "built without the CUDA backend";             \
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU visible on this machine"; \
+  } while (0)
+
+// ||a - b|| / ||b||; NaN anywhere fails.
+double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// A weight tensor of `type` quantized from random floats, with the storage it points into.
+struct HostWeight {
+  Tensor t;
+  std::vector<uint8_t> bytes;
+  std::vector<float> deq;  // what the CPU dequantizes it to: the reference's weights
+};
+
+HostWeight make_weight(GgmlType type, int rows, int cols, std::mt19937& rng) {
+  HostWeight w;
+  w.t.name = "w";
+  w.t.type = type;
+  w.t.n_dims = 2;
+  w.t.ne[0] = cols;
+  w.t.ne[1] = rows;
+  const std::vector<float> src = random_floats(size_t(rows) * cols, rng, 0.05f);
+  w.bytes.resize(row_size(type, cols) * size_t(rows));
+  for (int r = 0; r < rows; ++r)
+    kernels::quantize_row(type, src.data() + size_t(r) * cols, w.bytes.data() + row_size(type, cols) * r, cols);
+  w.t.data = w.bytes.data();
+  w.t.nbytes = w.bytes.size();
+  w.deq.resize(src.size());
+  for (int r = 0; r < rows; ++r) kernels::dequantize_row(type, w.t.row(r), w.deq.data() + size_t(r) * cols, cols);
+  return w;
+}
+
+ModelConfig small_config() {
+  ModelConfig c;
+  c.n_vocab = 100;
+  c.dim = 96;
+  c.n_layers = 2;
+  c.n_heads = 6;
+  c.n_kv_heads = 2;
+  c.head_dim = 48;
+  c.ff_dim = 160;
+  c.rope.n_rot = 32;  // partial rotary: the last 16 dims of each head stay
+  c.rope.style = RopeStyle::RotateHalf;
+  return c;
+}
+
+TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(7);
+  const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
+                            GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q8_A, GgmlType::Q2_K,
+                            GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+  // (rows, cols): odd row counts, one K-quant super-block, and Phi-3's attention output shape.
+  const std::pair<int, int> shapes[] = {{37, 256}, {130, 512}, {3072, 3072}};
+  const int token_counts[] = {1, 3, 9, 40};
+  ModelConfig cfg = small_config();
+  for (GgmlType type : types) {
+    for (auto [rows, cols] : shapes) {
+      if (rows == 3072 && type != GgmlType::Q4_0 && type != GgmlType::Q4_K && type != GgmlType::Q6_K &&
+          type != GgmlType::Q8_0 && type != GgmlType::F16)
+        continue;
+      HostWeight w = make_weight(type, rows, cols, rng);
+      auto gpu = make_cuda_backend(cfg, 0);
+      const int id = gpu->add_weight(w.t);
+      gpu->finish_load();
+      ThreadPool pool(1);
+      for (int n : token_counts) {
+        // Strides wider than the rows, as in the model; n = 3 takes an unaligned one (staged copy).
+        const int64_t ldx = n == 3 ? cols + 1 : cols + 4, ldy = rows + 3;
+        const std::vector<float> x = random_floats(size_t(n) * ldx, rng);
+        std::vector<float> ref(size_t(n) * rows);
+        for (int t = 0; t < n; ++t)
+          for (int r = 0; r < rows; ++r) {
+            double s = 0;
+            for (int c = 0; c < cols; ++c) s += double(w.deq[size_t(r) * cols + c]) * x[size_t(t) * ldx + c];
+            ref[size_t(t) * rows + r] = float(s);
+          }
+        for (bool exact : {true, false}) {
+          auto pass = gpu->begin_pass({}, pool);
+          float* dx = pass->buffer(Act::XN, x.size());
+          float* dy = pass->buffer(Act::Tmp, size_t(n) * ldy);
+          pass->write(dx, x.data(), x.size());
+          std::vector<float> poison(size_t(n) * ldy, NAN);
+          pass->write(dy, poison.data(), poison.size());
+          pass->matmul(id, dx, ldx, n, dy, ldy, exact);
+          std::vector<float> got(size_t(n) * ldy), packed(size_t(n) * rows);
+          pass->read(dy, got.data(), got.size());
+          for (int t = 0; t < n; ++t)
+            std::copy_n(got.begin() + t * ldy, rows, packed.begin() + size_t(t) * rows);
+          const double err = rel_err(packed, ref);
+          // GEMV: float32 arithmetic; the cuBLAS path rounds weights and activations to fp16.
+          const bool gemm = !exact && n > 16;
+          const double bound = gemm ? 3e-3 : 1e-5;
+          std::printf("[ matmul %-5s %4dx%-4d n=%-2d %s ] rel err %.3g\n", std::string(type_name(type)).c_str(),
+                      rows, cols, n, gemm ? "gemm" : "gemv", err);
+          EXPECT_LT(err, bound) << type_name(type) << " " << rows << "x" << cols << " n=" << n;
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaOps, VectorOpsMatchTheCpu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(11);
+  const ModelConfig cfg = small_config();
+  auto cpu = make_cpu_backend(cfg);
+  auto gpu = make_cuda_backend(cfg, 0);
+  const int rows = 5, dim = 3000, ff = 777;
+  const std::vector<float> w = random_floats(dim, rng), bias = random_floats(dim, rng);
+  for (Backend* b : {cpu.get(), gpu.get()}) {
+    ASSERT_EQ(b->add_vector(w), 0);
+    ASSERT_EQ(b->add_vector(bias), 1);
+    b->finish_load();
+  }
+  const std::vector<float> x = random_floats(size_t(rows) * dim, rng, 3.0f);
+  const std::vector<float> y = random_floats(size_t(rows) * dim, rng);
+  const std::vector<float> g = random_floats(size_t(rows) * 2 * ff, rng, 2.0f);
+  ThreadPool pool(1);
+  auto run = [&](Backend& b, const char* op) {
+    auto pass = b.begin_pass({}, pool);
+    float* dx = pass->buffer(Act::X, x.size());
+    float* dy = pass->buffer(Act::XN, x.size());
+    float* dg = pass->buffer(Act::FFB, g.size());
+    pass->write(dx, x.data(), x.size());
+    pass->write(dy, y.data(), y.size());
+    pass->write(dg, g.data(), g.size());
+    std::vector<float> out;
+    const std::string o = op;
+    if (o == "rmsnorm") pass->rmsnorm(dx, 0, dy, rows, dim, 1e-5f);
+    if (o == "add") pass->add(dy, dx, x.size());
+    if (o == "add_bias") pass->add_bias(dy, dim, rows, 1);
+    if (o == "silu_mul") {
+      pass->silu_mul(dg, rows, ff);
+      out.resize(g.size());
+      pass->read(dg, out.data(), out.size());
+      return out;
+    }
+    out.resize(y.size());
+    pass->read(dy, out.data(), out.size());
+    return out;
+  };
+  for (const char* op : {"rmsnorm", "add", "add_bias", "silu_mul"}) {
+    const double err = rel_err(run(*gpu, op), run(*cpu, op));
+    std::printf("[ %-8s ] rel err %.3g\n", op, err);
+    EXPECT_LT(err, 1e-6) << op;
+  }
+}
+
+// RoPE (both pair layouts, LongRoPE's two factor sets), the KV store and paged attention: two
+// sequences of different lengths, their blocks interleaved in one pool, prefilled in one pass.
+TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
+  REQUIRE_GPU();
+  for (int variant = 0; variant < 3; ++variant) {
+    std::mt19937 rng(100 + variant);
+    ModelConfig cfg = small_config();
+    if (variant == 1) cfg.rope.style = RopeStyle::Interleaved;
+    if (variant == 2) {
+      cfg.rope.scaling = RopeScaling::LongRope;
+      cfg.rope.original_ctx = 20;
+      cfg.rope.short_factor = random_floats(16, rng);
+      cfg.rope.long_factor = random_floats(16, rng);
+      for (float& f : cfg.rope.short_factor) f = 1.0f + std::fabs(f);
+      for (float& f : cfg.rope.long_factor) f = 1.0f + 4.0f * std::fabs(f);
+      cfg.rope.attn_factor = 1.19f;
+      cfg.sliding_window = 13;
+    }
+    const int q_dim = cfg.n_heads * cfg.head_dim, kv_dim = cfg.n_kv_heads * cfg.head_dim;
+    const int qkv_dim = q_dim + 2 * kv_dim;
+    const int lens[] = {29, 6};
+    int T = 0;
+    for (int n : lens) T += n;
+    const std::vector<float> qkv = random_floats(size_t(T) * qkv_dim, rng);
+    std::vector<std::vector<float>> outs, rotated;
+    for (bool use_gpu : {false, true}) {
+      auto b = use_gpu ? make_cuda_backend(cfg, 0) : make_cpu_backend(cfg);
+      b->finish_load();
+      for (bool f32 : {false, true}) {
+        KvPool kv(cfg, 10, 4, f32);
+        std::vector<std::unique_ptr<SequenceState>> seqs;
+        for (int s = 0; s < 2; ++s) seqs.push_back(std::make_unique<SequenceState>(kv));
+        for (int i = 0; i < 10; ++i) seqs[size_t(i == 1 || i == 3 ? 1 : 0)]->blocks.push_back(i);
+        std::vector<PassSlot> slots;
+        for (int s = 0; s < 2; ++s)
+          for (int p = 0; p < lens[s]; ++p) slots.push_back({seqs[size_t(s)].get(), p, variant == 2 && s == 0});
+        ThreadPool pool(2);
+        auto pass = b->begin_pass(slots, pool);
+        float* d_qkv = pass->buffer(Act::QKV, qkv.size());
+        float* d_out = pass->buffer(Act::Att, size_t(T) * q_dim);
+        pass->write(d_qkv, qkv.data(), qkv.size());
+        for (int layer = 0; layer < cfg.n_layers; ++layer) pass->rope_and_store_kv(layer, d_qkv);
+        pass->attention(1, d_qkv, d_out);
+        std::vector<float> out(size_t(T) * q_dim), rot(qkv.size());
+        pass->read(d_out, out.data(), out.size());
+        pass->read(d_qkv, rot.data(), rot.size());
+        outs.push_back(out);
+        rotated.push_back(rot);
+      }
+    }
+    // The rope ran once per layer on the same buffer (twice rotated): compare both backends.
+    for (int f = 0; f < 2; ++f) {
+      const double e_rope = rel_err(rotated[size_t(2 + f)], rotated[size_t(f)]);
+      const double e_att = rel_err(outs[size_t(2 + f)], outs[size_t(f)]);
+      std::printf("[ rope+attention variant %d kv %s ] rope rel err %.3g, attention rel err %.3g\n", variant,
+                  f ? "f32" : "f16", e_rope, e_att);
+      EXPECT_LT(e_rope, 1e-5);
+      EXPECT_LT(e_att, 1e-5);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference models: the GPU gives the CPU's logits within tolerance, the same greedy tokens with
+// float32 activations and KV cache, and batched decoding equals solo decoding.
+
+std::vector<std::string> model_dirs() {
+  std::vector<std::string> out;
+  const fs::path root = test::testdata_dir();
+  for (const char* sub : {"models", "gguf"}) {
+    if (!fs::exists(root / sub)) continue;
+    for (const auto& e : fs::directory_iterator(root / sub))
+      if (fs::exists(e.path() / "reference.json")) out.push_back(std::string(sub) + "/" + e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  if (out.empty()) out.push_back("none");
+  return out;
+}
+
+std::string model_path(const std::string& name) {
+  const fs::path dir = test::testdata_dir() / name;
+  return (fs::exists(dir / "model.gguf") ? dir / "model.gguf" : dir).string();
+}
+
+class CudaModel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaModel, SameLogitsAndGreedyTokensAsTheCpu) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  REQUIRE_GPU();
+  const auto cpu = Model::load(model_path(GetParam()), "cpu");
+  const auto gpu = Model::load(model_path(GetParam()), "cuda");
+  const ModelConfig& cfg = cpu->config();
+  ThreadPool pool(2);
+  for (const auto& ref : test::read_references(test::testdata_dir() / GetParam())) {
+    for (bool exact : {true, false}) {
+      std::vector<std::vector<float>> logits;
+      std::vector<std::vector<int32_t>> greedy;
+      for (const Model* m : {cpu.get(), gpu.get()}) {
+        SequenceState st(cfg, int(ref.input_ids.size()) + 16, /*kv_f32=*/exact);
+        st.exact_activations = exact;
+        std::vector<float> l;
+        m->forward(st, ref.input_ids, true, l, pool);
+        logits.push_back(l);
+        std::vector<float> last(l.end() - cfg.n_vocab, l.end());
+        std::vector<int32_t> g;
+        for (int i = 0; i < 8; ++i) {
+          const int32_t next = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
+          g.push_back(next);
+          m->forward(st, std::span<const int32_t>(&next, 1), false, last, pool);
+        }
+        greedy.push_back(g);
+      }
+      const double err = rel_err(logits[1], logits[0]);
+      std::printf("[ %s %s %s ] GPU vs CPU logits rel err %.3g, greedy %s\n", GetParam().c_str(), ref.name.c_str(),
+                  exact ? "exact" : "serving", err, greedy[0] == greedy[1] ? "equal" : "DIFFERENT");
+      // Exact: both float32 up to summation order. Serving: the CPU quantizes activations to 8
+      // bits and the GPU's prefill rounds to fp16, each ~1e-3 per matmul.
+      EXPECT_LT(err, exact ? 1e-4 : 5e-2) << ref.name;
+      if (exact) {
+        EXPECT_EQ(greedy[0], greedy[1]) << ref.name;
+      }
+    }
+  }
+}
+
+TEST_P(CudaModel, BatchedDecodeEqualsSoloDecode) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  REQUIRE_GPU();
+  const auto model = Model::load(model_path(GetParam()), "cuda");
+  const ModelConfig& cfg = model->config();
+  const size_t vocab = size_t(cfg.n_vocab);
+  ThreadPool pool(1);
+  const auto refs = test::read_references(test::testdata_dir() / GetParam());
+  std::vector<int32_t> longest;
+  for (const auto& r : refs)
+    if (r.input_ids.size() > longest.size()) longest = r.input_ids;
+  ASSERT_GE(longest.size(), 12u);
+  const std::vector<std::vector<int32_t>> prompts = {
+      longest, std::vector<int32_t>(longest.begin() + 3, longest.begin() + 10),
+      std::vector<int32_t>(longest.begin(), longest.begin() + 12)};
+  constexpr int kSteps = 5;
+  for (bool exact : {true, false}) {
+    SCOPED_TRACE(exact ? "exact" : "serving");
+    std::vector<std::vector<std::vector<float>>> solo(prompts.size());
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      SequenceState st(cfg, int(prompts[s].size()) + kSteps, exact);
+      st.exact_activations = exact;
+      std::vector<float> logits;
+      model->forward(st, prompts[s], false, logits, pool);
+      for (int i = 0; i < kSteps; ++i) {
+        solo[s].push_back(logits);
+        const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        model->forward(st, std::span<const int32_t>(&next, 1), false, logits, pool);
+      }
+    }
+    // The same prompts prefilled together, then decoded together, from one shared pool.
+    KvPool kv(cfg, 64, 4, exact);
+    BlockManager blocks(64);
+    std::vector<std::unique_ptr<SequenceState>> seqs;
+    std::vector<std::vector<int32_t>> tokens = prompts;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      seqs.push_back(std::make_unique<SequenceState>(kv));
+      seqs.back()->exact_activations = exact;
+    }
+    double worst = 0;
+    for (int step = 0; step < kSteps; ++step) {
+      std::vector<BatchItem> items;
+      for (size_t s = 0; s < prompts.size(); ++s) {
+        SequenceState& st = *seqs[s];
+        const int n = int(tokens[s].size()) - st.n_past;
+        while (st.capacity() < st.n_past + n) st.blocks.push_back(blocks.allocate());
+        items.push_back({&st, std::span<const int32_t>(tokens[s]).subspan(size_t(st.n_past)), BatchItem::Logits::Last});
+      }
+      std::vector<float> logits(prompts.size() * vocab);
+      model->forward_batch(items, logits.data(), pool);
+      for (size_t s = 0; s < prompts.size(); ++s) {
+        const std::vector<float> l(logits.begin() + s * vocab, logits.begin() + (s + 1) * vocab);
+        if (exact) {
+          ASSERT_TRUE(l == solo[s][size_t(step)]) << "sequence " << s << " step " << step;
+        }
+        worst = std::max(worst, rel_err(l, solo[s][size_t(step)]));
+        tokens[s].push_back(int32_t(std::max_element(solo[s][size_t(step)].begin(), solo[s][size_t(step)].end()) -
+                                    solo[s][size_t(step)].begin()));
+      }
+    }
+    std::printf("[ %s batched vs solo %s ] worst rel err %.3g\n", GetParam().c_str(), exact ? "exact" : "serving", worst);
+    // Serving: a batch's prefill may take the fp16 GEMM path where a lone decode takes the GEMV.
+    if (exact) {
+      EXPECT_EQ(worst, 0.0);
+    } else {
+      EXPECT_LT(worst, 2e-2);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TestData, CudaModel, ::testing::ValuesIn(model_dirs()),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           std::replace_if(n.begin(), n.end(), [](char c) { return !std::isalnum(uint8_t(c)); }, '_');
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace pensieve
