@@ -10,7 +10,7 @@ namespace pensieve::cli {
 namespace {
 
 struct RunOptions {
-  std::string model, prompt, chat, system;
+  std::string model, prompt, chat, system, chat_template;
   int max_tokens = 256;
   float temperature = 0.8f, top_p = 0.95f, min_p = 0.05f, repeat_penalty = 1.0f;
   int top_k = 40;
@@ -26,6 +26,7 @@ int run(const RunOptions& o) {
   EngineOptions eo;
   eo.threads = o.threads;
   eo.context = o.context;
+  eo.chat_template_file = o.chat_template;
   eo.device = o.device;
   const std::string path = o.model.empty() ? demo_model_path() : o.model;
   auto inst = ModelInstance::load(path, eo);
@@ -33,8 +34,8 @@ int run(const RunOptions& o) {
   GenerateRequest req;
   if (!o.chat.empty()) {
     ChatPrompt chat;
-    if (!o.system.empty()) chat.messages.push_back({"system", o.system});
-    chat.messages.push_back({"user", o.chat});
+    if (!o.system.empty()) chat.messages.push_back({"system", o.system, {}, {}});
+    chat.messages.push_back({"user", o.chat, {}, {}});
     req.prompt = inst->chat_tokens(chat);
   } else {
     req.prompt = inst->text_tokens(o.prompt, true);
@@ -72,6 +73,7 @@ const CommandRegistrar reg("run", "Generate text from a prompt or a chat message
   auto* c = app.add_option("--chat", o->chat, "A user message, formatted with the model's chat template");
   p->excludes(c);
   app.add_option("--system", o->system, "System prompt for --chat")->needs(c);
+  app.add_option("--chat-template", o->chat_template, "A chat template file (Jinja) to use instead of the model's own");
   app.add_option("--max-tokens", o->max_tokens, "Maximum tokens to generate")->check(CLI::PositiveNumber);
   app.add_option("--temperature", o->temperature, "Sampling temperature (0 = greedy)")->check(CLI::Range(0.0, 2.0));
   app.add_option("--top-p", o->top_p, "Nucleus sampling mass")->check(CLI::Range(0.0, 1.0));

@@ -30,7 +30,7 @@ using namespace pensieve::server;
 
 struct ServeFlags {
   std::vector<std::string> models, api_keys, aliases;
-  std::string config, host, api_key_file, state_dir, id, device;
+  std::string config, host, api_key_file, state_dir, id, chat_template, device;
   std::optional<int> port, max_output_tokens, max_waiting, max_running, max_batch_tokens, request_timeout_ms,
       context, threads;
   std::optional<double> kv_cache_gb;
@@ -107,6 +107,7 @@ ServerConfig effective_config(const ServeFlags& f, bool* serve_store = nullptr) 
   if (!cfg.models.empty()) {
     if (!f.id.empty()) cfg.models.front().id = f.id;
     for (const auto& a : f.aliases) cfg.models.front().aliases.push_back(a);
+    if (!f.chat_template.empty()) cfg.models.front().chat_template = f.chat_template;
   }
   if (!f.device.empty()) {
     parse_device(f.device);  // a bad value is an error before anything loads
@@ -177,6 +178,7 @@ void load_models(ServerContext& ctx, HttpServer& server, bool serve_store, int t
       opts.device = spec && !spec->device.empty() ? spec->device : cfg.device;
       if (opts.threads == 0 || opts.threads == shared_threads) opts.pool = pool;
       opts.id = name;
+      opts.chat_template_file = spec ? spec->chat_template : "";
       opts.max_running = cfg.max_running;
       opts.max_waiting = cfg.max_waiting;
       opts.max_batch_tokens = cfg.max_batch_tokens;
@@ -296,6 +298,8 @@ const CommandRegistrar registrar{
       sub.add_option("--device", f->device, "auto, cpu, cuda or cuda:N for every model (default cpu)");
       sub.add_option("-t,--threads", f->threads, "Compute threads, shared by the loaded models (default: physical cores)");
       sub.add_option("--id", f->id, "Model id to serve the first model under");
+      sub.add_option("--chat-template", f->chat_template,
+                     "A chat template file (Jinja) to use instead of the first model's own");
       sub.add_option("--alias", f->aliases, "Another name of the first model (a trailing * matches a prefix)");
       sub.add_flag("--print-config", f->print_config, "Print the effective configuration and exit");
       return [f] { return run_serve(*f); };

@@ -3,11 +3,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <optional>
 
 #include "engine/model.h"
 #include "runtime/scheduler.h"
+#include "runtime/chat_format.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 #include "util/cpu.h"
@@ -61,7 +64,7 @@ struct ModelInstance::Impl {
   std::string path, id;
   std::shared_ptr<const Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<ChatTemplate> chat_template;
+  std::unique_ptr<ChatFormatter> chat;
   std::vector<int32_t> stop_ids;
   int context = 0;
   double load_seconds = 0;
@@ -85,12 +88,25 @@ std::shared_ptr<ModelInstance> ModelInstance::load(const std::string& path, cons
     m.tokenizer = Tokenizer::from_hf_dir(files.dir);
 
   std::string tmpl = m.tokenizer ? m.tokenizer->chat_template() : "";
+  if (!opts.chat_template_file.empty()) {
+    std::ifstream in(opts.chat_template_file, std::ios::binary);
+    if (!in) throw Error(opts.chat_template_file + ": cannot read the chat template file");
+    tmpl.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (tmpl.empty()) throw Error(opts.chat_template_file + ": the chat template file is empty");
+  }
   if (tmpl.empty() && m.tokenizer) {
     if (cfg.arch == Arch::Phi3) tmpl = kPhi3Template;
     else if (cfg.arch == Arch::Qwen2) tmpl = kChatMlTemplate;
     else if (m.tokenizer->encode("<|start_header_id|>", false).size() == 1) tmpl = kLlama3Template;
   }
-  if (!tmpl.empty()) m.chat_template = std::make_unique<ChatTemplate>(tmpl);
+  if (!tmpl.empty() && m.tokenizer) {
+    try {
+      m.chat = std::make_unique<ChatFormatter>(tmpl, m.tokenizer->bos_token(), m.tokenizer->eos_token());
+    } catch (const Error& e) {
+      const std::string& from = opts.chat_template_file.empty() ? path : opts.chat_template_file;
+      throw Error(from + ": the chat template does not parse: " + e.what());
+    }
+  }
 
   for (int id : cfg.stop_ids) m.stop_ids.push_back(id);
   if (cfg.eos_id >= 0) m.stop_ids.push_back(cfg.eos_id);
@@ -128,18 +144,13 @@ const Tokenizer& ModelInstance::tokenizer() const {
 }
 
 std::string ModelInstance::render_chat(const ChatPrompt& prompt) const {
-  const Tokenizer& tok = tokenizer();
-  if (!impl_->chat_template)
+  tokenizer();
+  if (!impl_->chat)
     throw Error(impl_->path + ": the model has no chat template and none is known for its family");
-  nlohmann::ordered_json ctx;
-  ctx["messages"] = nlohmann::ordered_json::array();
-  for (const auto& m : prompt.messages) ctx["messages"].push_back({{"role", m.role}, {"content", m.content}});
-  ctx["add_generation_prompt"] = prompt.add_generation_prompt;
-  ctx["bos_token"] = tok.bos_token();
-  ctx["eos_token"] = tok.eos_token();
-  if (!prompt.tools.is_null()) ctx["tools"] = prompt.tools;
-  return impl_->chat_template->render(ctx);
+  return impl_->chat->render(prompt);
 }
+
+const ChatFormatter* ModelInstance::chat_formatter() const { return impl_->chat.get(); }
 
 std::vector<int32_t> ModelInstance::chat_tokens(const ChatPrompt& prompt) const {
   const std::string text = render_chat(prompt);

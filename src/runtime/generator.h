@@ -17,6 +17,9 @@ namespace pensieve {
 class Tokenizer;
 class GenerationService;
 class ThreadPool;
+class ChatFormatter;
+class Grammar;  // runtime/grammar.h
+using GrammarPtr = std::shared_ptr<const Grammar>;
 
 struct EngineOptions {
   int threads = 0;        // 0: physical core count
@@ -33,6 +36,8 @@ struct EngineOptions {
   // Compute threads shared with other models (a server's models then take turns on the cores
   // instead of oversubscribing them); null: a pool of `threads` of its own.
   std::shared_ptr<ThreadPool> pool;
+  // A chat template file (Jinja source) used instead of the model file's own (`--chat-template FILE`).
+  std::string chat_template_file;
 };
 
 struct SamplingParams {
@@ -53,6 +58,10 @@ struct GenerateRequest {
   SamplingParams sampling;
   std::vector<std::string> stop_strings;
   bool stop_at_eos = true;   // stop on the model's end-of-turn/EOS ids
+  // Constrained decoding (runtime/grammar.h): when set, every token keeps the generated text a
+  // prefix of the grammar; the end-of-turn ids are allowed only once the text is a complete
+  // sentence, and a complete sentence that admits no continuation ends the turn (end_turn).
+  GrammarPtr grammar;
 };
 
 enum class StopReason { EndOfTurn, MaxTokens, StopString, Cancelled };
@@ -66,6 +75,7 @@ struct GenerateResult {
   int cached_tokens = 0;           // prompt tokens read from the prefix cache, not computed
   double prefill_seconds = 0;      // from admission to the first generated token
   double decode_seconds = 0;       // from the first generated token to the end
+  double grammar_seconds = 0;      // spent computing grammar masks (within the two above)
 };
 
 // Decode speed: the tokens generated after the first over the time they took (the first token
@@ -76,15 +86,34 @@ double decode_tokens_per_second(int completion_tokens, double decode_seconds);
 // back until it is decided). Return false to cancel the generation.
 using TextCallback = std::function<bool(std::string_view text)>;
 
-// One chat message as the chat template sees it: role and text content.
+// A tool call the assistant made (an Anthropic `tool_use` block, an OpenAI `tool_calls` entry).
+struct ToolCall {
+  std::string id;                   // toolu_… / call_…; may be empty in a parsed call
+  std::string name;
+  nlohmann::ordered_json arguments = nlohmann::ordered_json::object();  // always an object
+};
+
+// The output of a tool call, sent back by the client (an Anthropic `tool_result` block, an OpenAI
+// `role: "tool"` message).
+struct ToolResult {
+  std::string tool_call_id;  // the id of the ToolCall it answers
+  std::string content;       // its text
+  bool is_error = false;
+};
+
+// One chat message as the runtime sees it: a role and its content blocks — the text, the tool
+// calls of an assistant turn, the tool results of a user turn. The runtime renders them in the
+// form each chat template expects (runtime/chat_format.h).
 struct ChatMessage {
-  std::string role;
-  std::string content;
+  std::string role;                      // "system", "user" or "assistant"
+  std::string content;                   // the text blocks, joined
+  std::vector<ToolCall> tool_calls;      // assistant turns
+  std::vector<ToolResult> tool_results;  // user turns: shown to the model before `content`
 };
 
 struct ChatPrompt {
   std::vector<ChatMessage> messages;
-  nlohmann::ordered_json tools;  // null when absent
+  nlohmann::ordered_json tools;  // OpenAI function form ([{type, function: {name, description, parameters}}]); null when absent
   bool add_generation_prompt = true;
 };
 
@@ -108,6 +137,9 @@ class ModelInstance {
   std::vector<int32_t> chat_tokens(const ChatPrompt& prompt) const;
   std::string render_chat(const ChatPrompt& prompt) const;
   std::vector<int32_t> text_tokens(std::string_view text, bool add_bos) const;
+  // The chat template with its probed capabilities and the family's tool-call syntax; null when
+  // the model has no template.
+  const ChatFormatter* chat_formatter() const;
 
   // Runs one generation through the scheduler and waits for it; any number of threads may call
   // it at once (their sequences are batched). Error when the request is invalid or fails.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <unordered_map>
 
 namespace pensieve {
@@ -30,9 +31,12 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
 
   // Candidates sorted by logit, cut by top-k first (cheap partial sort for small k).
-  const size_t n = logits.size();
-  cand_.resize(n);
-  for (size_t i = 0; i < n; ++i) cand_[i] = {logits[i], int32_t(i)};
+  // Tokens masked out (-inf, e.g. by a grammar) never become candidates.
+  cand_.clear();
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (logits[i] != -std::numeric_limits<float>::infinity()) cand_.push_back({logits[i], int32_t(i)});
+  if (cand_.empty()) return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  const size_t n = cand_.size();
   size_t k = (p_.top_k > 0 && size_t(p_.top_k) < n) ? size_t(p_.top_k) : n;
   auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first; };
   std::partial_sort(cand_.begin(), cand_.begin() + k, cand_.end(), by_logit);

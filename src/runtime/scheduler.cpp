@@ -8,6 +8,7 @@
 #include "engine/model.h"
 #include "runtime/sampler.h"
 #include "runtime/stop_matcher.h"
+#include "runtime/token_constraint.h"
 #include "text/tokenizer.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
@@ -61,6 +62,8 @@ struct Scheduler::Seq {
   bool in_batch = false;
   bool preempted = false;  // blocks freed; goes back to the queue at the end of the step
   bool removed = false;    // finished or failed
+  std::unique_ptr<TokenConstraint> grammar;  // when the request has one
+  bool grammar_end = false;   // the grammar is complete and no token may follow (this step)
 };
 
 Scheduler::Scheduler(std::shared_ptr<const Model> model, const Tokenizer& tokenizer,
@@ -156,7 +159,15 @@ void Scheduler::loop() {
       arrived.swap(incoming_);
       epoch = cancel_epoch_;
     }
-    for (auto& job : arrived) queue_.push_back(std::make_unique<Seq>(std::move(job), *kv_, tokenizer_, epoch));
+    for (auto& job : arrived) {
+      auto seq = std::make_unique<Seq>(std::move(job), *kv_, tokenizer_, epoch);
+      if (seq->job->request.grammar) {
+        // The token table is built once per model, on first use (tens of milliseconds at 32k).
+        if (!trie_) trie_ = std::make_shared<const TokenTrie>(tokenizer_);
+        seq->grammar = std::make_unique<TokenConstraint>(seq->job->request.grammar, trie_);
+      }
+      queue_.push_back(std::move(seq));
+    }
     try {
       step();
     } catch (const std::exception& e) {
@@ -287,7 +298,20 @@ void Scheduler::step() {
   pool_.parallel_for(int64_t(sampled.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       Seq& s = *sampled[size_t(i)];
-      s.next = s.sampler.sample(std::span<float>(logits.data() + size_t(i) * vocab, vocab), s.tokens);
+      const std::span<float> row(logits.data() + size_t(i) * vocab, vocab);
+      if (s.grammar) {
+        // The mask comes first, so greedy and every sampling filter see only allowed tokens.
+        const Clock::time_point t0 = Clock::now();
+        const std::span<const int32_t> ends =
+            s.job->request.stop_at_eos ? std::span<const int32_t>(stop_ids_) : std::span<const int32_t>();
+        const int allowed = s.grammar->apply(row, ends, s.res.completion_tokens == 0);
+        s.res.grammar_seconds += seconds(Clock::now() - t0);
+        if (allowed == 0) {
+          s.grammar_end = true;  // nothing may follow: complete (ends the turn) or stuck (fails)
+          continue;
+        }
+      }
+      s.next = s.sampler.sample(row, s.tokens);
     }
   });
 
@@ -299,10 +323,27 @@ void Scheduler::step() {
       s.t_first = t;
       s.res.prefill_seconds = seconds(t - s.t_admit);
     }
+    if (s.grammar_end) {
+      if (!s.grammar->complete()) {
+        fail(s, FailKind::Internal, "no token of this vocabulary can continue the grammar here");
+        continue;
+      }
+      s.res.reason = StopReason::EndOfTurn;
+      finish(s);
+      continue;
+    }
     if (s.job->request.stop_at_eos && std::find(stop_ids_.begin(), stop_ids_.end(), id) != stop_ids_.end()) {
       s.res.reason = StopReason::EndOfTurn;
       finish(s);
       continue;
+    }
+    if (s.grammar) {
+      try {
+        s.grammar->accept(id, s.res.completion_tokens == 0);
+      } catch (const std::exception& e) {
+        fail(s, FailKind::Internal, e.what());
+        continue;
+      }
     }
     s.tokens.push_back(id);
     ++s.res.completion_tokens;
@@ -311,6 +352,9 @@ void Scheduler::step() {
     if (s.stops.matched()) {
       s.res.reason = StopReason::StopString;
       s.res.stop_string = s.stops.matched_string();
+      finish(s);
+    } else if (s.grammar && s.grammar->finished()) {
+      s.res.reason = StopReason::EndOfTurn;  // the grammar admits nothing more
       finish(s);
     } else if (s.res.completion_tokens >= s.max_new) {
       s.res.reason = StopReason::MaxTokens;

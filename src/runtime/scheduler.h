@@ -28,6 +28,7 @@ class Tokenizer;
 class ThreadPool;
 class KvPool;
 class BlockManager;
+class TokenTrie;
 
 // Why a job ended without a result.
 enum class FailKind { InvalidRequest, Cancelled, TimedOut, Internal };
@@ -124,6 +125,7 @@ class Scheduler : public GenerationService {
   uint64_t salt_;
   std::unique_ptr<KvPool> kv_;
   std::unique_ptr<BlockManager> blocks_;
+  std::shared_ptr<const TokenTrie> trie_;  // built for the first grammar-constrained job
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -28,14 +28,24 @@ int64_t unix_now() {
              std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+void assign_ids(std::vector<OutputPiece>& output, const char* prefix) {
+  for (auto& p : output)
+    if (p.kind == OutputPiece::Kind::Call) p.call.id = random_id(prefix);
+}
+
 class AnthropicProtocol : public ChatProtocol {
  public:
-  explicit AnthropicProtocol(const std::string& model) : id_(random_id("msg_")), stream_(id_, model) {}
-  json complete(const std::string& model, const std::string& text, const GenerateResult& r) override {
-    return anthropic_message(id_, model, text, r);
+  AnthropicProtocol(const std::string& model, bool tools) : id_(random_id("msg_")), stream_(id_, model, tools) {}
+  json complete(const std::string& model, std::vector<OutputPiece> output, const GenerateResult& r) override {
+    assign_ids(output, "toolu_");
+    return anthropic_message(id_, model, output, r);
   }
   std::string stream_start(int n) override { return stream_.start(n); }
   std::string stream_delta(const std::string& t) override { return stream_.delta(t); }
+  std::string stream_tool_call(ToolCall c) override {
+    c.id = random_id("toolu_");
+    return stream_.tool_call(c);
+  }
   std::string stream_ping() override { return stream_.ping(); }
   std::string stream_finish(const GenerateResult& r) override { return stream_.finish(r); }
   std::string stream_error(const ApiError& e) override { return stream_.error(e); }
@@ -49,11 +59,16 @@ class OpenAIProtocol : public ChatProtocol {
  public:
   OpenAIProtocol(const std::string& model, bool include_usage)
       : id_(random_id("chatcmpl-")), created_(unix_now()), stream_(id_, created_, model, include_usage) {}
-  json complete(const std::string& model, const std::string& text, const GenerateResult& r) override {
-    return openai_completion(id_, created_, model, text, r);
+  json complete(const std::string& model, std::vector<OutputPiece> output, const GenerateResult& r) override {
+    assign_ids(output, "call_");
+    return openai_completion(id_, created_, model, output, r);
   }
   std::string stream_start(int) override { return stream_.start(); }
   std::string stream_delta(const std::string& t) override { return stream_.delta(t); }
+  std::string stream_tool_call(ToolCall c) override {
+    c.id = random_id("call_");
+    return stream_.tool_call(c);
+  }
   std::string stream_ping() override { return ": ping\n\n"; }  // an SSE comment: clients skip it
   std::string stream_finish(const GenerateResult& r) override { return stream_.finish(r); }
   std::string stream_error(const ApiError& e) override { return stream_.error(e); }
@@ -166,7 +181,15 @@ ApiError cancelled_error(const ServerContext& ctx) {
   return ApiError::timeout("the request exceeded request_timeout_ms");
 }
 
-asio::awaitable<void> stream_events(ServerContext& ctx, HttpExchange& ex, ChatProtocol& proto,
+// The SSE bytes of a batch of answer pieces.
+std::string stream_pieces(ChatProtocol& proto, std::vector<OutputPiece> pieces) {
+  std::string out;
+  for (auto& p : pieces)
+    out += p.kind == OutputPiece::Kind::Call ? proto.stream_tool_call(std::move(p.call)) : proto.stream_delta(p.text);
+  return out;
+}
+
+asio::awaitable<void> stream_events(ServerContext& ctx, HttpExchange& ex, ChatProtocol& proto, OutputShaper& shaper,
                                     JobChannel& channel, GenerationJob& job, int input_tokens) {
   if (!co_await ex.begin_stream("text/event-stream")) co_return;
   const std::string start = proto.stream_start(input_tokens);
@@ -176,10 +199,11 @@ asio::awaitable<void> stream_events(ServerContext& ctx, HttpExchange& ex, ChatPr
     std::deque<GenerationEvent> events = channel.take();
     for (GenerationEvent& e : events) {
       std::string out;
-      if (e.kind == GenerationEvent::Kind::Text) out = proto.stream_delta(e.text);
+      if (e.kind == GenerationEvent::Kind::Text) out = stream_pieces(proto, shaper.push(e.text));
       else if (e.kind == GenerationEvent::Kind::Failed) out = proto.stream_error(job_error(e));
       else if (e.kind == GenerationEvent::Kind::Done && e.result.reason == StopReason::Cancelled) out = proto.stream_error(cancelled_error(ctx));
-      else if (e.kind == GenerationEvent::Kind::Done) out = proto.stream_finish(e.result);
+      else if (e.kind == GenerationEvent::Kind::Done) out = stream_pieces(proto, shaper.finish()) + proto.stream_finish(e.result);
+      if (out.empty()) continue;
       if (!co_await ex.write(out)) co_return;
       if (e.kind == GenerationEvent::Kind::Done || e.kind == GenerationEvent::Kind::Failed) {
         co_await ex.end_stream();
@@ -203,17 +227,21 @@ asio::awaitable<void> stream_events(ServerContext& ctx, HttpExchange& ex, ChatPr
   }
 }
 
-asio::awaitable<void> answer_once(ServerContext& ctx, HttpExchange& ex, ChatProtocol& proto,
+asio::awaitable<void> answer_once(ServerContext& ctx, HttpExchange& ex, ChatProtocol& proto, OutputShaper& shaper,
                                   JobChannel& channel, GenerationJob& job, const std::string& model) {
-  std::string text;
+  std::vector<OutputPiece> output;
+  auto keep = [&output](std::vector<OutputPiece> pieces) {
+    for (auto& p : pieces) output.push_back(std::move(p));
+  };
   for (;;) {
     std::deque<GenerationEvent> events = channel.take();
     for (GenerationEvent& e : events) {
-      if (e.kind == GenerationEvent::Kind::Text) text += e.text;
+      if (e.kind == GenerationEvent::Kind::Text) keep(shaper.push(e.text));
       if (e.kind == GenerationEvent::Kind::Failed) throw job_error(e);
       if (e.kind == GenerationEvent::Kind::Done) {
         if (e.result.reason == StopReason::Cancelled) throw cancelled_error(ctx);
-        const json body = proto.complete(model, text, e.result);
+        keep(shaper.finish());
+        const json body = proto.complete(model, std::move(output), e.result);
         co_await ex.send_json(200, body);
         co_return;
       }
@@ -229,8 +257,29 @@ asio::awaitable<void> answer_once(ServerContext& ctx, HttpExchange& ex, ChatProt
 
 }  // namespace
 
-std::unique_ptr<ChatProtocol> anthropic_protocol(const std::string& model) {
-  return std::make_unique<AnthropicProtocol>(model);
+std::unique_ptr<ChatProtocol> anthropic_protocol(const std::string& model, bool tools) {
+  return std::make_unique<AnthropicProtocol>(model, tools);
+}
+
+std::vector<OutputPiece> OutputShaper::filter(std::vector<OutputPiece> pieces) {
+  if (parallel_) return pieces;
+  std::vector<OutputPiece> out;
+  for (auto& p : pieces) {
+    if (closed_) continue;  // after the one allowed call, nothing more is the answer
+    if (p.kind == OutputPiece::Kind::Call) closed_ = true;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<OutputPiece> OutputShaper::push(const std::string& text) {
+  if (!parser_) return {OutputPiece{OutputPiece::Kind::Text, text, {}}};
+  return filter(parser_->push(text));
+}
+
+std::vector<OutputPiece> OutputShaper::finish() {
+  if (!parser_) return {};
+  return filter(parser_->finish());
 }
 
 std::unique_ptr<ChatProtocol> openai_protocol(const std::string& model, bool include_usage) {
@@ -256,7 +305,9 @@ asio::awaitable<void> handle_chat(ServerContext& ctx, HttpExchange& ex, bool ope
   const int input_tokens = static_cast<int>(prepared.tokens.size());
   const bool server_limited = !openai && req.max_tokens && prepared.max_tokens < *req.max_tokens;
 
-  auto proto = openai ? openai_protocol(req.model, req.include_usage) : anthropic_protocol(req.model);
+  const bool tools = req.tools.is_array() && !req.tools.empty();
+  auto proto = openai ? openai_protocol(req.model, req.include_usage) : anthropic_protocol(req.model, tools);
+  OutputShaper shaper = tools ? OutputShaper(model->tool_call_format(), req.tool_choice.parallel) : OutputShaper();
   auto channel = std::make_shared<JobChannel>(ex.executor());
   auto job = std::make_shared<GenerationJob>();
   job->request = to_generate_request(req, std::move(prepared));
@@ -271,9 +322,9 @@ asio::awaitable<void> handle_chat(ServerContext& ctx, HttpExchange& ex, bool ope
     channel->wake();
   });
   if (req.stream)
-    co_await stream_events(ctx, ex, *proto, *channel, *job, input_tokens);
+    co_await stream_events(ctx, ex, *proto, shaper, *channel, *job, input_tokens);
   else
-    co_await answer_once(ctx, ex, *proto, *channel, *job, req.model);
+    co_await answer_once(ctx, ex, *proto, shaper, *channel, *job, req.model);
 }
 
 }  // namespace pensieve::server

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include "runtime/chat_format.h"
 
 namespace pensieve::server {
 
@@ -29,6 +30,10 @@ class InstanceModel : public ServedModel {
   int64_t created_unix() const override { return created_; }
   std::vector<int32_t> chat_tokens(const ChatPrompt& p) const override { return m_->chat_tokens(p); }
   std::vector<int32_t> text_tokens(const std::string& t) const override { return m_->text_tokens(t, false); }
+  ToolCallFormat tool_call_format() const override {
+    const ChatFormatter* f = m_->chat_formatter();
+    return f ? f->tool_format() : ToolCallFormat::Generic;
+  }
   GenerationService& service() const override { return *service_; }
   uint64_t memory_bytes() const override { return files_ + service_->stats().kv_cache_bytes; }
 

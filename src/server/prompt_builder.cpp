@@ -2,19 +2,29 @@
 
 #include <algorithm>
 
+#include "runtime/grammar.h"
 #include "server/api_error.h"
 #include "server/json_fields.h"
 
 namespace pensieve::server {
 
-void append_turn(std::vector<ChatMessage>& turns, const std::string& role, const std::string& text) {
-  if (!turns.empty() && turns.back().role == role) {
-    std::string& prev = turns.back().content;
-    if (!prev.empty() && !text.empty()) prev += "\n\n";
-    prev += text;
+void append_turn(std::vector<ChatMessage>& turns, ChatMessage turn) {
+  if (!turns.empty() && turns.back().role == turn.role) {
+    ChatMessage& prev = turns.back();
+    if (!prev.content.empty() && !turn.content.empty()) prev.content += "\n\n";
+    prev.content += turn.content;
+    for (auto& c : turn.tool_calls) prev.tool_calls.push_back(std::move(c));
+    for (auto& r : turn.tool_results) prev.tool_results.push_back(std::move(r));
     return;
   }
-  turns.push_back({role, text});
+  turns.push_back(std::move(turn));
+}
+
+void append_turn(std::vector<ChatMessage>& turns, const std::string& role, const std::string& text) {
+  ChatMessage m;
+  m.role = role;
+  m.content = text;
+  append_turn(turns, std::move(m));
 }
 
 void read_messages(const nlohmann::ordered_json& body, ChatRequest& req, const MessageReader& read) {
@@ -25,15 +35,15 @@ void read_messages(const nlohmann::ordered_json& body, ChatRequest& req, const M
     const auto& m = (*messages)[i];
     const std::string where = "messages." + std::to_string(i);
     if (!m.is_object()) throw ApiError::invalid_request(where + ": expected an object");
-    const MessageTurn turn = read(m, where);
+    MessageTurn turn = read(m, where);
     if (turn.role == "system") {
-      if (!req.system.empty() && !turn.text.empty()) req.system += "\n\n";
-      req.system += turn.text;
+      if (!req.system.empty() && !turn.content.empty()) req.system += "\n\n";
+      req.system += turn.content;
     } else {
-      append_turn(req.messages, turn.role, turn.text);
+      append_turn(req.messages, std::move(turn));
     }
   }
-  if (!req.messages.empty() && req.messages.back().role == "assistant") {
+  if (!req.messages.empty() && req.messages.back().role == "assistant" && req.messages.back().tool_calls.empty()) {
     req.assistant_prefill = req.messages.back().content;
     req.messages.pop_back();
   }
@@ -42,17 +52,17 @@ void read_messages(const nlohmann::ordered_json& body, ChatRequest& req, const M
 ChatPrompt to_chat_prompt(const ChatRequest& req, bool system_role) {
   ChatPrompt p;
   p.tools = req.tools;
-  if (!req.system.empty() && system_role) p.messages.push_back({"system", req.system});
+  if (!req.system.empty() && system_role) p.messages.push_back({"system", req.system, {}, {}});
   for (const auto& m : req.messages) p.messages.push_back(m);
   if (!req.system.empty() && !system_role) {
     auto first_user = std::find_if(p.messages.begin(), p.messages.end(),
                                    [](const ChatMessage& m) { return m.role == "user"; });
     if (first_user == p.messages.end())
-      p.messages.insert(p.messages.begin(), {"user", req.system});
+      p.messages.insert(p.messages.begin(), ChatMessage{"user", req.system, {}, {}});
     else
       first_user->content = req.system + "\n\n" + first_user->content;
   }
-  if (p.messages.empty()) p.messages.push_back({"user", ""});
+  if (p.messages.empty()) p.messages.push_back({"user", "", {}, {}});
   return p;
 }
 
@@ -75,8 +85,21 @@ std::vector<int32_t> prompt_tokens(const ServedModel& model, const ChatRequest& 
   return tokens;
 }
 
+GrammarPtr forced_call_grammar(const ServedModel& model, const ChatRequest& req) {
+  const ToolChoice& choice = req.tool_choice;
+  if (!req.tools.is_array() || req.tools.empty()) return nullptr;
+  if (choice.mode != ToolChoice::Mode::Any && choice.mode != ToolChoice::Mode::Named) return nullptr;
+  try {
+    return tool_call_grammar(model.tool_call_format(), req.tools,
+                             choice.mode == ToolChoice::Mode::Named ? choice.name : "", choice.parallel);
+  } catch (const SchemaError& e) {
+    throw ApiError::invalid_request("tools: a tool's schema uses unsupported keyword '" + e.keyword + "': " + e.what());
+  }
+}
+
 PreparedPrompt prepare_prompt(const ServedModel& model, const ChatRequest& req, int server_cap) {
   PreparedPrompt out;
+  out.grammar = forced_call_grammar(model, req);
   out.tokens = prompt_tokens(model, req);
   const int n = static_cast<int>(out.tokens.size());
   const int ctx = model.context_length();
@@ -97,6 +120,7 @@ GenerateRequest to_generate_request(const ChatRequest& req, PreparedPrompt prepa
   g.prompt = std::move(prepared.tokens);
   g.max_tokens = prepared.max_tokens;
   g.stop_strings = req.stop;
+  g.grammar = prepared.grammar ? prepared.grammar : req.grammar;
   if (req.temperature) g.sampling.temperature = *req.temperature;
   if (req.top_p) g.sampling.top_p = *req.top_p;
   if (req.top_k) g.sampling.top_k = *req.top_k;

@@ -20,7 +20,12 @@ std::vector<int32_t> prompt_tokens(const ServedModel& model, const ChatRequest& 
 struct PreparedPrompt {
   std::vector<int32_t> tokens;
   int max_tokens = 0;  // clamped to the room left in the context and the server-wide cap
+  GrammarPtr grammar;  // a forced tool call in the model's syntax (tool_choice any/tool/required), or null
 };
+
+// The grammar that forces a tool call (tool_choice any / tool / required) in the model's call
+// syntax, or null when calls are not forced. 400 naming the keyword for a schema it cannot compile.
+GrammarPtr forced_call_grammar(const ServedModel& model, const ChatRequest& req);
 
 // 400 when the prompt leaves no room in the context (naming both counts). server_cap <= 0: none.
 PreparedPrompt prepare_prompt(const ServedModel& model, const ChatRequest& req, int server_cap);

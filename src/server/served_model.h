@@ -10,6 +10,7 @@
 #include "runtime/generator.h"
 #include "runtime/model_manager.h"
 #include "runtime/scheduler.h"
+#include "runtime/tool_calls.h"
 
 namespace pensieve::server {
 
@@ -22,6 +23,8 @@ class ServedModel : public ManagedModel {
   // Tokens of the rendered chat prompt; throws pensieve::Error when the template rejects it.
   virtual std::vector<int32_t> chat_tokens(const ChatPrompt& prompt) const = 0;
   virtual std::vector<int32_t> text_tokens(const std::string& text) const = 0;  // no BOS
+  // The syntax in which this model writes tool calls (from its chat template).
+  virtual ToolCallFormat tool_call_format() const = 0;
   // Runs the model's generations (the runtime's scheduler; a stand-in in server tests).
   GenerationService& service() const override = 0;
 };

@@ -117,6 +117,7 @@ ModelSpec read_model(const fs::path& file, const toml::node& node) {
     else if (key == "context") m.context = int_of(file, v, key, 0);
     else if (key == "threads") m.threads = int_of(file, v, key, 0);
     else if (key == "keep_alive") m.keep_alive = keep_alive_of(file, v, key);
+    else if (key == "chat_template") m.chat_template = value_of<std::string>(file, v, key, "a string");
     else if (key == "device") {
       m.device = value_of<std::string>(file, v, key, "a string");
       try {
@@ -264,6 +265,7 @@ std::string config_to_toml(const ServerConfig& cfg) {
     for (const auto& a : m.aliases) aliases.push_back(a);
     models.push_back(toml::table{{"path", m.path}, {"id", m.id}, {"aliases", aliases},
                                  {"context", m.context}, {"threads", m.threads}, {"keep_alive", m.keep_alive},
+                                 {"chat_template", m.chat_template},
                                  {"device", m.device.empty() ? cfg.device : m.device}});
   }
   toml::table root{{"server", server}, {"limits", limits}, {"models", models}};

@@ -15,6 +15,7 @@ struct ModelSpec {
   int context = 0;                   // 0 = engine default
   int threads = 0;                   // 0 = the server's shared pool (physical cores)
   std::string keep_alive;            // "" = [limits] keep_alive; else a duration ("5m", "-1": never)
+  std::string chat_template;         // a chat template file to use instead of the model's own
   std::string device;                // "" = the server's device (--device, default cpu); auto, cpu, cuda[:N]
 };
 

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { removeDir, startServer, tempStateDir } from './lib/harness.mjs';
+import { removeDir, startServer, tempStateDir, testdata } from './lib/harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const claude = path.join(here, 'node_modules', '.bin', 'claude');
@@ -27,10 +27,15 @@ function run(cmd, args, env, timeoutMs) {
   });
 }
 
-test('claude -p completes against pensieve', { skip: !existsSync(claude) && 'claude-code is not installed', timeout: 400_000 }, async () => {
+// With the model's own Phi-3 template (no tool syntax: the tools are described in the system
+// prompt), and with a tool-capable one (Qwen 2.5's, which renders Claude Code's tools itself).
+for (const [name, extra] of [
+  ['its own template', []],
+  ['a tool-capable template', ['--chat-template', path.join(testdata, 'templates', 'src', 'Qwen-Qwen2.5-7B-Instruct.jinja')]],
+]) test(`claude -p completes against pensieve (${name})`, { skip: !existsSync(claude) && 'claude-code is not installed', timeout: 400_000 }, async () => {
   // A small output cap keeps random-weight answers short; the prompt is Claude Code's own (~12k
   // tokens: a 32k context holds it).
-  const server = await startServer({ args: ['--api-key', KEY, '--max-output-tokens', '24', '--context', '32768'] });
+  const server = await startServer({ args: ['--api-key', KEY, '--max-output-tokens', '24', '--context', '32768', ...extra] });
   const home = tempStateDir();
   try {
     const env = {

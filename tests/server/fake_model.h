@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "server/served_model.h"
 #include "util/error.h"
@@ -28,20 +29,42 @@ class FakeModel : public ServedModel {
     std::string s;
     for (const auto& m : p.messages) {
       if (m.role == "system" && !system_role) throw Error("System role not supported");
-      s += "<" + m.role + ">" + m.content;
+      s += "<" + m.role + ">";
+      for (const auto& r : m.tool_results) s += "<result " + r.tool_call_id + (r.is_error ? " error" : "") + ">" + r.content;
+      s += m.content;
+      for (const auto& c : m.tool_calls) s += "<call " + c.id + " " + c.name + ">" + c.arguments.dump();
     }
     if (!p.tools.is_null()) s += "<tools>" + std::to_string(p.tools.size());
     return s + "<assistant>";
   }
   std::vector<int32_t> chat_tokens(const ChatPrompt& p) const override {
     std::string s = render(p);
+    {
+      std::lock_guard lock(prompt_mu_);
+      last_prompt_ = s;
+    }
     return std::vector<int32_t>(s.begin(), s.end());
   }
   std::vector<int32_t> text_tokens(const std::string& t) const override {
     return std::vector<int32_t>(t.begin(), t.end());
   }
 
+  ToolCallFormat tool_call_format() const override { return format; }
   GenerationService& service() const override { return service_; }
+
+  std::string last_prompt() const {
+    std::lock_guard lock(prompt_mu_);
+    return last_prompt_;
+  }
+
+  GrammarPtr last_grammar() const {
+    std::lock_guard lock(prompt_mu_);
+    return last_grammar_;
+  }
+
+  ToolCallFormat format = ToolCallFormat::Hermes;
+  // When set, each generation emits these pieces (one token each) and then ends its turn.
+  std::vector<std::string> script;
 
   bool system_role = true;
   int eos_after = 1 << 30;
@@ -133,12 +156,16 @@ class FakeModel : public ServedModel {
       ++m_.started;
       while (m_.hold && !m_.release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
       const GenerateRequest& req = job.request;
+      {
+        std::lock_guard lock(m_.prompt_mu_);
+        m_.last_grammar_ = req.grammar;
+      }
       GenerateResult r;
       r.prompt_tokens = static_cast<int>(req.prompt.size());
       r.reason = StopReason::MaxTokens;
       std::string produced;
       for (int i = 0; i < req.max_tokens; ++i) {
-        if (i == m_.eos_after) {
+        if (i == m_.eos_after || (!m_.script.empty() && i == int(m_.script.size()))) {
           r.reason = StopReason::EndOfTurn;
           break;
         }
@@ -148,7 +175,7 @@ class FakeModel : public ServedModel {
           return {Kind::Done, {}, r, {}, {}};
         }
         if (now() >= job.deadline) return {Kind::Failed, {}, {}, FailKind::TimedOut, "the request exceeded its time limit"};
-        std::string piece = "w" + std::to_string(i) + " ";
+        std::string piece = m_.script.empty() ? "w" + std::to_string(i) + " " : m_.script[i];
         produced += piece;
         ++r.completion_tokens;
         for (const auto& stop : req.stop_strings)
@@ -175,6 +202,9 @@ class FakeModel : public ServedModel {
 
   std::string id_;
   int context_;
+  mutable std::mutex prompt_mu_;
+  mutable std::string last_prompt_;
+  mutable GrammarPtr last_grammar_;
   mutable Service service_{*this};
 };
 

@@ -17,6 +17,7 @@
 #include "fake_model.h"
 #include "server/http_server.h"
 #include "server/state_store.h"
+#include "runtime/grammar.h"
 
 using namespace pensieve::server;
 using nlohmann::json;
@@ -561,4 +562,234 @@ TEST_F(ServerFixture, HealthIs503ForNewConnectionsDuringShutdown) {
   expect_anthropic_error(post("/v1/messages", message()), 529, "overloaded_error");
   model_->release = true;
   running.join();
+}
+
+// ---- Tool use through the whole server (the fake model writes Hermes-style calls) ----
+
+namespace {
+
+const std::vector<std::string> kCallScript = {
+    "Let me check.", "\n<tool_", "call>\n{\"name\": \"get_weather\", ", "\"arguments\": {\"city\": \"Par",
+    "is\"}}\n</tool_call>"};
+
+json weather_tool_anthropic() {
+  return {{"name", "get_weather"}, {"description", "Weather now."},
+          {"input_schema", {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}, {"required", {"city"}}}}};
+}
+
+json tool_message(bool stream) {
+  json m = {{"model", "claude-3-sonnet-20240229"}, {"max_tokens", 50}, {"stream", stream},
+            {"messages", {{{"role", "user"}, {"content", "Weather in Paris?"}}}},
+            {"tools", json::array({weather_tool_anthropic()})}};
+  return m;
+}
+
+// The data of every SSE event named `name`.
+std::vector<json> sse_events(const std::string& raw, const std::string& name) {
+  std::vector<json> out;
+  const std::string head = "event: " + name + "\ndata: ";
+  for (size_t pos = 0; (pos = raw.find(head, pos)) != std::string::npos; pos += head.size()) {
+    const size_t start = pos + head.size();
+    out.push_back(json::parse(raw.substr(start, raw.find('\n', start) - start)));
+  }
+  return out;
+}
+
+std::vector<json> openai_chunks(const std::string& raw) {
+  std::vector<json> out;
+  for (size_t pos = 0; (pos = raw.find("data: {", pos)) != std::string::npos; pos += 6) {
+    const size_t start = pos + 6;
+    out.push_back(json::parse(raw.substr(start, raw.find('\n', start) - start)));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_F(ServerFixture, AnthropicAnswersWithToolUseBlocks) {
+  model_->script = kCallScript;
+  start();
+  Reply r = post("/v1/messages", tool_message(false));
+  ASSERT_EQ(r.status, 200) << r.raw;
+  ASSERT_EQ(r.body["content"].size(), 2u) << r.raw;
+  EXPECT_EQ(r.body["content"][0]["type"], "text");
+  EXPECT_EQ(r.body["content"][0]["text"], "Let me check.\n");
+  const json& use = r.body["content"][1];
+  EXPECT_EQ(use["type"], "tool_use");
+  EXPECT_EQ(std::string(use["id"]).rfind("toolu_", 0), 0u);
+  EXPECT_EQ(use["name"], "get_weather");
+  EXPECT_EQ(use["input"], json({{"city", "Paris"}}));
+  EXPECT_EQ(r.body["stop_reason"], "tool_use");
+  EXPECT_NE(model_->last_prompt().find("<tools>1"), std::string::npos);
+}
+
+TEST_F(ServerFixture, AnthropicStreamsToolUseAsInputJsonDeltas) {
+  model_->script = kCallScript;
+  start();
+  Reply r = post("/v1/messages", tool_message(true));
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const auto starts = sse_events(r.raw, "content_block_start");
+  ASSERT_EQ(starts.size(), 2u) << r.raw;
+  EXPECT_EQ(starts[0]["content_block"]["type"], "text");
+  EXPECT_EQ(starts[1]["index"], 1);
+  EXPECT_EQ(starts[1]["content_block"]["type"], "tool_use");
+  EXPECT_EQ(starts[1]["content_block"]["name"], "get_weather");
+  EXPECT_EQ(starts[1]["content_block"]["input"], json::object());
+  std::string text, partial;
+  int pieces = 0;
+  for (const json& d : sse_events(r.raw, "content_block_delta")) {
+    if (d["delta"]["type"] == "text_delta") text += d["delta"]["text"].get<std::string>();
+    if (d["delta"]["type"] == "input_json_delta") {
+      EXPECT_EQ(d["index"], 1);
+      partial += d["delta"]["partial_json"].get<std::string>();
+      ++pieces;
+    }
+  }
+  EXPECT_EQ(text, "Let me check.\n");  // no part of the call syntax leaks as text
+  EXPECT_EQ(json::parse(partial), json({{"city", "Paris"}}));
+  EXPECT_GE(pieces, 1);
+  EXPECT_EQ(sse_events(r.raw, "content_block_stop").size(), 2u);
+  EXPECT_EQ(sse_events(r.raw, "message_delta").at(0)["delta"]["stop_reason"], "tool_use");
+}
+
+TEST_F(ServerFixture, WithoutToolsTheCallSyntaxIsJustText) {
+  model_->script = kCallScript;
+  start();
+  json m = tool_message(false);
+  m.erase("tools");
+  Reply r = post("/v1/messages", m);
+  ASSERT_EQ(r.status, 200) << r.raw;
+  ASSERT_EQ(r.body["content"].size(), 1u);
+  EXPECT_NE(std::string(r.body["content"][0]["text"]).find("<tool_call>"), std::string::npos);
+  EXPECT_EQ(r.body["stop_reason"], "end_turn");
+}
+
+TEST_F(ServerFixture, ToolResultRoundTripReachesTheTemplate) {
+  start();
+  json m = tool_message(false);
+  m["messages"] = {
+      {{"role", "user"}, {"content", "Weather in Paris?"}},
+      {{"role", "assistant"},
+       {"content", {{{"type", "text"}, {"text", "Checking."}},
+                    {{"type", "tool_use"}, {"id", "toolu_abc"}, {"name", "get_weather"}, {"input", {{"city", "Paris"}}}}}}},
+      {{"role", "user"},
+       {"content", {{{"type", "tool_result"}, {"tool_use_id", "toolu_abc"}, {"content", "18 C"}},
+                    {{"type", "text"}, {"text", "Thanks"}}}}}};
+  Reply r = post("/v1/messages", m);
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const std::string prompt = model_->last_prompt();
+  EXPECT_NE(prompt.find("<assistant>Checking.<call toolu_abc get_weather>{\"city\":\"Paris\"}"), std::string::npos) << prompt;
+  EXPECT_NE(prompt.find("<user><result toolu_abc>18 CThanks"), std::string::npos) << prompt;
+}
+
+TEST_F(ServerFixture, ToolChoiceErrorsAre400) {
+  start();
+  json m = tool_message(false);
+  m["tool_choice"] = {{"type", "tool"}, {"name", "nope"}};
+  expect_anthropic_error(post("/v1/messages", m), 400, "invalid_request_error");
+  m.erase("tools");
+  m["tool_choice"] = {{"type", "any"}};
+  expect_anthropic_error(post("/v1/messages", m), 400, "invalid_request_error");
+}
+
+TEST_F(ServerFixture, DisabledParallelToolUseKeepsTheFirstCall) {
+  model_->script = {"<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\"}}</tool_call>",
+                    "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"B\"}}</tool_call>"};
+  start();
+  json m = tool_message(false);
+  Reply both = post("/v1/messages", m);
+  ASSERT_EQ(both.status, 200) << both.raw;
+  EXPECT_EQ(both.body["content"].size(), 2u) << both.raw;
+  m["tool_choice"] = {{"type", "auto"}, {"disable_parallel_tool_use", true}};
+  Reply one = post("/v1/messages", m);
+  ASSERT_EQ(one.status, 200) << one.raw;
+  ASSERT_EQ(one.body["content"].size(), 1u) << one.raw;
+  EXPECT_EQ(one.body["content"][0]["input"]["city"], "A");
+}
+
+TEST_F(ServerFixture, OpenAIAnswersWithToolCalls) {
+  model_->script = kCallScript;
+  start();
+  json fn = {{"name", "get_weather"}, {"parameters", weather_tool_anthropic()["input_schema"]}};
+  json body = {{"model", "fake-model"}, {"max_tokens", 50},
+               {"messages", {{{"role", "user"}, {"content", "Weather?"}}}},
+               {"tools", {{{"type", "function"}, {"function", fn}}}}};
+  Reply r = post("/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const json& choice = r.body["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_EQ(choice["message"]["content"], "Let me check.\n");
+  const json& call = choice["message"]["tool_calls"][0];
+  EXPECT_EQ(std::string(call["id"]).rfind("call_", 0), 0u);
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(std::string(call["function"]["arguments"])), json({{"city", "Paris"}}));
+
+  body["stream"] = true;
+  Reply s = post("/v1/chat/completions", body);
+  ASSERT_EQ(s.status, 200) << s.raw;
+  std::string args, name, text, finish;
+  for (const json& c : openai_chunks(s.raw)) {
+    if (c["choices"].empty()) continue;
+    const json& d = c["choices"][0]["delta"];
+    if (d.contains("content") && d["content"].is_string()) text += d["content"].get<std::string>();
+    if (d.contains("tool_calls")) {
+      EXPECT_EQ(d["tool_calls"][0]["index"], 0);
+      if (d["tool_calls"][0].contains("id")) name = d["tool_calls"][0]["function"]["name"];
+      args += d["tool_calls"][0]["function"]["arguments"].get<std::string>();
+    }
+    if (c["choices"][0]["finish_reason"].is_string()) finish = c["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(text, "Let me check.\n");
+  EXPECT_EQ(name, "get_weather");
+  EXPECT_EQ(json::parse(args), json({{"city", "Paris"}}));
+  EXPECT_EQ(finish, "tool_calls");
+}
+
+TEST_F(ServerFixture, OpenAIToolMessagesBecomeToolResults) {
+  start();
+  json body = {{"model", "fake-model"}, {"max_tokens", 5},
+               {"messages",
+                {{{"role", "user"}, {"content", "Weather?"}},
+                 {{"role", "assistant"}, {"content", nullptr},
+                  {"tool_calls", {{{"id", "call_1"}, {"type", "function"},
+                                   {"function", {{"name", "get_weather"}, {"arguments", "{\"city\":\"Oslo\"}"}}}}}}},
+                 {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "cold"}}}}};
+  Reply r = post("/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const std::string prompt = model_->last_prompt();
+  EXPECT_NE(prompt.find("<call call_1 get_weather>{\"city\":\"Oslo\"}<user><result call_1>cold"), std::string::npos)
+      << prompt;
+  body["messages"][1]["tool_calls"][0]["function"]["arguments"] = "{not json";
+  Reply bad = post("/v1/chat/completions", body);
+  EXPECT_EQ(bad.status, 400) << bad.raw;
+}
+
+TEST_F(ServerFixture, ForcedToolChoiceConstrainsTheAnswerToACall) {
+  model_->eos_after = 1;
+  start();
+  json m = tool_message(false);
+  EXPECT_EQ(post("/v1/messages", m).status, 200);
+  EXPECT_EQ(model_->last_grammar(), nullptr);  // auto: the model may answer in text
+  const std::string paris = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+  for (json choice : {json{{"type", "any"}}, json{{"type", "tool"}, {"name", "get_weather"}}}) {
+    m["tool_choice"] = choice;
+    ASSERT_EQ(post("/v1/messages", m).status, 200);
+    pensieve::GrammarPtr g = model_->last_grammar();
+    ASSERT_NE(g, nullptr) << choice.dump();
+    EXPECT_TRUE(g->accepts(paris));
+    EXPECT_FALSE(g->accepts("Hello"));
+    EXPECT_FALSE(g->accepts("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"));  // city is required
+  }
+  json body = {{"model", "fake-model"}, {"max_tokens", 5}, {"tool_choice", "required"},
+               {"messages", {{{"role", "user"}, {"content", "Weather?"}}}},
+               {"tools", {{{"type", "function"}, {"function", {{"name", "get_weather"},
+                                                              {"parameters", weather_tool_anthropic()["input_schema"]}}}}}}};
+  ASSERT_EQ(post("/v1/chat/completions", body).status, 200);
+  ASSERT_NE(model_->last_grammar(), nullptr);
+  EXPECT_TRUE(model_->last_grammar()->accepts(paris));
+  body["tools"][0]["function"]["parameters"]["properties"]["city"]["not"] = {{"type", "null"}};
+  Reply bad = post("/v1/chat/completions", body);
+  EXPECT_EQ(bad.status, 400) << bad.raw;
+  EXPECT_NE(bad.raw.find("'not'"), std::string::npos) << bad.raw;
 }

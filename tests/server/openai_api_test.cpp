@@ -1,6 +1,7 @@
 // The OpenAI chat-completions translation without sockets.
 #include <gtest/gtest.h>
 
+#include "runtime/grammar.h"
 #include "server/anthropic_api.h"
 #include "server/openai_api.h"
 
@@ -149,4 +150,48 @@ TEST(OpenAIErrors, ShapeAndStatus) {
   EXPECT_TRUE(b["error"].contains("param"));
   EXPECT_EQ(openai_status(ApiError::overloaded("busy")), 429);
   EXPECT_EQ(openai_status(ApiError::not_found("m")), 404);
+}
+
+TEST(OpenAIRequest, ResponseFormatBecomesAGrammar) {
+  using ojson = nlohmann::ordered_json;
+  ojson b = ojson::parse(base_request().dump());
+  EXPECT_EQ(parse_openai_request(b).grammar, nullptr);
+  b["response_format"] = {{"type", "text"}};
+  EXPECT_EQ(parse_openai_request(b).grammar, nullptr);
+  b["response_format"] = {{"type", "json_object"}};
+  GrammarPtr g = parse_openai_request(b).grammar;
+  ASSERT_NE(g, nullptr);
+  EXPECT_TRUE(g->accepts(R"({"a": [1]})"));
+  EXPECT_FALSE(g->accepts("[1]"));
+  // The client's property order is kept.
+  b["response_format"] = ojson::parse(R"({"type":"json_schema","json_schema":{"name":"w","strict":true,
+      "schema":{"type":"object","properties":{"z":{"type":"integer"},"a":{"type":"string"}},
+                "required":["z","a"],"additionalProperties":false}}})");
+  g = parse_openai_request(b).grammar;
+  ASSERT_NE(g, nullptr);
+  EXPECT_TRUE(g->accepts(R"({"z": 1, "a": "x"})"));
+  EXPECT_FALSE(g->accepts(R"({"a": "x", "z": 1})"));
+  EXPECT_FALSE(g->accepts(R"({"z": "1", "a": "x"})"));
+}
+
+TEST(OpenAIRequest, BadResponseFormatsAre400sNamingTheField) {
+  json b = base_request();
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"type":"xml"})", "response_format.type"},
+      {R"({"type":"json_schema"})", "response_format.json_schema"},
+      {R"({"type":"json_schema","json_schema":{"schema":{}}})", "response_format.json_schema.name"},
+      {R"({"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","patternProperties":{}}}})",
+       "patternProperties"},
+      {R"J({"type":"json_schema","json_schema":{"name":"n","schema":{"type":"string","pattern":"(?!x)"}}})J", "pattern"},
+  };
+  for (const auto& [rf, needle] : cases) {
+    b["response_format"] = json::parse(rf);
+    try {
+      parse_openai_request(b);
+      ADD_FAILURE() << rf << " was accepted";
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400) << rf;
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
 }

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const sourceDir = path.resolve(here, '..', '..', '..');
 export const binary = process.env.PENSIEVE_BINARY || path.join(sourceDir, 'build', 'pensieve');
-const testdata = process.env.PENSIEVE_TESTDATA || path.join(sourceDir, 'tests', 'data');
+export const testdata = process.env.PENSIEVE_TESTDATA || path.join(sourceDir, 'tests', 'data');
 export const vocab = path.join(testdata, 'vocab', 'ggml-vocab-phi-3.gguf');
 export const modelPath = process.env.PENSIEVE_E2E_MODEL || path.join(path.dirname(binary), 'e2e-tiny-phi3.gguf');
 
