@@ -1,8 +1,10 @@
 // The CUDA backend: weights copied once to the GPU in their file layout, every op of the forward
 // pass run there on one stream, keys and values in a device copy of each KV pool, and only the
-// logits copied back. Decode matmuls (and every float32-exact one) are fused dequantize-GEMVs, one
-// warp per weight row, several tokens per read of the row; prefill matmuls dequantize the weight to
-// an fp16 workspace and call cuBLAS (fp16 in, fp32 accumulate and out).
+// logits copied back. Decode matmuls (and every float32-exact one) are fused dequantize-GEMVs
+// (Q4_0, Q8_0, Q4_K, Q6_K: two rows a warp, coalesced; other types: one row a warp), several tokens
+// per read of the row; larger matmuls use an fp16 copy of the weight (cached on first use when the
+// GPU has room, else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out).
+// A pass's launches are recorded and replayed as a CUDA graph once the same pass recurs.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
