@@ -8,6 +8,7 @@
 
 #include "engine/model.h"
 #include "reference.h"
+#include "solo_decode.h"
 #include "testdata.h"
 
 namespace pensieve {
@@ -120,9 +121,7 @@ TEST_P(ModelReference, BatchedPassesEqualSoloPasses) {
   const size_t vocab = size_t(cfg.n_vocab);
   ThreadPool pool(2);
   const auto refs = test::read_references(dir);
-  std::vector<int32_t> longest;
-  for (const auto& r : refs)
-    if (r.input_ids.size() > longest.size()) longest = r.input_ids;
+  const std::vector<int32_t> longest = test::longest_prompt(refs);
   ASSERT_GE(longest.size(), 20u);
   const std::vector<std::vector<int32_t>> prompts = {
       longest, std::vector<int32_t>(longest.begin() + 3, longest.begin() + 10),
@@ -131,18 +130,8 @@ TEST_P(ModelReference, BatchedPassesEqualSoloPasses) {
   for (bool exact : {true, false}) {
     SCOPED_TRACE(exact ? "exact" : "serving");
     // Alone: the prompt in one pass, then greedy decoding; the logits of each step.
-    std::vector<std::vector<std::vector<float>>> solo(prompts.size());
-    for (size_t s = 0; s < prompts.size(); ++s) {
-      SequenceState st(cfg, int(prompts[s].size()) + kSteps, exact);
-      st.exact_activations = exact;
-      std::vector<float> logits;
-      model->forward(st, prompts[s], false, logits, pool);
-      for (int i = 0; i < kSteps; ++i) {
-        solo[s].push_back(logits);
-        const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-        model->forward(st, std::span<const int32_t>(&next, 1), false, logits, pool);
-      }
-    }
+    std::vector<std::vector<std::vector<float>>> solo;
+    for (const auto& prompt : prompts) solo.push_back(test::solo_greedy_logits(*model, prompt, kSteps, exact, pool));
     // Batched: one pool, block tables interleaved by allocating as the sequences grow.
     KvPool kv(cfg, 64, 4, exact);
     BlockManager blocks(64);
