@@ -326,18 +326,6 @@ __global__ void dequant_f16_kernel(const uint8_t* __restrict__ W, size_t row_byt
   for (int j = 0; j < 16; ++j) o[j] = __floats2half2_rn(v[2 * j], v[2 * j + 1]);
 }
 
-template <GgmlType T>
-__global__ void dequant_f32_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows,
-                                   int cols, float* __restrict__ out) {
-  const int nsub = cols / 32;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= int64_t(rows) * nsub) return;
-  const int r = int(i / nsub), s = int(i % nsub);
-  float v[32];
-  dequant32<T>(W + size_t(r) * row_bytes, s, v);
-  for (int j = 0; j < 32; ++j) out[size_t(r) * cols + size_t(s) * 32 + j] = v[j];
-}
-
 __global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int cols, int n,
                               __half* __restrict__ out) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -637,21 +625,6 @@ void dequantize_f16(const DeviceWeight& w, __half* out, cudaStream_t stream) {
     default: throw Error("CUDA dequantize: no kernel for " + std::string(type_name(w.type)));
   }
   check_launch("dequantize_f16");
-}
-
-void dequantize_f32(const DeviceWeight& w, float* out, cudaStream_t stream) {
-  const int64_t n = int64_t(w.rows) * (w.cols / 32);
-  const unsigned grid = unsigned((n + 255) / 256);
-  switch (w.type) {
-#define X(name)                                                                                        \
-  case GgmlType::name:                                                                                 \
-    dequant_f32_kernel<GgmlType::name><<<grid, 256, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, out); \
-    break;
-    PENSIEVE_CUDA_TYPES(X)
-#undef X
-    default: throw Error("CUDA dequantize: no kernel for " + std::string(type_name(w.type)));
-  }
-  check_launch("dequantize_f32");
 }
 
 static unsigned blocks_for(int64_t n, int threads = 256) { return unsigned((n + threads - 1) / threads); }

@@ -45,7 +45,6 @@ bool has_kernel(GgmlType t);
 // y[t * ldy + r] = W[r] . x[t * ldx] in float32; a misaligned x is copied to `staging` first.
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
           cudaStream_t stream, DeviceBuffer* staging);
-void dequantize_f32(const DeviceWeight& w, float* out, cudaStream_t stream);
 // Median device-to-device copy rate of `bytes`, counting bytes read plus bytes written.
 double copy_bandwidth(int device, size_t bytes);
 
