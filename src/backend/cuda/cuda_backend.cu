@@ -114,46 +114,6 @@ struct Lane;
 __device__ __forceinline__ uint32_t ldu16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
 
 template <>
-struct Lane<GgmlType::Q4_0> {
-  static constexpr int kElems = 32, kLanes = 4;  // lane `sub` takes bytes 4 sub .. 4 sub + 3
-  __device__ static void load(const uint8_t* row, int b, int sub, float* w) {
-    const uint8_t* blk = row + size_t(b) * sizeof(block_q4_0);
-    const float d = h2f(f16_t(ldu16(blk)));
-    const uint32_t u = ldu16(blk + 2 + 4 * sub) | (ldu16(blk + 4 + 4 * sub) << 16);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      w[i] = d * float(int((u >> (8 * i)) & 0xF) - 8);
-      w[4 + i] = d * float(int((u >> (8 * i + 4)) & 0xF) - 8);
-    }
-  }
-  __device__ static void xload(const float* x, int b, int sub, float* v) {
-    const float* p = x + b * 32 + 4 * sub;
-    const float4 a = *reinterpret_cast<const float4*>(p), c = *reinterpret_cast<const float4*>(p + 16);
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = c.x; v[5] = c.y; v[6] = c.z; v[7] = c.w;
-  }
-};
-
-template <>
-struct Lane<GgmlType::Q8_0> {
-  static constexpr int kElems = 32, kLanes = 4;  // lane `sub` takes elements 8 sub .. 8 sub + 7
-  __device__ static void load(const uint8_t* row, int b, int sub, float* w) {
-    const uint8_t* blk = row + size_t(b) * sizeof(block_q8_0);
-    const float d = h2f(f16_t(ldu16(blk)));
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t q = ldu16(blk + 2 + 8 * sub + 2 * i);
-      w[2 * i] = d * float(int8_t(q & 0xFF));
-      w[2 * i + 1] = d * float(int8_t(q >> 8));
-    }
-  }
-  __device__ static void xload(const float* x, int b, int sub, float* v) {
-    const float* p = x + b * 32 + 8 * sub;
-    const float4 a = *reinterpret_cast<const float4*>(p), c = *reinterpret_cast<const float4*>(p + 4);
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = c.x; v[5] = c.y; v[6] = c.z; v[7] = c.w;
-  }
-};
-
-template <>
 struct Lane<GgmlType::Q4_K> {
   // Lane l takes quant bytes 4 (l % 8) .. + 3 of sub-block pair l / 8: their low nibbles belong to
   // sub-block 2 p, their high nibbles to sub-block 2 p + 1.
@@ -263,9 +223,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t
   }
 }
 
-static bool has_vec_kernel(GgmlType t) {
-  return t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
-}
+static bool has_vec_kernel(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q6_K; }
 
 // Rows per warp of the coalesced GEMV: 1, 2 or 4 (PENSIEVE_CUDA_GEMV_ROWS; default 2).
 static int gemv_rows() {
@@ -287,6 +245,226 @@ static void launch_vec(const DeviceWeight& w, const float* x, int64_t ldx, float
   else if (R == 4) gemv_vec_kernel<T, 4><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
   else gemv_vec_kernel<T, 2><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Packed Q4_0 / Q8_0 GEMV. A warp takes R rows; lane l takes blocks l, l + 32, ..., kPackUnroll of
+// them at a time, issuing every weight load (16 bytes of quants a block for Q4_0, 32 for Q8_0, plus
+// the scale) before using the first, so that many loads are in flight per warp. With int8
+// activations (XQ) the dot product of a block is 8 dp4a; otherwise the block is dequantized to
+// float32 and multiplied by x (the exact path). Each token's sum is formed in the same order
+// whatever nt is.
+
+constexpr int kPackWarps = 4, kPackUnroll = 4;
+
+template <GgmlType T>
+struct Pack;
+template <>
+struct Pack<GgmlType::Q4_0> {
+  static constexpr int kQBytes = 16, kWords = 1;
+};
+template <>
+struct Pack<GgmlType::Q8_0> {
+  static constexpr int kQBytes = 32, kWords = 2;
+};
+
+// x rounded to int8 per 32-value block: xq[t * cols + c], and per block {d, sum(q)} (the sum exact).
+__global__ void quantize_x_kernel(const float* __restrict__ x, int64_t ldx, int cols, int nt,
+                                  int8_t* __restrict__ xq, float2* __restrict__ xds) {
+  const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32, nb = cols / 32;
+  if (gw >= int64_t(nt) * nb) return;
+  const int t = int(gw / nb), b = int(gw % nb);
+  const float v = x[t * ldx + b * 32 + lane];
+  float amax = fabsf(v);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const int q = __float2int_rn(v * id);
+  xq[int64_t(t) * cols + b * 32 + lane] = int8_t(q);
+  int sum = q;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) xds[int64_t(t) * nb + b] = make_float2(d, float(sum));
+}
+
+template <GgmlType T, bool XQ, int R>
+__global__ void __launch_bounds__(32 * kPackWarps)
+    gemv_packed_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
+                       const float* __restrict__ x, int64_t ldx, const int8_t* __restrict__ xq,
+                       const float2* __restrict__ xds, float* __restrict__ y, int64_t ldy, int nt) {
+  using P = Pack<T>;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r0 = (blockIdx.x * kPackWarps + warp) * R;
+  if (r0 >= rows) return;
+  const int nb = cols / 32;
+  const uint4* qrow[R];
+  const __half* srow[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const size_t rr = size_t(min(r0 + r, rows - 1));
+    qrow[r] = reinterpret_cast<const uint4*>(Q + rr * size_t(nb) * P::kQBytes);
+    srow[r] = S + rr * size_t(nb);
+  }
+  float acc[R][kGemvTokens];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < kGemvTokens; ++t) acc[r][t] = 0.0f;
+  for (int b0 = lane; b0 < nb; b0 += 32 * kPackUnroll) {
+    uint4 q[kPackUnroll][R][P::kWords];
+    float d[kPackUnroll][R];
+#pragma unroll
+    for (int u = 0; u < kPackUnroll; ++u) {
+      const int b = b0 + 32 * u;
+      if (b < nb) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+#pragma unroll
+          for (int k = 0; k < P::kWords; ++k) q[u][r][k] = qrow[r][size_t(b) * P::kWords + k];
+          d[u][r] = __half2float(srow[r][b]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kPackUnroll; ++u) {
+      const int b = b0 + 32 * u;
+      if (b >= nb) break;
+#pragma unroll
+      for (int t = 0; t < kGemvTokens; ++t) {
+        if (t >= nt) break;
+        if constexpr (XQ) {
+          const uint4* xp = reinterpret_cast<const uint4*>(xq + int64_t(t) * cols + b * 32);
+          const uint4 xa = xp[0], xb = xp[1];
+          const float2 ds = xds[int64_t(t) * nb + b];
+          const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            int dot = 0;
+            if constexpr (T == GgmlType::Q4_0) {
+              const uint32_t w[4] = {q[u][r][0].x, q[u][r][0].y, q[u][r][0].z, q[u][r][0].w};
+#pragma unroll
+              for (int i = 0; i < 4; ++i) {
+                dot = __dp4a(int(w[i] & 0x0F0F0F0Fu), xw[i], dot);
+                dot = __dp4a(int((w[i] >> 4) & 0x0F0F0F0Fu), xw[4 + i], dot);
+              }
+              acc[r][t] = fmaf(d[u][r] * ds.x, float(dot - 8 * int(ds.y)), acc[r][t]);
+            } else {
+              const uint32_t w[8] = {q[u][r][0].x, q[u][r][0].y, q[u][r][0].z, q[u][r][0].w,
+                                     q[u][r][1].x, q[u][r][1].y, q[u][r][1].z, q[u][r][1].w};
+#pragma unroll
+              for (int i = 0; i < 8; ++i) dot = __dp4a(int(w[i]), xw[i], dot);
+              acc[r][t] = fmaf(d[u][r] * ds.x, float(dot), acc[r][t]);
+            }
+          }
+        } else {
+          const float4* xp = reinterpret_cast<const float4*>(x + t * ldx + b * 32);
+          float xv[32];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const float4 a = xp[i];
+            xv[4 * i] = a.x; xv[4 * i + 1] = a.y; xv[4 * i + 2] = a.z; xv[4 * i + 3] = a.w;
+          }
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            float s = 0.0f;
+            if constexpr (T == GgmlType::Q4_0) {
+              const uint32_t w[4] = {q[u][r][0].x, q[u][r][0].y, q[u][r][0].z, q[u][r][0].w};
+#pragma unroll
+              for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int k = 0; k < 4; ++k) {
+                  s = fmaf(float(int((w[i] >> (8 * k)) & 0xF) - 8), xv[4 * i + k], s);
+                  s = fmaf(float(int((w[i] >> (8 * k + 4)) & 0xF) - 8), xv[16 + 4 * i + k], s);
+                }
+            } else {
+              const uint32_t w[8] = {q[u][r][0].x, q[u][r][0].y, q[u][r][0].z, q[u][r][0].w,
+                                     q[u][r][1].x, q[u][r][1].y, q[u][r][1].z, q[u][r][1].w};
+#pragma unroll
+              for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int k = 0; k < 4; ++k) s = fmaf(float(int8_t(w[i] >> (8 * k))), xv[4 * i + k], s);
+            }
+            acc[r][t] = fmaf(d[u][r], s, acc[r][t]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r0 + r >= rows) break;
+#pragma unroll
+    for (int t = 0; t < kGemvTokens; ++t) {
+      if (t < nt) {
+        const float s = warp_sum(acc[r][t]);
+        if (lane == 0) y[t * ldy + r0 + r] = s;
+      }
+    }
+  }
+}
+
+// Rows per warp of the packed GEMV: 1, 2 or 4 (PENSIEVE_CUDA_PACK_ROWS; default 1).
+static int pack_rows() {
+  static const int r = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_PACK_ROWS");
+    const int v = e ? std::atoi(e) : 1;
+    return v == 1 || v == 4 ? v : 2;
+  }();
+  return r;
+}
+
+template <GgmlType T, bool XQ>
+static void launch_packed(const DeviceWeight& w, const float* x, int64_t ldx, const int8_t* xq,
+                          const float2* xds, float* y, int64_t ldy, int nt, cudaStream_t stream) {
+  const int R = pack_rows();
+  const unsigned grid = unsigned((w.rows + kPackWarps * R - 1) / (kPackWarps * R));
+  const dim3 block(32 * kPackWarps);
+  const __half* S = reinterpret_cast<const __half*>(w.scales);
+  if (R == 1)
+    gemv_packed_kernel<T, XQ, 1><<<grid, block, 0, stream>>>(w.data, S, w.rows, w.cols, x, ldx, xq, xds, y, ldy, nt);
+  else if (R == 4)
+    gemv_packed_kernel<T, XQ, 4><<<grid, block, 0, stream>>>(w.data, S, w.rows, w.cols, x, ldx, xq, xds, y, ldy, nt);
+  else
+    gemv_packed_kernel<T, XQ, 2><<<grid, block, 0, stream>>>(w.data, S, w.rows, w.cols, x, ldx, xq, xds, y, ldy, nt);
+}
+
+// File-layout Q4_0 / Q8_0 rows (raw, row_bytes apart) to the packed layout; one thread per block.
+template <GgmlType T>
+__global__ void pack_kernel(const uint8_t* __restrict__ raw, int64_t n_blocks, uint8_t* __restrict__ Q,
+                            __half* __restrict__ S) {
+  constexpr int kBlock = T == GgmlType::Q4_0 ? int(sizeof(block_q4_0)) : int(sizeof(block_q8_0));
+  constexpr int kQ = Pack<T>::kQBytes;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_blocks) return;
+  const uint8_t* b = raw + i * kBlock;
+  S[i] = __ushort_as_half(uint16_t(b[0] | (b[1] << 8)));
+#pragma unroll
+  for (int j = 0; j < kQ; ++j) Q[i * kQ + j] = b[2 + j];
+}
+
+// Packed W to fp16, one thread per block.
+template <GgmlType T>
+__global__ void dequant_packed_f16_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S,
+                                          int64_t n_blocks, __half* __restrict__ out) {
+  constexpr int kQ = Pack<T>::kQBytes;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_blocks) return;
+  const float d = __half2float(S[i]);
+  const uint8_t* q = Q + i * kQ;
+  __half* o = out + i * 32;
+  if constexpr (T == GgmlType::Q4_0) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      o[j] = __float2half_rn(d * float(int(q[j] & 0xF) - 8));
+      o[j + 16] = __float2half_rn(d * float(int(q[j] >> 4) - 8));
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) o[j] = __float2half_rn(d * float(int8_t(q[j])));
+  }
+}
+
+static bool packs(GgmlType t) { return t == GgmlType::Q4_0 || t == GgmlType::Q8_0; }
 
 // Float weights of any width (tiny test models): element by element.
 template <GgmlType T>
@@ -396,6 +574,111 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
   __syncthreads();
   const float scale = float(1.0 / sqrt(double(part[0]) / dim + double(eps)));
   for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+}
+
+// Fused producers of a GEMV's input, each also rounding its output to int8 per 32-value block
+// exactly as quantize_x_kernel does (when xq is set) for the int8 GEMV that reads it.
+// Kind 1: x += a, then y = rmsnorm(x) * w; kind 2: y = rmsnorm(x) * w. One block of kNormThreads
+// per row; dim % 32 == 0, dim <= 4 * kNormThreads * kNormVec, every pointer 16-byte aligned. The
+// sums run in rmsnorm_kernel's order, so the float results equal the unfused ops' bit for bit.
+template <int Kind>
+__global__ void __launch_bounds__(kNormThreads)
+    norm_fused_kernel(float* __restrict__ x, const float* __restrict__ a, const float* __restrict__ w,
+                      float* __restrict__ y, int dim, float eps, int8_t* __restrict__ xq,
+                      float2* __restrict__ xds) {
+  const size_t row = blockIdx.x;
+  float4* xr = reinterpret_cast<float4*>(x + row * dim);
+  float4* yr = reinterpret_cast<float4*>(y + row * dim);
+  const int n4 = dim / 4;
+  float4 v[kNormVec];
+#pragma unroll
+  for (int j = 0; j < kNormVec; ++j) {
+    const int i = threadIdx.x + j * kNormThreads;
+    v[j] = i < n4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    if constexpr (Kind == 1) {
+      if (i < n4) {
+        const float4 b = reinterpret_cast<const float4*>(a + row * dim)[i];
+        v[j].x += b.x; v[j].y += b.y; v[j].z += b.z; v[j].w += b.w;
+        xr[i] = v[j];
+      }
+    }
+  }
+  float ss = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kNormVec; ++j) {
+    ss = fmaf(v[j].x, v[j].x, ss);
+    ss = fmaf(v[j].y, v[j].y, ss);
+    ss = fmaf(v[j].z, v[j].z, ss);
+    ss = fmaf(v[j].w, v[j].w, ss);
+  }
+  __shared__ float vpart[32];
+  ss = warp_sum(ss);
+  if (threadIdx.x % 32 == 0) vpart[threadIdx.x / 32] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < kNormThreads / 32 ? vpart[threadIdx.x] : 0.0f;
+    t = warp_sum(t);
+    if (threadIdx.x == 0) vpart[0] = t;
+  }
+  __syncthreads();
+  const float scale = float(1.0 / sqrt(double(vpart[0]) / dim + double(eps)));
+  const int nb = dim / 32;
+#pragma unroll
+  for (int j = 0; j < kNormVec; ++j) {
+    const int i = threadIdx.x + j * kNormThreads;
+    if (j * kNormThreads >= n4) break;  // uniform over the block
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (i < n4) {
+      const float4 g = reinterpret_cast<const float4*>(w)[i];
+      o.x = v[j].x * scale * g.x;
+      o.y = v[j].y * scale * g.y;
+      o.z = v[j].z * scale * g.z;
+      o.w = v[j].w * scale * g.w;
+      yr[i] = o;
+    }
+    if (xq) {
+      // Eight neighbouring threads hold one 32-value block (n4 % 8 == 0: a group is all in or out).
+      float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
+#pragma unroll
+      for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+      const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+      const int q0 = __float2int_rn(o.x * id), q1 = __float2int_rn(o.y * id), q2 = __float2int_rn(o.z * id),
+                q3 = __float2int_rn(o.w * id);
+      int sum = q0 + q1 + q2 + q3;
+#pragma unroll
+      for (int m = 1; m < 8; m <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
+      if (i < n4) {
+        reinterpret_cast<uint32_t*>(xq + row * dim)[i] =
+            uint32_t(q0 & 0xFF) | (uint32_t(q1 & 0xFF) << 8) | (uint32_t(q2 & 0xFF) << 16) | (uint32_t(q3) << 24);
+        if (i % 8 == 0) xds[row * nb + i / 8] = make_float2(d, float(sum));
+      }
+    }
+  }
+}
+
+// silu_mul_kernel's g = silu(g) * u over rows of 2 ff (ff % 32 == 0), one warp per 32 values,
+// also rounding the result to int8 as quantize_x_kernel does.
+__global__ void silu_quant_kernel(float* __restrict__ g, int rows, int ff, int8_t* __restrict__ xq,
+                                  float2* __restrict__ xds) {
+  const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32, nb = ff / 32;
+  if (gw >= int64_t(rows) * nb) return;
+  const int t = int(gw / nb), b = int(gw % nb);
+  float* row = g + int64_t(t) * 2 * ff;
+  const int c = b * 32 + lane;
+  const float a = row[c];
+  const float v = a / (1.0f + expf(-a)) * row[ff + c];
+  row[c] = v;
+  float amax = fabsf(v);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const int q = __float2int_rn(v * id);
+  xq[int64_t(t) * ff + c] = int8_t(q);
+  int sum = q;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) xds[int64_t(t) * nb + b] = make_float2(d, float(sum));
 }
 
 __global__ void add_kernel(float* __restrict__ x, const float* __restrict__ y, size_t n) {
@@ -558,7 +841,30 @@ bool has_kernel(GgmlType t) {
 static bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream, DeviceBuffer* staging) {
+          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready) {
+  if (w.scales && xq) {
+    // int8 activations: every token quantized by one launch (unless a fused op did), then the
+    // dp4a GEMV.
+    const int nb = w.cols / 32;
+    int8_t* q = static_cast<int8_t*>(xq);
+    float2* ds = reinterpret_cast<float2*>(q + quantized_x_scales_offset(n_tok, w.cols));
+    if (!xq_ready) {
+      const int64_t threads = int64_t(n_tok) * nb * 32;
+      quantize_x_kernel<<<unsigned((threads + 255) / 256), 256, 0, stream>>>(x, ldx, w.cols, n_tok, q, ds);
+      check_launch("quantize_x");
+    }
+    for (int t0 = 0; t0 < n_tok; t0 += kGemvTokens) {
+      const int nt = std::min(kGemvTokens, n_tok - t0);
+      const int8_t* qt = q + size_t(t0) * size_t(w.cols);
+      const float2* dt = ds + size_t(t0) * size_t(nb);
+      if (w.type == GgmlType::Q4_0)
+        launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+      else
+        launch_packed<GgmlType::Q8_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+      check_launch("gemv");
+    }
+    return;
+  }
   const dim3 grid(unsigned((w.rows + kGemvWarps - 1) / kGemvWarps)), block(32 * kGemvWarps);
   // The vector kernel reads x 16 bytes at a time: a misaligned x is first copied to `staging`.
   if ((ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0) && w.cols % 32 == 0) {
@@ -589,10 +895,13 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
         case GgmlType::F16: gemv_float_any_kernel<GgmlType::F16><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, xt, ldx, yt, ldy, nt); break;
         default: gemv_float_any_kernel<GgmlType::BF16><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, xt, ldx, yt, ldy, nt); break;
       }
+    } else if (w.scales) {
+      if (w.type == GgmlType::Q4_0)
+        launch_packed<GgmlType::Q4_0, false>(w, xt, ldx, nullptr, nullptr, yt, ldy, nt, stream);
+      else
+        launch_packed<GgmlType::Q8_0, false>(w, xt, ldx, nullptr, nullptr, yt, ldy, nt, stream);
     } else if (has_vec_kernel(w.type)) {
       switch (w.type) {
-        case GgmlType::Q4_0: launch_vec<GgmlType::Q4_0>(w, xt, ldx, yt, ldy, nt, stream); break;
-        case GgmlType::Q8_0: launch_vec<GgmlType::Q8_0>(w, xt, ldx, yt, ldy, nt, stream); break;
         case GgmlType::Q4_K: launch_vec<GgmlType::Q4_K>(w, xt, ldx, yt, ldy, nt, stream); break;
         default: launch_vec<GgmlType::Q6_K>(w, xt, ldx, yt, ldy, nt, stream); break;
       }
@@ -612,9 +921,46 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
   }
 }
 
+size_t quantized_x_scales_offset(int n_tok, int cols) { return (size_t(n_tok) * size_t(cols) + 255) & ~size_t(255); }
+size_t quantized_x_bytes(int n_tok, int cols) {
+  return quantized_x_scales_offset(n_tok, cols) + size_t(n_tok) * size_t(cols / 32) * sizeof(float2);
+}
+
+bool norm_fusable(const float* x, const float* a, const float* w, const float* y, int dim) {
+  return dim % 32 == 0 && dim <= 4 * kNormThreads * kNormVec &&
+         (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w) |
+          reinterpret_cast<uintptr_t>(y)) % 16 == 0;
+}
+void norm_fused(float* x, const float* a, const float* w, float* y, int rows, int dim, float eps, void* xq,
+                cudaStream_t st) {
+  if (rows <= 0) return;
+  int8_t* q = static_cast<int8_t*>(xq);
+  float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, dim)) : nullptr;
+  if (a) norm_fused_kernel<1><<<rows, kNormThreads, 0, st>>>(x, a, w, y, dim, eps, q, ds);
+  else norm_fused_kernel<2><<<rows, kNormThreads, 0, st>>>(x, nullptr, w, y, dim, eps, q, ds);
+  check_launch("rmsnorm (fused)");
+}
+void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st) {
+  int8_t* q = static_cast<int8_t*>(xq);
+  float2* ds = reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, ff));
+  const int64_t threads = int64_t(rows) * (ff / 32) * 32;
+  silu_quant_kernel<<<unsigned((threads + 255) / 256), 256, 0, st>>>(g, rows, ff, q, ds);
+  check_launch("silu_mul (fused)");
+}
+bool takes_int8_x(const DeviceWeight& w) { return w.scales != nullptr; }
+
 void dequantize_f16(const DeviceWeight& w, __half* out, cudaStream_t stream) {
   const int64_t n = int64_t(w.rows) * (w.cols / 32);
   const unsigned grid = unsigned((n + 255) / 256);
+  if (w.scales) {
+    const __half* S = reinterpret_cast<const __half*>(w.scales);
+    if (w.type == GgmlType::Q4_0)
+      dequant_packed_f16_kernel<GgmlType::Q4_0><<<grid, 256, 0, stream>>>(w.data, S, n, out);
+    else
+      dequant_packed_f16_kernel<GgmlType::Q8_0><<<grid, 256, 0, stream>>>(w.data, S, n, out);
+    check_launch("dequantize_f16");
+    return;
+  }
   switch (w.type) {
 #define X(name)                                                                                        \
   case GgmlType::name:                                                                                 \
@@ -727,6 +1073,31 @@ class CudaPass final : public BackendPass {
   // Passes that use cuBLAS run as plain launches. PENSIEVE_CUDA_GRAPHS=0 turns graphs off.
   void record(std::initializer_list<uint64_t> sig, std::function<void()> f);
   void flush();
+  // The last add, rmsnorm or silu_mul waits here, unrecorded, so that it can merge with what comes
+  // next: add + rmsnorm of the same rows become one kernel, and an rmsnorm or silu_mul whose output
+  // an int8 GEMV reads also writes that GEMV's int8 activations. Every other op records it first.
+  enum class Pend { None, Add, Norm, AddNorm, Silu };
+  struct Pending {
+    Pend kind = Pend::None;
+    float* x = nullptr;  // add: the sum; norm: the input (written by AddNorm); silu: g
+    const float* a = nullptr;  // add: the addend
+    const float* w = nullptr;  // norm: the gain
+    float* y = nullptr;        // norm: the output
+    int rows = 0, dim = 0;     // norm: rows x dim; silu: rows x ff
+    float eps = 0.0f;
+    size_t n = 0;  // add: values
+  };
+  void emit_pending(void* xq = nullptr);
+  // Which activations the int8 workspace holds now (so that matmuls of the same input, e.g.
+  // separate q, k and v, quantize it once); cleared by every op that may change them.
+  struct QuantSrc {
+    const float* x = nullptr;
+    int64_t ldx = 0;
+    int n_tok = 0, cols = 0;
+    void* xq = nullptr;
+  };
+  QuantSrc qsrc_;
+  Pending pend_;
   CudaBackend& b_;
   std::unique_lock<std::mutex> lock_;
   int n_slots_;
@@ -741,6 +1112,9 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_GEMV_MAX")) gemv_max_ = std::max(0, std::atoi(e));
     if (const char* e = std::getenv("PENSIEVE_CUDA_F16_CACHE")) f16_cache_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_GRAPHS")) graphs_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_PACK")) pack_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -783,17 +1157,49 @@ class CudaBackend final : public Backend {
   void finish_load() override {
     check(cudaSetDevice(device_), "cudaSetDevice");
     auto align = [](size_t n) { return (n + 255) & ~size_t(255); };
-    size_t total = 0;
-    for (const Tensor* t : host_) total += align(t->nbytes);
+    // Q4_0 and Q8_0 are packed (cuda_ops.h): uploaded to a staging buffer, then rearranged there.
+    auto packed = [&](const Tensor* t) { return pack_on_ && packs(t->type) && t->cols() % 32 == 0; };
+    auto n_blocks = [](const Tensor* t) { return int64_t(t->rows()) * (t->cols() / 32); };
+    auto qbytes = [](const Tensor* t, int64_t nb) { return size_t(nb) * (t->type == GgmlType::Q4_0 ? 16 : 32); };
+    size_t total = 0, staging = 0;
+    for (const Tensor* t : host_) {
+      if (packed(t)) {
+        total += align(qbytes(t, n_blocks(t))) + align(size_t(n_blocks(t)) * 2);
+        staging = std::max(staging, t->nbytes);
+      } else {
+        total += align(t->nbytes);
+      }
+    }
     for (const auto& v : vectors_) total += align(v.size() * sizeof(float));
     weights_arena_.reserve(std::max<size_t>(total, 256), "the model's weights");
+    DeviceBuffer raw;
+    if (staging) raw.reserve(staging, "the weight upload staging");
     uint8_t* p = static_cast<uint8_t*>(weights_arena_.ptr);
     for (const Tensor* t : host_) {
       if (!has_kernel(t->type))
         throw Error(t->name + ": weight type " + std::string(type_name(t->type)) + " has no CUDA kernel");
+      max_weight_elems_ = std::max(max_weight_elems_, size_t(t->rows()) * size_t(t->cols()));
+      if (packed(t)) {
+        const int64_t nb = n_blocks(t);
+        uint8_t* q = p;
+        uint8_t* sc = p + align(qbytes(t, nb));
+        check(cudaMemcpy(raw.ptr, t->data, t->nbytes, cudaMemcpyHostToDevice), "weight upload");
+        const unsigned grid = unsigned((nb + 255) / 256);
+        const uint8_t* src = static_cast<const uint8_t*>(raw.ptr);
+        if (t->type == GgmlType::Q4_0)
+          pack_kernel<GgmlType::Q4_0><<<grid, 256>>>(src, nb, q, reinterpret_cast<__half*>(sc));
+        else
+          pack_kernel<GgmlType::Q8_0><<<grid, 256>>>(src, nb, q, reinterpret_cast<__half*>(sc));
+        check_launch("weight packing");
+        check(cudaDeviceSynchronize(), "weight packing");
+        DeviceWeight w{t->type, int(t->rows()), int(t->cols()), t->row_bytes(), q};
+        w.scales = sc;
+        weights_.push_back(w);
+        p = sc + align(size_t(nb) * 2);
+        continue;
+      }
       check(cudaMemcpy(p, t->data, t->nbytes, cudaMemcpyHostToDevice), "weight upload");
       weights_.push_back({t->type, int(t->rows()), int(t->cols()), t->row_bytes(), p});
-      max_weight_elems_ = std::max(max_weight_elems_, size_t(t->rows()) * size_t(t->cols()));
       p += align(t->nbytes);
     }
     for (const auto& v : vectors_) {
@@ -811,13 +1217,13 @@ class CudaBackend final : public Backend {
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
     size_t n = weights_arena_.bytes + f16_cache_bytes_ + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes +
-               staging_.bytes;
+               staging_.bytes + xq_ws_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_->load();
   }
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes;
+    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes;
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -874,12 +1280,18 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
-  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_;
+  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_;
   // Matmuls of at most this many tokens (and every exact one) run as fused GEMVs; larger ones
   // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
   int gemv_max_ = kGemvMaxTokensDefault;
   bool f16_cache_on_ = true;
   bool graphs_on_ = true;
+  // Q4_0/Q8_0 packed at load (PENSIEVE_CUDA_PACK=0: file layout); serving GEMVs on packed weights
+  // take int8 activations (PENSIEVE_CUDA_INT8=0: float32).
+  bool pack_on_ = true, int8_on_ = true;
+  // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
+  // (PENSIEVE_CUDA_FUSE=0: separate).
+  bool fuse_on_ = true;
   struct GraphEntry {
     cudaGraphExec_t exec = nullptr;  // null: seen once, not captured yet (or capture failed)
     bool failed = false;
@@ -941,6 +1353,7 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
 float* CudaPass::buffer(Act role, size_t n) {
   DeviceBuffer& d = b_.bufs_[size_t(role)];
   if (d.bytes < n * sizeof(float)) {
+    qsrc_ = {};
     flush();
     check(cudaStreamSynchronize(b_.stream_), "buffer");
     d.reserve(n * sizeof(float) + (n * sizeof(float)) / 4, "activations");
@@ -950,6 +1363,7 @@ float* CudaPass::buffer(Act role, size_t n) {
 
 void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   // The embedding rows are gathered on the host from the mapped file (a few KB per token).
+  qsrc_ = {};
   flush();
   const Tensor& w = *b_.host_[size_t(weight)];
   const size_t dim = size_t(w.cols());
@@ -963,6 +1377,25 @@ void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
 
 void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float eps) {
   const float* wv = b_.dvectors_[size_t(w)];
+  qsrc_ = {};
+  if (b_.fuse_on_) {
+    if (pend_.kind == Pend::Add && pend_.x == x && pend_.n == size_t(rows) * size_t(dim) &&
+        norm_fusable(x, pend_.a, wv, y, dim)) {
+      pend_.kind = Pend::AddNorm;
+      pend_.w = wv;
+      pend_.y = y;
+      pend_.rows = rows;
+      pend_.dim = dim;
+      pend_.eps = eps;
+      return;
+    }
+    emit_pending();
+    if (norm_fusable(x, x, wv, y, dim)) {
+      pend_ = Pending{Pend::Norm, const_cast<float*>(x), nullptr, wv, y, rows, dim, eps, 0};
+      return;
+    }
+  }
+  emit_pending();
   cudaStream_t st = b_.stream_;
   uint32_t eb;
   std::memcpy(&eb, &eps, sizeof eb);
@@ -978,12 +1411,45 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
                   " elements (not whole blocks)");
     cudaStream_t st = b_.stream_;
     DeviceBuffer* staging = &b_.staging_;
+    void* xq = nullptr;
+    bool ready = false;
+    if (!exact && b_.int8_on_ && takes_int8_x(w)) {
+      const size_t need = quantized_x_bytes(n_tok, w.cols);
+      if (b_.xq_ws_.bytes < need) {
+        // Growing frees the old workspace, which recorded launches may still use.
+        qsrc_ = {};
+        flush();
+        check(cudaStreamSynchronize(b_.stream_), "workspace");
+        b_.xq_ws_.reserve(std::max(need, quantized_x_bytes(kGemvMaxTokensDefault, 8192)), "the int8 activation workspace");
+      }
+      xq = b_.xq_ws_.ptr;
+      const Pending& p = pend_;
+      if (p.kind == Pend::None && qsrc_.xq == xq && qsrc_.x == x && qsrc_.ldx == ldx && qsrc_.n_tok == n_tok &&
+          qsrc_.cols == w.cols) {
+        ready = true;  // the same activations, quantized for the matmul before
+      } else if (((p.kind == Pend::Norm || p.kind == Pend::AddNorm) && p.y == x && ldx == p.dim &&
+                  n_tok == p.rows && w.cols == p.dim) ||
+                 (p.kind == Pend::Silu && p.x == x && ldx == 2 * int64_t(p.dim) && n_tok == p.rows &&
+                  w.cols == p.dim)) {
+        emit_pending(xq);
+        ready = true;
+      } else {
+        emit_pending();
+      }
+    } else {
+      emit_pending();
+    }
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
-            uint64_t(ldy)},
-           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging); });
+            uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready)},
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready); });
+    // What the workspace holds now, unless this matmul's output overwrote its source.
+    const float* y_end = y + (n_tok - 1) * ldy + w.rows;
+    if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq};
+    if (qsrc_.x && y < qsrc_.x + (qsrc_.n_tok - 1) * qsrc_.ldx + qsrc_.cols && qsrc_.x < y_end) qsrc_ = {};
     return;
   }
   // cuBLAS: the recorded launches run first, this pass stays out of graphs.
+  qsrc_ = {};
   flush();
   graphable_ = false;
   // Prefill and wide batches: the weight in fp16 (its cached copy, else dequantized into a workspace
@@ -1015,6 +1481,8 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
 }
 
 void CudaPass::add_bias(float* y, int64_t ldy, int rows, int b) {
+  qsrc_ = {};
+  emit_pending();
   const float* bv = b_.dvectors_[size_t(b)];
   const int n = int(b_.vectors_[size_t(b)].size());
   cudaStream_t st = b_.stream_;
@@ -1023,6 +1491,8 @@ void CudaPass::add_bias(float* y, int64_t ldy, int rows, int b) {
 }
 
 void CudaPass::rope_and_store_kv(int layer, float* qkv) {
+  qsrc_ = {};
+  emit_pending();
   const float* inv = static_cast<const float*>(b_.rope_.ptr);
   const int half = b_.cfg_.rope.n_rot / 2;
   const SlotMeta* meta = static_cast<const SlotMeta*>(b_.meta_.ptr);
@@ -1035,6 +1505,8 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
 }
 
 void CudaPass::attention(int layer, const float* qkv, float* out) {
+  qsrc_ = {};
+  emit_pending();
   const size_t meta_bytes = size_t(n_slots_) * sizeof(SlotMeta);
   const size_t table_off = (meta_bytes + 255) & ~size_t(255);
   if (b_.cfg_.head_dim > kMaxHeadDim)
@@ -1050,12 +1522,56 @@ void CudaPass::attention(int layer, const float* qkv, float* out) {
 }
 
 void CudaPass::add(float* x, const float* y, size_t n) {
+  qsrc_ = {};
+  emit_pending();
+  if (b_.fuse_on_) {
+    pend_ = Pending{Pend::Add, x, y, nullptr, nullptr, 0, 0, 0.0f, n};
+    return;
+  }
   cudaStream_t st = b_.stream_;
   record({6, uint64_t(uintptr_t(x)), uint64_t(uintptr_t(y)), uint64_t(n)}, [=] { cuda::add(x, y, n, st); });
 }
 void CudaPass::silu_mul(float* g, int rows, int ff) {
+  qsrc_ = {};
+  emit_pending();
+  if (b_.fuse_on_ && ff % 32 == 0) {
+    pend_ = Pending{Pend::Silu, g, nullptr, nullptr, nullptr, rows, ff, 0.0f, 0};
+    return;
+  }
   cudaStream_t st = b_.stream_;
   record({7, uint64_t(uintptr_t(g)), uint64_t(rows), uint64_t(ff)}, [=] { cuda::silu_mul(g, rows, ff, st); });
+}
+
+void CudaPass::emit_pending(void* xq) {
+  const Pending p = pend_;
+  pend_ = Pending{};
+  cudaStream_t st = b_.stream_;
+  switch (p.kind) {
+    case Pend::None: return;
+    case Pend::Add:
+      record({6, uint64_t(uintptr_t(p.x)), uint64_t(uintptr_t(p.a)), uint64_t(p.n)},
+             [=] { cuda::add(p.x, p.a, p.n, st); });
+      return;
+    case Pend::Norm:
+    case Pend::AddNorm: {
+      uint32_t eb;
+      std::memcpy(&eb, &p.eps, sizeof eb);
+      const float* a = p.kind == Pend::AddNorm ? p.a : nullptr;
+      record({8, uint64_t(uintptr_t(p.x)), uint64_t(uintptr_t(a)), uint64_t(uintptr_t(p.w)), uint64_t(uintptr_t(p.y)),
+              uint64_t(p.rows), uint64_t(p.dim), eb, uint64_t(uintptr_t(xq))},
+             [=] { norm_fused(p.x, a, p.w, p.y, p.rows, p.dim, p.eps, xq, st); });
+      return;
+    }
+    case Pend::Silu:
+      if (xq) {
+        record({9, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim), uint64_t(uintptr_t(xq))},
+               [=] { silu_quant(p.x, p.rows, p.dim, xq, st); });
+      } else {
+        record({7, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim)},
+               [=] { cuda::silu_mul(p.x, p.rows, p.dim, st); });
+      }
+      return;
+  }
 }
 
 void CudaPass::record(std::initializer_list<uint64_t> sig, std::function<void()> f) {
@@ -1065,6 +1581,7 @@ void CudaPass::record(std::initializer_list<uint64_t> sig, std::function<void()>
 }
 
 void CudaPass::flush() {
+  emit_pending();
   if (ops_.empty()) return;
   std::vector<std::function<void()>> ops = std::move(ops_);
   std::vector<uint64_t> sig = std::move(sig_);
@@ -1138,6 +1655,7 @@ void CudaPass::read(const float* src, float* host, size_t n) {
 }
 
 void CudaPass::write(float* dst, const float* host, size_t n) {
+  qsrc_ = {};
   flush();
   check(cudaMemcpyAsync(dst, host, n * sizeof(float), cudaMemcpyHostToDevice, b_.stream_), "upload");
   check(cudaStreamSynchronize(b_.stream_), "upload");

@@ -26,13 +26,22 @@ struct DeviceBuffer {
   void reserve(size_t n, const char* what);
 };
 
-// A weight matrix in device memory, in its file layout.
+// A weight matrix in device memory: in its file layout, or packed (Q4_0, Q8_0; `scales` set): each
+// row's quants contiguous and 16-byte aligned at `data` (Q4_0: 16 bytes a block, byte j holding
+// element j in its low nibble and element j + 16 in its high one; Q8_0: the 32 int8 of a block),
+// the blocks' fp16 scales at `scales`, row after row.
 struct DeviceWeight {
   GgmlType type;
   int rows, cols;
   size_t row_bytes;
   const uint8_t* data;
+  const uint8_t* scales = nullptr;
 };
+
+// Bytes of the int8 activation workspace gemv() needs for n_tok tokens of `cols` values.
+size_t quantized_x_bytes(int n_tok, int cols);
+// Whether gemv() with an int8 workspace quantizes the activations for this weight.
+bool takes_int8_x(const DeviceWeight& w);
 
 // One token of a pass as the device kernels see it: where its KV rows live and its position.
 struct SlotMeta {
@@ -42,9 +51,20 @@ struct SlotMeta {
 };
 
 bool has_kernel(GgmlType t);
-// y[t * ldy + r] = W[r] . x[t * ldx] in float32; a misaligned x is copied to `staging` first.
+// y[t * ldy + r] = W[r] . x[t * ldx] in float32; a misaligned x is copied to `staging` first. With
+// `xq` (quantized_x_bytes() of device memory) and a packed weight, x is first rounded to int8 per
+// 32-value block (scale max|x| / 127) and the dot products run on int8 (dp4a), as the CPU's
+// serving path does.
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream, DeviceBuffer* staging);
+          cudaStream_t stream, DeviceBuffer* staging, void* xq = nullptr, bool xq_ready = false);
+// Where the per-block scales start in an int8 activation workspace.
+size_t quantized_x_scales_offset(int n_tok, int cols);
+// Fused ops (bit-identical to the separate ones), each also filling an int8 activation workspace
+// for the next GEMV when xq is set: [x += a;] y = rmsnorm(x) * w, and g = silu(g) * u.
+bool norm_fusable(const float* x, const float* a, const float* w, const float* y, int dim);
+void norm_fused(float* x, const float* a, const float* w, float* y, int rows, int dim, float eps, void* xq,
+                cudaStream_t st);
+void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st);
 // Median device-to-device copy rate of `bytes`, counting bytes read plus bytes written.
 double copy_bandwidth(int device, size_t bytes);
 
