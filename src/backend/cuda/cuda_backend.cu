@@ -54,6 +54,52 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Programmatic dependent launch (sm_90): a GEMV launched with launch_pdl() may start while the
+// kernel before it still runs; it issues its weight loads, which depend on nothing, and then
+// pdl_wait() blocks until the previous kernel has finished and its writes are visible. A kernel
+// that feeds a GEMV calls pdl_trigger() first so that the GEMV's blocks may be scheduled early.
+// Without the launch attribute both are no-ops.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// PENSIEVE_CUDA_PDL=0 launches every kernel after the previous one has finished.
+static bool pdl_on() {
+  static const bool on = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_PDL");
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return major >= 9 && (!e || std::atoi(e) != 0);
+  }();
+  return on;
+}
+
+template <typename... KArgs, typename... Args>
+static void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                       Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl_on() ? 1 : 0;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  check(cudaLaunchKernelEx(&cfg, kernel, KArgs(args)...), "kernel launch");
+}
+
 __device__ __forceinline__ float dot32(const float* w, const float* x) {
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float s = 0.0f;
@@ -181,6 +227,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t
                                 const float* __restrict__ x, int64_t ldx, float* __restrict__ y,
                                 int64_t ldy, int nt) {
   using L = Lane<T>;
+  pdl_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int r0 = (blockIdx.x * kGemvWarps + warp) * R;
   if (r0 >= rows) return;
@@ -241,9 +288,9 @@ static void launch_vec(const DeviceWeight& w, const float* x, int64_t ldx, float
   const int R = gemv_rows();
   const unsigned grid = unsigned((w.rows + kGemvWarps * R - 1) / (kGemvWarps * R));
   const dim3 block(32 * kGemvWarps);
-  if (R == 1) gemv_vec_kernel<T, 1><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
-  else if (R == 4) gemv_vec_kernel<T, 4><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
-  else gemv_vec_kernel<T, 2><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+  if (R == 1) launch_pdl(gemv_vec_kernel<T, 1>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+  else if (R == 4) launch_pdl(gemv_vec_kernel<T, 4>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+  else launch_pdl(gemv_vec_kernel<T, 2>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,6 +317,7 @@ struct Pack<GgmlType::Q8_0> {
 // x rounded to int8 per 32-value block: xq[t * cols + c], and per block {d, sum(q)} (the sum exact).
 __global__ void quantize_x_kernel(const float* __restrict__ x, int64_t ldx, int cols, int nt,
                                   int8_t* __restrict__ xq, float2* __restrict__ xds) {
+  pdl_trigger();
   const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32, nb = cols / 32;
   if (gw >= int64_t(nt) * nb) return;
@@ -313,6 +361,9 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   for (int b0 = lane; b0 < nb; b0 += 32 * kPackUnroll) {
     uint4 q[kPackUnroll][R][P::kWords];
     float d[kPackUnroll][R];
+    // The first token's int8 activations are loaded with the weights (decode has only that one).
+    uint4 x0[kPackUnroll][2];
+    float2 x0s[kPackUnroll];
 #pragma unroll
     for (int u = 0; u < kPackUnroll; ++u) {
       const int b = b0 + 32 * u;
@@ -320,8 +371,14 @@ __global__ void __launch_bounds__(32 * kPackWarps)
 #pragma unroll
         for (int r = 0; r < R; ++r) {
 #pragma unroll
-          for (int k = 0; k < P::kWords; ++k) q[u][r][k] = qrow[r][size_t(b) * P::kWords + k];
+          for (int k = 0; k < P::kWords; ++k) q[u][r][k] = __ldcs(&qrow[r][size_t(b) * P::kWords + k]);
           d[u][r] = __half2float(srow[r][b]);
+        }
+        if constexpr (XQ) {
+          const uint4* xp = reinterpret_cast<const uint4*>(xq + b * 32);
+          x0[u][0] = xp[0];
+          x0[u][1] = xp[1];
+          x0s[u] = xds[b];
         }
       }
     }
@@ -334,8 +391,8 @@ __global__ void __launch_bounds__(32 * kPackWarps)
         if (t >= nt) break;
         if constexpr (XQ) {
           const uint4* xp = reinterpret_cast<const uint4*>(xq + int64_t(t) * cols + b * 32);
-          const uint4 xa = xp[0], xb = xp[1];
-          const float2 ds = xds[int64_t(t) * nb + b];
+          const uint4 xa = t == 0 ? x0[u][0] : xp[0], xb = t == 0 ? x0[u][1] : xp[1];
+          const float2 ds = t == 0 ? x0s[u] : xds[int64_t(t) * nb + b];
           const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
 #pragma unroll
           for (int r = 0; r < R; ++r) {
@@ -426,6 +483,126 @@ static void launch_packed(const DeviceWeight& w, const float* x, int64_t ldx, co
     gemv_packed_kernel<T, XQ, 4><<<grid, block, 0, stream>>>(w.data, S, w.rows, w.cols, x, ldx, xq, xds, y, ldy, nt);
   else
     gemv_packed_kernel<T, XQ, 2><<<grid, block, 0, stream>>>(w.data, S, w.rows, w.cols, x, ldx, xq, xds, y, ldy, nt);
+}
+
+// The int8 GEMV with its activations staged in shared memory (nt * (cols + cols / 32 * 8) bytes):
+// one read of x per block instead of one per warp, and no registers held for x across the weight
+// loads, so more warps fit on an SM. One row a warp, U blocks of a lane's loads issued together;
+// the same sums, in the same order, as gemv_packed_kernel<T, true, 1>.
+template <GgmlType T, int U>
+__global__ void __launch_bounds__(32 * kPackWarps)
+    gemv_i8_smem_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
+                        const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
+                        int64_t ldy, int nt) {
+  using P = Pack<T>;
+  extern __shared__ uint4 sx[];
+  const int nb = cols / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r = blockIdx.x * kPackWarps + warp;
+  const size_t rr = size_t(min(r, rows - 1));  // a warp past the last row loads it and writes nothing
+  const uint4* qrow = reinterpret_cast<const uint4*>(Q + rr * size_t(nb) * P::kQBytes);
+  const __half* srow = S + rr * size_t(nb);
+  uint4 q[U][P::kWords];
+  float d[U];
+  auto load = [&](int b0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int b = b0 + 32 * u;
+      if (b < nb) {
+#pragma unroll
+        for (int k = 0; k < P::kWords; ++k) q[u][k] = __ldcs(&qrow[size_t(b) * P::kWords + k]);
+        d[u] = __half2float(srow[b]);
+      }
+    }
+  };
+  // The first weights are in flight before the wait for x's producer and x's staging.
+  load(lane);
+  pdl_wait();
+  const int n16 = nt * cols / 16, nds = nt * nb;
+  float2* sds = reinterpret_cast<float2*>(sx + n16);
+  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
+  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
+  __syncthreads();
+  float acc[kGemvTokens];
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
+  for (int b0 = lane; b0 < nb; b0 += 32 * U) {
+    if (b0 != lane) load(b0);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int b = b0 + 32 * u;
+      if (b >= nb) break;
+#pragma unroll
+      for (int t = 0; t < kGemvTokens; ++t) {
+        if (t >= nt) break;
+        const uint4* xp = sx + (t * cols + b * 32) / 16;
+        const uint4 xa = xp[0], xb = xp[1];
+        const float2 ds = sds[t * nb + b];
+        const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
+        int dot = 0;
+        if constexpr (T == GgmlType::Q4_0) {
+          const uint32_t w[4] = {q[u][0].x, q[u][0].y, q[u][0].z, q[u][0].w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            dot = __dp4a(int(w[i] & 0x0F0F0F0Fu), xw[i], dot);
+            dot = __dp4a(int((w[i] >> 4) & 0x0F0F0F0Fu), xw[4 + i], dot);
+          }
+          acc[t] = fmaf(d[u] * ds.x, float(dot - 8 * int(ds.y)), acc[t]);
+        } else {
+          const uint32_t w[8] = {q[u][0].x, q[u][0].y, q[u][0].z, q[u][0].w,
+                                 q[u][1].x, q[u][1].y, q[u][1].z, q[u][1].w};
+#pragma unroll
+          for (int i = 0; i < 8; ++i) dot = __dp4a(int(w[i]), xw[i], dot);
+          acc[t] = fmaf(d[u] * ds.x, float(dot), acc[t]);
+        }
+      }
+    }
+  }
+  if (r >= rows) return;
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) {
+    if (t < nt) {
+      const float s = warp_sum(acc[t]);
+      if (lane == 0) y[t * ldy + r] = s;
+    }
+  }
+}
+
+// PENSIEVE_CUDA_PACK_SMEM=0: the int8 GEMV reads x from global memory; PENSIEVE_CUDA_PACK_UNROLL:
+// blocks a lane loads at once in the shared-memory one (2, 4 or 8; default 4).
+static bool pack_smem() {
+  static const bool on = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_PACK_SMEM");
+    return !e || std::atoi(e) != 0;
+  }();
+  return on;
+}
+static int pack_unroll() {
+  static const int u = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_PACK_UNROLL");
+    const int v = e ? std::atoi(e) : 4;
+    return v == 2 || v == 8 ? v : 4;
+  }();
+  return u;
+}
+constexpr size_t kSmemXMax = 48 * 1024;
+
+template <GgmlType T>
+static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
+                           int nt, cudaStream_t stream) {
+  const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
+  if (!pack_smem() || pack_rows() != 1 || smem > kSmemXMax) return false;
+  const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
+  const __half* S = reinterpret_cast<const __half*>(w.scales);
+  const int U = pack_unroll();
+  const dim3 block(32 * kPackWarps);
+  if (U == 2)
+    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
+  else if (U == 8)
+    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
+  else
+    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
+  return true;
 }
 
 // File-layout Q4_0 / Q8_0 rows (raw, row_bytes apart) to the packed layout; one thread per block.
@@ -586,15 +763,17 @@ __global__ void __launch_bounds__(kNormThreads)
     norm_fused_kernel(float* __restrict__ x, const float* __restrict__ a, const float* __restrict__ w,
                       float* __restrict__ y, int dim, float eps, int8_t* __restrict__ xq,
                       float2* __restrict__ xds) {
+  pdl_trigger();
   const size_t row = blockIdx.x;
   float4* xr = reinterpret_cast<float4*>(x + row * dim);
   float4* yr = reinterpret_cast<float4*>(y + row * dim);
   const int n4 = dim / 4;
-  float4 v[kNormVec];
+  float4 v[kNormVec], g[kNormVec];
 #pragma unroll
   for (int j = 0; j < kNormVec; ++j) {
     const int i = threadIdx.x + j * kNormThreads;
     v[j] = i < n4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    g[j] = i < n4 ? reinterpret_cast<const float4*>(w)[i] : make_float4(0.f, 0.f, 0.f, 0.f);  // loaded early
     if constexpr (Kind == 1) {
       if (i < n4) {
         const float4 b = reinterpret_cast<const float4*>(a + row * dim)[i];
@@ -629,11 +808,10 @@ __global__ void __launch_bounds__(kNormThreads)
     if (j * kNormThreads >= n4) break;  // uniform over the block
     float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
     if (i < n4) {
-      const float4 g = reinterpret_cast<const float4*>(w)[i];
-      o.x = v[j].x * scale * g.x;
-      o.y = v[j].y * scale * g.y;
-      o.z = v[j].z * scale * g.z;
-      o.w = v[j].w * scale * g.w;
+      o.x = v[j].x * scale * g[j].x;
+      o.y = v[j].y * scale * g[j].y;
+      o.z = v[j].z * scale * g[j].z;
+      o.w = v[j].w * scale * g[j].w;
       yr[i] = o;
     }
     if (xq) {
@@ -660,6 +838,7 @@ __global__ void __launch_bounds__(kNormThreads)
 // also rounding the result to int8 as quantize_x_kernel does.
 __global__ void silu_quant_kernel(float* __restrict__ g, int rows, int ff, int8_t* __restrict__ xq,
                                   float2* __restrict__ xds) {
+  pdl_trigger();
   const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32, nb = ff / 32;
   if (gw >= int64_t(rows) * nb) return;
@@ -749,7 +928,9 @@ constexpr int kMaxHeadDim = 256;
 // every kAttnWarps-th position with an online softmax, then the warps' partial results merge.
 __global__ void attention_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
                                  const int32_t* __restrict__ tables, int layer, int n_heads, int n_kv_heads,
-                                 int head_dim, int window, float scale, float* __restrict__ out) {
+                                 int head_dim, int window, float scale, float* __restrict__ out,
+                                 int8_t* __restrict__ xq, float2* __restrict__ xds) {
+  pdl_trigger();
   constexpr int D = kMaxHeadDim / 32;
   const int t = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -818,7 +999,23 @@ __global__ void attention_kernel(const float* __restrict__ qkv, const SlotMeta* 
     float sum = 0.0f;
     for (int w = 0; w < kAttnWarps; ++w)
       if (sl[w] > 0.0f) sum += sacc[w][d] * expf(sm[w] - M);
-    o[d] = sum / L;
+    const float val = sum / L;
+    o[d] = val;
+    if (xq) {
+      // The next matmul's int8 activations, as quantize_x_kernel rounds them (head_dim % 32 == 0:
+      // a warp holds one whole 32-value block of the row).
+      float amax = fabsf(val);
+#pragma unroll
+      for (int m = 16; m > 0; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+      const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+      const int q = __float2int_rn(val * id);
+      const size_t c = size_t(t) * q_dim + size_t(h) * head_dim + d;
+      xq[c] = int8_t(q);
+      int qs = q;
+#pragma unroll
+      for (int m = 16; m > 0; m >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, m);
+      if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
+    }
   }
 }
 
@@ -857,10 +1054,13 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
       const int nt = std::min(kGemvTokens, n_tok - t0);
       const int8_t* qt = q + size_t(t0) * size_t(w.cols);
       const float2* dt = ds + size_t(t0) * size_t(nb);
-      if (w.type == GgmlType::Q4_0)
-        launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
-      else
-        launch_packed<GgmlType::Q8_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+      if (w.type == GgmlType::Q4_0) {
+        if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+          launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+      } else {
+        if (!launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+          launch_packed<GgmlType::Q8_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+      }
       check_launch("gemv");
     }
     return;
@@ -1002,13 +1202,17 @@ void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const
                                              inv_short, inv_long, mscale);
   check_launch("rope_store");
 }
+// With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it.
 void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, int n_slots, int layer,
-               const ModelConfig& cfg, float* out, cudaStream_t st) {
+               const ModelConfig& cfg, float* out, cudaStream_t st, void* xq = nullptr) {
   if (cfg.head_dim > kMaxHeadDim)
     throw Error("CUDA attention: head_dim " + std::to_string(cfg.head_dim) + " > " + std::to_string(kMaxHeadDim));
+  const int q_dim = cfg.n_heads * cfg.head_dim;
+  int8_t* q = static_cast<int8_t*>(xq);
+  float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(n_slots, q_dim)) : nullptr;
   attention_kernel<<<dim3(n_slots, cfg.n_heads), 32 * kAttnWarps, 0, st>>>(
       qkv, slots, tables, layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.sliding_window,
-      1.0f / std::sqrt(float(cfg.head_dim)), out);
+      1.0f / std::sqrt(float(cfg.head_dim)), out, q, ds);
   check_launch("attention");
 }
 
@@ -1076,18 +1280,19 @@ class CudaPass final : public BackendPass {
   // The last add, rmsnorm or silu_mul waits here, unrecorded, so that it can merge with what comes
   // next: add + rmsnorm of the same rows become one kernel, and an rmsnorm or silu_mul whose output
   // an int8 GEMV reads also writes that GEMV's int8 activations. Every other op records it first.
-  enum class Pend { None, Add, Norm, AddNorm, Silu };
+  enum class Pend { None, Add, Norm, AddNorm, Silu, Attn };
   struct Pending {
     Pend kind = Pend::None;
     float* x = nullptr;  // add: the sum; norm: the input (written by AddNorm); silu: g
-    const float* a = nullptr;  // add: the addend
+    const float* a = nullptr;  // add: the addend; attention: qkv
     const float* w = nullptr;  // norm: the gain
-    float* y = nullptr;        // norm: the output
-    int rows = 0, dim = 0;     // norm: rows x dim; silu: rows x ff
+    float* y = nullptr;        // norm, attention: the output
+    int rows = 0, dim = 0;     // norm: rows x dim; silu: rows x ff; attention: dim = the layer
     float eps = 0.0f;
     size_t n = 0;  // add: values
   };
   void emit_pending(void* xq = nullptr);
+  void record_attention(int layer, const float* qkv, float* out, void* xq);
   // Which activations the int8 workspace holds now (so that matmuls of the same input, e.g.
   // separate q, k and v, quantize it once); cleared by every op that may change them.
   struct QuantSrc {
@@ -1430,7 +1635,9 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
       } else if (((p.kind == Pend::Norm || p.kind == Pend::AddNorm) && p.y == x && ldx == p.dim &&
                   n_tok == p.rows && w.cols == p.dim) ||
                  (p.kind == Pend::Silu && p.x == x && ldx == 2 * int64_t(p.dim) && n_tok == p.rows &&
-                  w.cols == p.dim)) {
+                  w.cols == p.dim) ||
+                 (p.kind == Pend::Attn && p.y == x && ldx == int64_t(b_.cfg_.n_heads) * b_.cfg_.head_dim &&
+                  n_tok == n_slots_ && w.cols == b_.cfg_.n_heads * b_.cfg_.head_dim)) {
         emit_pending(xq);
         ready = true;
       } else {
@@ -1507,6 +1714,14 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
 void CudaPass::attention(int layer, const float* qkv, float* out) {
   qsrc_ = {};
   emit_pending();
+  if (b_.fuse_on_ && b_.cfg_.head_dim % 32 == 0) {
+    pend_ = Pending{Pend::Attn, out, qkv, nullptr, out, 0, layer, 0.0f, 0};
+    return;
+  }
+  record_attention(layer, qkv, out, nullptr);
+}
+
+void CudaPass::record_attention(int layer, const float* qkv, float* out, void* xq) {
   const size_t meta_bytes = size_t(n_slots_) * sizeof(SlotMeta);
   const size_t table_off = (meta_bytes + 255) & ~size_t(255);
   if (b_.cfg_.head_dim > kMaxHeadDim)
@@ -1517,8 +1732,8 @@ void CudaPass::attention(int layer, const float* qkv, float* out) {
   const ModelConfig* cfg = &b_.cfg_;
   cudaStream_t st = b_.stream_;
   record({5, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(uintptr_t(tables)), uint64_t(n),
-          uint64_t(layer), uint64_t(uintptr_t(out))},
-         [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st); });
+          uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq))},
+         [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq); });
 }
 
 void CudaPass::add(float* x, const float* y, size_t n) {
@@ -1562,6 +1777,9 @@ void CudaPass::emit_pending(void* xq) {
              [=] { norm_fused(p.x, a, p.w, p.y, p.rows, p.dim, p.eps, xq, st); });
       return;
     }
+    case Pend::Attn:
+      record_attention(p.dim, p.a, p.y, xq);
+      return;
     case Pend::Silu:
       if (xq) {
         record({9, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim), uint64_t(uintptr_t(xq))},
