@@ -227,6 +227,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t
                                 const float* __restrict__ x, int64_t ldx, float* __restrict__ y,
                                 int64_t ldy, int nt) {
   using L = Lane<T>;
+  pdl_trigger();
   pdl_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int r0 = (blockIdx.x * kGemvWarps + warp) * R;
@@ -318,6 +319,7 @@ struct Pack<GgmlType::Q8_0> {
 __global__ void quantize_x_kernel(const float* __restrict__ x, int64_t ldx, int cols, int nt,
                                   int8_t* __restrict__ xq, float2* __restrict__ xds) {
   pdl_trigger();
+  pdl_wait();
   const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32, nb = cols / 32;
   if (gw >= int64_t(nt) * nb) return;
@@ -495,6 +497,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
                         const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
                         int64_t ldy, int nt) {
   using P = Pack<T>;
+  pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -602,6 +605,101 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
     launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
   else
     launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
+  return true;
+}
+
+// Q4_K with int8 activations, in the file layout (144-byte super-blocks, 16-byte aligned): 8
+// lanes a super-block, lane k taking quant bytes 16 k .. 16 k + 15 — elements 16 (k % 2) .. + 15 of
+// sub-blocks 2 (k / 2) (low nibbles) and 2 (k / 2) + 1 (high nibbles) — and the block's 16-byte
+// header (d, dmin, 6-bit scales and mins). A sub-block contributes
+// d sc dx sum(q qx) - dmin m dx sum(qx), the second term added once, by the lane of its first half.
+// Activations staged in shared memory as in gemv_i8_smem_kernel; rows % 256 == 0 is not needed,
+// cols % 256 == 0 is.
+template <int U>
+__global__ void __launch_bounds__(32 * kPackWarps)
+    gemv_q4k_i8_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
+                       const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
+                       int64_t ldy, int nt) {
+  pdl_trigger();
+  extern __shared__ uint4 sx[];
+  const int nb = cols / 32, nsb = cols / QK_K;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r = blockIdx.x * kPackWarps + warp;
+  const uint8_t* row = W + size_t(min(r, rows - 1)) * row_bytes;
+  const int k = lane % 8, c = k / 2, hf = k % 2;
+  uint4 hd[U], qv[U];
+  auto load = [&](int s0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int sb = s0 + 4 * u;
+      if (sb < nsb) {
+        const uint4* blk = reinterpret_cast<const uint4*>(row + size_t(sb) * sizeof(block_q4_K));
+        hd[u] = __ldcs(blk);
+        qv[u] = __ldcs(blk + 1 + k);
+      }
+    }
+  };
+  load(lane / 8);
+  pdl_wait();
+  const int n16 = nt * cols / 16, nds = nt * nb;
+  float2* sds = reinterpret_cast<float2*>(sx + n16);
+  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
+  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
+  __syncthreads();
+  float acc[kGemvTokens];
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
+  for (int s0 = lane / 8; s0 < nsb; s0 += 4 * U) {
+    if (s0 != lane / 8) load(s0);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int sb = s0 + 4 * u;
+      if (sb >= nsb) break;
+      const uint8_t* h = reinterpret_cast<const uint8_t*>(&hd[u]);
+      const float d = __half2float(__ushort_as_half(uint16_t(h[0] | (h[1] << 8))));
+      const float dmin = __half2float(__ushort_as_half(uint16_t(h[2] | (h[3] << 8))));
+      int sc0, m0, sc1, m1;
+      k4_scale_min(h + 4, 2 * c, &sc0, &m0);
+      k4_scale_min(h + 4, 2 * c + 1, &sc1, &m1);
+      const uint32_t w[4] = {qv[u].x, qv[u].y, qv[u].z, qv[u].w};
+      const int b0 = sb * 8 + 2 * c;  // the x block of the low nibbles; b0 + 1: the high ones
+#pragma unroll
+      for (int t = 0; t < kGemvTokens; ++t) {
+        if (t >= nt) break;
+        const uint4 xl = sx[(t * cols + b0 * 32 + 16 * hf) / 16];
+        const uint4 xh = sx[(t * cols + (b0 + 1) * 32 + 16 * hf) / 16];
+        const float2 dl = sds[t * nb + b0], dh = sds[t * nb + b0 + 1];
+        const int xlw[4] = {int(xl.x), int(xl.y), int(xl.z), int(xl.w)};
+        const int xhw[4] = {int(xh.x), int(xh.y), int(xh.z), int(xh.w)};
+        int dot0 = 0, dot1 = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          dot0 = __dp4a(int(w[i] & 0x0F0F0F0Fu), xlw[i], dot0);
+          dot1 = __dp4a(int((w[i] >> 4) & 0x0F0F0F0Fu), xhw[i], dot1);
+        }
+        float v = d * float(sc0) * dl.x * float(dot0) + d * float(sc1) * dh.x * float(dot1);
+        if (hf == 0) v -= dmin * float(m0) * dl.x * dl.y + dmin * float(m1) * dh.x * dh.y;
+        acc[t] += v;
+      }
+    }
+  }
+  if (r >= rows) return;
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) {
+    if (t < nt) {
+      const float s = warp_sum(acc[t]);
+      if (lane == 0) y[t * ldy + r] = s;
+    }
+  }
+}
+
+static bool launch_q4k_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
+                          cudaStream_t stream) {
+  const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
+  if (smem > kSmemXMax || w.cols % QK_K != 0) return false;
+  const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
+  launch_pdl(gemv_q4k_i8_kernel<4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, w.data, w.row_bytes, w.rows,
+             w.cols, xq, xds, y, ldy, nt);
   return true;
 }
 
@@ -772,8 +870,13 @@ __global__ void __launch_bounds__(kNormThreads)
 #pragma unroll
   for (int j = 0; j < kNormVec; ++j) {
     const int i = threadIdx.x + j * kNormThreads;
-    v[j] = i < n4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
     g[j] = i < n4 ? reinterpret_cast<const float4*>(w)[i] : make_float4(0.f, 0.f, 0.f, 0.f);  // loaded early
+  }
+  pdl_wait();  // x and a come from the kernels before
+#pragma unroll
+  for (int j = 0; j < kNormVec; ++j) {
+    const int i = threadIdx.x + j * kNormThreads;
+    v[j] = i < n4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
     if constexpr (Kind == 1) {
       if (i < n4) {
         const float4 b = reinterpret_cast<const float4*>(a + row * dim)[i];
@@ -839,6 +942,7 @@ __global__ void __launch_bounds__(kNormThreads)
 __global__ void silu_quant_kernel(float* __restrict__ g, int rows, int ff, int8_t* __restrict__ xq,
                                   float2* __restrict__ xds) {
   pdl_trigger();
+  pdl_wait();
   const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32, nb = ff / 32;
   if (gw >= int64_t(rows) * nb) return;
@@ -886,6 +990,8 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
                                   int n_heads, int n_kv_heads, int head_dim, int n_rot, int style_half,
                                   const float* __restrict__ inv_short, const float* __restrict__ inv_long,
                                   float mscale) {
+  pdl_trigger();
+  pdl_wait();
   const int t = blockIdx.x, h = blockIdx.y;
   const SlotMeta s = slots[t];
   const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
@@ -931,6 +1037,7 @@ __global__ void attention_kernel(const float* __restrict__ qkv, const SlotMeta* 
                                  int head_dim, int window, float scale, float* __restrict__ out,
                                  int8_t* __restrict__ xq, float2* __restrict__ xds) {
   pdl_trigger();
+  pdl_wait();
   constexpr int D = kMaxHeadDim / 32;
   const int t = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -1039,7 +1146,7 @@ static bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlTy
 
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
           cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready) {
-  if (w.scales && xq) {
+  if (xq && takes_int8_x(w)) {
     // int8 activations: every token quantized by one launch (unless a fused op did), then the
     // dp4a GEMV.
     const int nb = w.cols / 32;
@@ -1047,14 +1154,21 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
     float2* ds = reinterpret_cast<float2*>(q + quantized_x_scales_offset(n_tok, w.cols));
     if (!xq_ready) {
       const int64_t threads = int64_t(n_tok) * nb * 32;
-      quantize_x_kernel<<<unsigned((threads + 255) / 256), 256, 0, stream>>>(x, ldx, w.cols, n_tok, q, ds);
+      launch_pdl(quantize_x_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, stream, x, ldx, w.cols, n_tok, q, ds);
       check_launch("quantize_x");
     }
-    for (int t0 = 0; t0 < n_tok; t0 += kGemvTokens) {
-      const int nt = std::min(kGemvTokens, n_tok - t0);
+    // Q4_K stages every token of a launch in shared memory: as many as fit.
+    const size_t per_tok = size_t(w.cols) + size_t(nb) * sizeof(float2);
+    const int step = w.type == GgmlType::Q4_K ? std::max(1, std::min(kGemvTokens, int(kSmemXMax / per_tok)))
+                                              : kGemvTokens;
+    for (int t0 = 0; t0 < n_tok; t0 += step) {
+      const int nt = std::min(step, n_tok - t0);
       const int8_t* qt = q + size_t(t0) * size_t(w.cols);
       const float2* dt = ds + size_t(t0) * size_t(nb);
-      if (w.type == GgmlType::Q4_0) {
+      if (w.type == GgmlType::Q4_K) {
+        if (!launch_q4k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+          throw Error("CUDA matmul: Q4_K int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
+      } else if (w.type == GgmlType::Q4_0) {
         if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
           launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
       } else {
@@ -1136,18 +1250,30 @@ void norm_fused(float* x, const float* a, const float* w, float* y, int rows, in
   if (rows <= 0) return;
   int8_t* q = static_cast<int8_t*>(xq);
   float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, dim)) : nullptr;
-  if (a) norm_fused_kernel<1><<<rows, kNormThreads, 0, st>>>(x, a, w, y, dim, eps, q, ds);
-  else norm_fused_kernel<2><<<rows, kNormThreads, 0, st>>>(x, nullptr, w, y, dim, eps, q, ds);
+  if (a) launch_pdl(norm_fused_kernel<1>, dim3(rows), dim3(kNormThreads), 0, st, x, a, w, y, dim, eps, q, ds);
+  else launch_pdl(norm_fused_kernel<2>, dim3(rows), dim3(kNormThreads), 0, st, x, static_cast<const float*>(nullptr), w, y, dim, eps, q, ds);
   check_launch("rmsnorm (fused)");
 }
 void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st) {
   int8_t* q = static_cast<int8_t*>(xq);
   float2* ds = reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, ff));
   const int64_t threads = int64_t(rows) * (ff / 32) * 32;
-  silu_quant_kernel<<<unsigned((threads + 255) / 256), 256, 0, st>>>(g, rows, ff, q, ds);
+  launch_pdl(silu_quant_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, st, g, rows, ff, q, ds);
   check_launch("silu_mul (fused)");
 }
-bool takes_int8_x(const DeviceWeight& w) { return w.scales != nullptr; }
+// PENSIEVE_CUDA_Q4K_I8=0: Q4_K GEMVs take float32 activations.
+static bool q4k_i8_on() {
+  static const bool on = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_Q4K_I8");
+    return !e || std::atoi(e) != 0;
+  }();
+  return on;
+}
+bool takes_int8_x(const DeviceWeight& w) {
+  // Q4_K: one token's int8 activations must fit the shared-memory staging.
+  return w.scales != nullptr || (w.type == GgmlType::Q4_K && w.cols % QK_K == 0 && q4k_i8_on() &&
+                                 size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2) <= kSmemXMax);
+}
 
 void dequantize_f16(const DeviceWeight& w, __half* out, cudaStream_t stream) {
   const int64_t n = int64_t(w.rows) * (w.cols / 32);
@@ -1197,9 +1323,9 @@ void silu_mul(float* g, int rows, int ff, cudaStream_t st) {
 void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const ModelConfig& cfg,
                 const float* inv_short, const float* inv_long, float mscale, cudaStream_t st) {
   if (n_slots <= 0) return;
-  rope_store_kernel<<<dim3(n_slots, cfg.n_heads + cfg.n_kv_heads), 128, 0, st>>>(qkv, slots, layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
-                                             cfg.rope.n_rot, cfg.rope.style == RopeStyle::RotateHalf,
-                                             inv_short, inv_long, mscale);
+  launch_pdl(rope_store_kernel, dim3(n_slots, cfg.n_heads + cfg.n_kv_heads), dim3(128), 0, st, qkv, slots, layer,
+             cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope.n_rot, int(cfg.rope.style == RopeStyle::RotateHalf),
+             inv_short, inv_long, mscale);
   check_launch("rope_store");
 }
 // With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it.
@@ -1210,9 +1336,9 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
   const int q_dim = cfg.n_heads * cfg.head_dim;
   int8_t* q = static_cast<int8_t*>(xq);
   float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(n_slots, q_dim)) : nullptr;
-  attention_kernel<<<dim3(n_slots, cfg.n_heads), 32 * kAttnWarps, 0, st>>>(
-      qkv, slots, tables, layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.sliding_window,
-      1.0f / std::sqrt(float(cfg.head_dim)), out, q, ds);
+  launch_pdl(attention_kernel, dim3(n_slots, cfg.n_heads), dim3(32 * kAttnWarps), 0, st, qkv, slots, tables, layer,
+             cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.sliding_window, 1.0f / std::sqrt(float(cfg.head_dim)), out,
+             q, ds);
   check_launch("attention");
 }
 
