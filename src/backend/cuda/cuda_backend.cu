@@ -608,16 +608,16 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
   return true;
 }
 
-// Q4_K with int8 activations, in the file layout (144-byte super-blocks, 16-byte aligned): 8
-// lanes a super-block, lane k taking quant bytes 16 k .. 16 k + 15 — elements 16 (k % 2) .. + 15 of
-// sub-blocks 2 (k / 2) (low nibbles) and 2 (k / 2) + 1 (high nibbles) — and the block's 16-byte
-// header (d, dmin, 6-bit scales and mins). A sub-block contributes
-// d sc dx sum(q qx) - dmin m dx sum(qx), the second term added once, by the lane of its first half.
-// Activations staged in shared memory as in gemv_i8_smem_kernel; rows % 256 == 0 is not needed,
-// cols % 256 == 0 is.
-template <int U>
+// Q4_K and Q5_K with int8 activations, in the file layout (144- and 176-byte super-blocks, both
+// 16-byte aligned): 8 lanes a super-block, lane k taking quant bytes 16 k .. 16 k + 15 — elements
+// 16 (k % 2) .. + 15 of sub-blocks 2 (k / 2) (low nibbles) and 2 (k / 2) + 1 (high nibbles) — the
+// block's 16-byte header (d, dmin, 6-bit scales and mins) and, for Q5_K, the 16 high-bit bytes of
+// those elements. A sub-block contributes d sc dx sum(q qx) - dmin m dx sum(qx), the second term
+// added once, by the lane of its first half. Activations staged in shared memory as in
+// gemv_i8_smem_kernel; cols % 256 == 0.
+template <GgmlType T, int U>
 __global__ void __launch_bounds__(32 * kPackWarps)
-    gemv_q4k_i8_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
+    gemv_k_i8_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
                        const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
                        int64_t ldy, int nt) {
   pdl_trigger();
@@ -626,16 +626,23 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int r = blockIdx.x * kPackWarps + warp;
   const uint8_t* row = W + size_t(min(r, rows - 1)) * row_bytes;
+  constexpr bool kFive = T == GgmlType::Q5_K;
+  constexpr size_t kBlock = kFive ? sizeof(block_q5_K) : sizeof(block_q4_K);
   const int k = lane % 8, c = k / 2, hf = k % 2;
-  uint4 hd[U], qv[U];
+  uint4 hd[U], qv[U], hv[U];
   auto load = [&](int s0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int sb = s0 + 4 * u;
       if (sb < nsb) {
-        const uint4* blk = reinterpret_cast<const uint4*>(row + size_t(sb) * sizeof(block_q4_K));
+        const uint4* blk = reinterpret_cast<const uint4*>(row + size_t(sb) * kBlock);
         hd[u] = __ldcs(blk);
-        qv[u] = __ldcs(blk + 1 + k);
+        if constexpr (kFive) {
+          hv[u] = __ldcs(blk + 1 + hf);  // qh bytes 16 hf .. 16 hf + 15
+          qv[u] = __ldcs(blk + 3 + k);
+        } else {
+          qv[u] = __ldcs(blk + 1 + k);
+        }
       }
     }
   };
@@ -674,8 +681,14 @@ __global__ void __launch_bounds__(32 * kPackWarps)
         int dot0 = 0, dot1 = 0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          dot0 = __dp4a(int(w[i] & 0x0F0F0F0Fu), xlw[i], dot0);
-          dot1 = __dp4a(int((w[i] >> 4) & 0x0F0F0F0Fu), xhw[i], dot1);
+          uint32_t lo = w[i] & 0x0F0F0F0Fu, hi = (w[i] >> 4) & 0x0F0F0F0Fu;
+          if constexpr (kFive) {
+            const uint32_t hb[4] = {hv[u].x, hv[u].y, hv[u].z, hv[u].w};
+            lo |= ((hb[i] >> (2 * c)) & 0x01010101u) << 4;
+            hi |= ((hb[i] >> (2 * c + 1)) & 0x01010101u) << 4;
+          }
+          dot0 = __dp4a(int(lo), xlw[i], dot0);
+          dot1 = __dp4a(int(hi), xhw[i], dot1);
         }
         float v = d * float(sc0) * dl.x * float(dot0) + d * float(sc1) * dh.x * float(dot1);
         if (hf == 0) v -= dmin * float(m0) * dl.x * dl.y + dmin * float(m1) * dh.x * dh.y;
@@ -693,13 +706,17 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   }
 }
 
-static bool launch_q4k_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
+static bool launch_k_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
                           cudaStream_t stream) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (smem > kSmemXMax || w.cols % QK_K != 0) return false;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
-  launch_pdl(gemv_q4k_i8_kernel<4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, w.data, w.row_bytes, w.rows,
-             w.cols, xq, xds, y, ldy, nt);
+  if (w.type == GgmlType::Q5_K)
+    launch_pdl(gemv_k_i8_kernel<GgmlType::Q5_K, 4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, w.data,
+               w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt);
+  else
+    launch_pdl(gemv_k_i8_kernel<GgmlType::Q4_K, 4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, w.data,
+               w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt);
   return true;
 }
 
@@ -1157,17 +1174,17 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
       launch_pdl(quantize_x_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, stream, x, ldx, w.cols, n_tok, q, ds);
       check_launch("quantize_x");
     }
-    // Q4_K stages every token of a launch in shared memory: as many as fit.
+    // Q4_K/Q5_K stage every token of a launch in shared memory: as many as fit.
     const size_t per_tok = size_t(w.cols) + size_t(nb) * sizeof(float2);
-    const int step = w.type == GgmlType::Q4_K ? std::max(1, std::min(kGemvTokens, int(kSmemXMax / per_tok)))
+    const int step = w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K ? std::max(1, std::min(kGemvTokens, int(kSmemXMax / per_tok)))
                                               : kGemvTokens;
     for (int t0 = 0; t0 < n_tok; t0 += step) {
       const int nt = std::min(step, n_tok - t0);
       const int8_t* qt = q + size_t(t0) * size_t(w.cols);
       const float2* dt = ds + size_t(t0) * size_t(nb);
-      if (w.type == GgmlType::Q4_K) {
-        if (!launch_q4k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
-          throw Error("CUDA matmul: Q4_K int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
+      if (w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) {
+        if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+          throw Error("CUDA matmul: K-quant int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
       } else if (w.type == GgmlType::Q4_0) {
         if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
           launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
@@ -1261,7 +1278,7 @@ void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st) {
   launch_pdl(silu_quant_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, st, g, rows, ff, q, ds);
   check_launch("silu_mul (fused)");
 }
-// PENSIEVE_CUDA_Q4K_I8=0: Q4_K GEMVs take float32 activations.
+// PENSIEVE_CUDA_Q4K_I8=0: Q4_K and Q5_K GEMVs take float32 activations.
 static bool q4k_i8_on() {
   static const bool on = [] {
     const char* e = std::getenv("PENSIEVE_CUDA_Q4K_I8");
@@ -1271,7 +1288,7 @@ static bool q4k_i8_on() {
 }
 bool takes_int8_x(const DeviceWeight& w) {
   // Q4_K: one token's int8 activations must fit the shared-memory staging.
-  return w.scales != nullptr || (w.type == GgmlType::Q4_K && w.cols % QK_K == 0 && q4k_i8_on() &&
+  return w.scales != nullptr || ((w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) && w.cols % QK_K == 0 && q4k_i8_on() &&
                                  size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2) <= kSmemXMax);
 }
 
