@@ -1,10 +1,15 @@
-// The CUDA backend: weights copied once to the GPU in their file layout, every op of the forward
-// pass run there on one stream, keys and values in a device copy of each KV pool, and only the
-// logits copied back. Decode matmuls (and every float32-exact one) are fused dequantize-GEMVs
-// (Q4_0, Q8_0, Q4_K, Q6_K: two rows a warp, coalesced; other types: one row a warp), several tokens
-// per read of the row; larger matmuls use an fp16 copy of the weight (cached on first use when the
-// GPU has room, else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out).
-// A pass's launches are recorded and replayed as a CUDA graph once the same pass recurs.
+// The CUDA backend: weights copied once to the GPU in their file layout (Q4_0 and Q8_0 repacked:
+// quants contiguous and 16-byte aligned, scales apart), every op of the forward pass run there on
+// one stream, keys and values in a device copy of each KV pool, and only the logits copied back.
+// Decode matmuls (and every float32-exact one) are fused dequantize-GEMVs, several tokens per read
+// of the row: serving ones on Q4_0, Q8_0, Q4_K and Q5_K round the activations to int8 per 32 values
+// (in the kernel that produces them where it can) and use dp4a with 16-byte weight loads; exact
+// ones and the other types stay float32 (Q4_K, Q6_K: two rows a warp, coalesced; others: one row a
+// warp). Larger matmuls use an fp16 copy of the weight (cached on first use when the GPU has room,
+// else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out). A pass's
+// launches are recorded and replayed as a CUDA graph once the same pass recurs; the GEMVs and the
+// kernels around them use programmatic dependent launch so that each starts its weight loads
+// while the previous kernel finishes.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
