@@ -227,16 +227,20 @@ struct Lane<GgmlType::Q6_K> {
   }
 };
 
-template <GgmlType T, int R>
+// KS > 1: KS warps share each R rows, warp k taking the block steps k, k + KS, ... (more warps for
+// matrices of few rows); their sums are added in warp order, whatever nt is.
+template <GgmlType T, int R, int KS>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
                                 const float* __restrict__ x, int64_t ldx, float* __restrict__ y,
                                 int64_t ldy, int nt) {
   using L = Lane<T>;
+  static_assert(kGemvWarps % KS == 0);
   pdl_trigger();
   pdl_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int r0 = (blockIdx.x * kGemvWarps + warp) * R;
-  if (r0 >= rows) return;
+  const int ks = warp % KS;
+  const int r0 = (blockIdx.x * (kGemvWarps / KS) + warp / KS) * R;
+  if (KS == 1 && r0 >= rows) return;
   const uint8_t* rowp[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) rowp[r] = W + size_t(min(r0 + r, rows - 1)) * row_bytes;
@@ -247,7 +251,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t
     for (int t = 0; t < kGemvTokens; ++t) acc[r][t] = 0.0f;
   const int nb = cols / L::kElems, sub = lane % L::kLanes;
   constexpr int kStep = 32 / L::kLanes;
-  for (int b = lane / L::kLanes; b < nb; b += kStep) {
+  for (int b = lane / L::kLanes + ks * kStep; b < nb; b += kStep * KS) {
     float w[R][8];
 #pragma unroll
     for (int r = 0; r < R; ++r) L::load(rowp[r], b, sub, w[r]);
@@ -262,6 +266,29 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t
           for (int i = 0; i < 8; ++i) acc[r][t] = fmaf(w[r][i], v[i], acc[r][t]);
       }
     }
+  }
+  if constexpr (KS > 1) {
+    __shared__ float part[kGemvWarps][R][kGemvTokens];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int t = 0; t < kGemvTokens; ++t) {
+        const float s = warp_sum(acc[r][t]);
+        if (lane == 0) part[warp][r][t] = s;
+      }
+    __syncthreads();
+    if (ks != 0 || r0 >= rows) return;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r0 + r >= rows) break;
+      for (int t = lane; t < nt; t += 32) {
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KS; ++k) s += part[warp + k][r][t];
+        y[t * ldy + r0 + r] = s;
+      }
+    }
+    return;
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -288,15 +315,37 @@ static int gemv_rows() {
   return r;
 }
 
+// Warps sharing each row group of the Q4_K/Q6_K float GEMV: 1, 2 or 4 (PENSIEVE_CUDA_GEMV_KSPLIT;
+// default 4).
+static int gemv_ksplit() {
+  static const int k = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_GEMV_KSPLIT");
+    const int v = e ? std::atoi(e) : 4;
+    return v == 1 || v == 2 ? v : 4;
+  }();
+  return k;
+}
+
 template <GgmlType T>
 static void launch_vec(const DeviceWeight& w, const float* x, int64_t ldx, float* y, int64_t ldy, int nt,
                        cudaStream_t stream) {
-  const int R = gemv_rows();
-  const unsigned grid = unsigned((w.rows + kGemvWarps * R - 1) / (kGemvWarps * R));
+  const int R = gemv_rows(), KS = gemv_ksplit();
   const dim3 block(32 * kGemvWarps);
-  if (R == 1) launch_pdl(gemv_vec_kernel<T, 1>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
-  else if (R == 4) launch_pdl(gemv_vec_kernel<T, 4>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
-  else launch_pdl(gemv_vec_kernel<T, 2>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+  const int per_block = (kGemvWarps / KS) * R;
+  const dim3 grid(unsigned((w.rows + per_block - 1) / per_block));
+  if (KS == 4) {
+    if (R == 1) launch_pdl(gemv_vec_kernel<T, 1, 4>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+    else if (R == 4) launch_pdl(gemv_vec_kernel<T, 4, 4>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+    else launch_pdl(gemv_vec_kernel<T, 2, 4>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+  } else if (KS == 2) {
+    if (R == 1) launch_pdl(gemv_vec_kernel<T, 1, 2>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+    else if (R == 4) launch_pdl(gemv_vec_kernel<T, 4, 2>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+    else launch_pdl(gemv_vec_kernel<T, 2, 2>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+  } else {
+    if (R == 1) launch_pdl(gemv_vec_kernel<T, 1, 1>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+    else if (R == 4) launch_pdl(gemv_vec_kernel<T, 4, 1>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+    else launch_pdl(gemv_vec_kernel<T, 2, 1>, grid, block, 0, stream, w.data, w.row_bytes, w.rows, w.cols, x, ldx, y, ldy, nt);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
