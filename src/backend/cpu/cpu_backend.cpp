@@ -1,13 +1,25 @@
-// The CPU backend: today's kernels (engine/kernels.h), run on the caller's thread pool. Weights stay
-// where the loader put them (mapped file or owned buffer); activations are per-pass host vectors.
+// The CPU backend: the kernels of engine/kernels.h, run on the caller's thread pool. Weights stay
+// where the loader put them (mapped file or owned buffer), except that on CPUs with AVX-512 VNNI the
+// matrices of a packable type are repacked (engine/packed.h) the first time a matmul uses them, and
+// the file pages they came from are handed back; activations are per-pass host vectors.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
 
 #include "backend/backend.h"
 #include "engine/kernels.h"
 #include "engine/model.h"
+#include "engine/packed.h"
 #include "engine/rope.h"
+#include "util/cpu.h"
 
 namespace pensieve {
 namespace {
@@ -59,7 +71,13 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   int add_weight(const Tensor& t) override {
     weights_.push_back(&t);
+    packed_.push_back(std::make_unique<Packed>());
     return int(weights_.size()) - 1;
+  }
+  std::span<const uint8_t> weight_region(int weight) const override {
+    const Packed& p = *packed_[size_t(weight)];
+    if (!p.ready.load(std::memory_order_acquire) || !p.matrix) return {};
+    return {p.matrix->tile(0), p.matrix->bytes()};
   }
   int add_vector(std::vector<float> v) override {
     vectors_.push_back(std::move(v));
@@ -69,11 +87,63 @@ class CpuBackend final : public Backend {
     return std::make_unique<CpuPass>(*this, slots, pool);
   }
 
+  // The packed copy of weight i, made on its first matmul (null when its type has no packed
+  // layout, the CPU lacks AVX-512 VNNI, or PENSIEVE_NO_PACK is set).
+  const kernels::PackedMatrix* packed(int weight, ThreadPool& pool) const;
+
   ModelConfig cfg_;
   RopeTable rope_short_, rope_long_;
   std::vector<const Tensor*> weights_;
+  struct Packed {
+    std::once_flag once;
+    std::atomic<bool> ready{false};
+    std::unique_ptr<kernels::PackedMatrix> matrix;
+  };
+  std::vector<std::unique_ptr<Packed>> packed_;
   std::vector<std::vector<float>> vectors_;
 };
+
+// Drops this process's mapping of the file pages under [p, p + n) (whole pages inside it) when they
+// belong to a mapped file: they are re-read from the page cache if ever touched again (get_row of a
+// tied embedding, exact matmuls), and no longer count twice beside the packed copy. Anonymous
+// memory (weights converted at load) is left alone: dropping it would zero it.
+void release_file_pages(const void* p, size_t n) {
+  const auto lo = reinterpret_cast<uintptr_t>(p), hi = lo + n;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream in(line);
+    std::string range, perms, offset, dev, path;
+    unsigned long inode = 0;
+    in >> range >> perms >> offset >> dev >> inode >> path;
+    const size_t dash = range.find('-');
+    if (dash == std::string::npos) continue;
+    const uintptr_t a = std::stoul(range.substr(0, dash), nullptr, 16);
+    const uintptr_t b = std::stoul(range.substr(dash + 1), nullptr, 16);
+    if (lo < a || lo >= b) continue;
+    if (inode == 0 || path.empty() || path[0] != '/' || hi > b) return;
+    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t first = (lo + page - 1) / page * page, last = hi / page * page;
+    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    return;
+  }
+}
+
+const kernels::PackedMatrix* CpuBackend::packed(int weight, ThreadPool& pool) const {
+  Packed& p = *packed_[size_t(weight)];
+  std::call_once(p.once, [&] {
+    static const bool off = [] {
+      const char* v = std::getenv("PENSIEVE_NO_PACK");
+      return v && *v && std::string(v) != "0";
+    }();
+    const Tensor& w = *weights_[size_t(weight)];
+    if (!off && cpu_features().use_vnni() && kernels::packable(w.type) && w.cols() % QK == 0) {
+      p.matrix = kernels::pack_matrix(w, pool);
+      release_file_pages(w.data, w.nbytes);
+    }
+    p.ready.store(true, std::memory_order_release);
+  });
+  return p.matrix.get();
+}
 
 CpuPass::CpuPass(const CpuBackend& b, std::span<const PassSlot> slots, ThreadPool& pool)
     : b_(b), slots_(slots), pool_(pool) {}
@@ -93,8 +163,10 @@ void CpuPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float 
 void CpuPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
                      bool exact) {
   const Tensor& w = *b_.weights_[size_t(weight)];
-  if (exact) kernels::matmul_exact(w, x, ldx, n_tok, y, ldy, pool_);
-  else kernels::matmul(w, x, ldx, n_tok, y, ldy, pool_);
+  if (exact) return kernels::matmul_exact(w, x, ldx, n_tok, y, ldy, pool_);
+  if (const kernels::PackedMatrix* p = b_.packed(weight, pool_))
+    return kernels::matmul_packed(*p, x, ldx, n_tok, y, ldy, pool_);
+  kernels::matmul(w, x, ldx, n_tok, y, ldy, pool_);
 }
 
 void CpuPass::add_bias(float* y, int64_t ldy, int rows, int b) {
