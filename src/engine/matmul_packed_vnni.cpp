@@ -137,6 +137,16 @@ void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act,
   for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + size_t(t) * size_t(ldy), rows, acc[t]);
 }
 
+// tile_tokens for a tail of n < kGroup tokens.
+template <GgmlType kType, int T>
+void tail(int n, const PackedMatrix& P, const uint8_t* tile, const uint8_t* act, size_t act_stride, float* y,
+          int64_t ldy, __mmask16 rows) {
+  if constexpr (T > 0) {
+    if (n == T) return tile_tokens<kType, T>(P, tile, act, act_stride, y, ldy, rows);
+    tail<kType, T - 1>(n, P, tile, act, act_stride, y, ldy, rows);
+  }
+}
+
 template <GgmlType kType>
 void tiles(const PackedArgs& a, int64_t t0, int64_t t1) {
   const PackedMatrix& P = *a.P;
@@ -149,22 +159,103 @@ void tiles(const PackedArgs& a, int64_t t0, int64_t t1) {
     for (; t + kGroup <= a.n_tok; t += kGroup)
       tile_tokens<kType, kGroup>(P, tile, a.act + size_t(t) * a.act_stride, a.act_stride,
                                  a.y + r0 + size_t(t) * size_t(a.ldy), a.ldy, rows);
-    const uint8_t* act = a.act + size_t(t) * a.act_stride;
-    float* y = a.y + r0 + size_t(t) * size_t(a.ldy);
-    switch (a.n_tok - t) {
-      case 1: tile_tokens<kType, 1>(P, tile, act, a.act_stride, y, a.ldy, rows); break;
-      case 2: tile_tokens<kType, 2>(P, tile, act, a.act_stride, y, a.ldy, rows); break;
-      case 3: tile_tokens<kType, 3>(P, tile, act, a.act_stride, y, a.ldy, rows); break;
-      case 4: tile_tokens<kType, 4>(P, tile, act, a.act_stride, y, a.ldy, rows); break;
-      case 5: tile_tokens<kType, 5>(P, tile, act, a.act_stride, y, a.ldy, rows); break;
-      case 6: tile_tokens<kType, 6>(P, tile, act, a.act_stride, y, a.ldy, rows); break;
-      case 7: tile_tokens<kType, 7>(P, tile, act, a.act_stride, y, a.ldy, rows); break;
-      default: break;
-    }
+    if (t < a.n_tok)
+      tail<kType, kGroup - 1>(a.n_tok - t, P, tile, a.act + size_t(t) * a.act_stride, a.act_stride,
+                              a.y + r0 + size_t(t) * size_t(a.ldy), a.ldy, rows);
   }
 }
 
+// Packing: lane r of each 64-byte chunk is a dword of row r's block at the same offset, so one
+// masked gather (indices r * row_bytes) fills a chunk; padding rows gather as zeros.
+struct Gather {
+  const uint8_t* base;  // row 0 of the tile, this super-block
+  __m512i index;
+  __mmask16 rows;
+  __m512i at(int off) const { return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, index, base + off, 1); }
+};
+
+void gather_chunks(const Gather& g, int src_off, int n_bytes, uint8_t* dst) {
+  for (int k = 0; k < n_bytes / 4; ++k) _mm512_storeu_si512(dst + 64 * k, g.at(src_off + 4 * k));
+}
+// The f16 in the low (high) half of the dword at src_off, 16 rows side by side.
+void gather_f16(const Gather& g, int src_off, bool high, uint8_t* dst) {
+  __m512i v = g.at(src_off);
+  if (high) v = _mm512_srli_epi32(v, 16);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(v));
+}
+// Byte j (0..3) of each lane's dword, 16 rows side by side.
+inline __m512i byte_of(__m512i v, int j) {
+  return _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(8 * j)), _mm512_set1_epi32(0xFF));
+}
+inline void store_bytes(uint8_t* dst, __m512i v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(v));
+}
+
 }  // namespace
+
+void pack_tiles(const Tensor& W, PackedMatrix& P, int64_t t0, int64_t t1) {
+  const int64_t nsb = P.sbs();
+  const size_t sbb = P.sb_bytes(), row_bytes = W.row_bytes();
+  const int src_bytes = int(row_size(P.type(), P.sb_elems()));
+  const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(int(row_bytes)));
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t left = P.rows() - t * kPackRows;
+    const __mmask16 rows = left >= kPackRows ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    uint8_t* out = P.tile(t);
+    const uint8_t* src = W.row(t * kPackRows);
+    for (int64_t b = 0; b < nsb; ++b) {
+      const Gather g{src + size_t(b) * size_t(src_bytes), index, rows};
+      uint8_t* sb = out + size_t(b) * sbb;
+      switch (P.type()) {
+        case GgmlType::Q4_0:
+          gather_f16(g, 0, false, sb);
+          gather_chunks(g, 2, QK / 2, sb + 32);
+          break;
+        case GgmlType::Q8_0:
+          gather_f16(g, 0, false, sb);
+          for (int k = 0; k < QK / 4; ++k)
+            _mm512_storeu_si512(sb + 32 + 64 * k, _mm512_mask_xor_epi32(_mm512_setzero_si512(), rows, g.at(2 + 4 * k),
+                                                                      _mm512_set1_epi8(char(0x80))));
+          break;
+        case GgmlType::Q4_K:
+        case GgmlType::Q5_K: {
+          gather_f16(g, 0, false, sb);
+          gather_f16(g, 0, true, sb + 32);
+          // The 6-bit scales and mins of the eight groups from the 12 packed bytes (quant.h).
+          const __m512i s0 = g.at(4), s1 = g.at(8), s2 = g.at(12);
+          const __m512i m6 = _mm512_set1_epi32(63), m4 = _mm512_set1_epi32(0xF);
+          for (int j = 0; j < 4; ++j) {
+            store_bytes(sb + kQ4KScale + 16 * j, _mm512_and_si512(byte_of(s0, j), m6));
+            store_bytes(sb + kQ4KMin + 16 * j, _mm512_and_si512(byte_of(s1, j), m6));
+            const __m512i lo = byte_of(s2, j);
+            store_bytes(sb + kQ4KScale + 16 * (j + 4),
+                        _mm512_or_si512(_mm512_and_si512(lo, m4), _mm512_slli_epi32(_mm512_srli_epi32(byte_of(s0, j), 6), 4)));
+            store_bytes(sb + kQ4KMin + 16 * (j + 4),
+                        _mm512_or_si512(_mm512_srli_epi32(lo, 4), _mm512_slli_epi32(_mm512_srli_epi32(byte_of(s1, j), 6), 4)));
+          }
+          if (P.type() == GgmlType::Q4_K) {
+            gather_chunks(g, 16, QK_K / 2, sb + kQ4KNib);
+          } else {
+            gather_chunks(g, 16, QK_K / 8, sb + kQ5KHigh);
+            gather_chunks(g, 16 + QK_K / 8, QK_K / 2, sb + kQ4KNib);
+          }
+          break;
+        }
+        default: {  // Q6_K: ql[128] qh[64] scales[16] d
+          gather_chunks(g, 0, QK_K / 2, sb + kQ6KLow);
+          gather_chunks(g, QK_K / 2, QK_K / 4, sb + kQ6KHigh);
+          for (int k = 0; k < 4; ++k) {
+            const __m512i v = g.at(192 + 4 * k);
+            for (int j = 0; j < 4; ++j) store_bytes(sb + kQ6KScale + 16 * (4 * k + j), byte_of(v, j));
+          }
+          gather_f16(g, 206, true, sb);  // d is the block's last two bytes
+          break;
+        }
+      }
+    }
+  }
+}
 
 void matmul_packed_tiles(const PackedArgs& a, int64_t t0, int64_t t1) {
   switch (a.P->type()) {

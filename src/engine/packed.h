@@ -67,9 +67,10 @@ class PackedMatrix {
   size_t mapped_ = 0;
 };
 
-// Packs tiles [t0, t1) of W (rows of W's type, which must be packable) into P.
+// Packs tiles [t0, t1) of W (rows of W's type, which must be packable) into P; the scalar
+// definition of the layout.
 void pack_tiles(const Tensor& W, PackedMatrix& P, int64_t t0, int64_t t1);
-// The whole matrix, on the pool's threads.
+// The whole matrix, on the pool's threads (vnni::pack_tiles where the CPU has it).
 std::unique_ptr<PackedMatrix> pack_matrix(const Tensor& W, ThreadPool& pool);
 
 // Bytes of one token's prepared activations for P: cols/32 block_q8_x, then (Q6_K) cols/16 floats
@@ -96,10 +97,12 @@ struct PackedArgs {
   int64_t ldy;
 };
 
-namespace ref {
-void matmul_packed_tiles(const PackedArgs& a, int64_t t0, int64_t t1);
-}
 namespace vnni {
+void matmul_packed_tiles(const PackedArgs& a, int64_t t0, int64_t t1);
+// pack_tiles with AVX-512 gathers; the same bytes.
+void pack_tiles(const Tensor& W, PackedMatrix& P, int64_t t0, int64_t t1);
+}
+namespace ref {
 void matmul_packed_tiles(const PackedArgs& a, int64_t t0, int64_t t1);
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -52,6 +53,22 @@ TEST(Packed, OnlyTheTypesWithAKernel) {
   for (GgmlType t : kPacked) EXPECT_TRUE(K::packable(t)) << type_name(t);
   for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q3_K})
     EXPECT_FALSE(K::packable(t)) << type_name(t);
+}
+
+TEST(Packed, VnniPackingWritesTheScalarLayout) {
+  if (!cpu_features().use_vnni()) GTEST_SKIP() << "no AVX-512 VNNI (or PENSIEVE_NO_VNNI set)";
+  uint32_t seed = 30;
+  for (GgmlType type : kPacked)
+    for (int rows : {1, 5, 16, 17, 40}) {
+      const int64_t cols = k_quant(type) ? 512 : 96;
+      Weights W(type, rows, cols, ++seed);
+      K::PackedMatrix a(type, rows, cols), b(type, rows, cols);
+      K::pack_tiles(W.t, a, 0, a.tiles());
+      std::memset(b.tile(0), 0x5A, b.bytes());  // padding rows must be written as zeros too
+      K::vnni::pack_tiles(W.t, b, 0, b.tiles());
+      for (size_t i = 0; i < a.bytes(); ++i)
+        ASSERT_EQ(a.tile(0)[i], b.tile(0)[i]) << type_name(type) << " rows " << rows << " byte " << i;
+    }
 }
 
 TEST(Packed, VnniKernelEqualsScalarTwinBitForBit) {
