@@ -98,13 +98,19 @@ PackedMatrix::PackedMatrix(GgmlType type, int64_t rows, int64_t cols) : type_(ty
   if (cols % sb_elems() != 0)
     throw Error("packed matmul: rows of " + std::to_string(cols) + " are not whole " +
                 std::string(type_name(type)) + " blocks");
-  mapped_ = std::max<size_t>(1, (bytes() + kHugePage - 1) / kHugePage * kHugePage);
-  void* p = mmap(nullptr, mapped_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  // Starts on a 2 MB boundary so that the whole 2 MB stretches can be huge pages (fewer page faults
+  // while packing, fewer TLB misses while streaming the weights; a no-op where transparent huge
+  // pages are off); the tail stays in small pages, so no matrix holds up to 2 MB it does not use.
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  mapped_ = std::max<size_t>(page, (bytes() + page - 1) / page * page);
+  void* p = mmap(nullptr, mapped_ + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
-  // Fewer page faults while packing and fewer TLB misses while streaming the weights; a no-op where
-  // transparent huge pages are off.
-  madvise(p, mapped_, MADV_HUGEPAGE);
-  data_ = static_cast<uint8_t*>(p);
+  const auto raw = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t start = (raw + kHugePage - 1) / kHugePage * kHugePage;
+  if (start > raw) munmap(p, start - raw);
+  if (raw + kHugePage > start) munmap(reinterpret_cast<void*>(start + mapped_), raw + kHugePage - start);
+  data_ = reinterpret_cast<uint8_t*>(start);
+  if (mapped_ >= kHugePage) madvise(data_, mapped_ / kHugePage * kHugePage, MADV_HUGEPAGE);
 }
 
 PackedMatrix::~PackedMatrix() {
