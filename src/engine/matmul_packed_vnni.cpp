@@ -31,11 +31,14 @@ inline __m512 s8x16(const uint8_t* p) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
+// Dword j of a token's block in every lane (a broadcast load, which vpdpbusd takes as its operand).
+inline __m512i bcst(const int8_t* qs, int j) { return _mm512_broadcastd_epi32(_mm_loadu_si32(qs + 4 * j)); }
+
 // isum over weights vectors w[j0..j1) against dwords j0..j1 of a token's block.
 template <int J0, int J1>
-inline __m512i dot(const __m512i* w, const int32_t* a4) {
-  __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[J0], _mm512_set1_epi32(a4[J0]));
-  for (int j = J0 + 1; j < J1; ++j) s = _mm512_dpbusd_epi32(s, w[j], _mm512_set1_epi32(a4[j]));
+inline __m512i dot(const __m512i* w, const int8_t* qs) {
+  __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[J0], bcst(qs, J0));
+  for (int j = J0 + 1; j < J1; ++j) s = _mm512_dpbusd_epi32(s, w[j], bcst(qs, j));
   return s;
 }
 
@@ -47,8 +50,7 @@ inline void group_tokens(const __m512i* w, __m512 s0, __m512 s1, float off, cons
                          const float* const* s16, int64_t gi, __m512* acc) {
   for (int t = 0; t < T; ++t) {
     const block_q8_x& xb = x[t][gi];
-    int32_t a4[8];
-    std::memcpy(a4, xb.qs, sizeof(a4));
+    const int8_t* a4 = xb.qs;
     if constexpr (kMath == Math::Offset) {
       const __m512 f = _mm512_fmsub_ps(_mm512_cvtepi32_ps(dot<0, 8>(w, a4)), _mm512_set1_ps(xb.d),
                                        _mm512_set1_ps(off * xb.ds));
