@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/kernels.h"
 #include "engine/kernels_avx2.h"
 #include "engine/kernels_ref.h"
 #include "util/cpu.h"
@@ -189,6 +190,45 @@ std::unique_ptr<PackedMatrix> pack_matrix(const Tensor& W, ThreadPool& pool) {
     else pack_tiles(W, *P, t0, t1);
   });
   return P;
+}
+
+void packed_row(const PackedMatrix& P, int64_t row, float* out) {
+  if (row < 0 || row >= P.rows()) throw Error("packed_row: row " + std::to_string(row) + " is outside the matrix");
+  const GgmlType t = P.type();
+  const int r = int(row % kPackRows);
+  const uint8_t* tile = P.tile(row / kPackRows);
+  const int n = P.sb_elems();
+  for (int64_t b = 0; b < P.sbs(); ++b) {
+    const uint8_t* sb = tile + size_t(b) * P.sb_bytes();
+    const float d = f16_at(sb + 2 * r);
+    for (int e = 0; e < n; ++e) {
+      const int q = level(t, sb, r, e);
+      float w;
+      switch (t) {
+        case GgmlType::Q4_0: w = d * float(q - 8); break;
+        case GgmlType::Q8_0: w = d * float(q - 128); break;
+        case GgmlType::Q4_K:
+        case GgmlType::Q5_K: {
+          const int g = e / QK;
+          w = d * float(sb[kQ4KScale + 16 * g + r]) * float(q) - f16_at(sb + 32 + 2 * r) * float(sb[kQ4KMin + 16 * g + r]);
+          break;
+        }
+        default: w = d * float(int8_t(sb[kQ6KScale + 16 * (e / 16) + r])) * float(q - 32); break;  // Q6_K
+      }
+      out[b * n + e] = w;
+    }
+  }
+}
+
+void matmul_exact_packed(const PackedMatrix& P, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
+                         ThreadPool& pool) {
+  pool.parallel_for(P.rows(), kPackRows, [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(static_cast<size_t>(P.cols()));
+    for (int64_t r = r0; r < r1; ++r) {
+      packed_row(P, r, row.data());
+      for (int t = 0; t < n_tok; ++t) y[size_t(t) * size_t(ldy) + size_t(r)] = dot(row.data(), x + t * ldx, int(P.cols()));
+    }
+  });
 }
 
 size_t packed_act_bytes(const PackedMatrix& P) {

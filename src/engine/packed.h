@@ -73,6 +73,13 @@ void pack_tiles(const Tensor& W, PackedMatrix& P, int64_t t0, int64_t t1);
 // The whole matrix, on the pool's threads (vnni::pack_tiles where the CPU has it).
 std::unique_ptr<PackedMatrix> pack_matrix(const Tensor& W, ThreadPool& pool);
 
+// Row r of P dequantized to float32 (what the source row dequantizes to, exactly).
+void packed_row(const PackedMatrix& P, int64_t r, float* out);
+// matmul_exact (float32 activations) from the packed copy: rows dequantized, then float dots; a
+// token's result does not depend on the batch.
+void matmul_exact_packed(const PackedMatrix& P, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
+                         ThreadPool& pool);
+
 // Bytes of one token's prepared activations for P: cols/32 block_q8_x, then (Q6_K) cols/16 floats
 // of s16.
 size_t packed_act_bytes(const PackedMatrix& P);

@@ -171,6 +171,31 @@ TEST(Packed, TokenResultsDoNotDependOnTheBatch) {
   }
 }
 
+// Rows read back from the packed copy are the source rows dequantized, exactly; the exact matmul
+// from it equals the one from the source (same float dots).
+TEST(Packed, RowsAndExactMatmulFromThePackedCopy) {
+  ThreadPool pool(2);
+  uint32_t seed = 370;
+  for (GgmlType type : kPacked) {
+    const int64_t cols = k_quant(type) ? 512 : 96, rows = 21;
+    Weights W(type, rows, cols, ++seed);
+    const auto P = K::pack_matrix(W.t, pool);
+    std::vector<float> want(static_cast<size_t>(cols)), got(want.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      K::get_row(W.t, r, want.data());
+      K::packed_row(*P, r, got.data());
+      ASSERT_EQ(got, want) << type_name(type) << " row " << r;
+    }
+    EXPECT_THROW(K::packed_row(*P, rows, got.data()), Error);
+    const int n_tok = 3;
+    const auto x = randn(size_t(n_tok * cols), ++seed);
+    std::vector<float> y1(size_t(n_tok * rows)), y2(y1.size());
+    K::matmul_exact(W.t, x.data(), cols, n_tok, y1.data(), rows, pool);
+    K::matmul_exact_packed(*P, x.data(), cols, n_tok, y2.data(), rows, pool);
+    for (size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y2[i], y1[i], 1e-5 * (std::fabs(y1[i]) + 1e-2)) << type_name(type);
+  }
+}
+
 TEST(Packed, RefusesTypesWithoutALayout) {
   EXPECT_THROW(K::PackedMatrix(GgmlType::Q3_K, 16, 256), Error);
   EXPECT_THROW(K::PackedMatrix(GgmlType::Q4_0, 16, 48), Error);

@@ -98,16 +98,23 @@ class CpuBackend final : public Backend {
     std::once_flag once;
     std::atomic<bool> ready{false};
     std::unique_ptr<kernels::PackedMatrix> matrix;
+    bool dropped = false;  // the source's memory is gone: every read goes to `matrix`
   };
+  // The packed copy of a weight whose source was dropped, else null (packs nothing).
+  const kernels::PackedMatrix* dropped_source(int weight) const {
+    const Packed& p = *packed_[size_t(weight)];
+    return p.ready.load(std::memory_order_acquire) && p.dropped ? p.matrix.get() : nullptr;
+  }
   std::vector<std::unique_ptr<Packed>> packed_;
   std::vector<std::vector<float>> vectors_;
 };
 
-// Drops this process's mapping of the file pages under [p, p + n) (whole pages inside it) when they
-// belong to a mapped file: they are re-read from the page cache if ever touched again (get_row of a
-// tied embedding, exact matmuls), and no longer count twice beside the packed copy. Anonymous
-// memory (weights converted at load) is left alone: dropping it would zero it.
-void release_file_pages(const void* p, size_t n) {
+// After a matrix is packed its source is no longer read by matmuls: this drops this process's pages
+// under [p, p + n) (whole pages inside it). Pages of a mapped file are re-read from the page cache if
+// ever touched again, so the tensor stays valid and true is not returned. Anonymous memory (weights
+// converted at load, such as MLX groups) would read back as zeros: that is only done, returning true,
+// when `may_drop_anonymous`, and the caller then serves every other read from the packed copy.
+bool release_source_pages(const void* p, size_t n, bool may_drop_anonymous) {
   const auto lo = reinterpret_cast<uintptr_t>(p), hi = lo + n;
   std::ifstream maps("/proc/self/maps");
   for (std::string line; std::getline(maps, line);) {
@@ -120,12 +127,14 @@ void release_file_pages(const void* p, size_t n) {
     const uintptr_t a = std::stoul(range.substr(0, dash), nullptr, 16);
     const uintptr_t b = std::stoul(range.substr(dash + 1), nullptr, 16);
     if (lo < a || lo >= b) continue;
-    if (inode == 0 || path.empty() || path[0] != '/' || hi > b) return;
+    const bool file = inode != 0 && !path.empty() && path[0] == '/';
+    if (hi > b || (!file && !may_drop_anonymous)) return false;
     const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
     const uintptr_t first = (lo + page - 1) / page * page, last = hi / page * page;
     if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-    return;
+    return !file && last > first;
   }
+  return false;
 }
 
 const kernels::PackedMatrix* CpuBackend::packed(int weight, ThreadPool& pool) const {
@@ -138,7 +147,7 @@ const kernels::PackedMatrix* CpuBackend::packed(int weight, ThreadPool& pool) co
     const Tensor& w = *weights_[size_t(weight)];
     if (!off && cpu_features().use_vnni() && kernels::packable(w.type) && w.cols() % QK == 0) {
       p.matrix = kernels::pack_matrix(w, pool);
-      release_file_pages(w.data, w.nbytes);
+      p.dropped = release_source_pages(w.data, w.nbytes, true);
     }
     p.ready.store(true, std::memory_order_release);
   });
@@ -151,7 +160,11 @@ CpuPass::CpuPass(const CpuBackend& b, std::span<const PassSlot> slots, ThreadPoo
 void CpuPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   const Tensor& w = *b_.weights_[size_t(weight)];
   const int64_t dim = w.cols();
-  for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], x + t * dim);
+  const kernels::PackedMatrix* p = b_.dropped_source(weight);
+  for (size_t t = 0; t < ids.size(); ++t) {
+    if (p) kernels::packed_row(*p, ids[t], x + t * dim);
+    else kernels::get_row(w, ids[t], x + t * dim);
+  }
 }
 
 void CpuPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float eps) {
@@ -163,9 +176,12 @@ void CpuPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float 
 void CpuPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
                      bool exact) {
   const Tensor& w = *b_.weights_[size_t(weight)];
-  if (exact) return kernels::matmul_exact(w, x, ldx, n_tok, y, ldy, pool_);
-  if (const kernels::PackedMatrix* p = b_.packed(weight, pool_))
-    return kernels::matmul_packed(*p, x, ldx, n_tok, y, ldy, pool_);
+  const kernels::PackedMatrix* p = b_.packed(weight, pool_);
+  if (exact) {
+    if (b_.dropped_source(weight)) return kernels::matmul_exact_packed(*p, x, ldx, n_tok, y, ldy, pool_);
+    return kernels::matmul_exact(w, x, ldx, n_tok, y, ldy, pool_);
+  }
+  if (p) return kernels::matmul_packed(*p, x, ldx, n_tok, y, ldy, pool_);
   kernels::matmul(w, x, ldx, n_tok, y, ldy, pool_);
 }
 
