@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "backend/backend.h"
+#include "engine/attention.h"
 #include "engine/kernels.h"
 #include "engine/model.h"
 #include "engine/packed.h"
@@ -41,6 +42,7 @@ class CpuPass final : public BackendPass {
   void add_bias(float* y, int64_t ldy, int rows, int b) override;
   void rope_and_store_kv(int layer, float* qkv) override;
   void attention(int layer, const float* qkv, float* out) override;
+  void attention_groups(int layer, const float* qkv, float* out);
   void add(float* x, const float* y, size_t n) override {
     for (size_t i = 0; i < n; ++i) x[i] += y[i];
   }
@@ -216,7 +218,8 @@ void CpuPass::rope_and_store_kv(int layer, float* qkv) {
   }
 }
 
-// Tasks are (token, head) pairs.
+// Tasks are (token, head) pairs; with attend_group, (up to kAttnGroup consecutive tokens of one
+// sequence, head) so that a prefill chunk's queries share each key and value row.
 void CpuPass::attention(int layer, const float* qkv, float* out) {
   const ModelConfig& cfg = b_.cfg_;
   const int hd = cfg.head_dim, nh = cfg.n_heads;
@@ -225,6 +228,7 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
   const float scale = 1.0f / std::sqrt(float(hd));
   const int window = cfg.sliding_window;
   const int T = int(slots_.size());
+  if (kernels::attend_group_available(hd)) return attention_groups(layer, qkv, out);
   pool_.parallel_for(int64_t(T) * nh, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
@@ -254,6 +258,57 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
         if (f32) kernels::axpy(scores[size_t(j)], static_cast<const float*>(v) + koff, o, hd);
         else kernels::axpy_f16(scores[size_t(j)], static_cast<const uint16_t*>(v) + koff, o, hd);
       }
+    }
+  });
+}
+
+void CpuPass::attention_groups(int layer, const float* qkv, float* out) {
+  const ModelConfig& cfg = b_.cfg_;
+  const int hd = cfg.head_dim, nh = cfg.n_heads;
+  const int group = cfg.n_heads / cfg.n_kv_heads;
+  const int q_dim = nh * hd, qkv_dim = q_dim + 2 * cfg.n_kv_heads * hd;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const int window = cfg.sliding_window;
+  const int T = int(slots_.size());
+  // Groups: up to kAttnGroup consecutive tokens of one sequence at consecutive positions, with the
+  // cache rows of every position they reach.
+  struct Group {
+    int t0, n, first;
+    std::vector<const void*> keys, values;
+  };
+  std::vector<Group> groups;
+  for (int t = 0; t < T;) {
+    const PassSlot& s = slots_[size_t(t)];
+    int n = 1;
+    while (n < kernels::kAttnGroup && t + n < T && slots_[size_t(t + n)].seq == s.seq &&
+           slots_[size_t(t + n)].pos == s.pos + n)
+      ++n;
+    Group g{t, n, window > 0 ? std::max(0, s.pos - window + 1) : 0, {}, {}};
+    const int last = s.pos + n - 1;
+    const KvPool& kv = *s.seq->pool;
+    const int bs = kv.block_size();
+    for (int p = g.first; p <= last; ++p) {
+      const int block = s.seq->blocks[size_t(p / bs)];
+      g.keys.push_back(kv.key(block, layer, p % bs));
+      g.values.push_back(kv.value(block, layer, p % bs));
+    }
+    groups.push_back(std::move(g));
+    t += n;
+  }
+  pool_.parallel_for(int64_t(groups.size()) * nh, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const Group& g = groups[size_t(task / nh)];
+      const int h = int(task % nh);
+      kernels::AttnQuery qs[kernels::kAttnGroup];
+      for (int i = 0; i < g.n; ++i) {
+        const int t = g.t0 + i, pos = slots_[size_t(t)].pos;
+        qs[i] = {qkv + size_t(t) * qkv_dim + size_t(h) * hd, out + size_t(t) * q_dim + size_t(h) * hd,
+                 window > 0 ? std::max(0, pos - window + 1) : 0, pos};
+      }
+      const kernels::AttnRows rows{g.keys.data(), g.values.data(), g.first, slots_[size_t(g.t0)].seq->pool->is_f32(),
+                                   int64_t(h / group) * hd};
+      kernels::attend_group(qs, g.n, rows, hd, scale, scores);
     }
   });
 }
