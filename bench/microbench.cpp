@@ -1,6 +1,7 @@
 // Micro-benchmarks of the CPU kernels at Phi-3-mini shapes: decode matvec (n_tok = 1, reported as
 // weight bytes/s, comparable with the read bandwidth measured alongside) and prefill matmul
-// (n_tok = 64, reported as tokens/s and int8 MAC/s). Run: build/pensieve_microbench
+// (n_tok = 64, reported as tokens/s and int8 MAC/s), each also from the 16-row packed layout
+// (engine/packed.h) where the CPU has AVX-512 VNNI. Run: build/pensieve_microbench
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -10,6 +11,8 @@
 
 #include "engine/bandwidth.h"
 #include "engine/kernels.h"
+#include "engine/packed.h"
+#include "util/cpu.h"
 #include "util/thread_pool.h"
 
 namespace pensieve {
@@ -55,17 +58,24 @@ void matmul_bench(benchmark::State& state) {
   const GgmlType type = kTypes[state.range(0)];
   const Shape& s = kShapes[state.range(1)];
   const int threads = int(state.range(2)), n_tok = int(state.range(3));
+  const bool packed = state.range(4) != 0;
+  if (packed && (!kernels::packable(type) || !cpu_features().use_vnni())) {
+    state.SkipWithError("no packed kernel for this type on this CPU");
+    return;
+  }
   BenchWeights W(type, s.in, s.out);
   ThreadPool pool(threads);
+  const auto P = packed ? kernels::pack_matrix(W.t, pool) : nullptr;
   std::vector<float> x(size_t(s.in * n_tok)), y(size_t(s.out * n_tok));
   std::mt19937 rng(2);
   std::normal_distribution<float> g(0.0f, 1.0f);
   for (auto& v : x) v = g(rng);
   for (auto _ : state) {
-    kernels::matmul(W.t, x.data(), s.in, n_tok, y.data(), s.out, pool);
+    if (P) kernels::matmul_packed(*P, x.data(), s.in, n_tok, y.data(), s.out, pool);
+    else kernels::matmul(W.t, x.data(), s.in, n_tok, y.data(), s.out, pool);
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetLabel(std::string(type_name(type)) + " " + s.name + " t" + std::to_string(threads) +
+  state.SetLabel(std::string(type_name(type)) + (packed ? " packed " : " ") + s.name + " t" + std::to_string(threads) +
                  " n_tok " + std::to_string(n_tok));
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(W.t.nbytes));
   state.counters["tok/s"] = benchmark::Counter(double(state.iterations()) * n_tok, benchmark::Counter::kIsRate);
@@ -86,16 +96,20 @@ BENCHMARK(read_bandwidth)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMilli
 void decode_args(benchmark::internal::Benchmark* b) {
   for (int type = 0; type < int(std::size(kTypes)); ++type)
     for (int shape = 0; shape < 4; ++shape)
-      for (int threads : {1, 2}) b->Args({type, shape, threads, 1});
+      for (int threads : {1, 2})
+        for (int packed : {0, 1}) b->Args({type, shape, threads, 1, packed});
 }
 void prefill_args(benchmark::internal::Benchmark* b) {
   for (int type = 0; type < int(std::size(kTypes)); ++type)
-    for (int shape : {0, 3}) b->Args({type, shape, 2, 64});
+    for (int shape : {0, 3})
+      for (int threads : {1, 2})
+        for (int packed : {0, 1}) b->Args({type, shape, threads, 64, packed});
 }
 // Decode over weights far larger than any cache (1.2-2.3 GB): what a real decode step streams.
 void stream_args(benchmark::internal::Benchmark* b) {
   for (int type : {0, 1, 2, 4})
-    for (int threads : {1, 2}) b->Args({type, 4, threads, 1});
+    for (int threads : {1, 2})
+      for (int packed : {0, 1}) b->Args({type, 4, threads, 1, packed});
 }
 BENCHMARK(matmul_bench)->Name("matvec_dram")->Apply(stream_args)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(matmul_bench)->Name("matvec")->Apply(decode_args)->UseRealTime()->Unit(benchmark::kMicrosecond);

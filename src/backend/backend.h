@@ -78,6 +78,10 @@ class Backend {
   // `pool`; passes on one backend may run from several threads (a GPU backend serialises them).
   virtual std::unique_ptr<BackendPass> begin_pass(std::span<const PassSlot> slots, ThreadPool& pool) const = 0;
 
+  // Where the backend holds a weight and how many bytes a matmul over it reads, when that is not
+  // the tensor as loaded (e.g. a repacked copy); empty otherwise. The bandwidth probe reads these.
+  virtual std::span<const uint8_t> weight_region(int /*weight*/) const { return {}; }
+
   // Bytes of device memory held (weights, KV pools, workspace); 0 for the CPU.
   virtual size_t device_bytes() const { return 0; }
   virtual std::string memory_report() const { return {}; }

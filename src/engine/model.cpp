@@ -118,12 +118,17 @@ void Model::bind_weights() {
 
 std::vector<std::span<const uint8_t>> Model::weights_read_per_token() const {
   std::vector<std::span<const uint8_t>> v;
-  auto add = [&](const Tensor* t) {
-    if (t) v.emplace_back(static_cast<const uint8_t*>(t->data), t->nbytes);
+  // As the backend holds them where it repacked them, else as loaded.
+  auto add = [&](const Tensor* t, int id) {
+    if (!t) return;
+    const std::span<const uint8_t> held = id >= 0 ? backend_->weight_region(id) : std::span<const uint8_t>();
+    v.push_back(held.empty() ? std::span<const uint8_t>(static_cast<const uint8_t*>(t->data), t->nbytes) : held);
   };
-  for (const Layer& L : layers_)
-    for (const Tensor* t : {L.wqkv, L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down}) add(t);
-  add(output_);
+  for (const Layer& L : layers_) {
+    add(L.wqkv, L.id_qkv), add(L.wq, L.id_q), add(L.wk, L.id_k), add(L.wv, L.id_v), add(L.wo, L.id_o);
+    add(L.w_gate, L.id_gate), add(L.w_up, L.id_up), add(L.w_down, L.id_down);
+  }
+  add(output_, id_output_);
   return v;
 }
 

@@ -1,13 +1,26 @@
-// The CPU backend: today's kernels (engine/kernels.h), run on the caller's thread pool. Weights stay
-// where the loader put them (mapped file or owned buffer); activations are per-pass host vectors.
+// The CPU backend: the kernels of engine/kernels.h, run on the caller's thread pool. Weights stay
+// where the loader put them (mapped file or owned buffer), except that on CPUs with AVX-512 VNNI the
+// matrices of a packable type are repacked (engine/packed.h) the first time a matmul uses them, and
+// the file pages they came from are handed back; activations are per-pass host vectors.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
 
 #include "backend/backend.h"
+#include "engine/attention.h"
 #include "engine/kernels.h"
 #include "engine/model.h"
+#include "engine/packed.h"
 #include "engine/rope.h"
+#include "util/cpu.h"
 
 namespace pensieve {
 namespace {
@@ -29,6 +42,7 @@ class CpuPass final : public BackendPass {
   void add_bias(float* y, int64_t ldy, int rows, int b) override;
   void rope_and_store_kv(int layer, float* qkv) override;
   void attention(int layer, const float* qkv, float* out) override;
+  void attention_groups(int layer, const float* qkv, float* out);
   void add(float* x, const float* y, size_t n) override {
     for (size_t i = 0; i < n; ++i) x[i] += y[i];
   }
@@ -59,7 +73,13 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   int add_weight(const Tensor& t) override {
     weights_.push_back(&t);
+    packed_.push_back(std::make_unique<Packed>());
     return int(weights_.size()) - 1;
+  }
+  std::span<const uint8_t> weight_region(int weight) const override {
+    const Packed& p = *packed_[size_t(weight)];
+    if (!p.ready.load(std::memory_order_acquire) || !p.matrix) return {};
+    return {p.matrix->tile(0), p.matrix->bytes()};
   }
   int add_vector(std::vector<float> v) override {
     vectors_.push_back(std::move(v));
@@ -69,11 +89,72 @@ class CpuBackend final : public Backend {
     return std::make_unique<CpuPass>(*this, slots, pool);
   }
 
+  // The packed copy of weight i, made on its first matmul (null when its type has no packed
+  // layout, the CPU lacks AVX-512 VNNI, or PENSIEVE_NO_PACK is set).
+  const kernels::PackedMatrix* packed(int weight, ThreadPool& pool) const;
+
   ModelConfig cfg_;
   RopeTable rope_short_, rope_long_;
   std::vector<const Tensor*> weights_;
+  struct Packed {
+    std::once_flag once;
+    std::atomic<bool> ready{false};
+    std::unique_ptr<kernels::PackedMatrix> matrix;
+    bool dropped = false;  // the source's memory is gone: every read goes to `matrix`
+  };
+  // The packed copy of a weight whose source was dropped, else null (packs nothing).
+  const kernels::PackedMatrix* dropped_source(int weight) const {
+    const Packed& p = *packed_[size_t(weight)];
+    return p.ready.load(std::memory_order_acquire) && p.dropped ? p.matrix.get() : nullptr;
+  }
+  std::vector<std::unique_ptr<Packed>> packed_;
   std::vector<std::vector<float>> vectors_;
 };
+
+// After a matrix is packed its source is no longer read by matmuls: this drops this process's pages
+// under [p, p + n) (whole pages inside it). Pages of a mapped file are re-read from the page cache if
+// ever touched again, so the tensor stays valid and true is not returned. Anonymous memory (weights
+// converted at load, such as MLX groups) would read back as zeros: that is only done, returning true,
+// when `may_drop_anonymous`, and the caller then serves every other read from the packed copy.
+bool release_source_pages(const void* p, size_t n, bool may_drop_anonymous) {
+  const auto lo = reinterpret_cast<uintptr_t>(p), hi = lo + n;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream in(line);
+    std::string range, perms, offset, dev, path;
+    unsigned long inode = 0;
+    in >> range >> perms >> offset >> dev >> inode >> path;
+    const size_t dash = range.find('-');
+    if (dash == std::string::npos) continue;
+    const uintptr_t a = std::stoul(range.substr(0, dash), nullptr, 16);
+    const uintptr_t b = std::stoul(range.substr(dash + 1), nullptr, 16);
+    if (lo < a || lo >= b) continue;
+    const bool file = inode != 0 && !path.empty() && path[0] == '/';
+    if (hi > b || (!file && !may_drop_anonymous)) return false;
+    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t first = (lo + page - 1) / page * page, last = hi / page * page;
+    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    return !file && last > first;
+  }
+  return false;
+}
+
+const kernels::PackedMatrix* CpuBackend::packed(int weight, ThreadPool& pool) const {
+  Packed& p = *packed_[size_t(weight)];
+  std::call_once(p.once, [&] {
+    static const bool off = [] {
+      const char* v = std::getenv("PENSIEVE_NO_PACK");
+      return v && *v && std::string(v) != "0";
+    }();
+    const Tensor& w = *weights_[size_t(weight)];
+    if (!off && cpu_features().use_vnni() && kernels::packable(w.type) && w.cols() % QK == 0) {
+      p.matrix = kernels::pack_matrix(w, pool);
+      p.dropped = release_source_pages(w.data, w.nbytes, true);
+    }
+    p.ready.store(true, std::memory_order_release);
+  });
+  return p.matrix.get();
+}
 
 CpuPass::CpuPass(const CpuBackend& b, std::span<const PassSlot> slots, ThreadPool& pool)
     : b_(b), slots_(slots), pool_(pool) {}
@@ -81,7 +162,11 @@ CpuPass::CpuPass(const CpuBackend& b, std::span<const PassSlot> slots, ThreadPoo
 void CpuPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   const Tensor& w = *b_.weights_[size_t(weight)];
   const int64_t dim = w.cols();
-  for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], x + t * dim);
+  const kernels::PackedMatrix* p = b_.dropped_source(weight);
+  for (size_t t = 0; t < ids.size(); ++t) {
+    if (p) kernels::packed_row(*p, ids[t], x + t * dim);
+    else kernels::get_row(w, ids[t], x + t * dim);
+  }
 }
 
 void CpuPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float eps) {
@@ -93,8 +178,13 @@ void CpuPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float 
 void CpuPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
                      bool exact) {
   const Tensor& w = *b_.weights_[size_t(weight)];
-  if (exact) kernels::matmul_exact(w, x, ldx, n_tok, y, ldy, pool_);
-  else kernels::matmul(w, x, ldx, n_tok, y, ldy, pool_);
+  const kernels::PackedMatrix* p = b_.packed(weight, pool_);
+  if (exact) {
+    if (b_.dropped_source(weight)) return kernels::matmul_exact_packed(*p, x, ldx, n_tok, y, ldy, pool_);
+    return kernels::matmul_exact(w, x, ldx, n_tok, y, ldy, pool_);
+  }
+  if (p) return kernels::matmul_packed(*p, x, ldx, n_tok, y, ldy, pool_);
+  kernels::matmul(w, x, ldx, n_tok, y, ldy, pool_);
 }
 
 void CpuPass::add_bias(float* y, int64_t ldy, int rows, int b) {
@@ -128,7 +218,8 @@ void CpuPass::rope_and_store_kv(int layer, float* qkv) {
   }
 }
 
-// Tasks are (token, head) pairs.
+// Tasks are (token, head) pairs; with attend_group, (up to kAttnGroup consecutive tokens of one
+// sequence, head) so that a prefill chunk's queries share each key and value row.
 void CpuPass::attention(int layer, const float* qkv, float* out) {
   const ModelConfig& cfg = b_.cfg_;
   const int hd = cfg.head_dim, nh = cfg.n_heads;
@@ -137,6 +228,7 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
   const float scale = 1.0f / std::sqrt(float(hd));
   const int window = cfg.sliding_window;
   const int T = int(slots_.size());
+  if (kernels::attend_group_available(hd)) return attention_groups(layer, qkv, out);
   pool_.parallel_for(int64_t(T) * nh, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
@@ -166,6 +258,57 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
         if (f32) kernels::axpy(scores[size_t(j)], static_cast<const float*>(v) + koff, o, hd);
         else kernels::axpy_f16(scores[size_t(j)], static_cast<const uint16_t*>(v) + koff, o, hd);
       }
+    }
+  });
+}
+
+void CpuPass::attention_groups(int layer, const float* qkv, float* out) {
+  const ModelConfig& cfg = b_.cfg_;
+  const int hd = cfg.head_dim, nh = cfg.n_heads;
+  const int group = cfg.n_heads / cfg.n_kv_heads;
+  const int q_dim = nh * hd, qkv_dim = q_dim + 2 * cfg.n_kv_heads * hd;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const int window = cfg.sliding_window;
+  const int T = int(slots_.size());
+  // Groups: up to kAttnGroup consecutive tokens of one sequence at consecutive positions, with the
+  // cache rows of every position they reach.
+  struct Group {
+    int t0, n, first;
+    std::vector<const void*> keys, values;
+  };
+  std::vector<Group> groups;
+  for (int t = 0; t < T;) {
+    const PassSlot& s = slots_[size_t(t)];
+    int n = 1;
+    while (n < kernels::kAttnGroup && t + n < T && slots_[size_t(t + n)].seq == s.seq &&
+           slots_[size_t(t + n)].pos == s.pos + n)
+      ++n;
+    Group g{t, n, window > 0 ? std::max(0, s.pos - window + 1) : 0, {}, {}};
+    const int last = s.pos + n - 1;
+    const KvPool& kv = *s.seq->pool;
+    const int bs = kv.block_size();
+    for (int p = g.first; p <= last; ++p) {
+      const int block = s.seq->blocks[size_t(p / bs)];
+      g.keys.push_back(kv.key(block, layer, p % bs));
+      g.values.push_back(kv.value(block, layer, p % bs));
+    }
+    groups.push_back(std::move(g));
+    t += n;
+  }
+  pool_.parallel_for(int64_t(groups.size()) * nh, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const Group& g = groups[size_t(task / nh)];
+      const int h = int(task % nh);
+      kernels::AttnQuery qs[kernels::kAttnGroup];
+      for (int i = 0; i < g.n; ++i) {
+        const int t = g.t0 + i, pos = slots_[size_t(t)].pos;
+        qs[i] = {qkv + size_t(t) * qkv_dim + size_t(h) * hd, out + size_t(t) * q_dim + size_t(h) * hd,
+                 window > 0 ? std::max(0, pos - window + 1) : 0, pos};
+      }
+      const kernels::AttnRows rows{g.keys.data(), g.values.data(), g.first, slots_[size_t(g.t0)].seq->pool->is_f32(),
+                                   int64_t(h / group) * hd};
+      kernels::attend_group(qs, g.n, rows, hd, scale, scores);
     }
   });
 }

@@ -1,0 +1,89 @@
+// attend_group (attention.h) with 512-bit vectors: head_dim / 16 vectors per row; up to 6 of them
+// per query (head_dim 96) stay in registers for four queries, larger heads take several passes
+// over the values. Built with AVX-512 enabled (this file only); reached only when use_vnni().
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in their own _mm512_undefined_* helpers.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "engine/attention.h"
+#include "engine/kernels.h"
+
+namespace pensieve::kernels::vnni {
+
+namespace {
+
+constexpr int kMaxVec = 6;  // 16-float vectors of a query's output held in registers per pass
+
+template <bool kF32>
+inline __m512 load16(const void* row, int64_t i) {
+  if constexpr (kF32) return _mm512_loadu_ps(static_cast<const float*>(row) + i);
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i)));
+}
+
+template <bool kF32, int V>
+void values(const AttnQuery* qs, int n, const AttnRows& rows, const float* const* s, int lo, int hi, int64_t d0) {
+  __m512 o[kAttnGroup][V];
+  for (int g = 0; g < n; ++g)
+    for (int v = 0; v < V; ++v) o[g][v] = _mm512_setzero_ps();
+  for (int p = lo; p <= hi; ++p) {
+    __m512 x[V];
+    for (int v = 0; v < V; ++v) x[v] = load16<kF32>(rows.value_rows[p - rows.first], rows.off + d0 + 16 * v);
+    for (int g = 0; g < n; ++g) {
+      if (p < qs[g].lo || p > qs[g].hi) continue;
+      const __m512 w = _mm512_set1_ps(s[g][p - qs[g].lo]);
+      for (int v = 0; v < V; ++v) o[g][v] = _mm512_fmadd_ps(w, x[v], o[g][v]);
+    }
+  }
+  for (int g = 0; g < n; ++g)
+    for (int v = 0; v < V; ++v) _mm512_storeu_ps(qs[g].out + d0 + 16 * v, o[g][v]);
+}
+
+template <bool kF32>
+void attend(const AttnQuery* qs, int n, const AttnRows& rows, int head_dim, float scale, std::vector<float>& scores) {
+  int lo = qs[0].lo, hi = qs[0].hi;
+  size_t total = 0;
+  for (int g = 0; g < n; ++g) {
+    lo = std::min(lo, qs[g].lo), hi = std::max(hi, qs[g].hi);
+    total += size_t(qs[g].hi - qs[g].lo + 1);
+  }
+  scores.resize(total);
+  float* s[kAttnGroup];
+  for (int g = 0, at = 0; g < n; at += qs[g].hi - qs[g].lo + 1, ++g) s[g] = scores.data() + at;
+  const int nv = head_dim / 16;
+  // Scores: each key row widened once, one dot product per query (16-float partial sums in
+  // dimension order, then one reduction).
+  for (int p = lo; p <= hi; ++p) {
+    const void* k = rows.key_rows[p - rows.first];
+    for (int g = 0; g < n; ++g) {
+      if (p < qs[g].lo || p > qs[g].hi) continue;
+      __m512 acc = _mm512_mul_ps(load16<kF32>(k, rows.off), _mm512_loadu_ps(qs[g].q));
+      for (int v = 1; v < nv; ++v)
+        acc = _mm512_fmadd_ps(load16<kF32>(k, rows.off + 16 * v), _mm512_loadu_ps(qs[g].q + 16 * v), acc);
+      s[g][p - qs[g].lo] = scale * _mm512_reduce_add_ps(acc);
+    }
+  }
+  for (int g = 0; g < n; ++g) softmax(s[g], qs[g].hi - qs[g].lo + 1);
+  // Values, position by position into outputs held in registers.
+  for (int d0 = 0; d0 < nv; d0 += kMaxVec) {
+    switch (std::min(kMaxVec, nv - d0)) {
+      case 1: values<kF32, 1>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      case 2: values<kF32, 2>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      case 3: values<kF32, 3>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      case 4: values<kF32, 4>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      case 5: values<kF32, 5>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      default: values<kF32, 6>(qs, n, rows, s, lo, hi, 16 * d0); break;
+    }
+  }
+}
+
+}  // namespace
+
+void attend_group(const AttnQuery* qs, int n, const AttnRows& rows, int head_dim, float scale,
+                  std::vector<float>& scores) {
+  if (rows.f32) attend<true>(qs, n, rows, head_dim, scale, scores);
+  else attend<false>(qs, n, rows, head_dim, scale, scores);
+}
+
+}  // namespace pensieve::kernels::vnni

@@ -1,0 +1,273 @@
+// The packed-layout matmul (packed.h) with 512-bit AVX-512 VNNI: per group of 32 weights, the 16
+// rows' weights are unpacked once into eight vectors (lane r = four weights of row r) and each of
+// up to eight tokens runs eight vpdpbusd against broadcasts of its own activation bytes. Every
+// token does the same operations in the same order whatever the group size, and the same as the
+// scalar twin (ref::matmul_packed_tiles), so results are bit-identical across batch sizes and with
+// it. Built with AVX-512 F/BW/VL/VNNI enabled (this file only); reached only when use_vnni().
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in their own _mm512_undefined_* helpers.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "engine/packed.h"
+
+namespace pensieve::kernels::vnni {
+
+namespace {
+
+constexpr int kGroup = 8;  // tokens per pass over a tile's unpacked weights
+constexpr int kQ4KScale = 64, kQ4KMin = 192, kQ4KNib = 320, kQ5KHigh = 2368;
+constexpr int kQ6KScale = 32, kQ6KLow = 288, kQ6KHigh = 2336;
+
+inline __m512i chunk(const uint8_t* base, int k) { return _mm512_loadu_si512(base + 64 * k); }
+inline __m512 f16x16(const uint8_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline __m512 u8x16(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+inline __m512 s8x16(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// Dword j of a token's block in every lane (a broadcast load, which vpdpbusd takes as its operand).
+inline __m512i bcst(const int8_t* qs, int j) { return _mm512_broadcastd_epi32(_mm_loadu_si32(qs + 4 * j)); }
+
+// isum over weights vectors w[j0..j1) against dwords j0..j1 of a token's block.
+template <int J0, int J1>
+inline __m512i dot(const __m512i* w, const int8_t* qs) {
+  __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[J0], bcst(qs, J0));
+  for (int j = J0 + 1; j < J1; ++j) s = _mm512_dpbusd_epi32(s, w[j], bcst(qs, j));
+  return s;
+}
+
+// One group of 32 weights of 16 rows (already unpacked into w) against T tokens.
+enum class Math { Offset, ScaleMin, Halves };
+
+template <Math kMath, int T>
+inline void group_tokens(const __m512i* w, __m512 s0, __m512 s1, float off, const block_q8_x* const* x,
+                         const float* const* s16, int64_t gi, __m512* acc) {
+  for (int t = 0; t < T; ++t) {
+    const block_q8_x& xb = x[t][gi];
+    const int8_t* a4 = xb.qs;
+    if constexpr (kMath == Math::Offset) {
+      const __m512 f = _mm512_fmsub_ps(_mm512_cvtepi32_ps(dot<0, 8>(w, a4)), _mm512_set1_ps(xb.d),
+                                       _mm512_set1_ps(off * xb.ds));
+      acc[t] = _mm512_fmadd_ps(s0, f, acc[t]);
+    } else if constexpr (kMath == Math::ScaleMin) {
+      const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(dot<0, 8>(w, a4)), _mm512_set1_ps(xb.d));
+      acc[t] = _mm512_fmadd_ps(s0, f, acc[t]);
+      acc[t] = _mm512_fnmadd_ps(s1, _mm512_set1_ps(xb.ds), acc[t]);
+    } else {
+      const float* h = s16[t] + 2 * gi;
+      const __m512 f0 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(dot<0, 4>(w, a4)), _mm512_set1_ps(xb.d),
+                                        _mm512_set1_ps(32.0f * h[0]));
+      acc[t] = _mm512_fmadd_ps(s0, f0, acc[t]);
+      const __m512 f1 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(dot<4, 8>(w, a4)), _mm512_set1_ps(xb.d),
+                                        _mm512_set1_ps(32.0f * h[1]));
+      acc[t] = _mm512_fmadd_ps(s1, f1, acc[t]);
+    }
+  }
+}
+
+template <GgmlType kType, int T>
+void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act, size_t act_stride, float* y,
+                 int64_t ldy, __mmask16 rows) {
+  const int64_t nsb = P.sbs(), nb = P.cols() / QK;
+  const size_t sbb = P.sb_bytes();
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[T];
+  const block_q8_x* x[T];
+  const float* s16[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm512_setzero_ps();
+    x[t] = reinterpret_cast<const block_q8_x*>(act + size_t(t) * act_stride);
+    s16[t] = reinterpret_cast<const float*>(act + size_t(t) * act_stride + size_t(nb) * sizeof(block_q8_x));
+  }
+  __m512i w[8];
+  for (int64_t b = 0; b < nsb; ++b) {
+    const uint8_t* sb = tile + size_t(b) * sbb;
+    if constexpr (kType == GgmlType::Q4_0 || kType == GgmlType::Q8_0) {
+      const __m512 dw = f16x16(sb);
+      if constexpr (kType == GgmlType::Q4_0) {
+        for (int c = 0; c < 4; ++c) {
+          const __m512i v = chunk(sb + 32, c);
+          w[c] = _mm512_and_si512(v, m4);
+          w[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+      } else {
+        for (int c = 0; c < 8; ++c) w[c] = chunk(sb + 32, c);
+      }
+      group_tokens<Math::Offset, T>(w, dw, dw, kType == GgmlType::Q4_0 ? 8.0f : 128.0f, x, s16, b, acc);
+    } else if constexpr (kType == GgmlType::Q4_K || kType == GgmlType::Q5_K) {
+      const __m512 d = f16x16(sb), dmin = f16x16(sb + 32);
+      for (int g = 0; g < 8; ++g) {
+        const uint8_t* nib = sb + kQ4KNib + 64 * 8 * (g / 2);
+        for (int c = 0; c < 8; ++c) {
+          const __m512i v = chunk(nib, c);
+          w[c] = _mm512_and_si512(g & 1 ? _mm512_srli_epi16(v, 4) : v, m4);
+          if constexpr (kType == GgmlType::Q5_K) {
+            const __mmask64 hi = _mm512_test_epi8_mask(chunk(sb + kQ5KHigh, c), _mm512_set1_epi8(char(1 << g)));
+            w[c] = _mm512_mask_add_epi8(w[c], hi, w[c], _mm512_set1_epi8(16));
+          }
+        }
+        const __m512 S = _mm512_mul_ps(d, u8x16(sb + kQ4KScale + 16 * g));
+        const __m512 M = _mm512_mul_ps(dmin, u8x16(sb + kQ4KMin + 16 * g));
+        group_tokens<Math::ScaleMin, T>(w, S, M, 0.0f, x, s16, b * 8 + g, acc);
+      }
+    } else {  // Q6_K
+      const __m512 d = f16x16(sb);
+      const __m512i m3 = _mm512_set1_epi8(3);
+      for (int g = 0; g < 8; ++g) {
+        const int h = g / 4, k = g % 4;
+        const uint8_t* lo = sb + kQ6KLow + 64 * 8 * (2 * h + (k & 1));
+        const uint8_t* hi = sb + kQ6KHigh + 64 * 8 * h;
+        const __m128i shift = _mm_cvtsi32_si128(2 * k);
+        for (int c = 0; c < 8; ++c) {
+          const __m512i l = chunk(lo, c);
+          const __m512i nibble = _mm512_and_si512(k < 2 ? l : _mm512_srli_epi16(l, 4), m4);
+          const __m512i top = _mm512_and_si512(_mm512_srl_epi16(chunk(hi, c), shift), m3);
+          w[c] = _mm512_or_si512(nibble, _mm512_slli_epi16(top, 4));
+        }
+        const __m512 S0 = _mm512_mul_ps(d, s8x16(sb + kQ6KScale + 16 * (2 * g)));
+        const __m512 S1 = _mm512_mul_ps(d, s8x16(sb + kQ6KScale + 16 * (2 * g + 1)));
+        group_tokens<Math::Halves, T>(w, S0, S1, 0.0f, x, s16, b * 8 + g, acc);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + size_t(t) * size_t(ldy), rows, acc[t]);
+}
+
+// tile_tokens for a tail of n < kGroup tokens.
+template <GgmlType kType, int T>
+void tail(int n, const PackedMatrix& P, const uint8_t* tile, const uint8_t* act, size_t act_stride, float* y,
+          int64_t ldy, __mmask16 rows) {
+  if constexpr (T > 0) {
+    if (n == T) return tile_tokens<kType, T>(P, tile, act, act_stride, y, ldy, rows);
+    tail<kType, T - 1>(n, P, tile, act, act_stride, y, ldy, rows);
+  }
+}
+
+template <GgmlType kType>
+void tiles(const PackedArgs& a, int64_t t0, int64_t t1) {
+  const PackedMatrix& P = *a.P;
+  for (int64_t ti = t0; ti < t1; ++ti) {
+    const int64_t r0 = ti * kPackRows;
+    const int64_t left = P.rows() - r0;
+    const __mmask16 rows = left >= kPackRows ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    const uint8_t* tile = P.tile(ti);
+    int t = 0;
+    for (; t + kGroup <= a.n_tok; t += kGroup)
+      tile_tokens<kType, kGroup>(P, tile, a.act + size_t(t) * a.act_stride, a.act_stride,
+                                 a.y + r0 + size_t(t) * size_t(a.ldy), a.ldy, rows);
+    if (t < a.n_tok)
+      tail<kType, kGroup - 1>(a.n_tok - t, P, tile, a.act + size_t(t) * a.act_stride, a.act_stride,
+                              a.y + r0 + size_t(t) * size_t(a.ldy), a.ldy, rows);
+  }
+}
+
+// Packing: lane r of each 64-byte chunk is a dword of row r's block at the same offset, so one
+// masked gather (indices r * row_bytes) fills a chunk; padding rows gather as zeros.
+struct Gather {
+  const uint8_t* base;  // row 0 of the tile, this super-block
+  __m512i index;
+  __mmask16 rows;
+  __m512i at(int off) const { return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, index, base + off, 1); }
+};
+
+void gather_chunks(const Gather& g, int src_off, int n_bytes, uint8_t* dst) {
+  for (int k = 0; k < n_bytes / 4; ++k) _mm512_storeu_si512(dst + 64 * k, g.at(src_off + 4 * k));
+}
+// The f16 in the low (high) half of the dword at src_off, 16 rows side by side.
+void gather_f16(const Gather& g, int src_off, bool high, uint8_t* dst) {
+  __m512i v = g.at(src_off);
+  if (high) v = _mm512_srli_epi32(v, 16);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(v));
+}
+// Byte j (0..3) of each lane's dword, 16 rows side by side.
+inline __m512i byte_of(__m512i v, int j) {
+  return _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(8 * j)), _mm512_set1_epi32(0xFF));
+}
+inline void store_bytes(uint8_t* dst, __m512i v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(v));
+}
+
+}  // namespace
+
+void pack_tiles(const Tensor& W, PackedMatrix& P, int64_t t0, int64_t t1) {
+  const int64_t nsb = P.sbs();
+  const size_t sbb = P.sb_bytes(), row_bytes = W.row_bytes();
+  const int src_bytes = int(row_size(P.type(), P.sb_elems()));
+  const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(int(row_bytes)));
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t left = P.rows() - t * kPackRows;
+    const __mmask16 rows = left >= kPackRows ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    uint8_t* out = P.tile(t);
+    const uint8_t* src = W.row(t * kPackRows);
+    for (int64_t b = 0; b < nsb; ++b) {
+      const Gather g{src + size_t(b) * size_t(src_bytes), index, rows};
+      uint8_t* sb = out + size_t(b) * sbb;
+      switch (P.type()) {
+        case GgmlType::Q4_0:
+          gather_f16(g, 0, false, sb);
+          gather_chunks(g, 2, QK / 2, sb + 32);
+          break;
+        case GgmlType::Q8_0:
+          gather_f16(g, 0, false, sb);
+          for (int k = 0; k < QK / 4; ++k)
+            _mm512_storeu_si512(sb + 32 + 64 * k, _mm512_mask_xor_epi32(_mm512_setzero_si512(), rows, g.at(2 + 4 * k),
+                                                                      _mm512_set1_epi8(char(0x80))));
+          break;
+        case GgmlType::Q4_K:
+        case GgmlType::Q5_K: {
+          gather_f16(g, 0, false, sb);
+          gather_f16(g, 0, true, sb + 32);
+          // The 6-bit scales and mins of the eight groups from the 12 packed bytes (quant.h).
+          const __m512i s0 = g.at(4), s1 = g.at(8), s2 = g.at(12);
+          const __m512i m6 = _mm512_set1_epi32(63), m4 = _mm512_set1_epi32(0xF);
+          for (int j = 0; j < 4; ++j) {
+            store_bytes(sb + kQ4KScale + 16 * j, _mm512_and_si512(byte_of(s0, j), m6));
+            store_bytes(sb + kQ4KMin + 16 * j, _mm512_and_si512(byte_of(s1, j), m6));
+            const __m512i lo = byte_of(s2, j);
+            store_bytes(sb + kQ4KScale + 16 * (j + 4),
+                        _mm512_or_si512(_mm512_and_si512(lo, m4), _mm512_slli_epi32(_mm512_srli_epi32(byte_of(s0, j), 6), 4)));
+            store_bytes(sb + kQ4KMin + 16 * (j + 4),
+                        _mm512_or_si512(_mm512_srli_epi32(lo, 4), _mm512_slli_epi32(_mm512_srli_epi32(byte_of(s1, j), 6), 4)));
+          }
+          if (P.type() == GgmlType::Q4_K) {
+            gather_chunks(g, 16, QK_K / 2, sb + kQ4KNib);
+          } else {
+            gather_chunks(g, 16, QK_K / 8, sb + kQ5KHigh);
+            gather_chunks(g, 16 + QK_K / 8, QK_K / 2, sb + kQ4KNib);
+          }
+          break;
+        }
+        default: {  // Q6_K: ql[128] qh[64] scales[16] d
+          gather_chunks(g, 0, QK_K / 2, sb + kQ6KLow);
+          gather_chunks(g, QK_K / 2, QK_K / 4, sb + kQ6KHigh);
+          for (int k = 0; k < 4; ++k) {
+            const __m512i v = g.at(192 + 4 * k);
+            for (int j = 0; j < 4; ++j) store_bytes(sb + kQ6KScale + 16 * (4 * k + j), byte_of(v, j));
+          }
+          gather_f16(g, 206, true, sb);  // d is the block's last two bytes
+          break;
+        }
+      }
+    }
+  }
+}
+
+void matmul_packed_tiles(const PackedArgs& a, int64_t t0, int64_t t1) {
+  switch (a.P->type()) {
+    case GgmlType::Q4_0: return tiles<GgmlType::Q4_0>(a, t0, t1);
+    case GgmlType::Q8_0: return tiles<GgmlType::Q8_0>(a, t0, t1);
+    case GgmlType::Q4_K: return tiles<GgmlType::Q4_K>(a, t0, t1);
+    case GgmlType::Q5_K: return tiles<GgmlType::Q5_K>(a, t0, t1);
+    case GgmlType::Q6_K: return tiles<GgmlType::Q6_K>(a, t0, t1);
+    default: return;
+  }
+}
+
+}  // namespace pensieve::kernels::vnni

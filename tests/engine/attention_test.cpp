@@ -1,0 +1,106 @@
+// attend_group (engine/attention.h) against attention computed in double precision, for half and
+// float cache rows, and the batch invariance the batched forward pass relies on.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/attention.h"
+#include "util/cpu.h"
+#include "util/fp16.h"
+
+namespace pensieve {
+namespace {
+
+namespace K = kernels;
+
+struct Cache {
+  int kv_dim;
+  bool f32;
+  std::vector<std::vector<float>> kf, vf;       // float rows
+  std::vector<std::vector<uint16_t>> kh, vh;    // half rows
+  std::vector<const void*> keys, values;
+  Cache(int positions, int kv_dim_, bool f32_, uint32_t seed) : kv_dim(kv_dim_), f32(f32_) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> g(0.0f, 1.0f);
+    for (int p = 0; p < positions; ++p) {
+      std::vector<float> k(static_cast<size_t>(kv_dim)), v(static_cast<size_t>(kv_dim));
+      for (auto& x : k) x = g(rng);
+      for (auto& x : v) x = g(rng);
+      std::vector<uint16_t> k16(k.size()), v16(v.size());
+      for (size_t i = 0; i < k.size(); ++i) {
+        k16[i] = f32_to_f16(k[i]), v16[i] = f32_to_f16(v[i]);
+        if (!f32) k[i] = f16_to_f32(k16[i]), v[i] = f16_to_f32(v16[i]);
+      }
+      kf.push_back(k), vf.push_back(v), kh.push_back(k16), vh.push_back(v16);
+    }
+    for (int p = 0; p < positions; ++p) {
+      keys.push_back(f32 ? static_cast<const void*>(kf[size_t(p)].data()) : kh[size_t(p)].data());
+      values.push_back(f32 ? static_cast<const void*>(vf[size_t(p)].data()) : vh[size_t(p)].data());
+    }
+  }
+};
+
+std::vector<double> reference(const Cache& c, const float* q, int lo, int hi, int64_t off, int hd, float scale) {
+  std::vector<double> s;
+  for (int p = lo; p <= hi; ++p) {
+    double d = 0;
+    for (int i = 0; i < hd; ++i) d += double(c.kf[size_t(p)][size_t(off + i)]) * q[i];
+    s.push_back(d * scale);
+  }
+  const double mx = *std::max_element(s.begin(), s.end());
+  double sum = 0;
+  for (auto& x : s) sum += (x = std::exp(x - mx));
+  std::vector<double> o(size_t(hd), 0.0);
+  for (int p = lo; p <= hi; ++p)
+    for (int i = 0; i < hd; ++i) o[size_t(i)] += s[size_t(p - lo)] / sum * c.vf[size_t(p)][size_t(off + i)];
+  return o;
+}
+
+TEST(Attention, GroupsMatchDoublePrecisionAndDoNotDependOnTheGroup) {
+  if (!K::attend_group_available(96)) GTEST_SKIP() << "no AVX-512 (or PENSIEVE_NO_VNNI set)";
+  EXPECT_FALSE(K::attend_group_available(72));
+  uint32_t seed = 10;
+  for (bool f32 : {false, true})
+    for (int hd : {16, 64, 96, 128, 256}) {
+      const int positions = 77, heads = 2, kv_dim = heads * hd;
+      Cache c(positions, kv_dim, f32, ++seed);
+      std::mt19937 rng(++seed);
+      std::normal_distribution<float> g(0.0f, 1.0f);
+      const float scale = 1.0f / std::sqrt(float(hd));
+      // Four consecutive queries ending at position 76, without and with a sliding window of 30.
+      for (int window : {0, 30}) {
+        std::vector<float> q(static_cast<size_t>(4 * hd));
+        for (auto& x : q) x = g(rng);
+        std::vector<float> together(static_cast<size_t>(4 * hd)), alone(static_cast<size_t>(hd));
+        K::AttnQuery qs[4];
+        int first = positions;
+        for (int i = 0; i < 4; ++i) {
+          const int pos = positions - 4 + i;
+          qs[i] = {q.data() + i * hd, together.data() + i * hd, window ? std::max(0, pos - window + 1) : 0, pos};
+          first = std::min(first, qs[i].lo);
+        }
+        const K::AttnRows rows{c.keys.data() + first, c.values.data() + first, first, f32, int64_t(hd)};
+        std::vector<float> scratch;
+        K::attend_group(qs, 4, rows, hd, scale, scratch);
+        for (int i = 0; i < 4; ++i) {
+          const auto want = reference(c, qs[i].q, qs[i].lo, qs[i].hi, hd, hd, scale);
+          for (int d = 0; d < hd; ++d)
+            ASSERT_NEAR(together[size_t(i * hd + d)], want[size_t(d)], 2e-5 * (std::fabs(want[size_t(d)]) + 1.0))
+                << "f32 " << f32 << " hd " << hd << " window " << window << " query " << i << " dim " << d;
+          K::AttnQuery one = qs[i];
+          one.out = alone.data();
+          const K::AttnRows own{c.keys.data() + one.lo, c.values.data() + one.lo, one.lo, f32, int64_t(hd)};
+          K::attend_group(&one, 1, own, hd, scale, scratch);
+          for (int d = 0; d < hd; ++d)
+            ASSERT_EQ(alone[size_t(d)], together[size_t(i * hd + d)])
+                << "f32 " << f32 << " hd " << hd << " query " << i << ": its group changed its result";
+        }
+      }
+    }
+}
+
+}  // namespace
+}  // namespace pensieve
