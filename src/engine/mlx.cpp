@@ -1,9 +1,15 @@
 #include "engine/mlx.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <cstring>
 #include <algorithm>
 #include <map>
 #include <thread>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "engine/hf_config.h"
 #include "util/error.h"
@@ -32,9 +38,48 @@ MlxQuant parse_mlx_quantization(const json& q, const std::string& source) {
   return m;
 }
 
+GgmlType mlx_block_type(const MlxQuant& q) {
+  if (q.bits == 8) return GgmlType::Q8_A;
+  return q.group_size % QK_A == 0 ? GgmlType::Q4_A : GgmlType::Q4_1;
+}
+
+namespace {
+
+// 32 MLX nibbles (16 bytes: byte i holds values 2i low and 2i + 1 high) to the Q4_1 half-block
+// order (byte i holds values i low and i + 16 high).
+inline void mlx_nibbles_to_q4(const uint32_t* words, uint8_t* out) {
+#if defined(__SSE2__)
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(words));
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  const __m128i even = _mm_and_si128(v, m4), odd = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+  // Values in order: 0..15 then 16..31; each byte < 16, so a 16-bit shift moves no bit across bytes.
+  const __m128i first = _mm_unpacklo_epi8(even, odd), second = _mm_unpackhi_epi8(even, odd);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_or_si128(first, _mm_slli_epi16(second, 4)));
+#else
+  for (int i = 0; i < 8; ++i) {
+    out[i] = uint8_t(((words[0] >> (4 * i)) & 0xF) | (((words[2] >> (4 * i)) & 0xF) << 4));
+    out[i + 8] = uint8_t(((words[1] >> (4 * i)) & 0xF) | (((words[3] >> (4 * i)) & 0xF) << 4));
+  }
+#endif
+}
+
+}  // namespace
+
 void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_t* biases,
                     int64_t cols, const MlxQuant& q, void* dst) {
   const int64_t blocks_per_group = q.group_size / QK;
+  if (mlx_block_type(q) == GgmlType::Q4_A) {
+    // 64 values = 8 words; a group of 128 or more gives each of its Q4_A blocks the same scale.
+    auto* out = static_cast<block_q4_a*>(dst);
+    const int64_t per_group = q.group_size / QK_A;
+    for (int64_t b = 0; b < cols / QK_A; ++b, words += 8) {
+      out[b].d = scales[b / per_group];
+      out[b].m = biases[b / per_group];
+      mlx_nibbles_to_q4(words, out[b].qs);
+      mlx_nibbles_to_q4(words + 4, out[b].qs + 16);
+    }
+    return;
+  }
   if (q.bits == 4) {
     // 32 values = 4 words of 8 nibbles; Q4_1 byte i holds value i (low) and value i + 16 (high).
     auto* out = static_cast<block_q4_1*>(dst);
@@ -42,10 +87,7 @@ void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_
       const int64_t g = b / blocks_per_group;
       out[b].d = scales[g];
       out[b].m = biases[g];
-      for (int i = 0; i < 8; ++i) {
-        out[b].qs[i] = uint8_t(((words[0] >> (4 * i)) & 0xF) | (((words[2] >> (4 * i)) & 0xF) << 4));
-        out[b].qs[i + 8] = uint8_t(((words[1] >> (4 * i)) & 0xF) | (((words[3] >> (4 * i)) & 0xF) << 4));
-      }
+      mlx_nibbles_to_q4(words, out[b].qs);
     }
     return;
   }
@@ -63,6 +105,16 @@ void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_
 }
 
 namespace {
+
+// Drops the whole pages of [p, p + n) of a read-only file mapping from this process: they were
+// read once for the repack and are not needed again (a later read would fault them back in), so
+// the model's resident size stays one copy of the weights, not two.
+void release_file_pages(const void* p, size_t n) {
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
 
 struct Located {
   const SafetensorsFile* file;
@@ -88,8 +140,9 @@ void repack_tensor(const std::string& module, const Located& wt, const Located& 
   const SafetensorsTensor& S = *sc.tensor;
   const SafetensorsTensor& B = *bi.tensor;
   if (W.dtype != "U32") throw bad("packed weight has dtype " + W.dtype + ", expected U32");
-  if (S.dtype != "F16" || B.dtype != "F16")
-    throw bad("scales/biases have dtype " + S.dtype + "/" + B.dtype + ", expected F16");
+  const bool bf16 = S.dtype == "BF16";
+  if ((S.dtype != "F16" && !bf16) || B.dtype != S.dtype)
+    throw bad("scales/biases have dtype " + S.dtype + "/" + B.dtype + ", expected F16 or BF16 (both alike)");
   if (W.shape.size() != 2 || S.shape.size() != 2 || B.shape != S.shape)
     throw bad("expected 2-D weight, scales and biases of equal shape");
   const int64_t rows = W.shape[0];
@@ -98,7 +151,7 @@ void repack_tensor(const std::string& module, const Located& wt, const Located& 
     throw bad("scales shape [" + std::to_string(S.shape[0]) + ", " + std::to_string(S.shape[1]) +
               "] does not match " + std::to_string(rows) + " rows of " + std::to_string(cols) +
               " inputs in groups of " + std::to_string(q.group_size));
-  const GgmlType type = q.bits == 4 ? GgmlType::Q4_1 : GgmlType::Q8_A;
+  const GgmlType type = mlx_block_type(q);
   uint8_t* dst = w.add_owned(canonical, type, {cols, rows});
   const size_t row_bytes = row_size(type, cols);
   const auto* words = reinterpret_cast<const uint32_t*>(W.data);
@@ -113,6 +166,11 @@ void repack_tensor(const std::string& module, const Located& wt, const Located& 
       std::memcpy(wrow.data(), words + r * wpr, size_t(wpr) * 4);
       std::memcpy(srow.data(), scales + r * gpr, size_t(gpr) * 2);
       std::memcpy(brow.data(), biases + r * gpr, size_t(gpr) * 2);
+      if (bf16)  // exact in f16 for |x| in [6e-5, 65504]; smaller scales lose low bits
+        for (int64_t g = 0; g < gpr; ++g) {
+          srow[size_t(g)] = f32_to_f16(bf16_to_f32(srow[size_t(g)]));
+          brow[size_t(g)] = f32_to_f16(bf16_to_f32(brow[size_t(g)]));
+        }
       mlx_repack_row(wrow.data(), srow.data(), brow.data(), cols, q, dst + size_t(r) * row_bytes);
     }
   };
@@ -124,6 +182,7 @@ void repack_tensor(const std::string& module, const Located& wt, const Located& 
     pool.emplace_back(repack_rows, rows * k / n_threads, rows * (k + 1) / n_threads);
   repack_rows(0, rows / n_threads);
   for (auto& t : pool) t.join();
+  for (const SafetensorsTensor* t : {&W, &S, &B}) release_file_pages(t->data, t->nbytes);
 }
 
 }  // namespace
