@@ -1,5 +1,5 @@
-// `pensieve synth`: a GGUF with a real model shape, a real tokenizer and random weights, for
-// benchmarks (full-size presets) and tests (`tiny`).
+// `pensieve synth`: a GGUF (or an MLX folder) with a real model shape, a real tokenizer and random
+// weights, for benchmarks (full-size presets) and tests (`tiny`).
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -13,7 +13,8 @@ namespace pensieve::cli {
 namespace {
 
 struct SynthArgs {
-  std::string preset, arch, type = "f16", vocab, out;
+  std::string preset, arch, type = "f16", vocab, out, format = "gguf";
+  int bits = 4, group_size = 64;
   int layers = 0, dim = 0, ff = 0, heads = 0, kv_heads = 0, ctx = 4096, threads = 0;
   uint64_t seed = 1;
 };
@@ -33,14 +34,24 @@ int run_synth(const SynthArgs& a) {
   o.vocab_path = a.vocab;
   o.seed = a.seed;
   o.threads = a.threads;
+  if (a.format != "gguf" && a.format != "mlx") throw Error("--format: expected gguf or mlx, not '" + a.format + "'");
+  const bool mlx = a.format == "mlx";
   if (a.vocab.empty())
-    std::fprintf(stderr, "note: no --vocab given; the file will have no tokenizer\n");
+    std::fprintf(stderr, "note: no --vocab given; the %s will have no tokenizer\n", mlx ? "folder" : "file");
   const auto t0 = std::chrono::steady_clock::now();
-  const ModelConfig c = write_synthetic_model(o, a.out);
+  const ModelConfig c = mlx ? write_synthetic_mlx_folder(o, SynthMlx{a.bits, a.group_size}, a.out)
+                            : write_synthetic_model(o, a.out);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double mb = double(std::filesystem::file_size(a.out)) / 1e6;
+  uintmax_t bytes = 0;
+  if (mlx) {
+    for (const auto& e : std::filesystem::directory_iterator(a.out))
+      if (e.is_regular_file()) bytes += e.file_size();
+  } else {
+    bytes = std::filesystem::file_size(a.out);
+  }
+  const std::string what = mlx ? "MLX " + std::to_string(a.bits) + "-bit, group " + std::to_string(a.group_size) : a.type;
   std::fprintf(stderr, "wrote %s: %s, %d layers, dim %d, vocab %d, %s, %.1f MB in %.2f s\n",
-               a.out.c_str(), arch_name(c.arch), c.n_layers, c.dim, c.n_vocab, a.type.c_str(), mb,
+               a.out.c_str(), arch_name(c.arch), c.n_layers, c.dim, c.n_vocab, what.c_str(), double(bytes) / 1e6,
                secs);
   return 0;
 }
@@ -60,8 +71,11 @@ const CommandRegistrar reg(
       sub.add_option("--kv-heads", a->kv_heads, "Custom shape: KV heads (default: --heads)");
       sub.add_option("--ctx", a->ctx, "Custom shape: context length")->capture_default_str();
       sub.add_option("--type", a->type, "Weight type: " + quant_recipe_names())->capture_default_str();
-      sub.add_option("--vocab", a->vocab, "Vocabulary GGUF whose tokenizer and chat template are copied");
-      sub.add_option("--out", a->out, "Output .gguf file")->required();
+      sub.add_option("--vocab", a->vocab, "Vocabulary GGUF whose tokenizer and chat template are copied (MLX: a tokenizer.json or its folder)");
+      sub.add_option("--format", a->format, "gguf, or mlx (a folder as mlx-community ships)")->capture_default_str();
+      sub.add_option("--bits", a->bits, "MLX: bits per weight, 4 or 8")->capture_default_str();
+      sub.add_option("--group-size", a->group_size, "MLX: weights per scale and bias (a multiple of 32)")->capture_default_str();
+      sub.add_option("--out", a->out, "Output .gguf file (MLX: folder)")->required();
       sub.add_option("--seed", a->seed, "Random seed")->capture_default_str();
       sub.add_option("--threads", a->threads, "Threads (default: all)");
       return [a] { return run_synth(*a); };

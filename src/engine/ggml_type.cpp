@@ -29,6 +29,7 @@ std::optional<TypeTraits> type_traits(GgmlType t) {
   for (const auto& tr : kTraits)
     if (tr.type == t) return tr;
   if (t == GgmlType::Q8_A) return TypeTraits{GgmlType::Q8_A, "Q8_A", QK, sizeof(block_q8_a)};
+  if (t == GgmlType::Q4_A) return TypeTraits{GgmlType::Q4_A, "Q4_A", QK_A, sizeof(block_q4_a)};
   return std::nullopt;
 }
 

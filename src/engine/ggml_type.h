@@ -9,8 +9,8 @@
 
 namespace pensieve {
 
-// Values are the GGUF type ids. Q8_A is ours (never written to GGUF): an affine int8 block used to
-// hold MLX 8-bit weights exactly.
+// Values are the GGUF type ids. Q8_A and Q4_A are ours (never written to GGUF): affine blocks that
+// hold MLX 8-bit weights and MLX 4-bit weights of group 64 exactly.
 enum class GgmlType : uint32_t {
   F32 = 0,
   F16 = 1,
@@ -28,11 +28,13 @@ enum class GgmlType : uint32_t {
   Q8_K = 15,
   BF16 = 30,
   Q8_A = 1000,
+  Q4_A = 1001,
 };
 
 constexpr int QK = 32;     // elements per block of the 32-wide types
 constexpr int QK_K = 256;  // elements per super-block of the K-quants
 constexpr int K_SCALE_SIZE = 12;
+constexpr int QK_A = 64;   // elements per Q4_A block (an MLX group of 64)
 
 using f16_t = uint16_t;  // raw IEEE half bits
 
@@ -43,6 +45,10 @@ struct block_q5_1 { f16_t d; f16_t m; uint8_t qh[4]; uint8_t qs[QK / 2]; };
 struct block_q8_0 { f16_t d; int8_t qs[QK]; };
 struct block_q8_1 { f16_t d; f16_t s; int8_t qs[QK]; };  // s = d * sum(qs)
 struct block_q8_a { float d; float m; int8_t qs[QK]; };   // w = d * qs + m
+// w = d * q + m over 64 weights, 4.5 bits each like Q4_0: qs[0..15] hold elements 0..31 and
+// qs[16..31] elements 32..63, each half as in Q4_1 (byte i: element i low, element i + 16 high),
+// so one 32-byte load carries two 32-wide sub-blocks side by side.
+struct block_q4_a { f16_t d; f16_t m; uint8_t qs[QK_A / 2]; };
 
 struct block_q2_K { uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; f16_t d; f16_t dmin; };
 struct block_q3_K { uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[12]; f16_t d; };
@@ -60,6 +66,7 @@ static_assert(sizeof(block_q5_1) == 24);
 static_assert(sizeof(block_q8_0) == 34);
 static_assert(sizeof(block_q8_1) == 36);
 static_assert(sizeof(block_q8_a) == 40);
+static_assert(sizeof(block_q4_a) == 36);
 static_assert(sizeof(block_q2_K) == 84);
 static_assert(sizeof(block_q3_K) == 110);
 static_assert(sizeof(block_q4_K) == 144);

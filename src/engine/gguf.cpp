@@ -156,7 +156,8 @@ Tensor read_tensor_info(Cursor& c, uint64_t* offset, size_t index) {
   }
   const uint32_t type_id = c.read<uint32_t>("tensor type");
   auto traits = type_traits(GgmlType(type_id));
-  if (!traits || GgmlType(type_id) == GgmlType::Q8_A)
+  if (!traits || GgmlType(type_id) == GgmlType::Q8_A ||
+      GgmlType(type_id) == GgmlType::Q4_A)
     c.fail(who + ": unknown or unsupported tensor type id " + std::to_string(type_id));
   t.type = GgmlType(type_id);
   if (t.ne[0] % traits->block_elems != 0)

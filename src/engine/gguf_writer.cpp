@@ -119,7 +119,7 @@ void GgufWriter::set(const std::string& key, GgufValue value) {
 void GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne) {
   if (impl_->header_written) impl_->fail("tensor '" + name + "' added after the header was written");
   auto tr = type_traits(type);
-  if (!tr || type == GgmlType::Q8_A)
+  if (!tr || type == GgmlType::Q8_A || type == GgmlType::Q4_A)
     impl_->fail("tensor '" + name + "': type " + std::string(type_name(type)) + " cannot be written to GGUF");
   if (ne.empty() || ne.size() > 4) impl_->fail("tensor '" + name + "': rank must be 1 to 4");
   if (ne[0] % tr->block_elems != 0)

@@ -1,5 +1,6 @@
 #include "engine/hf_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -208,16 +209,87 @@ ModelConfig read_hf_config(const std::string& dir) {
   return c;
 }
 
+namespace {
+const std::map<std::string, std::string> kTopNames = {
+    {"model.embed_tokens", "token_embd"}, {"lm_head", "output"}, {"model.norm", "output_norm"}};
+const std::map<std::string, std::string> kLayerNames = {
+    {"input_layernorm", "attn_norm"},     {"post_attention_layernorm", "ffn_norm"},
+    {"self_attn.q_proj", "attn_q"},       {"self_attn.k_proj", "attn_k"},
+    {"self_attn.v_proj", "attn_v"},       {"self_attn.o_proj", "attn_output"},
+    {"self_attn.qkv_proj", "attn_qkv"},   {"mlp.gate_proj", "ffn_gate"},
+    {"mlp.up_proj", "ffn_up"},            {"mlp.down_proj", "ffn_down"},
+    {"mlp.gate_up_proj", "ffn_up"}};
+}  // namespace
+
+std::optional<std::string> hf_tensor_name(const std::string& canonical, Arch arch) {
+  const size_t dot = canonical.rfind('.');
+  if (dot == std::string::npos) return std::nullopt;
+  const std::string module = canonical.substr(0, dot), suffix = canonical.substr(dot);
+  for (const auto& [hf, name] : kTopNames)
+    if (name == module) return hf + suffix;
+  if (module.rfind("blk.", 0) != 0) return std::nullopt;
+  const size_t num_end = module.find('.', 4);
+  if (num_end == std::string::npos) return std::nullopt;
+  const std::string part = module.substr(num_end + 1);
+  const std::string prefix = "model.layers." + module.substr(4, num_end - 4) + ".";
+  if (part == "ffn_up") return prefix + (arch == Arch::Phi3 ? "mlp.gate_up_proj" : "mlp.up_proj") + suffix;
+  for (const auto& [hf, name] : kLayerNames)
+    if (name == part) return prefix + hf + suffix;
+  return std::nullopt;
+}
+
+json hf_config_json(const ModelConfig& c) {
+  static const std::map<Arch, std::pair<const char*, const char*>> kArch = {
+      {Arch::Llama, {"llama", "LlamaForCausalLM"}},
+      {Arch::Phi3, {"phi3", "Phi3ForCausalLM"}},
+      {Arch::Qwen2, {"qwen2", "Qwen2ForCausalLM"}}};
+  const auto& [type, cls] = kArch.at(c.arch);
+  json j = {{"architectures", {cls}},
+            {"model_type", type},
+            {"hidden_act", "silu"},
+            {"hidden_size", c.dim},
+            {"intermediate_size", c.ff_dim},
+            {"num_hidden_layers", c.n_layers},
+            {"num_attention_heads", c.n_heads},
+            {"num_key_value_heads", c.n_kv_heads},
+            {"head_dim", c.head_dim},
+            {"max_position_embeddings", c.ctx_train},
+            {"rms_norm_eps", c.norm_eps},
+            {"vocab_size", c.n_vocab},
+            {"rope_theta", c.rope.theta},
+            {"tie_word_embeddings", c.tied_embeddings}};
+  if (c.rope.n_rot != c.head_dim) j["partial_rotary_factor"] = double(c.rope.n_rot) / c.head_dim;
+  if (c.bos_id >= 0) j["bos_token_id"] = c.bos_id;
+  std::vector<int> eos;
+  if (c.eos_id >= 0) eos.push_back(c.eos_id);
+  for (int id : c.stop_ids)
+    if (std::find(eos.begin(), eos.end(), id) == eos.end()) eos.push_back(id);
+  if (eos.size() == 1) j["eos_token_id"] = eos[0];
+  else if (!eos.empty()) j["eos_token_id"] = eos;
+  if (c.sliding_window > 0) {
+    j["sliding_window"] = c.sliding_window;
+    if (c.arch == Arch::Qwen2) j["use_sliding_window"] = true;
+  }
+  const RopeConfig& r = c.rope;
+  if (r.original_ctx > 0) j["original_max_position_embeddings"] = r.original_ctx;
+  switch (r.scaling) {
+    case RopeScaling::None: break;
+    case RopeScaling::Linear: j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", r.factor}}; break;
+    case RopeScaling::Llama3:
+      j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", r.factor}, {"low_freq_factor", r.low_freq_factor},
+                           {"high_freq_factor", r.high_freq_factor}, {"original_max_position_embeddings", r.original_ctx}};
+      break;
+    case RopeScaling::LongRope:
+      j["rope_scaling"] = {{"type", "longrope"}, {"short_factor", r.short_factor}, {"long_factor", r.long_factor},
+                           {"attention_factor", r.attn_factor}};
+      break;
+  }
+  return j;
+}
+
 std::optional<std::string> canonical_tensor_name(const std::string& hf) {
-  static const std::map<std::string, std::string> top = {
-      {"model.embed_tokens", "token_embd"}, {"lm_head", "output"}, {"model.norm", "output_norm"}};
-  static const std::map<std::string, std::string> layer = {
-      {"input_layernorm", "attn_norm"},     {"post_attention_layernorm", "ffn_norm"},
-      {"self_attn.q_proj", "attn_q"},       {"self_attn.k_proj", "attn_k"},
-      {"self_attn.v_proj", "attn_v"},       {"self_attn.o_proj", "attn_output"},
-      {"self_attn.qkv_proj", "attn_qkv"},   {"mlp.gate_proj", "ffn_gate"},
-      {"mlp.up_proj", "ffn_up"},            {"mlp.down_proj", "ffn_down"},
-      {"mlp.gate_up_proj", "ffn_up"}};
+  const auto& top = kTopNames;
+  const auto& layer = kLayerNames;
   const size_t dot = hf.rfind('.');
   if (dot == std::string::npos) return std::nullopt;
   const std::string module = hf.substr(0, dot), suffix = hf.substr(dot);  // ".weight" / ".bias"

@@ -22,4 +22,12 @@ ModelConfig parse_hf_config(const nlohmann::json& config, const nlohmann::json* 
 // does not use (e.g. rotary_emb.inv_freq).
 std::optional<std::string> canonical_tensor_name(const std::string& hf_name);
 
+// The inverse, for writing folders: "blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight"
+// (phi3's fused ffn_up is mlp.gate_up_proj); nullopt for names with no transformers tensor.
+std::optional<std::string> hf_tensor_name(const std::string& canonical, Arch arch);
+
+// config.json for `c` as transformers writes it: parse_hf_config(hf_config_json(c)) gives back c's
+// shape, rope, token ids and tying (the rope style is a GGUF matter and is not written).
+nlohmann::json hf_config_json(const ModelConfig& c);
+
 }  // namespace pensieve

@@ -28,7 +28,7 @@ void get_row(const Tensor& W, int64_t r, float* out);
 
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n);
 // Supported targets: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
-// Q8_K, Q8_A. Returns bytes written. `n` must be a multiple of the block size.
+// Q8_K, Q8_A, Q4_A. Returns bytes written. `n` must be a multiple of the block size.
 size_t quantize_row(GgmlType t, const float* src, void* dst, int64_t n);
 
 // Vector operations used by the forward pass.

@@ -192,7 +192,8 @@ void matmul_rows(const MatmulArgs& a, int64_t r0, int64_t r1) {
     case GgmlType::Q5_0:
     case GgmlType::Q5_1:
     case GgmlType::Q8_0:
-    case GgmlType::Q8_A: return matmul_q32(a, r0, r1);
+    case GgmlType::Q8_A:
+    case GgmlType::Q4_A: return matmul_q32(a, r0, r1);
     case GgmlType::Q2_K:
     case GgmlType::Q3_K:
     case GgmlType::Q4_K:

@@ -8,8 +8,8 @@
 namespace pensieve::kernels::avx2 {
 
 void matmul_float(const MatmulArgs& a, int64_t r0, int64_t r1);  // F32, F16, BF16
-void matmul_q32(const MatmulArgs& a, int64_t r0, int64_t r1);    // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_A
-// Q4_0/Q4_1 (any n_tok) and Q8_0 (decode) eight blocks at a time; false (nothing done) otherwise.
+void matmul_q32(const MatmulArgs& a, int64_t r0, int64_t r1);    // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_A, Q4_A
+// Q4_0/Q4_1/Q4_A (any n_tok) and Q8_0 (decode) eight blocks at a time; false (nothing done) otherwise.
 bool matmul_group8(const MatmulArgs& a, int64_t r0, int64_t r1);
 void matmul_qk(const MatmulArgs& a, int64_t r0, int64_t r1);     // Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
 // Row-by-row from the blocks, for few tokens; false (nothing done) for a type it lacks.

@@ -1,4 +1,4 @@
-// Q4_0, Q4_1 and Q8_0 against 8-bit activations, eight blocks (256 weights) at a time: the kernel
+// Q4_0, Q4_1, Q8_0 and Q4_A against 8-bit activations, eight blocks of 32 (256 weights) at a time: the kernel
 // body, included into an anonymous namespace by matmul_group8_avx2.cpp (AVX2) and
 // matmul_group8_vnni.cpp (AVX-512 VNNI), each of which first defines `Dot`:
 //   Dot::pair(lo, xlo, hi, xhi): 8 int32 lanes, lane j = sum of the unsigned x signed byte products
@@ -16,6 +16,12 @@
 // gathered by blends: in blocks of S bytes starting with their scale, scale k lies in word k of the
 // 16 bytes at (S - 2) * k. Blocks that do not fill a group of eight (rows of 32 * (8g + j)) take
 // the per-block path at the end of the row.
+//
+// Q4_A (64 weights per block, one scale and offset each) is the same arithmetic on four of its
+// blocks per group: one 32-byte load of block j is its two 32-wide sub-blocks 2j and 2j + 1 side by
+// side, so its Group8 records pair activation blocks (2k, 2k + 1) instead of (k, k + 4); the three
+// horizontal adds then leave the sums in the order 0 2 4 6 1 3 5 7, in which build_groups stores the
+// activation scales, and the weight scales are the four block scales twice over.
 //
 // Decode (1 to 3 tokens) streams each weight row once per token straight from the file layout;
 // prefill unpacks a row once (levels and float scales in L1) and runs it against 4 tokens at a time.
@@ -37,6 +43,17 @@ static_assert(sizeof(Group8) == 320);
 
 template <class B>
 constexpr bool kNibbles = !std::is_same_v<B, block_q8_0>;
+template <class B>
+constexpr bool kWide = std::is_same_v<B, block_q4_a>;  // 64 weights per block
+template <class B>
+constexpr int kBlocksPerGroup = kWide<B> ? kGroup / 2 : kGroup;
+
+// The 32-wide activation block whose sum lands in lane j of fold_pairs.
+template <class B>
+constexpr int lane_block(int j) {
+  if constexpr (kWide<B>) return j < 4 ? 2 * j : 2 * (j - 4) + 1;
+  else return j;
+}
 
 template <class B>
 void build_groups(const block_q8_x* x, int64_t n_groups, Group8* out) {
@@ -44,8 +61,9 @@ void build_groups(const block_q8_x* x, int64_t n_groups, Group8* out) {
     Group8& o = out[g];
     for (int k = 0; k < 4; ++k) {
       if constexpr (kNibbles<B>) {
-        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[k].qs));
-        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[k + 4].qs));
+        const int ka = kWide<B> ? 2 * k : k, kb = kWide<B> ? 2 * k + 1 : k + 4;
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ka].qs));
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[kb].qs));
         _mm256_store_si256(reinterpret_cast<__m256i*>(o.qs[k][0]), _mm256_permute2x128_si256(a, b, 0x20));
         _mm256_store_si256(reinterpret_cast<__m256i*>(o.qs[k][1]), _mm256_permute2x128_si256(a, b, 0x31));
       } else {
@@ -53,11 +71,12 @@ void build_groups(const block_q8_x* x, int64_t n_groups, Group8* out) {
         std::memcpy(o.qs[k][1], x[2 * k + 1].qs, QK);
       }
     }
-    for (int j = 0; j < kGroup; ++j) o.d[j] = x[j].d, o.ds[j] = x[j].ds;
+    for (int j = 0; j < kGroup; ++j) o.d[j] = x[lane_block<B>(j)].d, o.ds[j] = x[lane_block<B>(j)].ds;
   }
 }
 
-// The f16 field at byte `off` of 8 consecutive blocks, as 8 floats in block order.
+// The f16 field at byte `off` of the blocks of one group, as 8 floats in lane order: 8 blocks in
+// block order, or for Q4_A its 4 blocks twice over.
 template <class B>
 inline __m256 gather_f16(const B* blk, size_t off) {
   constexpr size_t step = sizeof(B) - 2;
@@ -67,6 +86,10 @@ inline __m256 gather_f16(const B* blk, size_t off) {
   v = _mm_blend_epi16(v, at(1), 0x02);
   v = _mm_blend_epi16(v, at(2), 0x04);
   v = _mm_blend_epi16(v, at(3), 0x08);
+  if constexpr (kWide<B>) {
+    const __m128 f = _mm_cvtph_ps(v);
+    return _mm256_set_m128(f, f);
+  }
   v = _mm_blend_epi16(v, at(4), 0x10);
   v = _mm_blend_epi16(v, at(5), 0x20);
   v = _mm_blend_epi16(v, at(6), 0x40);
@@ -75,6 +98,14 @@ inline __m256 gather_f16(const B* blk, size_t off) {
 }
 
 inline __m256i load(const void* p) { return _mm256_load_si256(static_cast<const __m256i*>(p)); }
+
+// The nibbles of pair k of a group: blocks k and k + 4 (16 bytes each), or Q4_A block k whole.
+template <class B>
+inline __m256i nibble_pair(const B* w, int k) {
+  if constexpr (kWide<B>) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[k].qs));
+  else return _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(w[k + 4].qs),
+                                  reinterpret_cast<const __m128i*>(w[k].qs));
+}
 
 // Lanes 0..3 of p are one block's partial sums, lanes 4..7 another's (pair k = blocks k, k + 4):
 // three horizontal adds leave the 8 block sums in block order.
@@ -89,8 +120,7 @@ inline __m256 group_dots(const B* w, const Group8& x) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256i p[4];
     for (int k = 0; k < 4; ++k) {
-      const __m256i v = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(w[k + 4].qs),
-                                            reinterpret_cast<const __m128i*>(w[k].qs));
+      const __m256i v = nibble_pair(w, k);
       const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       p[k] = Dot::pair(lo, load(x.qs[k][0]), hi, load(x.qs[k][1]));
     }
@@ -104,13 +134,13 @@ inline __m256 group_dots(const B* w, const Group8& x) {
 }
 
 // The correction of each block beside d_w * d_x * dot: -8 d_w for Q4_0 (levels carry +8), m for
-// Q4_1, nothing for Q8_0; multiplied by the activation's d * sum(q).
+// Q4_1 and Q4_A, nothing for Q8_0; multiplied by the activation's d * sum(q).
 template <class B>
 constexpr bool kCorr = !std::is_same_v<B, block_q8_0>;
 
 template <class B>
 inline __m256 group_corr(const B* w, __m256 d) {
-  if constexpr (std::is_same_v<B, block_q4_1>) return gather_f16(w, offsetof(block_q4_1, m));
+  if constexpr (std::is_same_v<B, block_q4_1> || kWide<B>) return gather_f16(w, offsetof(B, m));
   else return _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
 }
 
@@ -131,6 +161,21 @@ inline float tail_block(const B& w, const block_q8_x& x) {
   }
 }
 
+// Sub-block b (32 wide) of a Q4_A row against one token, else block b.
+template <class B>
+inline float tail(const B* row, int64_t b, const block_q8_x& x) {
+  if constexpr (kWide<B>) {
+    const block_q4_a& w = row[b / 2];
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.qs + 16 * (b % 2)));
+    const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
+    const float dot = float(hsum_i32(dot_u8s8(q, xq)));
+    return f16_to_f32(w.d) * x.d * dot + f16_to_f32(w.m) * x.ds;
+  } else {
+    return tail_block(row[b], x);
+  }
+}
+
 // R weight rows (nb blocks each) against one token's groups (and its raw blocks for the tail).
 template <class B, int R>
 void rows_dot(const B* const* rows, int64_t nb, const Group8* xg, const block_q8_x* xr, float* y) {
@@ -144,12 +189,12 @@ void rows_dot(const B* const* rows, int64_t nb, const Group8* xg, const block_q8
       const __m256 d = gather_f16(w[r], 0);
       acc[r] = _mm256_fmadd_ps(group_dots(w[r], x), _mm256_mul_ps(d, _mm256_load_ps(x.d)), acc[r]);
       if constexpr (kCorr<B>) corr[r] = _mm256_fmadd_ps(group_corr(w[r], d), _mm256_load_ps(x.ds), corr[r]);
-      w[r] += kGroup;
+      w[r] += kBlocksPerGroup<B>;
     }
   }
   for (int r = 0; r < R; ++r) {
     y[r] = hsum(_mm256_add_ps(acc[r], corr[r]));
-    for (int64_t b = ng * kGroup; b < nb; ++b) y[r] += tail_block(rows[r][b], xr[b]);
+    for (int64_t b = ng * kGroup; b < nb; ++b) y[r] += tail(rows[r], b, xr[b]);
   }
 }
 
@@ -198,11 +243,10 @@ template <class B>
 void unpack_row(const B* w, int64_t ng, std::vector<UnpackedGroup>& u) {
   u.resize(size_t(ng));
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  for (int64_t g = 0; g < ng; ++g, w += kGroup) {
+  for (int64_t g = 0; g < ng; ++g, w += kBlocksPerGroup<B>) {
     for (int k = 0; k < 4; ++k) {
       if constexpr (kNibbles<B>) {
-        const __m256i v = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(w[k + 4].qs),
-                                              reinterpret_cast<const __m128i*>(w[k].qs));
+        const __m256i v = nibble_pair(w, k);
         u[size_t(g)].lv[k][0] = _mm256_and_si256(v, m4);
         u[size_t(g)].lv[k][1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       } else {
@@ -285,7 +329,7 @@ void run_prefill(const MatmulArgs& a, int64_t r0, int64_t r1) {
         for (int j = 0; j < n; ++j) {
           const auto* xr = reinterpret_cast<const block_q8_x*>(a.act + size_t(tc + j) * a.act_stride);
           float& y = a.y[(tc + j) * a.ldy + r + i];
-          for (int64_t b = ng * kGroup; b < nb; ++b) y += tail_block(row(r + i)[b], xr[b]);
+          for (int64_t b = ng * kGroup; b < nb; ++b) y += tail(row(r + i), b, xr[b]);
         }
   };
   for (int tc = 0; tc < a.n_tok; tc += kTokenChunk) {
@@ -314,6 +358,7 @@ bool group8(const MatmulArgs& a, int64_t r0, int64_t r1) {
     case GgmlType::Q4_0: prefill ? run_prefill<block_q4_0>(a, r0, r1) : run_decode<block_q4_0>(a, r0, r1); return true;
     case GgmlType::Q4_1: prefill ? run_prefill<block_q4_1>(a, r0, r1) : run_decode<block_q4_1>(a, r0, r1); return true;
     case GgmlType::Q8_0: prefill ? run_prefill<block_q8_0>(a, r0, r1) : run_decode<block_q8_0>(a, r0, r1); return true;
+    case GgmlType::Q4_A: prefill ? run_prefill<block_q4_a>(a, r0, r1) : run_decode<block_q4_a>(a, r0, r1); return true;
     default: return false;
   }
 }

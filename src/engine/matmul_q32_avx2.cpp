@@ -228,7 +228,7 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }  // namespace
 
 void matmul_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  // Q4_0, Q4_1 and Q8_0 always take the group-of-8 kernels (matmul_group8.inl).
+  // Q4_0, Q4_1, Q8_0 and Q4_A always take the group-of-8 kernels (matmul_group8.inl).
   if (cpu_features().use_vnni() ? vnni::matmul_group8(a, r0, r1) : matmul_group8(a, r0, r1)) return;
   switch (a.type) {
     case GgmlType::Q5_0: return run<block_q5_0>(a, r0, r1);

@@ -1,9 +1,15 @@
 #include "engine/mlx.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <cstring>
 #include <algorithm>
 #include <map>
 #include <thread>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "engine/hf_config.h"
 #include "util/error.h"
@@ -32,9 +38,48 @@ MlxQuant parse_mlx_quantization(const json& q, const std::string& source) {
   return m;
 }
 
+GgmlType mlx_block_type(const MlxQuant& q) {
+  if (q.bits == 8) return GgmlType::Q8_A;
+  return q.group_size % QK_A == 0 ? GgmlType::Q4_A : GgmlType::Q4_1;
+}
+
+namespace {
+
+// 32 MLX nibbles (16 bytes: byte i holds values 2i low and 2i + 1 high) to the Q4_1 half-block
+// order (byte i holds values i low and i + 16 high).
+inline void mlx_nibbles_to_q4(const uint32_t* words, uint8_t* out) {
+#if defined(__SSE2__)
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(words));
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  const __m128i even = _mm_and_si128(v, m4), odd = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+  // Values in order: 0..15 then 16..31; each byte < 16, so a 16-bit shift moves no bit across bytes.
+  const __m128i first = _mm_unpacklo_epi8(even, odd), second = _mm_unpackhi_epi8(even, odd);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_or_si128(first, _mm_slli_epi16(second, 4)));
+#else
+  for (int i = 0; i < 8; ++i) {
+    out[i] = uint8_t(((words[0] >> (4 * i)) & 0xF) | (((words[2] >> (4 * i)) & 0xF) << 4));
+    out[i + 8] = uint8_t(((words[1] >> (4 * i)) & 0xF) | (((words[3] >> (4 * i)) & 0xF) << 4));
+  }
+#endif
+}
+
+}  // namespace
+
 void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_t* biases,
                     int64_t cols, const MlxQuant& q, void* dst) {
   const int64_t blocks_per_group = q.group_size / QK;
+  if (mlx_block_type(q) == GgmlType::Q4_A) {
+    // 64 values = 8 words; a group of 128 or more gives each of its Q4_A blocks the same scale.
+    auto* out = static_cast<block_q4_a*>(dst);
+    const int64_t per_group = q.group_size / QK_A;
+    for (int64_t b = 0; b < cols / QK_A; ++b, words += 8) {
+      out[b].d = scales[b / per_group];
+      out[b].m = biases[b / per_group];
+      mlx_nibbles_to_q4(words, out[b].qs);
+      mlx_nibbles_to_q4(words + 4, out[b].qs + 16);
+    }
+    return;
+  }
   if (q.bits == 4) {
     // 32 values = 4 words of 8 nibbles; Q4_1 byte i holds value i (low) and value i + 16 (high).
     auto* out = static_cast<block_q4_1*>(dst);
@@ -42,10 +87,7 @@ void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_
       const int64_t g = b / blocks_per_group;
       out[b].d = scales[g];
       out[b].m = biases[g];
-      for (int i = 0; i < 8; ++i) {
-        out[b].qs[i] = uint8_t(((words[0] >> (4 * i)) & 0xF) | (((words[2] >> (4 * i)) & 0xF) << 4));
-        out[b].qs[i + 8] = uint8_t(((words[1] >> (4 * i)) & 0xF) | (((words[3] >> (4 * i)) & 0xF) << 4));
-      }
+      mlx_nibbles_to_q4(words, out[b].qs);
     }
     return;
   }
@@ -64,6 +106,16 @@ void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_
 
 namespace {
 
+// Drops the whole pages of [p, p + n) of a read-only file mapping from this process: they were
+// read once for the repack and are not needed again (a later read would fault them back in), so
+// the model's resident size stays one copy of the weights, not two.
+void release_file_pages(const void* p, size_t n) {
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 struct Located {
   const SafetensorsFile* file;
   const SafetensorsTensor* tensor;
@@ -77,19 +129,30 @@ MlxQuant module_quant(const json& quantization, const std::string& module, const
   return base;
 }
 
-void repack_tensor(const std::string& module, const Located& wt, const Located& sc,
-                   const Located& bi, const MlxQuant& q, const std::string& canonical,
-                   WeightStore& w) {
-  const std::string& path = wt.file->path();
+// One quantized module to repack: its three file tensors, its quantization, where it goes.
+struct RepackJob {
+  std::string module, canonical;
+  Located wt, sc, bi;
+  MlxQuant q;
+  int64_t rows = 0, cols = 0;
+  size_t offset = 0;  // into the arena
+};
+
+// Checks the dtypes and shapes of a job's tensors and sets its rows and cols.
+void check_job(RepackJob& job) {
+  const std::string& module = job.module;
+  const MlxQuant& q = job.q;
+  const std::string& path = job.wt.file->path();
   auto bad = [&](const std::string& what) {
     return Error(path + ": MLX tensor '" + module + "': " + what);
   };
-  const SafetensorsTensor& W = *wt.tensor;
-  const SafetensorsTensor& S = *sc.tensor;
-  const SafetensorsTensor& B = *bi.tensor;
+  const SafetensorsTensor& W = *job.wt.tensor;
+  const SafetensorsTensor& S = *job.sc.tensor;
+  const SafetensorsTensor& B = *job.bi.tensor;
   if (W.dtype != "U32") throw bad("packed weight has dtype " + W.dtype + ", expected U32");
-  if (S.dtype != "F16" || B.dtype != "F16")
-    throw bad("scales/biases have dtype " + S.dtype + "/" + B.dtype + ", expected F16");
+  const bool bf16 = S.dtype == "BF16";
+  if ((S.dtype != "F16" && !bf16) || B.dtype != S.dtype)
+    throw bad("scales/biases have dtype " + S.dtype + "/" + B.dtype + ", expected F16 or BF16 (both alike)");
   if (W.shape.size() != 2 || S.shape.size() != 2 || B.shape != S.shape)
     throw bad("expected 2-D weight, scales and biases of equal shape");
   const int64_t rows = W.shape[0];
@@ -98,21 +161,44 @@ void repack_tensor(const std::string& module, const Located& wt, const Located& 
     throw bad("scales shape [" + std::to_string(S.shape[0]) + ", " + std::to_string(S.shape[1]) +
               "] does not match " + std::to_string(rows) + " rows of " + std::to_string(cols) +
               " inputs in groups of " + std::to_string(q.group_size));
-  const GgmlType type = q.bits == 4 ? GgmlType::Q4_1 : GgmlType::Q8_A;
-  uint8_t* dst = w.add_owned(canonical, type, {cols, rows});
+  job.rows = rows;
+  job.cols = cols;
+}
+
+void repack_tensor(const RepackJob& job, uint8_t* dst) {
+  const SafetensorsTensor& W = *job.wt.tensor;
+  const SafetensorsTensor& S = *job.sc.tensor;
+  const SafetensorsTensor& B = *job.bi.tensor;
+  const MlxQuant& q = job.q;
+  const bool bf16 = S.dtype == "BF16";
+  const int64_t rows = job.rows, cols = job.cols;
+  const GgmlType type = mlx_block_type(q);
   const size_t row_bytes = row_size(type, cols);
   const auto* words = reinterpret_cast<const uint32_t*>(W.data);
   const auto* scales = reinterpret_cast<const uint16_t*>(S.data);
   const auto* biases = reinterpret_cast<const uint16_t*>(B.data);
   const int64_t wpr = W.shape[1], gpr = S.shape[1];
-  // The mmap'd words may be unaligned (safetensors offsets are arbitrary): copy a row at a time.
+  // The mmap'd words may be unaligned (safetensors offsets are arbitrary): such rows, and bf16
+  // scales, are copied a row at a time; aligned f16 rows (the usual case) are read in place.
+  auto aligned = [](const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  const bool in_place = !bf16 && aligned(words, 4) && aligned(scales, 2) && aligned(biases, 2);
   auto repack_rows = [&](int64_t r0, int64_t r1) {
+    if (in_place) {
+      for (int64_t r = r0; r < r1; ++r)
+        mlx_repack_row(words + r * wpr, scales + r * gpr, biases + r * gpr, cols, q, dst + size_t(r) * row_bytes);
+      return;
+    }
     std::vector<uint32_t> wrow(static_cast<size_t>(wpr));
     std::vector<uint16_t> srow(static_cast<size_t>(gpr)), brow(static_cast<size_t>(gpr));
     for (int64_t r = r0; r < r1; ++r) {
       std::memcpy(wrow.data(), words + r * wpr, size_t(wpr) * 4);
       std::memcpy(srow.data(), scales + r * gpr, size_t(gpr) * 2);
       std::memcpy(brow.data(), biases + r * gpr, size_t(gpr) * 2);
+      if (bf16)  // exact in f16 for |x| in [6e-5, 65504]; smaller scales lose low bits
+        for (int64_t g = 0; g < gpr; ++g) {
+          srow[size_t(g)] = f32_to_f16(bf16_to_f32(srow[size_t(g)]));
+          brow[size_t(g)] = f32_to_f16(bf16_to_f32(brow[size_t(g)]));
+        }
       mlx_repack_row(wrow.data(), srow.data(), brow.data(), cols, q, dst + size_t(r) * row_bytes);
     }
   };
@@ -124,6 +210,7 @@ void repack_tensor(const std::string& module, const Located& wt, const Located& 
     pool.emplace_back(repack_rows, rows * k / n_threads, rows * (k + 1) / n_threads);
   repack_rows(0, rows / n_threads);
   for (auto& t : pool) t.join();
+  for (const SafetensorsTensor* t : {&W, &S, &B}) release_file_pages(t->data, t->nbytes);
 }
 
 }  // namespace
@@ -138,6 +225,7 @@ void load_mlx_weights(const std::vector<SafetensorsFile>& files, const json& qua
     auto it = all.find(module + s);
     return it == all.end() ? nullptr : &it->second;
   };
+  std::vector<RepackJob> jobs;
   for (const auto& [name, loc] : all) {
     const size_t dot = name.rfind('.');
     if (dot == std::string::npos) continue;
@@ -155,8 +243,29 @@ void load_mlx_weights(const std::vector<SafetensorsFile>& files, const json& qua
     }
     const Located* bi = suffixed(module, ".biases");
     if (!bi) throw Error(loc.file->path() + ": MLX tensor '" + module + "' has scales but no biases");
-    repack_tensor(module, loc, *sc, *bi, module_quant(quantization, module, base, source),
-                  *canonical, w);
+    RepackJob job{module, *canonical, loc, *sc, *bi, module_quant(quantization, module, base, source)};
+    check_job(job);
+    jobs.push_back(std::move(job));
+  }
+  // One buffer for every repacked matrix, on 2 MB pages: a 2 GB model then costs a thousand page
+  // faults at load, not half a million, and no per-tensor tail page is wasted.
+  size_t total = 0;
+  for (RepackJob& job : jobs) {
+    job.offset = total;
+    total += (row_size(mlx_block_type(job.q), job.cols) * size_t(job.rows) + 63) / 64 * 64;
+  }
+  uint8_t* arena = total ? w.add_buffer(total, AlignedBuffer::Pages::Huge) : nullptr;
+  for (const RepackJob& job : jobs) {
+    Tensor t;
+    t.name = job.canonical;
+    t.type = mlx_block_type(job.q);
+    t.n_dims = 2;
+    t.ne[0] = job.cols;
+    t.ne[1] = job.rows;
+    t.data = arena + job.offset;
+    t.nbytes = row_size(t.type, job.cols) * size_t(job.rows);
+    repack_tensor(job, arena + job.offset);
+    w.add(std::move(t));
   }
 }
 

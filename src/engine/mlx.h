@@ -1,7 +1,9 @@
 // MLX affine-quantized folders (mlx-community checkpoints). Each quantized linear X is stored as
 // X.weight (uint32 words of packed B-bit values), X.scales and X.biases (one pair per group of G
-// inputs), w = scale * q + bias. We repack at load into block types the kernels already know,
-// exactly: 4-bit into Q4_1 (its d and m are the group's f16 scale and bias) and 8-bit into Q8_A.
+// inputs), w = scale * q + bias. We repack at load, exactly, into block types the kernels know:
+// 4-bit with groups of a multiple of 64 into Q4_A (one f16 scale and bias per 64 weights, 4.5 bits
+// a weight like the file and Q4_0), other 4-bit groups into Q4_1 (d and m per 32), 8-bit into Q8_A.
+// Each tensor's file pages are released once it is repacked, so the weights are held once.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -24,8 +26,11 @@ MlxQuant parse_mlx_quantization(const nlohmann::json& q, const std::string& sour
 void load_mlx_weights(const std::vector<SafetensorsFile>& files, const nlohmann::json& quantization,
                       const std::string& source, WeightStore& w);
 
+// The block type an MLX tensor of this quantization is repacked into.
+GgmlType mlx_block_type(const MlxQuant& q);
+
 // Repacks one row of `cols` MLX values (packed words, per-group f16 scales and biases) into
-// cols/32 blocks of Q4_1 (bits 4) or Q8_A (bits 8) at dst.
+// row_size(mlx_block_type(q), cols) bytes at dst.
 void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_t* biases,
                     int64_t cols, const MlxQuant& q, void* dst);
 

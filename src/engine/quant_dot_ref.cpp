@@ -95,6 +95,22 @@ float dot32(int64_t n, const void* w, const void* act) {
   return sum;
 }
 
+// Q4_A: each 64-wide block is two 32-wide sub-blocks that share d and m, each against its own
+// activation block, with the same per-32 arithmetic as dot32.
+float dot_q4_a(int64_t n, const void* w, const void* act) {
+  const auto* wb = static_cast<const block_q4_a*>(w);
+  const auto* xb = static_cast<const block_q8_x*>(act);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / QK; ++b) {
+    const block_q4_a& blk = wb[b / 2];
+    const uint8_t* qs = blk.qs + 16 * (b % 2);
+    int s = 0;
+    for (int j = 0; j < 16; ++j) s += (qs[j] & 0xF) * xb[b].qs[j] + (qs[j] >> 4) * xb[b].qs[j + 16];
+    sum += f16_to_f32(blk.d) * xb[b].d * float(s) + f16_to_f32(blk.m) * xb[b].ds;
+  }
+  return sum;
+}
+
 // K-quants: the levels and per-sub-block (scale, min) of a super-block in integers, with the
 // super-block's float factors: w = d * sc[j] * q - dmin * mn[j] for sub-blocks of `sub` elements.
 struct KLevels {
@@ -209,6 +225,7 @@ float vec_dot(GgmlType wtype, int64_t n, const void* w, const void* act) {
     case GgmlType::Q5_1: return dot32<block_q5_1>(n, w, act);
     case GgmlType::Q8_0: return dot32<block_q8_0>(n, w, act);
     case GgmlType::Q8_A: return dot32<block_q8_a>(n, w, act);
+    case GgmlType::Q4_A: return dot_q4_a(n, w, act);
     case GgmlType::Q2_K:
     case GgmlType::Q3_K:
     case GgmlType::Q4_K:

@@ -1,4 +1,4 @@
-// Scalar codecs of the GGUF block types (and our Q8_A): dequantizers for every type, quantizers of
+// Scalar codecs of the GGUF block types (and our Q8_A, Q4_A): dequantizers for every type, quantizers of
 // the 32-wide types, and the by-type dispatch. The K-quant quantizers live in quant_k_ref.cpp.
 #include <cmath>
 #include <cstring>
@@ -30,6 +30,17 @@ void dequantize_q4_1(const block_q4_1* x, float* y, int64_t n) {
       y[j] = d * float(x[b].qs[j] & 0xF) + m;
       y[j + QK / 2] = d * float(x[b].qs[j] >> 4) + m;
     }
+  }
+}
+
+void dequantize_q4_a(const block_q4_a* x, float* y, int64_t n) {
+  for (int64_t b = 0; b < n / QK_A; ++b) {
+    const float d = f16_to_f32(x[b].d), m = f16_to_f32(x[b].m);
+    for (int h = 0; h < 2; ++h, y += QK)
+      for (int j = 0; j < QK / 2; ++j) {
+        y[j] = d * float(x[b].qs[16 * h + j] & 0xF) + m;
+        y[j + QK / 2] = d * float(x[b].qs[16 * h + j] >> 4) + m;
+      }
   }
 }
 
@@ -163,13 +174,13 @@ void quantize_q4_0(const float* x, block_q4_0* y, int64_t n) {
 
 // Fits x ≈ d * q + m with q in [0, nmax], stores d and m as halves and returns the levels for the
 // stored (rounded) d and m.
-static void fit_affine_f16(const float* x, int nmax, uint8_t* q, f16_t* d16, f16_t* m16) {
+static void fit_affine_f16(const float* x, int nmax, uint8_t* q, f16_t* d16, f16_t* m16, int n = QK) {
   float m;
-  const float d = quant::fit_affine(x, nullptr, QK, nmax, true, q, &m);
+  const float d = quant::fit_affine(x, nullptr, n, nmax, true, q, &m);
   *d16 = f32_to_f16(d);
   *m16 = f32_to_f16(m);
   const float dr = f16_to_f32(*d16), mr = f16_to_f32(*m16), id = dr != 0.0f ? 1.0f / dr : 0.0f;
-  for (int j = 0; j < QK; ++j) q[j] = uint8_t(round_clamp((x[j] - mr) * id, 0, nmax));
+  for (int j = 0; j < n; ++j) q[j] = uint8_t(round_clamp((x[j] - mr) * id, 0, nmax));
 }
 
 void quantize_q4_1(const float* x, block_q4_1* y, int64_t n) {
@@ -177,6 +188,16 @@ void quantize_q4_1(const float* x, block_q4_1* y, int64_t n) {
   for (int64_t b = 0; b < n / QK; ++b, x += QK) {
     fit_affine_f16(x, 15, q, &y[b].d, &y[b].m);
     for (int j = 0; j < QK / 2; ++j) y[b].qs[j] = uint8_t(q[j] | (q[j + QK / 2] << 4));
+  }
+}
+
+void quantize_q4_a(const float* x, block_q4_a* y, int64_t n) {
+  uint8_t q[QK_A];
+  for (int64_t b = 0; b < n / QK_A; ++b, x += QK_A) {
+    fit_affine_f16(x, 15, q, &y[b].d, &y[b].m, QK_A);
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < QK / 2; ++j)
+        y[b].qs[16 * h + j] = uint8_t(q[32 * h + j] | (q[32 * h + j + QK / 2] << 4));
   }
 }
 
@@ -275,6 +296,7 @@ void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
     case GgmlType::Q5_1: return dequantize_q5_1(static_cast<const block_q5_1*>(src), dst, n);
     case GgmlType::Q8_0: return dequantize_q8_0(static_cast<const block_q8_0*>(src), dst, n);
     case GgmlType::Q8_A: return dequantize_q8_a(static_cast<const block_q8_a*>(src), dst, n);
+    case GgmlType::Q4_A: return dequantize_q4_a(static_cast<const block_q4_a*>(src), dst, n);
     case GgmlType::Q2_K: return dequantize_q2_K(static_cast<const block_q2_K*>(src), dst, n);
     case GgmlType::Q3_K: return dequantize_q3_K(static_cast<const block_q3_K*>(src), dst, n);
     case GgmlType::Q4_K: return dequantize_q4_K(static_cast<const block_q4_K*>(src), dst, n);
@@ -302,6 +324,7 @@ size_t quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
     case GgmlType::Q5_1: quantize_q5_1(src, static_cast<block_q5_1*>(dst), n); break;
     case GgmlType::Q8_0: quantize_q8_0(src, static_cast<block_q8_0*>(dst), n); break;
     case GgmlType::Q8_A: quantize_q8_a(src, static_cast<block_q8_a*>(dst), n); break;
+    case GgmlType::Q4_A: quantize_q4_a(src, static_cast<block_q4_a*>(dst), n); break;
     case GgmlType::Q2_K: quantize_q2_K(src, static_cast<block_q2_K*>(dst), n); break;
     case GgmlType::Q3_K: quantize_q3_K(src, static_cast<block_q3_K*>(dst), n); break;
     case GgmlType::Q4_K: quantize_q4_K(src, static_cast<block_q4_K*>(dst), n); break;

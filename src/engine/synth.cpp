@@ -1,16 +1,23 @@
 #include "engine/synth.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <functional>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "engine/gguf.h"
 #include "engine/gguf_export.h"
+#include "engine/hf_config.h"
 #include "engine/kernels.h"
 #include "engine/model_tensors.h"
 #include "util/error.h"
+#include "util/fp16.h"
 
 namespace pensieve {
 
@@ -128,7 +135,178 @@ uint64_t hash_name(const std::string& s) {
   return h;
 }
 
+// MLX groups of a float draw, quantized as mlx.nn.quantize does (scale = (max - min) / (2^bits - 1),
+// bias = min, q = round((w - bias) / scale)); like BlockPool, rows are random draws of pool groups.
+class MlxGroupPool {
+ public:
+  MlxGroupPool(const SynthMlx& q, uint64_t seed, float stddev) : q_(q), words_(q.group_size * q.bits / 32) {
+    const int64_t n = int64_t(1) << 20;
+    std::vector<float> f(static_cast<size_t>(n));
+    fill_normal(seed, stddev, f.data(), n);
+    n_groups_ = uint64_t(n / q.group_size);
+    packed_.assign(size_t(n_groups_) * size_t(words_), 0);
+    scales_.resize(size_t(n_groups_));
+    biases_.resize(size_t(n_groups_));
+    const uint32_t qmax = (1u << q.bits) - 1;
+    for (uint64_t g = 0; g < n_groups_; ++g) {
+      const float* x = f.data() + g * uint64_t(q.group_size);
+      const float lo = *std::min_element(x, x + q.group_size), hi = *std::max_element(x, x + q.group_size);
+      scales_[g] = f32_to_f16((hi - lo) / float(qmax));
+      biases_[g] = f32_to_f16(lo);
+      const float s = f16_to_f32(scales_[g]), b = f16_to_f32(biases_[g]);
+      uint32_t* w = packed_.data() + g * uint64_t(words_);
+      for (int j = 0; j < q.group_size; ++j) {
+        const float v = s > 0 ? std::nearbyint((x[j] - b) / s) : 0.0f;
+        const uint32_t level = uint32_t(std::clamp(v, 0.0f, float(qmax)));
+        w[j * q.bits / 32] |= level << (q.bits * (j % (32 / q.bits)));
+      }
+    }
+  }
+  // Rows [r0, r1) of a matrix of `cols` inputs into its weight words, scales and biases.
+  void fill_rows(uint64_t seed, int64_t r0, int64_t r1, int64_t cols, uint32_t* words, uint16_t* scales,
+                 uint16_t* biases) const {
+    const int64_t groups = cols / q_.group_size;
+    for (int64_t r = r0; r < r1; ++r) {
+      SplitMix rng{seed + uint64_t(r) * 0xd1342543de82ef95ull};
+      for (int64_t g = 0; g < groups; ++g) {
+        const uint64_t k = rng.next() % n_groups_;
+        std::memcpy(words + (r * groups + g) * words_, packed_.data() + k * uint64_t(words_), size_t(words_) * 4);
+        scales[r * groups + g] = scales_[k];
+        biases[r * groups + g] = biases_[k];
+      }
+    }
+  }
+
+ private:
+  SynthMlx q_;
+  int64_t words_;  // uint32 words per group
+  uint64_t n_groups_ = 0;
+  std::vector<uint32_t> packed_;
+  std::vector<uint16_t> scales_, biases_;
+};
+
+// Runs fn(r0, r1) over [0, rows) split across `threads` threads.
+template <class Fn>
+void parallel_rows(int64_t rows, int threads, Fn fn) {
+  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, rows / 16));
+  std::vector<std::thread> pool;
+  for (int64_t k = 1; k < n; ++k) pool.emplace_back(fn, rows * k / n, rows * (k + 1) / n);
+  fn(int64_t(0), rows / n);
+  for (auto& t : pool) t.join();
+}
+
+// The Hugging Face tokenizer files named by --vocab, copied into `dir`.
+void copy_hf_tokenizer(const std::string& vocab, const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  fs::path src = vocab;
+  if (src.extension() == ".gguf")
+    throw Error(vocab + ": an MLX folder takes a Hugging Face tokenizer (tokenizer.json or its folder), "
+                        "not a GGUF vocabulary");
+  if (!fs::is_directory(src)) src = src.parent_path();
+  if (!fs::exists(src / "tokenizer.json")) throw Error(vocab + ": no tokenizer.json there");
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    if (fs::exists(src / name)) fs::copy_file(src / name, dir / name, fs::copy_options::overwrite_existing);
+}
+
 }  // namespace
+
+ModelConfig write_synthetic_mlx_folder(const SynthOptions& o, const SynthMlx& q, const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  if (q.bits != 4 && q.bits != 8) throw Error("--bits: MLX synth writes 4 or 8 bits, not " + std::to_string(q.bits));
+  if (q.group_size <= 0 || q.group_size % 32 != 0)
+    throw Error("--group-size: " + std::to_string(q.group_size) + " is not a multiple of 32");
+  const ModelConfig c = o.config;
+  check_model_config(c, out_dir);
+  fs::create_directories(out_dir);
+  const fs::path dir(out_dir);
+  if (!o.vocab_path.empty()) copy_hf_tokenizer(o.vocab_path, dir);
+  nlohmann::json cfg = hf_config_json(c);
+  cfg["quantization"] = {{"group_size", q.group_size}, {"bits", q.bits}};
+  cfg["torch_dtype"] = "float16";
+  {
+    std::ofstream out(dir / "config.json");
+    out << cfg.dump(2) << "\n";
+    if (!out) throw Error((dir / "config.json").string() + ": write failed");
+  }
+
+  // The tensors in file order: what each is and how many bytes it takes.
+  struct Entry {
+    std::string name, dtype;
+    std::vector<int64_t> shape;  // safetensors order (rows first)
+    size_t bytes;
+    std::function<void(uint8_t*)> fill;
+  };
+  const int threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  const float stddev = 0.02f;
+  auto pool = std::make_shared<MlxGroupPool>(q, o.seed + 77, stddev);
+  std::vector<Entry> entries;
+  for (const TensorSpec& spec : model_tensor_specs(c)) {
+    if (spec.optional) continue;  // rope factors live in config.json; llama has no biases
+    const auto hf = hf_tensor_name(spec.name, c.arch);
+    if (!hf) throw Error("synth: tensor '" + spec.name + "' has no Hugging Face name");
+    const uint64_t seed = o.seed * 0x9e3779b97f4a7c15ull ^ hash_name(spec.name);
+    const int64_t cols = spec.ne[0], rows = spec.ne.size() > 1 ? spec.ne[1] : 1;
+    if (spec.ne.size() == 2 && cols % q.group_size == 0) {
+      const std::string module = hf->substr(0, hf->rfind('.'));
+      const int64_t wpr = cols * q.bits / 32, groups = cols / q.group_size;
+      // The three parts are filled together (one draw per group); the words' fill writes all three.
+      auto scales = std::make_shared<std::vector<uint16_t>>(), biases = std::make_shared<std::vector<uint16_t>>();
+      entries.push_back({*hf, "U32", {rows, wpr}, size_t(rows * wpr) * 4,
+                         [=](uint8_t* dst) {
+                           scales->resize(size_t(rows * groups));
+                           biases->resize(size_t(rows * groups));
+                           parallel_rows(rows, threads, [&](int64_t r0, int64_t r1) {
+                             pool->fill_rows(seed, r0, r1, cols, reinterpret_cast<uint32_t*>(dst),
+                                             scales->data(), biases->data());
+                           });
+                         }});
+      entries.push_back({module + ".scales", "F16", {rows, groups}, size_t(rows * groups) * 2,
+                         [=](uint8_t* dst) { std::memcpy(dst, scales->data(), scales->size() * 2); }});
+      entries.push_back({module + ".biases", "F16", {rows, groups}, size_t(rows * groups) * 2,
+                         [=](uint8_t* dst) {
+                           std::memcpy(dst, biases->data(), biases->size() * 2);
+                           scales->clear(), scales->shrink_to_fit(), biases->clear(), biases->shrink_to_fit();
+                         }});
+      continue;
+    }
+    std::vector<int64_t> shape = spec.ne.size() == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{rows, cols};
+    const bool norm = spec.is_norm;
+    entries.push_back({*hf, "F16", shape, size_t(rows * cols) * 2, [=](uint8_t* dst) {
+                         auto* h = reinterpret_cast<uint16_t*>(dst);
+                         parallel_rows(rows, threads, [&](int64_t r0, int64_t r1) {
+                           std::vector<float> f(static_cast<size_t>(cols));
+                           for (int64_t r = r0; r < r1; ++r) {
+                             if (norm) std::fill(f.begin(), f.end(), 1.0f);
+                             else fill_normal(seed + uint64_t(r) * 0xd1342543de82ef95ull, stddev, f.data(), cols);
+                             for (int64_t i = 0; i < cols; ++i) h[r * cols + i] = f32_to_f16(f[size_t(i)]);
+                           }
+                         });
+                       }});
+  }
+
+  nlohmann::json header = {{"__metadata__", {{"format", "mlx"}}}};
+  size_t offset = 0;
+  for (const Entry& e : entries) {
+    header[e.name] = {{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes}}};
+    offset += e.bytes;
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');  // data starts 8-byte aligned
+  const fs::path path = dir / "model.safetensors";
+  std::ofstream out(path, std::ios::binary);
+  const uint64_t len = h.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out.write(h.data(), std::streamsize(h.size()));
+  std::vector<uint8_t> buf;
+  for (const Entry& e : entries) {
+    buf.resize(e.bytes);
+    e.fill(buf.data());
+    out.write(reinterpret_cast<const char*>(buf.data()), std::streamsize(buf.size()));
+  }
+  out.close();
+  if (!out) throw Error(path.string() + ": write failed");
+  return c;
+}
 
 std::vector<std::string> synth_preset_names() {
   return {"phi3-mini", "phi3-mini-128k", "llama3-8b", "qwen2.5-0.5b", "tiny"};

@@ -3,17 +3,26 @@
 #include <cstdlib>
 #include <new>
 
+#include <sys/mman.h>
+
 #include "util/error.h"
 
 namespace pensieve {
 
-AlignedBuffer::AlignedBuffer(size_t n) : size_(n) {
-  const size_t rounded = (n + 63) / 64 * 64;
-  data_ = static_cast<uint8_t*>(std::aligned_alloc(64, rounded ? rounded : 64));
+AlignedBuffer::AlignedBuffer(size_t n, Pages pages) : size_(n) {
+  const size_t align = pages == Pages::Huge ? size_t(2) << 20 : 64;
+  const size_t rounded = (n + align - 1) / align * align;
+  data_ = static_cast<uint8_t*>(std::aligned_alloc(align, rounded ? rounded : align));
   if (!data_) throw std::bad_alloc();
+  if (pages == Pages::Huge) madvise(data_, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
 }
 
 AlignedBuffer::~AlignedBuffer() { std::free(data_); }
+
+uint8_t* WeightStore::add_buffer(size_t n, AlignedBuffer::Pages pages) {
+  owned_.push_back(std::make_unique<AlignedBuffer>(n, pages));
+  return owned_.back()->data();
+}
 
 void WeightStore::add(Tensor t) {
   std::string name = t.name;

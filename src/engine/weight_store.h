@@ -17,7 +17,9 @@ namespace pensieve {
 // 64-byte aligned heap buffer for owned tensor data.
 class AlignedBuffer {
  public:
-  explicit AlignedBuffer(size_t n);
+  // Huge: 2 MB aligned and advised for transparent huge pages (for buffers of many megabytes).
+  enum class Pages { Normal, Huge };
+  explicit AlignedBuffer(size_t n, Pages pages = Pages::Normal);
   ~AlignedBuffer();
   AlignedBuffer(const AlignedBuffer&) = delete;
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
@@ -39,6 +41,8 @@ class WeightStore {
   // writable pointer to its data.
   uint8_t* add_owned(const std::string& name, GgmlType type, std::initializer_list<int64_t> ne);
   uint8_t* add_owned(const std::string& name, GgmlType type, const std::vector<int64_t>& ne);
+  // An owned buffer of n bytes for the caller to place tensors in (registered with add()).
+  uint8_t* add_buffer(size_t n, AlignedBuffer::Pages pages = AlignedBuffer::Pages::Normal);
 
   const Tensor* find(const std::string& name) const;
   // Error "<source>: missing tensor '<name>'" when absent.

@@ -105,8 +105,8 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
   REQUIRE_GPU();
   std::mt19937 rng(7);
   const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
-                            GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q8_A, GgmlType::Q2_K,
-                            GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+                            GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q8_A, GgmlType::Q4_A,
+                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
   // (rows, cols): odd row counts, one K-quant super-block, and Phi-3's attention output shape.
   const std::pair<int, int> shapes[] = {{37, 256}, {130, 512}, {3072, 3072}};
   const int token_counts[] = {1, 3, 9, 40};

@@ -43,6 +43,7 @@ TEST(CudaDequantHost, EverySubBlockOfEveryTypeEqualsTheCpu) {
     check_type<GgmlType::Q5_1>(cols, rng);
     check_type<GgmlType::Q8_0>(cols, rng);
     check_type<GgmlType::Q8_A>(cols, rng);
+    check_type<GgmlType::Q4_A>(cols, rng);
     check_type<GgmlType::Q2_K>(cols, rng);
     check_type<GgmlType::Q3_K>(cols, rng);
     check_type<GgmlType::Q4_K>(cols, rng);

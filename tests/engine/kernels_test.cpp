@@ -104,11 +104,11 @@ TEST(KernelsSimd, ExpCoversTheFloatRange) {
 }
 
 const GgmlType kQuantTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                                GgmlType::Q8_0, GgmlType::Q8_A, GgmlType::Q2_K, GgmlType::Q3_K,
+                                GgmlType::Q8_0, GgmlType::Q8_A, GgmlType::Q4_A, GgmlType::Q2_K, GgmlType::Q3_K,
                                 GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K};
 const GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,
                               GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
-                              GgmlType::Q8_A, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
+                              GgmlType::Q8_A, GgmlType::Q4_A, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
                               GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K};
 
 TEST(KernelsSimd, ActivationQuantizationIsIdentical) {
@@ -154,8 +154,9 @@ TEST(KernelsSimd, MatmulRowsMatchReference) {
   for (GgmlType type : kAllTypes) {
    const int block = type_traits(type)->block_elems;
    // Odd and even block counts (some kernels take blocks in pairs), and for the 32-wide types whole
-   // groups of 8 blocks plus a tail (544 = 2 x 256 + 32).
-   for (int64_t cols : {block == QK_K ? 512 : block == 1 ? 101 : 96, block == QK_K ? 768 : 128, block == QK ? 544 : 0}) {
+   // groups of 8 blocks plus a tail (544 = 2 x 256 + 32; Q4_A: 576 = 2 x 256 + 64).
+   for (int64_t cols : {block == QK_K ? 512 : block == 1 ? 101 : block == QK_A ? 192 : 96, block == QK_K ? 768 : 128,
+                        block == QK ? 544 : block == QK_A ? 576 : 0}) {
     if (cols == 0) continue;
     for (int rows : {1, 2, 3, 4, 5, 7, 13}) {
       for (int n_tok : toks) {
@@ -184,7 +185,7 @@ TEST(KernelsSimd, MatmulRowsMatchReference) {
   }
 }
 
-// The group-of-8 kernels for Q4_0/Q4_1/Q8_0 in both builds (AVX2, and AVX-512 VNNI where the CPU
+// The group-of-8 kernels for Q4_0/Q4_1/Q8_0/Q4_A in both builds (AVX2, and AVX-512 VNNI where the CPU
 // has it) called directly, so each is checked whichever one the dispatch picks on this machine.
 TEST(KernelsSimd, Group8KernelsMatchReference) {
   REQUIRE_AVX2();
@@ -192,8 +193,8 @@ TEST(KernelsSimd, Group8KernelsMatchReference) {
   std::vector<std::pair<const char*, Fn>> impls = {{"avx2", &K::avx2::matmul_group8}};
   if (cpu_features().use_vnni()) impls.emplace_back("vnni", &K::vnni::matmul_group8);
   uint32_t seed = 900;
-  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0})
-    for (int64_t cols : {256, 544})
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_A})
+    for (int64_t cols : {256, type == GgmlType::Q4_A ? 576 : 544, type == GgmlType::Q4_A ? 320 : 288})
       for (int rows : {1, 2, 5})
         for (int n_tok : {1, 3, 4, 9}) {
           Weights W(type, rows, cols, ++seed);
@@ -284,7 +285,7 @@ TEST(Kernels, TokenResultsDoNotDependOnTheBatch) {
   uint32_t seed = 1300;
   for (GgmlType type : kAllTypes) {
     const int block = type_traits(type)->block_elems;
-    const int64_t cols = block == QK_K ? 768 : block == QK ? 544 : 101, rows = 37;
+    const int64_t cols = block == QK_K ? 768 : block == QK ? 544 : block == QK_A ? 576 : 101, rows = 37;
     Weights W(type, rows, cols, ++seed);
     for (int n_tok : {2, 3, 4, 5, 8, 9, 17, 70}) {
       const auto x = randn(size_t(n_tok * cols), ++seed);

@@ -306,7 +306,8 @@ TEST(Loader, MlxFoldersOfOtherWidthsAndGroups) {
   const fs::path ref_dir = test::testdata_dir() / "models" / "tiny-phi3-longrope-dev";
   const LoadedModel f32 = load_model(ref_dir.string());
   struct Case { int bits, group; GgmlType type; double max_weight_err; };
-  for (const Case c : {Case{4, 64, GgmlType::Q4_1, 0.12}, Case{8, 32, GgmlType::Q8_A, 8e-3},
+  for (const Case c : {Case{4, 64, GgmlType::Q4_A, 0.12}, Case{4, 128, GgmlType::Q4_A, 0.14},
+                       Case{4, 32, GgmlType::Q4_1, 0.12}, Case{8, 32, GgmlType::Q8_A, 8e-3},
                        Case{8, 128, GgmlType::Q8_A, 8e-3}}) {
     SCOPED_TRACE(std::to_string(c.bits) + "-bit, group " + std::to_string(c.group));
     const fs::path dir = make_mlx_folder("mlx" + std::to_string(c.bits) + "_" + std::to_string(c.group), c.bits, c.group);

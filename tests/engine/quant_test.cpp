@@ -60,7 +60,7 @@ const Bound kBounds[] = {
     {GgmlType::Q8_0, 0.02},    {GgmlType::Q8_K, 0.02},    {GgmlType::Q8_A, 0.02},
     {GgmlType::Q6_K, 0.035},   {GgmlType::Q5_0, 0.07},    {GgmlType::Q5_1, 0.07},
     {GgmlType::Q5_K, 0.07},    {GgmlType::Q4_0, 0.14},    {GgmlType::Q4_1, 0.14},
-    {GgmlType::Q4_K, 0.14},    {GgmlType::Q3_K, 0.30},    {GgmlType::Q2_K, 0.60},
+    {GgmlType::Q4_K, 0.14},    {GgmlType::Q4_A, 0.14},    {GgmlType::Q3_K, 0.30},    {GgmlType::Q2_K, 0.60},
 };
 
 TEST(Quant, RoundTripWithinBound) {

@@ -12,9 +12,13 @@
 #include <set>
 
 #include "engine/gguf_export.h"
+#include "engine/hf_config.h"
 #include "engine/kernels.h"
+#include "engine/model.h"
+#include "engine/model_export.h"
 #include "engine/model_loader.h"
 #include "engine/model_tensors.h"
+#include "reference.h"
 #include "testdata.h"
 #include "util/error.h"
 
@@ -189,4 +193,106 @@ TEST(Synth, Command) {
   const std::string bad_type = bin + " synth --preset tiny --type q9 --out " + out.string() + " 2>/dev/null";
   EXPECT_NE(std::system(bad_type.c_str()), 0);
   fs::remove(out);
+}
+
+// ---- MLX folders ---------------------------------------------------------------------------------
+
+// config.json written for every preset reads back as the same model.
+TEST(SynthMlx, HfConfigRoundTrips) {
+  for (const auto& name : synth_preset_names()) {
+    SCOPED_TRACE(name);
+    const ModelConfig c = synth_preset(name);
+    const ModelConfig b = parse_hf_config(hf_config_json(c), nullptr, "test");
+    EXPECT_EQ(b.arch, c.arch);
+    EXPECT_EQ(b.dim, c.dim);
+    EXPECT_EQ(b.n_layers, c.n_layers);
+    EXPECT_EQ(b.n_heads, c.n_heads);
+    EXPECT_EQ(b.n_kv_heads, c.n_kv_heads);
+    EXPECT_EQ(b.head_dim, c.head_dim);
+    EXPECT_EQ(b.ff_dim, c.ff_dim);
+    EXPECT_EQ(b.n_vocab, c.n_vocab);
+    EXPECT_EQ(b.ctx_train, c.ctx_train);
+    EXPECT_EQ(b.sliding_window, c.sliding_window);
+    EXPECT_FLOAT_EQ(b.norm_eps, c.norm_eps);
+    EXPECT_FLOAT_EQ(b.rope.theta, c.rope.theta);
+    EXPECT_EQ(b.rope.n_rot, c.rope.n_rot);
+    EXPECT_EQ(b.rope.scaling, c.rope.scaling);
+    EXPECT_EQ(b.rope.short_factor, c.rope.short_factor);
+    EXPECT_EQ(b.rope.long_factor, c.rope.long_factor);
+    EXPECT_FLOAT_EQ(b.rope.attn_factor, c.rope.attn_factor);
+    EXPECT_EQ(b.tied_embeddings, c.tied_embeddings);
+    EXPECT_EQ(b.bos_id, c.bos_id);
+    EXPECT_EQ(b.eos_id, c.eos_id);
+    EXPECT_EQ(b.stop_ids, c.stop_ids);
+    for (const TensorSpec& spec : model_tensor_specs(c)) {
+      if (spec.optional) continue;
+      const auto hf = hf_tensor_name(spec.name, c.arch);
+      ASSERT_TRUE(hf) << spec.name;
+      EXPECT_EQ(canonical_tensor_name(*hf), spec.name);
+    }
+  }
+}
+
+// A synthesized MLX folder loads as the repacked block type, carries the GGUF synthesizer's weight
+// statistics, and computes the logits of its own weights dequantized to float32 (a GGUF F32 export
+// of the loaded model): to float summation order with float activations, and within the 8-bit
+// activation rounding through the quantized kernels.
+TEST(SynthMlx, FolderComputesItsDequantizedWeights) {
+  struct Case { int bits, group; GgmlType type; };
+  for (const Case cs : {Case{4, 64, GgmlType::Q4_A}, Case{4, 128, GgmlType::Q4_A}, Case{4, 32, GgmlType::Q4_1},
+                        Case{8, 64, GgmlType::Q8_A}}) {
+    SCOPED_TRACE(std::to_string(cs.bits) + "-bit, group " + std::to_string(cs.group));
+    SynthOptions o;
+    o.config = synth_custom("phi3", 2, 256, 704, 4, 4, 512);
+    o.threads = 2;
+    const fs::path dir = temp_path("mlx" + std::to_string(cs.bits) + "_" + std::to_string(cs.group));
+    write_synthetic_mlx_folder(o, SynthMlx{cs.bits, cs.group}, dir.string());
+    const LoadedModel m = load_model(dir.string());
+    EXPECT_EQ(m.format, "mlx");
+    EXPECT_EQ(m.config.dim, 256);
+    EXPECT_EQ(m.config.ff_dim, 704);
+    for (const char* name : {"token_embd.weight", "output.weight", "blk.0.attn_qkv.weight", "blk.1.ffn_up.weight"}) {
+      const Tensor& t = m.weights.require(name);
+      EXPECT_EQ(t.type, cs.type) << name;
+      const auto [mean, sd] = stats(t);
+      EXPECT_NEAR(mean, 0.0, 0.002) << name;
+      EXPECT_NEAR(sd, 0.02, 0.003) << name;
+    }
+    // ffn_down's 704 inputs are not a whole number of 128-groups: MLX keeps such a matrix in f16.
+    EXPECT_EQ(m.weights.require("blk.0.ffn_down.weight").type, cs.group == 128 ? GgmlType::F16 : cs.type);
+
+    const fs::path f32 = temp_path("mlx_deq.gguf");
+    write_model_gguf(m, *quant_recipe("f32"), f32.string(), {}, 2);
+    const auto ref = Model::load(f32.string());
+    const auto mlx = Model::load(dir.string());
+    ThreadPool pool(2);
+    const std::vector<int32_t> ids = {1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889};
+    auto run = [&](const Model& model, bool exact) {
+      SequenceState st(model.config(), int(ids.size()), true);
+      st.exact_activations = exact;
+      std::vector<float> logits;
+      model.forward(st, ids, true, logits, pool);
+      return logits;
+    };
+    const auto want = run(*ref, true);
+    const auto same = test::compare_logits(run(*mlx, true), want, size_t(m.config.n_vocab));
+    const auto q8 = test::compare_logits(run(*mlx, false), want, size_t(m.config.n_vocab));
+    std::printf("[ mlx %d-bit g%d ] float activations: rel L2 %.3g; 8-bit activations: rel L2 %.3g, argmax %d/%d\n",
+                cs.bits, cs.group, same.rel_l2, q8.rel_l2, q8.argmax_mismatches, q8.positions);
+    EXPECT_LE(same.rel_l2, 1e-5);
+    EXPECT_EQ(same.argmax_mismatches, 0);
+    EXPECT_LE(q8.rel_l2, 2e-2);
+    fs::remove(f32);
+    fs::remove_all(dir);
+  }
+}
+
+TEST(SynthMlx, BadOptionsAreErrors) {
+  SynthOptions o;
+  o.config = synth_preset("tiny");
+  const std::string dir = temp_path("mlx_bad").string();
+  EXPECT_THROW(write_synthetic_mlx_folder(o, SynthMlx{3, 64}, dir), Error);
+  EXPECT_THROW(write_synthetic_mlx_folder(o, SynthMlx{4, 48}, dir), Error);
+  o.vocab_path = "/nonexistent/vocab.gguf";
+  EXPECT_THROW(write_synthetic_mlx_folder(o, SynthMlx{4, 64}, dir), Error);
 }

@@ -1201,8 +1201,8 @@ __global__ void attention_kernel(const float* __restrict__ qkv, const SlotMeta* 
 // Dispatch by weight type
 
 #define PENSIEVE_CUDA_TYPES(X)                                                              \
-  X(F32) X(F16) X(BF16) X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1) X(Q8_0) X(Q8_A) X(Q2_K) X(Q3_K) \
-  X(Q4_K) X(Q5_K) X(Q6_K)
+  X(F32) X(F16) X(BF16) X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1) X(Q8_0) X(Q8_A) X(Q4_A) X(Q2_K) \
+  X(Q3_K) X(Q4_K) X(Q5_K) X(Q6_K)
 
 bool has_kernel(GgmlType t) {
   switch (t) {

@@ -119,6 +119,19 @@ PENSIEVE_HD void dequant32(const uint8_t* row, int s, float* v) {
       v[j] = d * float(q & 0xF) + m;
       v[j + 16] = d * float(q >> 4) + m;
     }
+  } else if constexpr (T == GgmlType::Q4_A) {
+    // Sub-block s is half s % 2 of 64-wide block s / 2: d, m, then 16 nibble bytes per half.
+    const uint8_t* b = row + size_t(s / 2) * sizeof(block_q4_a);
+    const float d = h2f(ld16(b)), m = h2f(ld16(b + 2));
+    const uint8_t* qs = b + 4 + 16 * (s % 2);
+#ifdef __CUDACC__
+#pragma unroll
+#endif
+    for (int j = 0; j < 16; ++j) {
+      const int q = qs[j];
+      v[j] = d * float(q & 0xF) + m;
+      v[j + 16] = d * float(q >> 4) + m;
+    }
   } else if constexpr (T == GgmlType::Q5_0 || T == GgmlType::Q5_1) {
     constexpr bool affine = T == GgmlType::Q5_1;
     const uint8_t* b = row + size_t(s) * (affine ? sizeof(block_q5_1) : sizeof(block_q5_0));
