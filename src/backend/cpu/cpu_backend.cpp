@@ -295,9 +295,14 @@ void CpuPass::attention_groups(int layer, const float* qkv, float* out) {
     groups.push_back(std::move(g));
     t += n;
   }
-  pool_.parallel_for(int64_t(groups.size()) * nh, 1, [&](int64_t begin, int64_t end) {
+  // Later positions cost more: threads take (group, head) tasks one at a time, most costly first,
+  // rather than fixed halves.
+  const int64_t tasks = int64_t(groups.size()) * nh;
+  std::atomic<int64_t> next{0};
+  pool_.run([&](int, int) {
     std::vector<float> scores;
-    for (int64_t task = begin; task < end; ++task) {
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
+      const int64_t task = tasks - 1 - i;
       const Group& g = groups[size_t(task / nh)];
       const int h = int(task % nh);
       kernels::AttnQuery qs[kernels::kAttnGroup];
