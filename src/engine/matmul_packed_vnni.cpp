@@ -19,6 +19,7 @@ namespace {
 constexpr int kGroup = 8;  // tokens per pass over a tile's unpacked weights
 constexpr int kQ4KScale = 64, kQ4KMin = 192, kQ4KNib = 320, kQ5KHigh = 2368;
 constexpr int kQ6KScale = 32, kQ6KLow = 288, kQ6KHigh = 2336;
+constexpr int kQ4ANib = 64;
 
 inline __m512i chunk(const uint8_t* base, int k) { return _mm512_loadu_si512(base + 64 * k); }
 inline __m512 f16x16(const uint8_t* p) {
@@ -100,6 +101,18 @@ void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act,
         for (int c = 0; c < 8; ++c) w[c] = chunk(sb + 32, c);
       }
       group_tokens<Math::Offset, T>(w, dw, dw, kType == GgmlType::Q4_0 ? 8.0f : 128.0f, x, s16, b, acc);
+    } else if constexpr (kType == GgmlType::Q4_A) {
+      const __m512 d = f16x16(sb);
+      const __m512 M = _mm512_castsi512_ps(  // min = -m
+          _mm512_xor_si512(_mm512_castps_si512(f16x16(sb + 32)), _mm512_set1_epi32(int(0x80000000u))));
+      for (int h = 0; h < 2; ++h) {
+        for (int c = 0; c < 4; ++c) {
+          const __m512i v = chunk(sb + kQ4ANib, 4 * h + c);
+          w[c] = _mm512_and_si512(v, m4);
+          w[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        group_tokens<Math::ScaleMin, T>(w, d, M, 0.0f, x, s16, b * 2 + h, acc);
+      }
     } else if constexpr (kType == GgmlType::Q4_K || kType == GgmlType::Q5_K) {
       const __m512 d = f16x16(sb), dmin = f16x16(sb + 32);
       for (int g = 0; g < 8; ++g) {
@@ -220,6 +233,11 @@ void pack_tiles(const Tensor& W, PackedMatrix& P, int64_t t0, int64_t t1) {
             _mm512_storeu_si512(sb + 32 + 64 * k, _mm512_mask_xor_epi32(_mm512_setzero_si512(), rows, g.at(2 + 4 * k),
                                                                       _mm512_set1_epi8(char(0x80))));
           break;
+        case GgmlType::Q4_A:
+          gather_f16(g, 0, false, sb);
+          gather_f16(g, 0, true, sb + 32);
+          gather_chunks(g, 4, QK_A / 2, sb + kQ4ANib);
+          break;
         case GgmlType::Q4_K:
         case GgmlType::Q5_K: {
           gather_f16(g, 0, false, sb);
@@ -263,6 +281,7 @@ void matmul_packed_tiles(const PackedArgs& a, int64_t t0, int64_t t1) {
   switch (a.P->type()) {
     case GgmlType::Q4_0: return tiles<GgmlType::Q4_0>(a, t0, t1);
     case GgmlType::Q8_0: return tiles<GgmlType::Q8_0>(a, t0, t1);
+    case GgmlType::Q4_A: return tiles<GgmlType::Q4_A>(a, t0, t1);
     case GgmlType::Q4_K: return tiles<GgmlType::Q4_K>(a, t0, t1);
     case GgmlType::Q5_K: return tiles<GgmlType::Q5_K>(a, t0, t1);
     case GgmlType::Q6_K: return tiles<GgmlType::Q6_K>(a, t0, t1);

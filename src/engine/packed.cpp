@@ -37,6 +37,7 @@ void put_chunks(uint8_t* base, int r, const uint8_t* src, int n) {
 // Where the parts of a K-quant super-block of 16 rows start (packed.h).
 constexpr int kQ4KScale = 64, kQ4KMin = 192, kQ4KNib = 320, kQ5KHigh = 2368;
 constexpr int kQ6KScale = 32, kQ6KLow = 288, kQ6KHigh = 2336;
+constexpr int kQ4ANib = 64;
 
 // The unsigned level of element e of lane r in a packed super-block.
 int level(GgmlType t, const uint8_t* sb, int r, int e) {
@@ -46,6 +47,10 @@ int level(GgmlType t, const uint8_t* sb, int r, int e) {
       return e < 16 ? (b & 0xF) : (b >> 4);
     }
     case GgmlType::Q8_0: return lane_byte(sb + 32, r, e);
+    case GgmlType::Q4_A: {
+      const uint8_t b = lane_byte(sb + kQ4ANib, r, 16 * (e / 32) + e % 16);
+      return e % 32 < 16 ? (b & 0xF) : (b >> 4);
+    }
     case GgmlType::Q4_K:
     case GgmlType::Q5_K: {
       const uint8_t b = lane_byte(sb + kQ4KNib, r, (e / 64) * 32 + e % 32);
@@ -75,6 +80,7 @@ bool packable(GgmlType type) {
   switch (type) {
     case GgmlType::Q4_0:
     case GgmlType::Q8_0:
+    case GgmlType::Q4_A:
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K: return true;
@@ -82,12 +88,15 @@ bool packable(GgmlType type) {
   }
 }
 
-int PackedMatrix::sb_elems() const { return type_ == GgmlType::Q4_0 || type_ == GgmlType::Q8_0 ? QK : QK_K; }
+int PackedMatrix::sb_elems() const {
+  return type_ == GgmlType::Q4_0 || type_ == GgmlType::Q8_0 ? QK : type_ == GgmlType::Q4_A ? QK_A : QK_K;
+}
 
 size_t PackedMatrix::sb_bytes() const {
   switch (type_) {
     case GgmlType::Q4_0: return 288;
     case GgmlType::Q8_0: return 544;
+    case GgmlType::Q4_A: return 576;
     case GgmlType::Q4_K: return 2368;
     case GgmlType::Q5_K: return 2880;
     default: return 3360;  // Q6_K
@@ -144,6 +153,13 @@ void pack_tiles(const Tensor& W, PackedMatrix& P, int64_t t0, int64_t t1) {
             uint8_t q[QK];
             for (int i = 0; i < QK; ++i) q[i] = uint8_t(x.qs[i]) ^ 0x80;
             put_chunks(sb + 32, r, q, QK);
+            break;
+          }
+          case GgmlType::Q4_A: {
+            const auto& x = *reinterpret_cast<const block_q4_a*>(src);
+            std::memcpy(sb + 2 * r, &x.d, 2);
+            std::memcpy(sb + 32 + 2 * r, &x.m, 2);
+            put_chunks(sb + kQ4ANib, r, x.qs, QK_A / 2);
             break;
           }
           case GgmlType::Q4_K:
@@ -207,6 +223,7 @@ void packed_row(const PackedMatrix& P, int64_t row, float* out) {
       switch (t) {
         case GgmlType::Q4_0: w = d * float(q - 8); break;
         case GgmlType::Q8_0: w = d * float(q - 128); break;
+        case GgmlType::Q4_A: w = d * float(q) + f16_at(sb + 32 + 2 * r); break;
         case GgmlType::Q4_K:
         case GgmlType::Q5_K: {
           const int g = e / QK;
@@ -290,6 +307,12 @@ void matmul_packed_tiles(const PackedArgs& a, int64_t t0, int64_t t1) {
                 const float off = type == GgmlType::Q4_0 ? 8.0f : 128.0f;
                 const float f = std::fma(float(isum[0] + isum[1]), xg.d, -(off * xg.ds));
                 acc = std::fma(f16_at(sb + 2 * r), f, acc);
+                break;
+              }
+              case GgmlType::Q4_A: {  // w = d q + m: the scale-and-min form with min -m
+                const float M = -f16_at(sb + 32 + 2 * r);
+                acc = std::fma(f16_at(sb + 2 * r), float(isum[0] + isum[1]) * xg.d, acc);
+                acc = std::fma(-M, xg.ds, acc);
                 break;
               }
               case GgmlType::Q4_K:

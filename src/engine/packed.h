@@ -6,12 +6,13 @@
 // prefill (many), so a token's result never depends on what else shares the batch.
 //
 // A tile is 16 rows (the last one padded with zero rows) and is stored super-block after
-// super-block (32 weights for Q4_0/Q8_0, 256 for the K-quants). Within one, the weights are 64-byte
+// super-block (32 weights for Q4_0/Q8_0, 64 for Q4_A, 256 for the K-quants). Within one, the weights are 64-byte
 // chunks whose lane r (4 bytes) holds row r's bytes at the same place of its own block, so each
 // chunk is one load and lane r unpacks to four weights of row r; per-row scales are stored as 16
 // values side by side. Byte offsets inside a super-block of 16 rows:
 //   Q4_0: [0,32) d f16 | [32,288) 4 chunks of nibbles (qs bytes 4c..4c+3)
 //   Q8_0: [0,32) d f16 | [32,544) 8 chunks of q + 128 (unsigned, for vpdpbusd)
+//   Q4_A: [0,32) d | [32,64) m | [64,576) 8 chunks of nibbles (group h: chunks 4h..4h+3)
 //   Q4_K: [0,32) d | [32,64) dmin | [64,192) scale[g][r] | [192,320) min[g][r] (6-bit, unpacked)
 //         | [320,2368) 32 chunks of qs (chunk 8p + c: bytes 32p + 4c..; group g in nibble g & 1)
 //   Q5_K: Q4_K's | [2368,2880) 8 chunks of qh (bit g = fifth bit of group g)
@@ -22,6 +23,7 @@
 // exactly the same, so the two agree bit for bit:
 //   Q4_0/Q8_0: acc += d_w * (isum * d_x - off * ds_x)         (off = 8, 128)
 //   Q4_K/Q5_K: acc += (d * sc_g) * (isum * d_x);  acc -= (dmin * m_g) * ds_x
+//   Q4_A (MLX, w = d q + m): the same with scale d and min -m for both groups of its 64
 //   Q6_K, per half h of 16 weights: acc += (d * sc) * (isum_h * d_x - 32 * s16_h)
 // where s16 is d_x times the sum of those 16 activations (kept after the token's blocks).
 #pragma once
@@ -37,7 +39,7 @@ namespace pensieve::kernels {
 
 constexpr int kPackRows = 16;
 
-// True when `type` has a packed layout and kernel (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K).
+// True when `type` has a packed layout and kernel (Q4_0, Q8_0, Q4_A, Q4_K, Q5_K, Q6_K).
 bool packable(GgmlType type);
 
 // A packed copy of a weight matrix in anonymous memory (2 MB pages where the kernel gives them).
@@ -52,7 +54,7 @@ class PackedMatrix {
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
   int64_t tiles() const { return (rows_ + kPackRows - 1) / kPackRows; }
-  int sb_elems() const;        // weights per super-block: 32 or 256
+  int sb_elems() const;        // weights per super-block: 32, 64 or 256
   size_t sb_bytes() const;     // one super-block of 16 rows
   int64_t sbs() const { return cols_ / sb_elems(); }
   size_t tile_bytes() const { return sb_bytes() * size_t(sbs()); }

@@ -45,9 +45,10 @@ struct Weights {
   }
 };
 
-const GgmlType kPacked[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+const GgmlType kPacked[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_A, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
 
 bool k_quant(GgmlType t) { return type_traits(t)->block_elems == QK_K; }
+int64_t block(GgmlType t) { return type_traits(t)->block_elems; }
 
 TEST(Packed, OnlyTheTypesWithAKernel) {
   for (GgmlType t : kPacked) EXPECT_TRUE(K::packable(t)) << type_name(t);
@@ -60,7 +61,7 @@ TEST(Packed, VnniPackingWritesTheScalarLayout) {
   uint32_t seed = 30;
   for (GgmlType type : kPacked)
     for (int rows : {1, 5, 16, 17, 40}) {
-      const int64_t cols = k_quant(type) ? 512 : 96;
+      const int64_t cols = k_quant(type) ? 512 : 3 * block(type);
       Weights W(type, rows, cols, ++seed);
       K::PackedMatrix a(type, rows, cols), b(type, rows, cols);
       K::pack_tiles(W.t, a, 0, a.tiles());
@@ -76,7 +77,7 @@ TEST(Packed, VnniKernelEqualsScalarTwinBitForBit) {
   ThreadPool pool(1);
   uint32_t seed = 70;
   for (GgmlType type : kPacked)
-    for (int64_t cols : {k_quant(type) ? 256 : 32, k_quant(type) ? 768 : 96, k_quant(type) ? 0 : 544})
+    for (int64_t cols : {block(type), 3 * block(type), k_quant(type) ? 0 : 17 * block(type)})
       for (int rows : {1, 5, 16, 17, 40})
         if (cols > 0)
         for (int n_tok : {1, 2, 3, 7, 8, 9, 17}) {
@@ -138,7 +139,7 @@ TEST(Packed, MatmulWithinActivationRoundingBound) {
           const size_t i = size_t(t * ldy + r);
           ASSERT_NEAR(got[i], exact, bound * 1.001 + 1e-5 * mag + 1e-7)
               << type_name(type) << " n_tok " << n_tok << " row " << r;
-          if (!k_quant(type))
+          if (type == GgmlType::Q4_0 || type == GgmlType::Q8_0)
             ASSERT_NEAR(got[i], unpacked[i], 2e-6 * mag + 1e-7) << type_name(type) << " n_tok " << n_tok << " row " << r;
         }
       }
@@ -152,7 +153,7 @@ TEST(Packed, TokenResultsDoNotDependOnTheBatch) {
   ThreadPool one(1), two(2);
   uint32_t seed = 270;
   for (GgmlType type : kPacked) {
-    const int64_t cols = k_quant(type) ? 512 : 544, rows = 45;
+    const int64_t cols = k_quant(type) ? 512 : 17 * block(type), rows = 45;
     Weights W(type, rows, cols, ++seed);
     const auto P = K::pack_matrix(W.t, two);
     for (int n_tok : {2, 7, 8, 9, 17, 70}) {
@@ -177,7 +178,7 @@ TEST(Packed, RowsAndExactMatmulFromThePackedCopy) {
   ThreadPool pool(2);
   uint32_t seed = 370;
   for (GgmlType type : kPacked) {
-    const int64_t cols = k_quant(type) ? 512 : 96, rows = 21;
+    const int64_t cols = k_quant(type) ? 512 : 3 * block(type), rows = 21;
     Weights W(type, rows, cols, ++seed);
     const auto P = K::pack_matrix(W.t, pool);
     std::vector<float> want(static_cast<size_t>(cols)), got(want.size());
