@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "engine/packed.h"
 
@@ -72,6 +73,20 @@ inline void group_tokens(const __m512i* w, __m512 s0, __m512 s1, float off, cons
   }
 }
 
+// Q6_K levels of group k (of four) from a chunk of low nibbles and one of top bits: the nibble
+// from l (k < 2: low, else high), bits 4-5 from qh shifted so that bits 2k land there, in one
+// ternary-logic select ((a & 0x0F) | (b & ~0x0F)), then the bits above 5 cleared.
+template <int K>
+inline __m512i q6_levels(__m512i l, __m512i qh, __m512i m4, __m512i m6) {
+  const __m512i a = K < 2 ? l : _mm512_srli_epi16(l, 4);
+  __m512i b;
+  if constexpr (K == 0) b = _mm512_slli_epi16(qh, 4);
+  else if constexpr (K == 1) b = _mm512_slli_epi16(qh, 2);
+  else if constexpr (K == 2) b = qh;
+  else b = _mm512_srli_epi16(qh, 2);
+  return _mm512_and_si512(_mm512_ternarylogic_epi32(a, b, m4, 0xE4), m6);
+}
+
 template <GgmlType kType, int T>
 void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act, size_t act_stride, float* y,
                  int64_t ldy, __mmask16 rows) {
@@ -129,23 +144,25 @@ void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act,
         const __m512 M = _mm512_mul_ps(dmin, u8x16(sb + kQ4KMin + 16 * g));
         group_tokens<Math::ScaleMin, T>(w, S, M, 0.0f, x, s16, b * 8 + g, acc);
       }
-    } else {  // Q6_K
+    } else {  // Q6_K: group g = 4h + k, low 4 bits in ql region 2h + (k & 1) (nibble k / 2), the
+              // top 2 at bits 2k of qh region h
       const __m512 d = f16x16(sb);
-      const __m512i m3 = _mm512_set1_epi8(3);
-      for (int g = 0; g < 8; ++g) {
-        const int h = g / 4, k = g % 4;
+      const __m512i m6 = _mm512_set1_epi8(0x3F);
+      auto group = [&](auto kc, int h) {
+        constexpr int k = decltype(kc)::value;
+        const int g = 4 * h + k;
         const uint8_t* lo = sb + kQ6KLow + 64 * 8 * (2 * h + (k & 1));
         const uint8_t* hi = sb + kQ6KHigh + 64 * 8 * h;
-        const __m128i shift = _mm_cvtsi32_si128(2 * k);
-        for (int c = 0; c < 8; ++c) {
-          const __m512i l = chunk(lo, c);
-          const __m512i nibble = _mm512_and_si512(k < 2 ? l : _mm512_srli_epi16(l, 4), m4);
-          const __m512i top = _mm512_and_si512(_mm512_srl_epi16(chunk(hi, c), shift), m3);
-          w[c] = _mm512_or_si512(nibble, _mm512_slli_epi16(top, 4));
-        }
+        for (int c = 0; c < 8; ++c) w[c] = q6_levels<k>(chunk(lo, c), chunk(hi, c), m4, m6);
         const __m512 S0 = _mm512_mul_ps(d, s8x16(sb + kQ6KScale + 16 * (2 * g)));
         const __m512 S1 = _mm512_mul_ps(d, s8x16(sb + kQ6KScale + 16 * (2 * g + 1)));
         group_tokens<Math::Halves, T>(w, S0, S1, 0.0f, x, s16, b * 8 + g, acc);
+      };
+      for (int h = 0; h < 2; ++h) {
+        group(std::integral_constant<int, 0>{}, h);
+        group(std::integral_constant<int, 1>{}, h);
+        group(std::integral_constant<int, 2>{}, h);
+        group(std::integral_constant<int, 3>{}, h);
       }
     }
   }
