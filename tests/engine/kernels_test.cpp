@@ -10,6 +10,7 @@
 
 #include "engine/bandwidth.h"
 #include "engine/kernels.h"
+#include "random_weights.h"
 #include "engine/kernels_avx2.h"
 #include "engine/kernels_ref.h"
 #include "engine/matmul_avx2.h"
@@ -21,14 +22,8 @@ namespace pensieve {
 namespace {
 
 namespace K = kernels;
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> g(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = g(rng);
-  return v;
-}
+using test::randn;
+using test::Weights;
 
 #define REQUIRE_AVX2() \
   if (!cpu_features().use_avx2()) GTEST_SKIP() << "no AVX2/FMA/F16C (or PENSIEVE_NO_SIMD set)"
@@ -122,30 +117,6 @@ TEST(KernelsSimd, ActivationQuantizationIsIdentical) {
     EXPECT_EQ(a, b) << type_name(t);
   }
 }
-
-// A weight matrix of `rows` rows in type t, from random floats.
-struct Weights {
-  Tensor t;
-  std::vector<uint8_t> data;
-  std::vector<float> deq;  // the dequantized weights, row-major
-  Weights(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
-    const auto w = randn(size_t(rows * cols), seed, 0.05f);
-    const size_t rb = row_size(type, cols);
-    data.resize(rb * size_t(rows));
-    deq.resize(w.size());
-    for (int64_t r = 0; r < rows; ++r) {
-      K::quantize_row(type, w.data() + r * cols, data.data() + size_t(r) * rb, cols);
-      K::dequantize_row(type, data.data() + size_t(r) * rb, deq.data() + r * cols, cols);
-    }
-    t.name = "test.weight";
-    t.type = type;
-    t.n_dims = 2;
-    t.ne[0] = cols;
-    t.ne[1] = rows;
-    t.data = data.data();
-    t.nbytes = data.size();
-  }
-};
 
 TEST(KernelsSimd, MatmulRowsMatchReference) {
   REQUIRE_AVX2();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/kernels.h"
+#include "random_weights.h"
 #include "engine/kernels_ref.h"
 #include "engine/packed.h"
 #include "util/cpu.h"
@@ -18,32 +19,8 @@ namespace pensieve {
 namespace {
 
 namespace K = kernels;
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> g(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = g(rng);
-  return v;
-}
-
-struct Weights {
-  Tensor t;
-  std::vector<uint8_t> data;
-  Weights(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
-    const auto w = randn(size_t(rows * cols), seed, 0.05f);
-    const size_t rb = row_size(type, cols);
-    data.resize(rb * size_t(rows));
-    for (int64_t r = 0; r < rows; ++r) K::quantize_row(type, w.data() + r * cols, data.data() + size_t(r) * rb, cols);
-    t.name = "test.weight";
-    t.type = type;
-    t.n_dims = 2;
-    t.ne[0] = cols;
-    t.ne[1] = rows;
-    t.data = data.data();
-    t.nbytes = data.size();
-  }
-};
+using test::randn;
+using test::Weights;
 
 const GgmlType kPacked[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_A, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
 
@@ -118,29 +95,29 @@ TEST(Packed, MatmulWithinActivationRoundingBound) {
       std::vector<float> unpacked(size_t(n_tok * ldy)), got(unpacked.size(), -7.0f);
       K::matmul(W.t, x.data(), ldx, n_tok, unpacked.data(), ldy, pool);
       K::matmul_packed(*P, x.data(), ldx, n_tok, got.data(), ldy, pool);
-      std::vector<float> deq(static_cast<size_t>(cols));
       for (int64_t r = 0; r < rows; ++r) {
-        K::dequantize_row(type, W.t.row(r), deq.data(), cols);
+        const float* deq = W.deq.data() + r * cols;
         for (int t = 0; t < n_tok; ++t) {
           const float* xt = x.data() + t * ldx;
           double exact = 0, mag = 0, bound = 0;
           for (int64_t c = 0; c < cols; ++c) {
-            exact += double(deq[size_t(c)]) * xt[c];
-            mag += std::fabs(deq[size_t(c)] * xt[c]);
+            exact += double(deq[c]) * xt[c];
+            mag += std::fabs(deq[c] * xt[c]);
           }
           for (int64_t c0 = 0; c0 < cols; c0 += QK) {
             float amax = 0, wsum = 0;
             for (int64_t c = c0; c < c0 + QK; ++c) {
               amax = std::fmax(amax, std::fabs(xt[c]));
-              wsum += std::fabs(deq[size_t(c)]);
+              wsum += std::fabs(deq[c]);
             }
             bound += double(wsum) * amax / 254.0;
           }
           const size_t i = size_t(t * ldy + r);
           ASSERT_NEAR(got[i], exact, bound * 1.001 + 1e-5 * mag + 1e-7)
               << type_name(type) << " n_tok " << n_tok << " row " << r;
-          if (type == GgmlType::Q4_0 || type == GgmlType::Q8_0)
+          if (type == GgmlType::Q4_0 || type == GgmlType::Q8_0) {
             ASSERT_NEAR(got[i], unpacked[i], 2e-6 * mag + 1e-7) << type_name(type) << " n_tok " << n_tok << " row " << r;
+          }
         }
       }
       for (int t = 0; t < n_tok; ++t) EXPECT_EQ(got[size_t(t * ldy + rows)], -7.0f) << "wrote past its rows";
