@@ -42,7 +42,18 @@ class CpuPass final : public BackendPass {
   void add_bias(float* y, int64_t ldy, int rows, int b) override;
   void rope_and_store_kv(int layer, float* qkv) override;
   void attention(int layer, const float* qkv, float* out) override;
-  void attention_groups(int layer, const float* qkv, float* out);
+  // The head geometry both attention paths use.
+  struct AttnShape {
+    explicit AttnShape(const ModelConfig& cfg)
+        : hd(cfg.head_dim), nh(cfg.n_heads), group(cfg.n_heads / cfg.n_kv_heads), q_dim(nh * hd),
+          qkv_dim(q_dim + 2 * cfg.n_kv_heads * hd), window(cfg.sliding_window),
+          scale(1.0f / std::sqrt(float(hd))) {}
+    // The first position a token at `pos` attends to.
+    int first(int pos) const { return window > 0 ? std::max(0, pos - window + 1) : 0; }
+    int hd, nh, group, q_dim, qkv_dim, window;
+    float scale;
+  };
+  void attention_groups(int layer, const float* qkv, float* out, const AttnShape& a);
   void add(float* x, const float* y, size_t n) override {
     for (size_t i = 0; i < n; ++i) x[i] += y[i];
   }
@@ -221,14 +232,11 @@ void CpuPass::rope_and_store_kv(int layer, float* qkv) {
 // Tasks are (token, head) pairs; with attend_group, (up to kAttnGroup consecutive tokens of one
 // sequence, head) so that a prefill chunk's queries share each key and value row.
 void CpuPass::attention(int layer, const float* qkv, float* out) {
-  const ModelConfig& cfg = b_.cfg_;
-  const int hd = cfg.head_dim, nh = cfg.n_heads;
-  const int group = cfg.n_heads / cfg.n_kv_heads;
-  const int q_dim = nh * hd, qkv_dim = q_dim + 2 * cfg.n_kv_heads * hd;
-  const float scale = 1.0f / std::sqrt(float(hd));
-  const int window = cfg.sliding_window;
+  const AttnShape a(b_.cfg_);
+  const int hd = a.hd, nh = a.nh, group = a.group, q_dim = a.q_dim, qkv_dim = a.qkv_dim;
+  const float scale = a.scale;
   const int T = int(slots_.size());
-  if (kernels::attend_group_available(hd)) return attention_groups(layer, qkv, out);
+  if (kernels::attend_group_available(hd)) return attention_groups(layer, qkv, out, a);
   pool_.parallel_for(int64_t(T) * nh, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
@@ -238,7 +246,7 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
       const std::vector<int32_t>& table = s.seq->blocks;
       const bool f32 = kv.is_f32();
       const int bs = kv.block_size();
-      const int start = window > 0 ? std::max(0, s.pos - window + 1) : 0;
+      const int start = a.first(s.pos);
       const float* q = qkv + size_t(t) * qkv_dim + size_t(h) * hd;
       const size_t koff = size_t(h / group) * hd;
       const int n = s.pos - start + 1;
@@ -262,13 +270,9 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
   });
 }
 
-void CpuPass::attention_groups(int layer, const float* qkv, float* out) {
-  const ModelConfig& cfg = b_.cfg_;
-  const int hd = cfg.head_dim, nh = cfg.n_heads;
-  const int group = cfg.n_heads / cfg.n_kv_heads;
-  const int q_dim = nh * hd, qkv_dim = q_dim + 2 * cfg.n_kv_heads * hd;
-  const float scale = 1.0f / std::sqrt(float(hd));
-  const int window = cfg.sliding_window;
+void CpuPass::attention_groups(int layer, const float* qkv, float* out, const AttnShape& a) {
+  const int hd = a.hd, nh = a.nh, group = a.group, q_dim = a.q_dim, qkv_dim = a.qkv_dim;
+  const float scale = a.scale;
   const int T = int(slots_.size());
   // Groups: up to kAttnGroup consecutive tokens of one sequence at consecutive positions, with the
   // cache rows of every position they reach.
@@ -283,7 +287,7 @@ void CpuPass::attention_groups(int layer, const float* qkv, float* out) {
     while (n < kernels::kAttnGroup && t + n < T && slots_[size_t(t + n)].seq == s.seq &&
            slots_[size_t(t + n)].pos == s.pos + n)
       ++n;
-    Group g{t, n, window > 0 ? std::max(0, s.pos - window + 1) : 0, {}, {}};
+    Group g{t, n, a.first(s.pos), {}, {}};
     const int last = s.pos + n - 1;
     const KvPool& kv = *s.seq->pool;
     const int bs = kv.block_size();
@@ -309,7 +313,7 @@ void CpuPass::attention_groups(int layer, const float* qkv, float* out) {
       for (int i = 0; i < g.n; ++i) {
         const int t = g.t0 + i, pos = slots_[size_t(t)].pos;
         qs[i] = {qkv + size_t(t) * qkv_dim + size_t(h) * hd, out + size_t(t) * q_dim + size_t(h) * hd,
-                 window > 0 ? std::max(0, pos - window + 1) : 0, pos};
+                 a.first(pos), pos};
       }
       const kernels::AttnRows rows{g.keys.data(), g.values.data(), g.first, slots_[size_t(g.t0)].seq->pool->is_f32(),
                                    int64_t(h / group) * hd};
