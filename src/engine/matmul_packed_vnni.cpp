@@ -17,9 +17,7 @@ namespace pensieve::kernels::vnni {
 namespace {
 
 constexpr int kGroup = 8;  // tokens per pass over a tile's unpacked weights
-constexpr int kQ4KScale = 64, kQ4KMin = 192, kQ4KNib = 320, kQ5KHigh = 2368;
-constexpr int kQ6KScale = 32, kQ6KLow = 288, kQ6KHigh = 2336;
-constexpr int kQ4ANib = 64;
+using namespace packed_at;
 
 inline __m512i chunk(const uint8_t* base, int k) { return _mm512_loadu_si512(base + 64 * k); }
 inline __m512 f16x16(const uint8_t* p) {

@@ -34,10 +34,7 @@ void put_chunks(uint8_t* base, int r, const uint8_t* src, int n) {
   for (int k = 0; k < n / 4; ++k) std::memcpy(base + 64 * k + 4 * r, src + 4 * k, 4);
 }
 
-// Where the parts of a K-quant super-block of 16 rows start (packed.h).
-constexpr int kQ4KScale = 64, kQ4KMin = 192, kQ4KNib = 320, kQ5KHigh = 2368;
-constexpr int kQ6KScale = 32, kQ6KLow = 288, kQ6KHigh = 2336;
-constexpr int kQ4ANib = 64;
+using namespace packed_at;
 
 // The unsigned level of element e of lane r in a packed super-block.
 int level(GgmlType t, const uint8_t* sb, int r, int e) {

@@ -39,6 +39,14 @@ namespace pensieve::kernels {
 
 constexpr int kPackRows = 16;
 
+// Where the parts of a packed super-block of 16 rows start (the byte offsets in the table above),
+// shared by the scalar twin and the VNNI kernel.
+namespace packed_at {
+constexpr int kQ4KScale = 64, kQ4KMin = 192, kQ4KNib = 320, kQ5KHigh = 2368;
+constexpr int kQ6KScale = 32, kQ6KLow = 288, kQ6KHigh = 2336;
+constexpr int kQ4ANib = 64;
+}  // namespace packed_at
+
 // True when `type` has a packed layout and kernel (Q4_0, Q8_0, Q4_A, Q4_K, Q5_K, Q6_K).
 bool packable(GgmlType type);
 
