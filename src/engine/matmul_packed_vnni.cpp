@@ -84,6 +84,19 @@ inline __m512i q6_levels(__m512i l, __m512i qh, __m512i m4, __m512i m6) {
   return _mm512_and_si512(_mm512_ternarylogic_epi32(a, b, m4, 0xE4), m6);
 }
 
+// Q5_K levels of group g: the nibble (low for even g, high for odd) with the fifth bit, bit g of
+// the qh byte, shifted to bit 4 and merged in one ternary-logic select, then bits above 4 cleared
+// (16-bit shifts by at most 4 keep every byte's bits 0-4 inside that byte).
+template <int G>
+inline __m512i q5_levels(__m512i v, __m512i qh, __m512i m4, __m512i m5) {
+  const __m512i a = G & 1 ? _mm512_srli_epi16(v, 4) : v;
+  __m512i b;
+  if constexpr (G < 4) b = _mm512_slli_epi16(qh, 4 - G);
+  else if constexpr (G == 4) b = qh;
+  else b = _mm512_srli_epi16(qh, G - 4);
+  return _mm512_and_si512(_mm512_ternarylogic_epi32(a, b, m4, 0xE4), m5);
+}
+
 template <GgmlType kType, int T>
 void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act, size_t act_stride, float* y,
                  int64_t ldy, __mmask16 rows) {
@@ -127,20 +140,26 @@ void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act,
       }
     } else if constexpr (kType == GgmlType::Q4_K || kType == GgmlType::Q5_K) {
       const __m512 d = f16x16(sb), dmin = f16x16(sb + 32);
-      for (int g = 0; g < 8; ++g) {
+      const __m512i m5 = _mm512_set1_epi8(0x1F);
+      auto group = [&](auto gc) {
+        constexpr int g = decltype(gc)::value;
         const uint8_t* nib = sb + kQ4KNib + 64 * 8 * (g / 2);
         for (int c = 0; c < 8; ++c) {
-          const __m512i v = chunk(nib, c);
-          w[c] = _mm512_and_si512(g & 1 ? _mm512_srli_epi16(v, 4) : v, m4);
-          if constexpr (kType == GgmlType::Q5_K) {
-            const __mmask64 hi = _mm512_test_epi8_mask(chunk(sb + kQ5KHigh, c), _mm512_set1_epi8(char(1 << g)));
-            w[c] = _mm512_mask_add_epi8(w[c], hi, w[c], _mm512_set1_epi8(16));
-          }
+          if constexpr (kType == GgmlType::Q5_K) w[c] = q5_levels<g>(chunk(nib, c), chunk(sb + kQ5KHigh, c), m4, m5);
+          else w[c] = _mm512_and_si512(g & 1 ? _mm512_srli_epi16(chunk(nib, c), 4) : chunk(nib, c), m4);
         }
         const __m512 S = _mm512_mul_ps(d, u8x16(sb + kQ4KScale + 16 * g));
         const __m512 M = _mm512_mul_ps(dmin, u8x16(sb + kQ4KMin + 16 * g));
         group_tokens<Math::ScaleMin, T>(w, S, M, 0.0f, x, s16, b * 8 + g, acc);
-      }
+      };
+      group(std::integral_constant<int, 0>{});
+      group(std::integral_constant<int, 1>{});
+      group(std::integral_constant<int, 2>{});
+      group(std::integral_constant<int, 3>{});
+      group(std::integral_constant<int, 4>{});
+      group(std::integral_constant<int, 5>{});
+      group(std::integral_constant<int, 6>{});
+      group(std::integral_constant<int, 7>{});
     } else {  // Q6_K: group g = 4h + k, low 4 bits in ql region 2h + (k & 1) (nibble k / 2), the
               // top 2 at bits 2k of qh region h
       const __m512 d = f16x16(sb);
