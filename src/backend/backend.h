@@ -63,16 +63,24 @@ class BackendPass {
   virtual void write(float* dst, const float* host, size_t n) = 0;
 };
 
+// How passes use a weight: as a matrix (matmul), as a table of rows (embed), or both (tied
+// embeddings).
+enum class WeightUse { Matmul, Rows, Both };
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;  // "cpu", "cuda:0"
 
   // Registers a weight (matrix, embedding) or a float32 vector (norm weight, bias); returns its id.
-  virtual int add_weight(const Tensor& t) = 0;
+  virtual int add_weight(const Tensor& t, WeightUse use) = 0;
   virtual int add_vector(std::vector<float> v) = 0;
-  // Called once after every weight is added (uploads, reports memory).
+  // Called once after every weight is added (uploads, reports memory, or starts preparing the
+  // weights in the background).
   virtual void finish_load() {}
+  // Blocks until the weights are in the form passes use (no-op where finish_load leaves nothing
+  // running); passes never need it, they wait for just the weights they touch.
+  virtual void wait_prepared() const {}
 
   // Opens a pass over `slots` (one per token, in order). The CPU backend runs its kernels on
   // `pool`; passes on one backend may run from several threads (a GPU backend serialises them).

@@ -53,6 +53,7 @@ Model::Model(LoadedModel loaded, const std::string& device)
     backend_ = make_cpu_backend(cfg_);
     layers_.clear();
     bind_weights();
+    backend_->finish_load();
   }
 }
 
@@ -71,12 +72,11 @@ void Model::bind_weights() {
     throw Error(w.source() + ": bad rotary dimension count " + std::to_string(cfg_.rope.n_rot));
 
   Backend& be = *backend_;
-  auto add = [&](const Tensor* t) { return t ? be.add_weight(*t) : -1; };
+  auto add = [&](const Tensor* t) { return t ? be.add_weight(*t, WeightUse::Matmul) : -1; };
   tok_embd_ = &w.require("token_embd.weight", {dim, cfg_.n_vocab});
   id_out_norm_ = be.add_vector(to_floats(w.require("output_norm.weight", {dim})));
   output_ = w.find("output.weight") ? &w.require("output.weight", {dim, cfg_.n_vocab}) : tok_embd_;
-  id_tok_embd_ = add(tok_embd_);
-  id_output_ = output_ == tok_embd_ ? id_tok_embd_ : add(output_);
+  id_tok_embd_ = be.add_weight(*tok_embd_, output_ == tok_embd_ ? WeightUse::Both : WeightUse::Rows);
 
   auto bias = [&](int l, const char* name, int64_t n) {
     const Tensor* t = w.find(blk(l, name));
@@ -114,6 +114,8 @@ void Model::bind_weights() {
     L.id_up = add(L.w_up);
     L.id_down = add(L.w_down);
   }
+  // Last, as a pass reaches it (the CPU backend prepares weights in the order they are added).
+  id_output_ = output_ == tok_embd_ ? id_tok_embd_ : add(output_);
 }
 
 std::vector<std::span<const uint8_t>> Model::weights_read_per_token() const {

@@ -118,7 +118,7 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
         continue;
       HostWeight w = make_weight(type, rows, cols, rng);
       auto gpu = make_cuda_backend(cfg, 0);
-      const int id = gpu->add_weight(w.t);
+      const int id = gpu->add_weight(w.t, WeightUse::Matmul);
       gpu->finish_load();
       ThreadPool pool(1);
       for (int n : token_counts) {

@@ -1,18 +1,22 @@
 // The CPU backend: the kernels of engine/kernels.h, run on the caller's thread pool. Weights stay
 // where the loader put them (mapped file or owned buffer), except that on CPUs with AVX-512 VNNI the
-// matrices of a packable type are repacked (engine/packed.h) the first time a matmul uses them, and
-// the file pages they came from are handed back; activations are per-pass host vectors.
+// matrices of a packable type are repacked (engine/packed.h), and the file pages they came from
+// handed back: by a background thread started when the load finishes, in the order a pass uses
+// them, or by the first matmul that needs one before that thread got to it. Activations are
+// per-pass host vectors.
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "backend/backend.h"
 #include "engine/attention.h"
@@ -21,6 +25,8 @@
 #include "engine/packed.h"
 #include "engine/rope.h"
 #include "util/cpu.h"
+
+#include <spdlog/spdlog.h>
 
 namespace pensieve {
 namespace {
@@ -81,9 +87,14 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const ModelConfig& cfg)
       : cfg_(cfg), rope_short_(cfg.rope, false), rope_long_(cfg.rope, true) {}
+  ~CpuBackend() override {
+    stop_.store(true, std::memory_order_relaxed);
+    if (prep_.joinable()) prep_.join();
+  }
   std::string name() const override { return "cpu"; }
-  int add_weight(const Tensor& t) override {
+  int add_weight(const Tensor& t, WeightUse use) override {
     weights_.push_back(&t);
+    matmul_.push_back(use != WeightUse::Rows);
     packed_.push_back(std::make_unique<Packed>());
     return int(weights_.size()) - 1;
   }
@@ -99,14 +110,22 @@ class CpuBackend final : public Backend {
   std::unique_ptr<BackendPass> begin_pass(std::span<const PassSlot> slots, ThreadPool& pool) const override {
     return std::make_unique<CpuPass>(*this, slots, pool);
   }
+  void finish_load() override;
+  void wait_prepared() const override {
+    for (size_t i = 0; i < packed_.size(); ++i)
+      if (matmul_[i]) packed(int(i), nullptr);
+  }
 
-  // The packed copy of weight i, made on its first matmul (null when its type has no packed
-  // layout, the CPU lacks AVX-512 VNNI, or PENSIEVE_NO_PACK is set).
-  const kernels::PackedMatrix* packed(int weight, ThreadPool& pool) const;
+  // The packed copy of weight i, made now on `pool` (one thread when null) unless the background
+  // thread or an earlier call made it (null when its type has no packed layout, the CPU lacks
+  // AVX-512 VNNI, or PENSIEVE_NO_PACK is set).
+  const kernels::PackedMatrix* packed(int weight, ThreadPool* pool) const;
+  bool packs(const Tensor& w) const;
 
   ModelConfig cfg_;
   RopeTable rope_short_, rope_long_;
   std::vector<const Tensor*> weights_;
+  std::vector<bool> matmul_;  // used by matmuls (not only as a table of rows)
   struct Packed {
     std::once_flag once;
     std::atomic<bool> ready{false};
@@ -120,6 +139,8 @@ class CpuBackend final : public Backend {
   }
   std::vector<std::unique_ptr<Packed>> packed_;
   std::vector<std::vector<float>> vectors_;
+  std::thread prep_;  // packs every weight once the load is done
+  std::atomic<bool> stop_{false};
 };
 
 // After a matrix is packed its source is no longer read by matmuls: this drops this process's pages
@@ -150,21 +171,49 @@ bool release_source_pages(const void* p, size_t n, bool may_drop_anonymous) {
   return false;
 }
 
-const kernels::PackedMatrix* CpuBackend::packed(int weight, ThreadPool& pool) const {
+bool CpuBackend::packs(const Tensor& w) const {
+  static const bool off = [] {
+    const char* v = std::getenv("PENSIEVE_NO_PACK");
+    return v && *v && std::string(v) != "0";
+  }();
+  return !off && cpu_features().use_vnni() && kernels::packable(w.type) && w.cols() % QK == 0;
+}
+
+const kernels::PackedMatrix* CpuBackend::packed(int weight, ThreadPool* pool) const {
   Packed& p = *packed_[size_t(weight)];
   std::call_once(p.once, [&] {
-    static const bool off = [] {
-      const char* v = std::getenv("PENSIEVE_NO_PACK");
-      return v && *v && std::string(v) != "0";
-    }();
     const Tensor& w = *weights_[size_t(weight)];
-    if (!off && cpu_features().use_vnni() && kernels::packable(w.type) && w.cols() % QK == 0) {
-      p.matrix = kernels::pack_matrix(w, pool);
+    if (packs(w)) {
+      if (pool) {
+        p.matrix = kernels::pack_matrix(w, *pool);
+      } else {
+        ThreadPool one(1);
+        p.matrix = kernels::pack_matrix(w, one);
+      }
       p.dropped = release_source_pages(w.data, w.nbytes, true);
     }
     p.ready.store(true, std::memory_order_release);
   });
   return p.matrix.get();
+}
+
+void CpuBackend::finish_load() {
+  bool any = false;
+  for (size_t i = 0; i < weights_.size(); ++i) any = any || (matmul_[i] && packs(*weights_[i]));
+  if (!any) return;
+  // One thread, so a request that comes meanwhile keeps the pool; weights in the order they were
+  // added, which is the order a pass reaches them.
+  prep_ = std::thread([this] {
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t bytes = 0;
+    for (size_t i = 0; i < weights_.size(); ++i) {
+      if (stop_.load(std::memory_order_relaxed)) return;
+      if (!matmul_[i]) continue;
+      if (const kernels::PackedMatrix* m = packed(int(i), nullptr)) bytes += m->bytes();
+    }
+    spdlog::info("cpu: weights repacked for AVX-512 VNNI in {:.2f} s ({:.0f} MB)",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), double(bytes) / 1e6);
+  });
 }
 
 CpuPass::CpuPass(const CpuBackend& b, std::span<const PassSlot> slots, ThreadPool& pool)
@@ -189,7 +238,7 @@ void CpuPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float 
 void CpuPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
                      bool exact) {
   const Tensor& w = *b_.weights_[size_t(weight)];
-  const kernels::PackedMatrix* p = b_.packed(weight, pool_);
+  const kernels::PackedMatrix* p = b_.packed(weight, &pool_);
   if (exact) {
     if (b_.dropped_source(weight)) return kernels::matmul_exact_packed(*p, x, ldx, n_tok, y, ldy, pool_);
     return kernels::matmul_exact(w, x, ldx, n_tok, y, ldy, pool_);

@@ -1545,7 +1545,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda:" + std::to_string(device_); }
 
-  int add_weight(const Tensor& t) override {
+  int add_weight(const Tensor& t, WeightUse) override {
     host_.push_back(&t);
     return int(host_.size()) - 1;
   }
