@@ -8,12 +8,11 @@
 #include <map>
 #include <thread>
 
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "engine/hf_config.h"
 #include "util/error.h"
 #include "util/fp16.h"
+#include "util/mapped_file.h"
 
 namespace pensieve {
 
@@ -106,16 +105,6 @@ void mlx_repack_row(const uint32_t* words, const uint16_t* scales, const uint16_
 
 namespace {
 
-// Drops the whole pages of [p, p + n) of a read-only file mapping from this process: they were
-// read once for the repack and are not needed again (a later read would fault them back in), so
-// the model's resident size stays one copy of the weights, not two.
-void release_file_pages(const void* p, size_t n) {
-  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
-  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-}
-
 struct Located {
   const SafetensorsFile* file;
   const SafetensorsTensor* tensor;
@@ -129,10 +118,11 @@ MlxQuant module_quant(const json& quantization, const std::string& module, const
   return base;
 }
 
-// One quantized module to repack: its three file tensors, its quantization, where it goes.
+// One quantized module to repack: its three file tensors (views into mappings the weight store
+// keeps), its quantization, where it goes.
 struct RepackJob {
-  std::string module, canonical;
-  Located wt, sc, bi;
+  std::string module, canonical, path;
+  SafetensorsTensor wt, sc, bi;
   MlxQuant q;
   int64_t rows = 0, cols = 0;
   size_t offset = 0;  // into the arena
@@ -142,13 +132,13 @@ struct RepackJob {
 void check_job(RepackJob& job) {
   const std::string& module = job.module;
   const MlxQuant& q = job.q;
-  const std::string& path = job.wt.file->path();
+  const std::string& path = job.path;
   auto bad = [&](const std::string& what) {
     return Error(path + ": MLX tensor '" + module + "': " + what);
   };
-  const SafetensorsTensor& W = *job.wt.tensor;
-  const SafetensorsTensor& S = *job.sc.tensor;
-  const SafetensorsTensor& B = *job.bi.tensor;
+  const SafetensorsTensor& W = job.wt;
+  const SafetensorsTensor& S = job.sc;
+  const SafetensorsTensor& B = job.bi;
   if (W.dtype != "U32") throw bad("packed weight has dtype " + W.dtype + ", expected U32");
   const bool bf16 = S.dtype == "BF16";
   if ((S.dtype != "F16" && !bf16) || B.dtype != S.dtype)
@@ -166,9 +156,9 @@ void check_job(RepackJob& job) {
 }
 
 void repack_tensor(const RepackJob& job, uint8_t* dst) {
-  const SafetensorsTensor& W = *job.wt.tensor;
-  const SafetensorsTensor& S = *job.sc.tensor;
-  const SafetensorsTensor& B = *job.bi.tensor;
+  const SafetensorsTensor& W = job.wt;
+  const SafetensorsTensor& S = job.sc;
+  const SafetensorsTensor& B = job.bi;
   const MlxQuant& q = job.q;
   const bool bf16 = S.dtype == "BF16";
   const int64_t rows = job.rows, cols = job.cols;
@@ -183,6 +173,7 @@ void repack_tensor(const RepackJob& job, uint8_t* dst) {
   auto aligned = [](const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
   const bool in_place = !bf16 && aligned(words, 4) && aligned(scales, 2) && aligned(biases, 2);
   auto repack_rows = [&](int64_t r0, int64_t r1) {
+    populate_pages(words + r0 * wpr, size_t((r1 - r0) * wpr) * 4);
     if (in_place) {
       for (int64_t r = r0; r < r1; ++r)
         mlx_repack_row(words + r * wpr, scales + r * gpr, biases + r * gpr, cols, q, dst + size_t(r) * row_bytes);
@@ -210,13 +201,14 @@ void repack_tensor(const RepackJob& job, uint8_t* dst) {
     pool.emplace_back(repack_rows, rows * k / n_threads, rows * (k + 1) / n_threads);
   repack_rows(0, rows / n_threads);
   for (auto& t : pool) t.join();
-  for (const SafetensorsTensor* t : {&W, &S, &B}) release_file_pages(t->data, t->nbytes);
+  // The file's pages were read once and are not needed again: the resident size stays one copy.
+  for (const SafetensorsTensor* t : {&W, &S, &B}) release_pages(t->data, t->nbytes);
 }
 
 }  // namespace
 
 void load_mlx_weights(const std::vector<SafetensorsFile>& files, const json& quantization,
-                      const std::string& source, WeightStore& w) {
+                      const std::string& source, WeightStore& w, bool defer) {
   const MlxQuant base = parse_mlx_quantization(quantization, source);
   std::map<std::string, Located> all;
   for (const auto& f : files)
@@ -243,7 +235,8 @@ void load_mlx_weights(const std::vector<SafetensorsFile>& files, const json& qua
     }
     const Located* bi = suffixed(module, ".biases");
     if (!bi) throw Error(loc.file->path() + ": MLX tensor '" + module + "' has scales but no biases");
-    RepackJob job{module, *canonical, loc, *sc, *bi, module_quant(quantization, module, base, source)};
+    RepackJob job{module, *canonical, loc.file->path(), *loc.tensor, *sc->tensor, *bi->tensor,
+                  module_quant(quantization, module, base, source)};
     check_job(job);
     jobs.push_back(std::move(job));
   }
@@ -264,9 +257,15 @@ void load_mlx_weights(const std::vector<SafetensorsFile>& files, const json& qua
     t.ne[1] = job.rows;
     t.data = arena + job.offset;
     t.nbytes = row_size(t.type, job.cols) * size_t(job.rows);
-    repack_tensor(job, arena + job.offset);
-    w.add(std::move(t));
+    if (defer) {
+      w.add_deferred(std::move(t), [job, dst = arena + job.offset] { repack_tensor(job, dst); });
+    } else {
+      repack_tensor(job, arena + job.offset);
+      w.add(std::move(t));
+    }
   }
+  if (defer)
+    for (const auto& f : files) w.keep_alive(f.mapping());
 }
 
 }  // namespace pensieve

@@ -21,10 +21,11 @@ struct MlxQuant {
 // The folder-wide setting from config.json "quantization"; Error naming the field when malformed.
 MlxQuant parse_mlx_quantization(const nlohmann::json& q, const std::string& source);
 
-// Adds every tensor the engine uses, under canonical names: quantized ones repacked, the rest
-// (norms, unquantized linears) as float views.
+// Adds every tensor the engine uses, under canonical names: quantized ones repacked (now, or with
+// `defer` when first needed: WeightStore::add_deferred), the rest (norms, unquantized linears) as
+// float views.
 void load_mlx_weights(const std::vector<SafetensorsFile>& files, const nlohmann::json& quantization,
-                      const std::string& source, WeightStore& w);
+                      const std::string& source, WeightStore& w, bool defer);
 
 // The block type an MLX tensor of this quantization is repacked into.
 GgmlType mlx_block_type(const MlxQuant& q);

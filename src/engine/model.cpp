@@ -18,6 +18,7 @@ namespace {
 constexpr int kMaxChunk = 512;  // tokens per prefill pass; bounds the scratch memory
 
 std::vector<float> to_floats(const Tensor& t) {
+  ready(t);
   std::vector<float> out(size_t(t.elements()));
   for (int64_t r = 0; r < t.rows(); ++r)
     kernels::dequantize_row(t.type, t.row(r), out.data() + r * t.cols(), t.cols());
@@ -43,6 +44,9 @@ Model::Model(LoadedModel loaded, const std::string& device)
   size_t total = 0;
   for (const auto& [name, t] : loaded_.weights.tensors()) total += t.nbytes;
   backend_ = make_backend(device, cfg_, total);
+  // Conversions the loader deferred are the CPU backend's to run (in the background); any other
+  // backend gets the weights whole.
+  if (backend_->name() != "cpu") loaded_.weights.ready_all();
   try {
     bind_weights();
     backend_->finish_load();
@@ -58,7 +62,7 @@ Model::Model(LoadedModel loaded, const std::string& device)
 }
 
 std::shared_ptr<const Model> Model::load(const std::string& path, const std::string& device) {
-  return std::make_shared<const Model>(load_model(path), device);
+  return std::make_shared<const Model>(load_model(path, /*defer_conversion=*/true), device);
 }
 
 void Model::bind_weights() {
@@ -124,7 +128,7 @@ std::vector<std::span<const uint8_t>> Model::weights_read_per_token() const {
   auto add = [&](const Tensor* t, int id) {
     if (!t) return;
     const std::span<const uint8_t> held = id >= 0 ? backend_->weight_region(id) : std::span<const uint8_t>();
-    v.push_back(held.empty() ? std::span<const uint8_t>(static_cast<const uint8_t*>(t->data), t->nbytes) : held);
+    v.push_back(held.empty() ? std::span<const uint8_t>(static_cast<const uint8_t*>(ready(*t).data), t->nbytes) : held);
   };
   for (const Layer& L : layers_) {
     add(L.wqkv, L.id_qkv), add(L.wq, L.id_q), add(L.wk, L.id_k), add(L.wv, L.id_v), add(L.wo, L.id_o);

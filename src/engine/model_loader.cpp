@@ -148,7 +148,7 @@ LoadedModel load_gguf(const std::string& path) {
   return m;
 }
 
-LoadedModel load_folder(const std::string& dir) {
+LoadedModel load_folder(const std::string& dir, bool defer) {
   const fs::path cfg_path = fs::path(dir) / "config.json";
   if (!fs::exists(cfg_path))
     throw Error(dir + ": not a model folder (no config.json) and not a .gguf file");
@@ -161,7 +161,7 @@ LoadedModel load_folder(const std::string& dir) {
   const auto files = open_safetensors_folder(dir);
   if (cfg.contains("quantization") && !cfg["quantization"].is_null()) {
     m.format = "mlx";
-    load_mlx_weights(files, cfg["quantization"], cfg_path.string(), m.weights);
+    load_mlx_weights(files, cfg["quantization"], cfg_path.string(), m.weights, defer);
   } else {
     m.format = "safetensors";
     for (const auto& f : files)
@@ -179,9 +179,9 @@ LoadedModel load_folder(const std::string& dir) {
 
 }  // namespace
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel load_model(const std::string& path, bool defer_conversion) {
   if (!fs::exists(path)) throw Error(path + ": no such file or folder");
-  LoadedModel m = fs::is_directory(path) ? load_folder(path) : load_gguf(path);
+  LoadedModel m = fs::is_directory(path) ? load_folder(path, defer_conversion) : load_gguf(path);
   check_model_config(m.config, path);
   check_model_tensors(m.config, m.weights);
   return m;

@@ -19,7 +19,9 @@ struct LoadedModel {
   std::string dir;                  // the folder (tokenizer.json etc.) for the folder formats
 };
 
-// Throws Error naming the file (and tensor/key) on anything malformed or unsupported.
-LoadedModel load_model(const std::string& path);
+// Throws Error naming the file (and tensor/key) on anything malformed or unsupported. With
+// `defer_conversion`, weights that need converting (MLX groups) are converted when first needed
+// (`ready(t)` before reading one's data; `weights.ready_all()`), not during the load.
+LoadedModel load_model(const std::string& path, bool defer_conversion = false);
 
 }  // namespace pensieve

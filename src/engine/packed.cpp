@@ -19,6 +19,7 @@
 #include "util/cpu.h"
 #include "util/error.h"
 #include "util/fp16.h"
+#include "util/mapped_file.h"
 
 namespace pensieve::kernels {
 
@@ -191,12 +192,7 @@ void pack_tiles(const Tensor& W, PackedMatrix& P, int64_t t0, int64_t t1) {
 
 std::unique_ptr<PackedMatrix> pack_matrix(const Tensor& W, ThreadPool& pool) {
   auto P = std::make_unique<PackedMatrix>(W.type, W.rows(), W.cols());
-  // Map the source's pages in one call rather than fault by fault (a no-op before Linux 5.14).
-  const auto page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const auto lo = reinterpret_cast<uintptr_t>(W.data) / page * page;
-#ifdef MADV_POPULATE_READ
-  madvise(reinterpret_cast<void*>(lo), reinterpret_cast<uintptr_t>(W.data) + W.nbytes - lo, MADV_POPULATE_READ);
-#endif
+  populate_pages(W.data, W.nbytes);
   const bool fast = cpu_features().use_vnni();
   pool.parallel_for(P->tiles(), 1, [&](int64_t t0, int64_t t1) {
     if (fast) vnni::pack_tiles(W, *P, t0, t1);

@@ -11,4 +11,9 @@ std::string Tensor::shape_string() const {
   return s + "]";
 }
 
+const Tensor& ready(const Tensor& t) {
+  if (t.fill) std::call_once(t.fill->once, t.fill->run);
+  return t;
+}
+
 }  // namespace pensieve

@@ -29,6 +29,17 @@ void WeightStore::add(Tensor t) {
   tensors_[name] = std::move(t);
 }
 
+void WeightStore::add_deferred(Tensor t, std::function<void()> fill) {
+  fills_.push_back(std::make_unique<TensorFill>());
+  fills_.back()->run = std::move(fill);
+  t.fill = fills_.back().get();
+  add(std::move(t));
+}
+
+void WeightStore::ready_all() const {
+  for (const auto& [name, t] : tensors_) ready(t);
+}
+
 uint8_t* WeightStore::add_owned(const std::string& name, GgmlType type,
                                 std::initializer_list<int64_t> ne) {
   return add_owned(name, type, std::vector<int64_t>(ne));

@@ -37,6 +37,11 @@ class WeightStore {
 
   void keep_alive(std::shared_ptr<const MappedFile> file) { files_.push_back(std::move(file)); }
   void add(Tensor t);  // a view whose memory is kept alive elsewhere (e.g. by keep_alive)
+  // A tensor whose data `fill` writes when first needed (ready(t)), not now: for conversions a
+  // loader can leave to whoever uses the weights (which may do it in the background).
+  void add_deferred(Tensor t, std::function<void()> fill);
+  // Runs every deferred fill not run yet.
+  void ready_all() const;
   // Allocates an owned buffer for a tensor of this type and shape, registers it and returns a
   // writable pointer to its data.
   uint8_t* add_owned(const std::string& name, GgmlType type, std::initializer_list<int64_t> ne);
@@ -59,6 +64,7 @@ class WeightStore {
   std::map<std::string, Tensor> tensors_;
   std::vector<std::shared_ptr<const MappedFile>> files_;
   std::vector<std::unique_ptr<AlignedBuffer>> owned_;
+  std::vector<std::unique_ptr<TensorFill>> fills_;
 };
 
 }  // namespace pensieve

@@ -27,4 +27,11 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Maps the pages under [p, p + n) in one call instead of one fault at a time, for a range about to
+// be read once from start to end (a no-op before Linux 5.14).
+void populate_pages(const void* p, size_t n);
+// Drops this process's whole pages under [p, p + n) and says whether there was one: a file's are
+// read again from the page cache if touched; anonymous ones read back as zeros.
+bool release_pages(const void* p, size_t n);
+
 }  // namespace pensieve

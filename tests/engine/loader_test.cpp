@@ -141,6 +141,28 @@ TEST(Loader, MlxFolderRepacksExactly) {
   }
 }
 
+TEST(Loader, DeferredMlxConversionWritesTheSameWeights) {
+  // With defer_conversion the quantized modules are converted on first need (ready), to the bytes
+  // the eager load writes; the rest are views as before.
+  PENSIEVE_REQUIRE_TESTDATA();
+  const std::string dir = model_dir("tiny-phi3-mlx4-dev");
+  const LoadedModel eager = load_model(dir), lazy = load_model(dir, true);
+  ASSERT_EQ(eager.weights.tensors().size(), lazy.weights.tensors().size());
+  int deferred = 0;
+  for (const auto& [name, e] : eager.weights.tensors()) {
+    SCOPED_TRACE(name);
+    const Tensor& l = lazy.weights.require(name);
+    EXPECT_EQ(e.fill, nullptr);
+    ASSERT_EQ(l.type, e.type);
+    ASSERT_EQ(l.nbytes, e.nbytes);
+    EXPECT_EQ(l.fill != nullptr, e.type == GgmlType::Q4_1);  // the tiny model's groups are of 32
+    deferred += l.fill != nullptr;
+    ready(l);
+    EXPECT_EQ(std::memcmp(l.data, e.data, e.nbytes), 0);
+  }
+  EXPECT_GT(deferred, 0);
+}
+
 TEST(Loader, MlxEightBitRowIsExact) {
   // 64 inputs, one group of 64: w = s*q + b must survive the int8 shift exactly (to float rounding).
   std::vector<uint32_t> words(16);

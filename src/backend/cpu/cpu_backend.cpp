@@ -4,8 +4,6 @@
 // handed back: by a background thread started when the load finishes, in the order a pass uses
 // them, or by the first matmul that needs one before that thread got to it. Activations are
 // per-pass host vectors.
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +23,7 @@
 #include "engine/packed.h"
 #include "engine/rope.h"
 #include "util/cpu.h"
+#include "util/mapped_file.h"
 
 #include <spdlog/spdlog.h>
 
@@ -112,8 +111,10 @@ class CpuBackend final : public Backend {
   }
   void finish_load() override;
   void wait_prepared() const override {
-    for (size_t i = 0; i < packed_.size(); ++i)
+    for (size_t i = 0; i < packed_.size(); ++i) {
       if (matmul_[i]) packed(int(i), nullptr);
+      else ready(*weights_[i]);
+    }
   }
 
   // The packed copy of weight i, made now on `pool` (one thread when null) unless the background
@@ -163,10 +164,7 @@ bool release_source_pages(const void* p, size_t n, bool may_drop_anonymous) {
     if (lo < a || lo >= b) continue;
     const bool file = inode != 0 && !path.empty() && path[0] == '/';
     if (hi > b || (!file && !may_drop_anonymous)) return false;
-    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-    const uintptr_t first = (lo + page - 1) / page * page, last = hi / page * page;
-    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-    return !file && last > first;
+    return release_pages(p, n) && !file;
   }
   return false;
 }
@@ -182,7 +180,7 @@ bool CpuBackend::packs(const Tensor& w) const {
 const kernels::PackedMatrix* CpuBackend::packed(int weight, ThreadPool* pool) const {
   Packed& p = *packed_[size_t(weight)];
   std::call_once(p.once, [&] {
-    const Tensor& w = *weights_[size_t(weight)];
+    const Tensor& w = ready(*weights_[size_t(weight)]);
     if (packs(w)) {
       if (pool) {
         p.matrix = kernels::pack_matrix(w, *pool);
@@ -199,7 +197,7 @@ const kernels::PackedMatrix* CpuBackend::packed(int weight, ThreadPool* pool) co
 
 void CpuBackend::finish_load() {
   bool any = false;
-  for (size_t i = 0; i < weights_.size(); ++i) any = any || (matmul_[i] && packs(*weights_[i]));
+  for (size_t i = 0; i < weights_.size(); ++i) any = any || weights_[i]->fill || (matmul_[i] && packs(*weights_[i]));
   if (!any) return;
   // One thread, so a request that comes meanwhile keeps the pool; weights in the order they were
   // added, which is the order a pass reaches them.
@@ -208,10 +206,10 @@ void CpuBackend::finish_load() {
     size_t bytes = 0;
     for (size_t i = 0; i < weights_.size(); ++i) {
       if (stop_.load(std::memory_order_relaxed)) return;
-      if (!matmul_[i]) continue;
-      if (const kernels::PackedMatrix* m = packed(int(i), nullptr)) bytes += m->bytes();
+      if (!matmul_[i]) ready(*weights_[i]);
+      else if (const kernels::PackedMatrix* m = packed(int(i), nullptr)) bytes += m->bytes();
     }
-    spdlog::info("cpu: weights repacked for AVX-512 VNNI in {:.2f} s ({:.0f} MB)",
+    spdlog::info("cpu: weights prepared in {:.2f} s ({:.0f} MB repacked for AVX-512 VNNI)",
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), double(bytes) / 1e6);
   });
 }
@@ -220,8 +218,11 @@ CpuPass::CpuPass(const CpuBackend& b, std::span<const PassSlot> slots, ThreadPoo
     : b_(b), slots_(slots), pool_(pool) {}
 
 void CpuPass::embed(int weight, std::span<const int32_t> ids, float* x) {
-  const Tensor& w = *b_.weights_[size_t(weight)];
+  const Tensor& w = ready(*b_.weights_[size_t(weight)]);
   const int64_t dim = w.cols();
+  // A table that is also a matrix (tied embeddings) may be being packed, and its source dropped:
+  // have that done first.
+  if (b_.matmul_[size_t(weight)]) b_.packed(weight, &pool_);
   const kernels::PackedMatrix* p = b_.dropped_source(weight);
   for (size_t t = 0; t < ids.size(); ++t) {
     if (p) kernels::packed_row(*p, ids[t], x + t * dim);
@@ -237,8 +238,8 @@ void CpuPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float 
 
 void CpuPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
                      bool exact) {
-  const Tensor& w = *b_.weights_[size_t(weight)];
   const kernels::PackedMatrix* p = b_.packed(weight, &pool_);
+  const Tensor& w = ready(*b_.weights_[size_t(weight)]);
   if (exact) {
     if (b_.dropped_source(weight)) return kernels::matmul_exact_packed(*p, x, ldx, n_tok, y, ldy, pool_);
     return kernels::matmul_exact(w, x, ldx, n_tok, y, ldy, pool_);
