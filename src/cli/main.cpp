@@ -1,3 +1,4 @@
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -17,6 +18,8 @@ std::vector<CommandInfo>& command_registry() {
 
 int main(int argc, char** argv) {
   using namespace pensieve::cli;
+  // Log lines go to stderr: stdout carries what a command produces (bench --json, generated text).
+  spdlog::default_logger()->sinks() = {std::make_shared<spdlog::sinks::stderr_color_sink_mt>()};
   CLI::App app{"Pensieve: a local LLM inference server"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("pensieve 0.1.0"));
