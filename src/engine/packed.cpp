@@ -353,8 +353,15 @@ void matmul_packed(const PackedMatrix& P, const float* x, int64_t ldx, int n_tok
     }
   });
   // Work items are (token chunk, run of tiles): both threads go through the same chunk's
-  // activations (kept in L2) before the next, and a slowed thread takes fewer runs.
-  const int tok_chunk = std::max<int>(8, int((256 << 10) / stride) / 8 * 8);
+  // activations (kept in L2: three quarters of it, so that a tile streams past them) before the
+  // next, and a slowed thread takes fewer runs. Each chunk streams the weights once more, so the
+  // chunks are as large as L2 allows (768 KB rather than 256 KB on a 1 MB L2: Q8_0 pp256 +1-7% in
+  // 6 of 6 interleaved pairs).
+  static const size_t chunk_bytes = [] {
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return l2 >= (512 << 10) ? size_t(l2) / 4 * 3 : size_t(256) << 10;
+  }();
+  const int tok_chunk = std::max<int>(8, int(chunk_bytes / stride) / 8 * 8);
   const int64_t n_chunks = (n_tok + tok_chunk - 1) / tok_chunk;
   const int64_t tiles = P.tiles();
   const int64_t run = std::max<int64_t>(1, tiles / (int64_t(pool.size()) * 8));
