@@ -17,6 +17,7 @@ namespace pensieve::kernels::vnni {
 namespace {
 
 constexpr int kGroup = 8;  // tokens per pass over a tile's unpacked weights
+constexpr size_t kPrefetchAhead = 16 << 10;
 using namespace packed_at;
 
 inline __m512i chunk(const uint8_t* base, int k) { return _mm512_loadu_si512(base + 64 * k); }
@@ -120,6 +121,11 @@ void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act,
   __m512i w[8];
   for (int64_t b = 0; b < nsb; ++b) {
     const uint8_t* sb = tile + size_t(b) * sbb;
+    // Few tokens (decode): the weights stream from memory once, and the hardware prefetcher alone
+    // keeps too few lines in flight; ask for the lines 16 KB ahead into L2 as well (past the end
+    // of the matrix this reads nothing: prefetches do not fault).
+    if constexpr (T < kGroup)
+      for (size_t o = 0; o < sbb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(sb + kPrefetchAhead + o), _MM_HINT_T1);
     if constexpr (kType == GgmlType::Q4_0 || kType == GgmlType::Q8_0) {
       const __m512 dw = f16x16(sb);
       if constexpr (kType == GgmlType::Q4_0) {
