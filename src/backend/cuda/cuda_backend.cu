@@ -11,6 +11,7 @@
 // kernels around them use programmatic dependent launch so that each starts its weight loads
 // while the previous kernel finishes.
 #include <cublas_v2.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -1197,6 +1198,14 @@ __global__ void attention_kernel(const float* __restrict__ qkv, const SlotMeta* 
   }
 }
 
+}  // namespace cuda
+}  // namespace pensieve
+
+#include "backend/cuda/cuda_attention.cuh"
+
+namespace pensieve {
+namespace cuda {
+
 // ---------------------------------------------------------------------------------------------
 // Dispatch by weight type
 
@@ -1399,18 +1408,81 @@ void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const
              inv_short, inv_long, mscale);
   check_launch("rope_store");
 }
+// Where a pass's attention runs (CudaPass fills it from the pass's tokens): prefill runs as tiles,
+// lone tokens (decode) one block each; with neither (tiles == null), every token as a lone one in
+// attention_kernel.
+struct AttnPlan {
+  const AttnTile* tiles = nullptr;
+  int n_tiles = 0;
+  const int32_t* lone = nullptr;
+  int n_lone = 0;
+};
+
+// Whether the tiled and split kernels serve this model (else attention_kernel does).
+bool tiled_attention(const ModelConfig& cfg) { return cfg.head_dim % 16 == 0 && cfg.head_dim <= 128; }
+
+template <int DJ>
+static void launch_tile(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
+                        const AttnTile* tiles, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
+                        float2* ds) {
+  const size_t smem = tile_smem_bytes(16 * DJ);
+  static const bool raised = [&] {
+    check(cudaFuncSetAttribute(attention_tile_kernel<DJ>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+          "attention smem limit");
+    return true;
+  }();
+  (void)raised;
+  launch_pdl(attention_tile_kernel<DJ>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
+             cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+}
+
+template <int D>
+static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
+                         const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
+                         float2* ds) {
+  launch_pdl(attention_split_kernel<D>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
+             cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.sliding_window, scale, out, q, ds);
+}
+
 // With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it.
 void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, int n_slots, int layer,
-               const ModelConfig& cfg, float* out, cudaStream_t st, void* xq = nullptr) {
+               const ModelConfig& cfg, float* out, cudaStream_t st, void* xq, const AttnPlan& plan) {
   if (cfg.head_dim > kMaxHeadDim)
     throw Error("CUDA attention: head_dim " + std::to_string(cfg.head_dim) + " > " + std::to_string(kMaxHeadDim));
   const int q_dim = cfg.n_heads * cfg.head_dim;
   int8_t* q = static_cast<int8_t*>(xq);
   float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(n_slots, q_dim)) : nullptr;
-  launch_pdl(attention_kernel, dim3(n_slots, cfg.n_heads), dim3(32 * kAttnWarps), 0, st, qkv, slots, tables, layer,
-             cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.sliding_window, 1.0f / std::sqrt(float(cfg.head_dim)), out,
-             q, ds);
-  check_launch("attention");
+  const float scale = 1.0f / std::sqrt(float(cfg.head_dim));
+  if (!plan.tiles) {
+    launch_pdl(attention_kernel, dim3(n_slots, cfg.n_heads), dim3(32 * kAttnWarps), 0, st, qkv, slots, tables, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.sliding_window, scale, out, q, ds);
+    check_launch("attention");
+    return;
+  }
+  if (plan.n_tiles > 0) {
+    const dim3 grid(plan.n_tiles, cfg.n_heads);
+    switch (cfg.head_dim / 16) {
+      case 1: launch_tile<1>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 2: launch_tile<2>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 3: launch_tile<3>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 4: launch_tile<4>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 5: launch_tile<5>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 6: launch_tile<6>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 7: launch_tile<7>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      default: launch_tile<8>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+    }
+    check_launch("attention (tiles)");
+  }
+  if (plan.n_lone > 0) {
+    const dim3 grid(plan.n_lone, cfg.n_heads);
+    switch ((cfg.head_dim + 31) / 32) {
+      case 1: launch_split<1>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds); break;
+      case 2: launch_split<2>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds); break;
+      case 3: launch_split<3>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds); break;
+      default: launch_split<4>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds); break;
+    }
+    check_launch("attention (split)");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1500,6 +1572,8 @@ class CudaPass final : public BackendPass {
   };
   QuantSrc qsrc_;
   Pending pend_;
+  AttnPlan plan_;
+  bool profiling_ = false;
   CudaBackend& b_;
   std::unique_lock<std::mutex> lock_;
   int n_slots_;
@@ -1517,6 +1591,7 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_PACK")) pack_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_on_ = std::atoi(e) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -1694,6 +1769,9 @@ class CudaBackend final : public Backend {
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
+  // Prefill attention in tiles, decode tokens split over warps (PENSIEVE_CUDA_ATTN=0: one block a
+  // token for both, attention_kernel).
+  bool attn_on_ = true;
   struct GraphEntry {
     cudaGraphExec_t exec = nullptr;  // null: seen once, not captured yet (or capture failed)
     bool failed = false;
@@ -1741,15 +1819,54 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     m.long_rope = s.long_rope;
   }
   if (tables.empty()) tables.push_back(0);
+  // The attention plan: runs of 2 or more tokens of one sequence at consecutive positions go as
+  // tiles of up to kTileQ, other tokens one block each.
+  std::vector<AttnTile> tiles;
+  std::vector<int32_t> lone;
+  const bool tiled = b_.attn_on_ && tiled_attention(b_.cfg_);
+  if (tiled) {
+    for (size_t i = 0; i < slots.size();) {
+      size_t j = i + 1;
+      while (j < slots.size() && slots[j].seq == slots[i].seq && slots[j].pos == slots[j - 1].pos + 1) ++j;
+      if (j - i == 1) {
+        lone.push_back(int32_t(i));
+      } else {
+        for (size_t t = i; t < j; t += kTileQ) tiles.push_back({int(t), int(std::min<size_t>(kTileQ, j - t))});
+      }
+      i = j;
+    }
+  }
   const size_t meta_bytes = meta.size() * sizeof(SlotMeta);
   const size_t table_off = (meta_bytes + 255) & ~size_t(255);
-  b_.meta_.reserve(table_off + tables.size() * sizeof(int32_t), "pass metadata");
-  std::vector<uint8_t> staging(table_off + tables.size() * sizeof(int32_t));
+  const size_t tiles_off = (table_off + tables.size() * sizeof(int32_t) + 15) & ~size_t(15);
+  const size_t lone_off = tiles_off + tiles.size() * sizeof(AttnTile);
+  const size_t total = lone_off + lone.size() * sizeof(int32_t);
+  b_.meta_.reserve(total, "pass metadata");
+  std::vector<uint8_t> staging(total);
   std::memcpy(staging.data(), meta.data(), meta_bytes);
   std::memcpy(staging.data() + table_off, tables.data(), tables.size() * sizeof(int32_t));
+  std::memcpy(staging.data() + tiles_off, tiles.data(), tiles.size() * sizeof(AttnTile));
+  std::memcpy(staging.data() + lone_off, lone.data(), lone.size() * sizeof(int32_t));
+  if (tiled) {
+    uint8_t* base = static_cast<uint8_t*>(b_.meta_.ptr);
+    plan_.tiles = reinterpret_cast<const AttnTile*>(base + tiles_off);
+    plan_.n_tiles = int(tiles.size());
+    plan_.lone = reinterpret_cast<const int32_t*>(base + lone_off);
+    plan_.n_lone = int(lone.size());
+  }
   check(cudaMemcpyAsync(b_.meta_.ptr, staging.data(), staging.size(), cudaMemcpyHostToDevice, b_.stream_),
         "metadata upload");
   check(cudaStreamSynchronize(b_.stream_), "metadata upload");
+  // PENSIEVE_CUDA_PROFILE_TOKENS=N: a profiler started with collection off (ncu
+  // --profile-from-start off) records only the passes of N tokens.
+  static const int profile_tokens = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_PROFILE_TOKENS");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (profile_tokens > 0 && n_slots_ == profile_tokens) {
+    profiling_ = true;
+    cudaProfilerStart();
+  }
 }
 
 float* CudaPass::buffer(Act role, size_t n) {
@@ -1928,9 +2045,11 @@ void CudaPass::record_attention(int layer, const float* qkv, float* out, void* x
   const int n = n_slots_;
   const ModelConfig* cfg = &b_.cfg_;
   cudaStream_t st = b_.stream_;
+  const AttnPlan plan = plan_;
   record({5, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(uintptr_t(tables)), uint64_t(n),
-          uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq))},
-         [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq); });
+          uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(plan.tiles)),
+          uint64_t(plan.n_tiles), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone)},
+         [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq, plan); });
 }
 
 void CudaPass::add(float* x, const float* y, size_t n) {
@@ -2060,6 +2179,10 @@ CudaPass::~CudaPass() {
   try {
     flush();
   } catch (...) {
+  }
+  if (profiling_) {
+    cudaStreamSynchronize(b_.stream_);
+    cudaProfilerStop();
   }
 }
 
