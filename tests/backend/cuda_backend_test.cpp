@@ -297,7 +297,8 @@ TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
                     "decode attention rel err %.3g\n",
                     attn, variant, f ? "f32" : "f16", e_rope, e_att, e_dec);
         EXPECT_LT(e_rope, 1e-5);
-        EXPECT_LT(e_att, 1e-5);
+        // An fp16 cache's prefill runs on tensor cores, q and the probabilities rounded to fp16.
+        EXPECT_LT(e_att, f == 0 && attn[0] == '1' ? 1e-3 : 1e-5);
         EXPECT_LT(e_dec, 1e-5);
       }
     }

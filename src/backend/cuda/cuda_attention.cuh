@@ -60,7 +60,7 @@ __device__ __forceinline__ void tile_round_int8(const float* o, int ld, int n, i
   }
 }
 
-// Head blockIdx.y of tile blockIdx.x; DJ = head_dim / 16. Thread (ty, tx) = (tid / 16, tid % 16)
+// Head blockIdx.y of half blockIdx.x % 2 of tile blockIdx.x / 2; DJ = head_dim / 16. Thread (ty, tx) = (tid / 16, tid % 16)
 // scores queries 4 ty .. 4 ty + 3 against keys tx + 16 j of a key tile and accumulates output dims
 // tx + 16 j of the same queries.
 template <int DJ>
@@ -77,7 +77,10 @@ __global__ void __launch_bounds__(kTileThreads)
   float* sK = sQ + kTileQ * HP;
   float* sV = sK + kTileK * HP;
   float* sP = sV + kTileK * HD;
-  const AttnTile tile = tiles[blockIdx.x];
+  // The plan's tiles hold up to 2 kTileQ tokens: block 2 i + k takes tile i's k-th half.
+  const AttnTile big = tiles[blockIdx.x / 2];
+  const AttnTile tile{big.t0 + kTileQ * int(blockIdx.x % 2), min(kTileQ, big.n - kTileQ * int(blockIdx.x % 2))};
+  if (tile.n <= 0) return;
   const int h = blockIdx.y, tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
   const SlotMeta s = slots[tile.t0];
   const int pos0 = s.pos, pos_last = s.pos + tile.n - 1;
@@ -206,33 +209,270 @@ __global__ void __launch_bounds__(kTileThreads)
   if (xq) tile_round_int8(sQ, HP, tile.n, tile.t0, h, HD, q_dim, xq, xds);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The same tiles on tensor cores, for fp16 KV caches (the serving path): each of 4 warps takes 16
+// of a tile's kTileQ * 2 = 64 queries; scores S = Q K^T and the output P V run as
+// mma.m16n8k16 with fp16 operands and float32 accumulation (q and the probabilities rounded to
+// fp16, the keys and values already fp16), the online softmax in float32 on the accumulator
+// fragments. Keys staged as rows (the B operand of Q K^T), values transposed (that of P V), both
+// padded by 8 halves so that each fragment load of a warp hits 32 different banks.
+constexpr int kMmaQ = 64, kMmaPad = 8;
+
+inline size_t mma_smem_bytes(int hd) {
+  return sizeof(__half) * (size_t(kMmaQ + kTileK) * size_t(hd + kMmaPad) + size_t(hd) * (kTileK + kMmaPad));
+}
+
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Head blockIdx.y of tile blockIdx.x (tiles of up to kMmaQ tokens); HD % 16 == 0, KV rows fp16 and
+// 16-byte aligned.
+template <int HD>
+__global__ void __launch_bounds__(kTileThreads)
+    attention_mma_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
+                         const int32_t* __restrict__ tables, const AttnTile* __restrict__ tiles, int layer, int n_heads,
+                         int n_kv_heads, int window, float scale, float* __restrict__ out, int8_t* __restrict__ xq,
+                         float2* __restrict__ xds) {
+  pdl_trigger();
+  pdl_wait();
+  constexpr int HS = HD + kMmaPad, VS = kTileK + kMmaPad, NKS = HD / 16, NDT = HD / 8;
+  extern __shared__ __align__(16) __half hsm[];
+  __half* sQ = hsm;               // [kMmaQ][HS]
+  __half* sK = sQ + kMmaQ * HS;   // [kTileK][HS]
+  __half* sVt = sK + kTileK * HS;  // [HD][VS]
+  const AttnTile tile = tiles[blockIdx.x];
+  const int h = blockIdx.y, tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const SlotMeta s = slots[tile.t0];
+  const int pos0 = s.pos, pos_last = s.pos + tile.n - 1;
+  const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD, ld = q_dim + 2 * kv_dim;
+  const size_t koff = size_t(h / (n_heads / n_kv_heads)) * HD;
+  for (int i = tid; i < kMmaQ * (HD / 2); i += kTileThreads) {
+    const int r = i / (HD / 2), d = 2 * (i % (HD / 2));
+    float2 v = make_float2(0.0f, 0.0f);
+    if (r < tile.n) v = *reinterpret_cast<const float2*>(qkv + size_t(tile.t0 + r) * ld + size_t(h) * HD + d);
+    *reinterpret_cast<__half2*>(sQ + r * HS + d) = __floats2half2_rn(v.x, v.y);
+  }
+  __syncthreads();
+  // This warp's 16 queries as A fragments, for every 16-dim step.
+  uint32_t qa[NKS][4];
+  const int r0 = 16 * warp + g;
+#pragma unroll
+  for (int ks = 0; ks < NKS; ++ks) {
+    qa[ks][0] = *reinterpret_cast<const uint32_t*>(sQ + r0 * HS + 16 * ks + 2 * t4);
+    qa[ks][1] = *reinterpret_cast<const uint32_t*>(sQ + (r0 + 8) * HS + 16 * ks + 2 * t4);
+    qa[ks][2] = *reinterpret_cast<const uint32_t*>(sQ + r0 * HS + 16 * ks + 8 + 2 * t4);
+    qa[ks][3] = *reinterpret_cast<const uint32_t*>(sQ + (r0 + 8) * HS + 16 * ks + 8 + 2 * t4);
+  }
+  // Rows r0 and r0 + 8 of the tile: their positions and windows.
+  int pq[2], lo[2];
+  bool valid[2];
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int qi = r0 + 8 * e;
+    valid[e] = qi < tile.n;
+    pq[e] = pos0 + qi;
+    lo[e] = window > 0 ? max(0, pq[e] - window + 1) : 0;
+  }
+  float o[NDT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < NDT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  const int first = window > 0 ? max(0, pos0 - window + 1) : 0;
+  // Key tiles go through registers: tile kt + kTileK is loaded while tile kt is multiplied. Thread
+  // i takes key i % 64 and 16-byte pieces i / 64, i / 64 + 2, ... of its row (the transposed V
+  // stores of a warp then fall on consecutive halves).
+  constexpr int NPC = HD / 8 / 2;  // pieces a thread loads per key tile, of K and of V each
+  static_assert(kTileThreads == 2 * kTileK, "two threads a key");
+  uint4 kreg[NPC], vreg[NPC];
+  const int kr = tid % kTileK, kp0 = tid / kTileK;
+  auto load_tile = [&](int kt) {
+    const int p = kt + kr;
+    const bool in = p <= pos_last;
+    const uint8_t* krow = in ? kv_row(s, tables, layer, p) : nullptr;
+#pragma unroll
+    for (int c = 0; c < NPC; ++c) {
+      const int d = 8 * (kp0 + 2 * c);
+      kreg[c] = vreg[c] = make_uint4(0, 0, 0, 0);
+      if (in) {
+        kreg[c] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow) + koff + d);
+        vreg[c] = *reinterpret_cast<const uint4*>(
+            reinterpret_cast<const __half*>(krow + size_t(s.block_size) * s.row_bytes) + koff + d);
+      }
+    }
+  };
+  int kt = first / kTileK * kTileK;
+  if (kt <= pos_last) load_tile(kt);
+  for (; kt <= pos_last; kt += kTileK) {
+    __syncthreads();  // the previous key tile is no longer read
+#pragma unroll
+    for (int c = 0; c < NPC; ++c) {
+      const int d = 8 * (kp0 + 2 * c);
+      *reinterpret_cast<uint4*>(sK + kr * HS + d) = kreg[c];
+      const __half* vh = reinterpret_cast<const __half*>(&vreg[c]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sVt[(d + e) * VS + kr] = vh[e];
+    }
+    __syncthreads();
+    if (kt + kTileK <= pos_last) load_tile(kt + kTileK);
+    // S = Q K^T for this warp's 16 queries x 64 keys: 8 n-tiles of 8 keys.
+    float sc[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+      const __half* krow = sK + (8 * n + g) * HS + 2 * t4;
+#pragma unroll
+      for (int ks = 0; ks < NKS; ++ks) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + 16 * ks);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + 16 * ks + 8);
+        mma16816(sc[n], qa[ks], b0, b1);
+      }
+    }
+    // Online softmax per row (e = 0: row r0, e = 1: row r0 + 8); a row's 64 scores lie in the
+    // 4 lanes of a quad, 16 each.
+    float corr[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int p = kt + 8 * n + 2 * t4 + c;
+          const bool ok = valid[e] && p >= lo[e] && p <= pq[e];
+          float& v = sc[n][2 * e + c];
+          v = ok ? v * scale : -INFINITY;
+          mx = fmaxf(mx, v);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      corr[e] = 1.0f;
+      float sum = 0.0f;
+      if (mx == -INFINITY) {
+#pragma unroll
+        for (int n = 0; n < 8; ++n) sc[n][2 * e] = sc[n][2 * e + 1] = 0.0f;
+      } else {
+        const float m_new = fmaxf(m[e], mx);
+        corr[e] = expf(m[e] - m_new);
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            float& v = sc[n][2 * e + c];
+            v = v == -INFINITY ? 0.0f : expf(v - m_new);
+            sum += v;
+          }
+        m[e] = m_new;
+      }
+      l[e] = l[e] * corr[e] + sum;  // this lane's part of the row sum; the quad adds at the end
+    }
+#pragma unroll
+    for (int n = 0; n < NDT; ++n) {
+      o[n][0] *= corr[0];
+      o[n][1] *= corr[0];
+      o[n][2] *= corr[1];
+      o[n][3] *= corr[1];
+    }
+    // O += P V: P from the score fragments (fp16), V^T rows from shared memory.
+#pragma unroll
+    for (int kk = 0; kk < kTileK / 16; ++kk) {
+      uint32_t pa[4];
+      pa[0] = pack_half2(sc[2 * kk][0], sc[2 * kk][1]);
+      pa[1] = pack_half2(sc[2 * kk][2], sc[2 * kk][3]);
+      pa[2] = pack_half2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+      pa[3] = pack_half2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+      for (int n = 0; n < NDT; ++n) {
+        const __half* vrow = sVt + (8 * n + g) * VS + 16 * kk + 2 * t4;
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(vrow);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(vrow + 8);
+        mma16816(o[n], pa, b0, b1);
+      }
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    l[e] += __shfl_xor_sync(0xffffffffu, l[e], 1);
+    l[e] += __shfl_xor_sync(0xffffffffu, l[e], 2);
+  }
+  // Row r0 + 8 e holds dims 8 n + 2 t4 (+1) in o[n][2 e], o[n][2 e + 1]; a 32-value block of a
+  // row lies in the 4 lanes of a quad (n-tiles 4 b .. 4 b + 3).
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int qi = r0 + 8 * e;
+    const float inv = l[e] > 0.0f ? 1.0f / l[e] : 0.0f;
+    const size_t row = size_t(tile.t0 + qi) * q_dim + size_t(h) * HD;
+#pragma unroll
+    for (int n = 0; n < NDT; ++n) {
+      o[n][2 * e] *= inv;
+      o[n][2 * e + 1] *= inv;
+      if (valid[e]) *reinterpret_cast<float2*>(out + row + 8 * n + 2 * t4) = make_float2(o[n][2 * e], o[n][2 * e + 1]);
+    }
+    if (xq && HD % 32 == 0) {
+#pragma unroll
+      for (int b = 0; b < HD / 32; ++b) {
+        float amax = 0.0f;
+#pragma unroll
+        for (int n = 4 * b; n < 4 * b + 4; ++n) amax = fmaxf(amax, fmaxf(fabsf(o[n][2 * e]), fabsf(o[n][2 * e + 1])));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int qs = 0;
+#pragma unroll
+        for (int n = 4 * b; n < 4 * b + 4; ++n) {
+          const int q0 = __float2int_rn(o[n][2 * e] * id), q1 = __float2int_rn(o[n][2 * e + 1] * id);
+          qs += q0 + q1;
+          if (valid[e]) {
+            xq[row + 8 * n + 2 * t4] = int8_t(q0);
+            xq[row + 8 * n + 2 * t4 + 1] = int8_t(q1);
+          }
+        }
+        qs += __shfl_xor_sync(0xffffffffu, qs, 1);
+        qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+        if (valid[e] && t4 == 0) xds[(row + 32 * b) / 32] = make_float2(dq, float(qs));
+      }
+    }
+  }
+}
+
 constexpr int kSplitWarps = 4;
 
 // Token tokens[blockIdx.x], head blockIdx.y: warp w takes the 32-key chunks w, w + kSplitWarps, ...
 // of the token's window (chunks counted from position 0). Lane j scores key j of a chunk over the
-// whole head (16-byte loads of its row); the warp then adds the chunk's 32 values into its
-// accumulators, 8 keys' loads at a time, lanes over the head's dims (D = ceil(head_dim / 32)).
-// head_dim % 8 == 0, KV rows 16-byte aligned.
-template <int D>
+// whole head (16-byte loads of its row); then the warp adds the chunk's values with 16-byte loads:
+// lane l takes dims 8 (l % G) .. + 7 of keys l / G, l / G + P, ... (G = HD / 8 groups, P = 32 / G
+// keys a step), and the P partial sums of a dim group are added at the end. HD % 16 == 0, KV rows
+// 16-byte aligned.
+template <int HD, bool F32>
 __global__ void __launch_bounds__(32 * kSplitWarps)
     attention_split_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
-                           int n_heads, int n_kv_heads, int head_dim, int window, float scale, float* __restrict__ out,
+                           int n_heads, int n_kv_heads, int window, float scale, float* __restrict__ out,
                            int8_t* __restrict__ xq, float2* __restrict__ xds) {
   pdl_trigger();
   pdl_wait();
+  constexpr int G = HD / 8, P = 32 / G;
   const int t = tokens[blockIdx.x], h = blockIdx.y;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, grp = lane % G, kk = lane / G;
   const SlotMeta s = slots[t];
-  const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
-  const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * head_dim;
-  const size_t koff = size_t(h / (n_heads / n_kv_heads)) * head_dim;
-  __shared__ __align__(16) float sq[32 * D];
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) sq[d] = q[d];
+  if (bool(s.f32) != F32) return;  // the other launch's token (a pass mixing f16 and f32 caches)
+  const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD;
+  const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * HD;
+  const size_t koff = size_t(h / (n_heads / n_kv_heads)) * HD;
+  __shared__ __align__(16) float sq[HD];
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
   __syncthreads();
-  float acc[D];
+  float acc[8];
 #pragma unroll
-  for (int i = 0; i < D; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
   float m = -INFINITY, l = 0.0f;
   const int start = window > 0 ? max(0, s.pos - window + 1) : 0;
   for (int c0 = (start / 32 + warp) * 32; c0 <= s.pos; c0 += 32 * kSplitWarps) {
@@ -242,22 +482,26 @@ __global__ void __launch_bounds__(32 * kSplitWarps)
     float score = -INFINITY;
     if (ok) {
       float part = 0.0f;
-      if (s.f32) {
+      if constexpr (F32) {
         const float4* k4 = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(krow) + koff);
-#pragma unroll 4
-        for (int d = 0; d < head_dim / 4; ++d) {
-          const float4 k = k4[d];
-          part = fmaf(sq[4 * d], k.x, part);
-          part = fmaf(sq[4 * d + 1], k.y, part);
-          part = fmaf(sq[4 * d + 2], k.z, part);
-          part = fmaf(sq[4 * d + 3], k.w, part);
+        float4 kr[HD / 4];
+#pragma unroll
+        for (int d = 0; d < HD / 4; ++d) kr[d] = k4[d];
+#pragma unroll
+        for (int d = 0; d < HD / 4; ++d) {
+          part = fmaf(sq[4 * d], kr[d].x, part);
+          part = fmaf(sq[4 * d + 1], kr[d].y, part);
+          part = fmaf(sq[4 * d + 2], kr[d].z, part);
+          part = fmaf(sq[4 * d + 3], kr[d].w, part);
         }
       } else {
         const uint4* k8 = reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow) + koff);
-#pragma unroll 4
-        for (int d = 0; d < head_dim / 8; ++d) {
-          const uint4 u = k8[d];
-          const __half2* hp = reinterpret_cast<const __half2*>(&u);
+        uint4 kr[HD / 8];
+#pragma unroll
+        for (int d = 0; d < HD / 8; ++d) kr[d] = k8[d];
+#pragma unroll
+        for (int d = 0; d < HD / 8; ++d) {
+          const __half2* hp = reinterpret_cast<const __half2*>(&kr[d]);
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const float2 k = __half22float2(hp[e]);
@@ -277,45 +521,74 @@ __global__ void __launch_bounds__(32 * kSplitWarps)
     l = l * corr + warp_sum(e);
     m = m_new;
 #pragma unroll
-    for (int i = 0; i < D; ++i) acc[i] *= corr;
+    for (int i = 0; i < 8; ++i) acc[i] *= corr;
     const unsigned long long vrow_mine =
         ok ? reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes) : 0ull;
-    const int n_here = min(32, s.pos - c0 + 1);
-    for (int j0 = 0; j0 < n_here; j0 += 8) {
-      float pj[8], vv[8][D];
+    // Keys kk, kk + P, ... of the chunk; every lane runs every step (the shuffles), lanes past G P
+    // and keys outside the window add nothing.
+    constexpr int STEPS = (32 + P - 1) / P;
+    float pj[STEPS];
+    uint4 vr[STEPS][F32 ? 2 : 1];
 #pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        const int j = j0 + u;
-        pj[u] = __shfl_sync(0xffffffffu, e, j & 31);
-        const unsigned long long vr = __shfl_sync(0xffffffffu, vrow_mine, j & 31);
-        const bool use = j < n_here && vr != 0ull;
-        if (!use) pj[u] = 0.0f;
+    for (int st = 0; st < STEPS; ++st) {
+      const int j = st * P + kk;
+      pj[st] = __shfl_sync(0xffffffffu, e, j & 31);
+      const unsigned long long row = __shfl_sync(0xffffffffu, vrow_mine, j & 31);
+      const bool use = kk < P && j < 32 && row != 0ull;
+      if (!use) pj[st] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < D; ++i) {
-          const int d = lane + 32 * i;
-          vv[u][i] = 0.0f;
-          if (use && d < head_dim) {
-            const uint8_t* vrow = reinterpret_cast<const uint8_t*>(vr);
-            vv[u][i] = s.f32 ? reinterpret_cast<const float*>(vrow)[koff + d]
-                             : __half2float(reinterpret_cast<const __half*>(vrow)[koff + d]);
-          }
+      for (int c = 0; c < (F32 ? 2 : 1); ++c) vr[st][c] = make_uint4(0, 0, 0, 0);
+      if (use) {
+        const uint8_t* vrow = reinterpret_cast<const uint8_t*>(row);
+        if constexpr (F32) {
+          const uint4* v4 = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(vrow) + koff + 8 * grp);
+          vr[st][0] = v4[0];
+          vr[st][F32 ? 1 : 0] = v4[1];
+        } else {
+          vr[st][0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(vrow) + koff + 8 * grp);
+        }
+      }
+    }
+#pragma unroll
+    for (int st = 0; st < STEPS; ++st) {
+      float v[8];
+      if constexpr (F32) {
+        const float* f0 = reinterpret_cast<const float*>(&vr[st][0]);
+        const float* f1 = reinterpret_cast<const float*>(&vr[st][F32 ? 1 : 0]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          v[i] = f0[i];
+          v[4 + i] = f1[i];
+        }
+      } else {
+        const __half2* hp = reinterpret_cast<const __half2*>(&vr[st][0]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 f = __half22float2(hp[i]);
+          v[2 * i] = f.x;
+          v[2 * i + 1] = f.y;
         }
       }
 #pragma unroll
-      for (int u = 0; u < 8; ++u)
-#pragma unroll
-        for (int i = 0; i < D; ++i) acc[i] = fmaf(pj[u], vv[u][i], acc[i]);
+      for (int i = 0; i < 8; ++i) acc[i] = fmaf(pj[st], v[i], acc[i]);
     }
   }
-  __shared__ float sm[kSplitWarps], sl[kSplitWarps], sacc[kSplitWarps][32 * D];
+  // The P partial sums of each dim group, in lane order, into the lanes of the first.
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    float sum = acc[i];
+#pragma unroll
+    for (int k = 1; k < P; ++k) sum += __shfl_sync(0xffffffffu, acc[i], (lane + k * G) & 31);
+    acc[i] = sum;
+  }
+  __shared__ float sm[kSplitWarps], sl[kSplitWarps], sacc[kSplitWarps][HD];
   if (lane == 0) {
     sm[warp] = m;
     sl[warp] = l;
   }
+  if (lane < G) {
 #pragma unroll
-  for (int i = 0; i < D; ++i) {
-    const int d = lane + 32 * i;
-    if (d < head_dim) sacc[warp][d] = acc[i];
+    for (int i = 0; i < 8; ++i) sacc[warp][8 * lane + i] = acc[i];
   }
   __syncthreads();
   float M = -INFINITY;
@@ -323,20 +596,20 @@ __global__ void __launch_bounds__(32 * kSplitWarps)
   float L = 0.0f;
   for (int w = 0; w < kSplitWarps; ++w)
     if (sl[w] > 0.0f) L += sl[w] * expf(sm[w] - M);
-  float* o = out + size_t(t) * q_dim + size_t(h) * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+  float* o = out + size_t(t) * q_dim + size_t(h) * HD;
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
     float sum = 0.0f;
     for (int w = 0; w < kSplitWarps; ++w)
       if (sl[w] > 0.0f) sum += sacc[w][d] * expf(sm[w] - M);
     const float val = sum / L;
     o[d] = val;
-    if (xq) {
+    if (xq && HD % 32 == 0) {
       float amax = fabsf(val);
 #pragma unroll
       for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
       const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
       const int qv = __float2int_rn(val * id);
-      const size_t c = size_t(t) * q_dim + size_t(h) * head_dim + d;
+      const size_t c = size_t(t) * q_dim + size_t(h) * HD + d;
       xq[c] = int8_t(qv);
       int qs = qv;
 #pragma unroll

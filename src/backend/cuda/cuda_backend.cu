@@ -1414,6 +1414,8 @@ void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const
 struct AttnPlan {
   const AttnTile* tiles = nullptr;
   int n_tiles = 0;
+  bool mma = false;  // the tiles on tensor cores (every KV row fp16)
+  int kv = 1;         // the caches of the pass: 1 fp16, 2 float32, 3 both
   const int32_t* lone = nullptr;
   int n_lone = 0;
 };
@@ -1436,12 +1438,31 @@ static void launch_tile(dim3 grid, cudaStream_t st, const float* qkv, const Slot
              cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
 }
 
-template <int D>
+template <int HD>
+static void launch_mma(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
+                       const AttnTile* tiles, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
+                       float2* ds) {
+  const size_t smem = mma_smem_bytes(HD);
+  static const bool raised = [&] {
+    check(cudaFuncSetAttribute(attention_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+          "attention smem limit");
+    return true;
+  }();
+  (void)raised;
+  launch_pdl(attention_mma_kernel<HD>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
+             cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+}
+
+template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
-                         float2* ds) {
-  launch_pdl(attention_split_kernel<D>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
-             cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.sliding_window, scale, out, q, ds);
+                         float2* ds, int kv) {
+  if (kv & 1)
+    launch_pdl(attention_split_kernel<HD, false>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+  if (kv & 2)
+    launch_pdl(attention_split_kernel<HD, true>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
 }
 
 // With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it.
@@ -1459,8 +1480,21 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
     check_launch("attention");
     return;
   }
-  if (plan.n_tiles > 0) {
+  if (plan.n_tiles > 0 && plan.mma) {
     const dim3 grid(plan.n_tiles, cfg.n_heads);
+    switch (cfg.head_dim / 16) {
+      case 1: launch_mma<16>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 2: launch_mma<32>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 3: launch_mma<48>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 4: launch_mma<64>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 5: launch_mma<80>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 6: launch_mma<96>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 7: launch_mma<112>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      default: launch_mma<128>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+    }
+    check_launch("attention (tiles, mma)");
+  } else if (plan.n_tiles > 0) {
+    const dim3 grid(2 * plan.n_tiles, cfg.n_heads);
     switch (cfg.head_dim / 16) {
       case 1: launch_tile<1>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
       case 2: launch_tile<2>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
@@ -1475,11 +1509,15 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
   }
   if (plan.n_lone > 0) {
     const dim3 grid(plan.n_lone, cfg.n_heads);
-    switch ((cfg.head_dim + 31) / 32) {
-      case 1: launch_split<1>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds); break;
-      case 2: launch_split<2>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds); break;
-      case 3: launch_split<3>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds); break;
-      default: launch_split<4>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds); break;
+    switch (cfg.head_dim / 16) {
+      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
     }
     check_launch("attention (split)");
   }
@@ -1591,7 +1629,7 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_PACK")) pack_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -1769,9 +1807,10 @@ class CudaBackend final : public Backend {
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
-  // Prefill attention in tiles, decode tokens split over warps (PENSIEVE_CUDA_ATTN=0: one block a
-  // token for both, attention_kernel).
-  bool attn_on_ = true;
+  // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
+  // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
+  // in float32 also for an fp16 cache.
+  int attn_mode_ = 1;
   struct GraphEntry {
     cudaGraphExec_t exec = nullptr;  // null: seen once, not captured yet (or capture failed)
     bool failed = false;
@@ -1823,7 +1862,7 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   // tiles of up to kTileQ, other tokens one block each.
   std::vector<AttnTile> tiles;
   std::vector<int32_t> lone;
-  const bool tiled = b_.attn_on_ && tiled_attention(b_.cfg_);
+  const bool tiled = b_.attn_mode_ != 0 && tiled_attention(b_.cfg_);
   if (tiled) {
     for (size_t i = 0; i < slots.size();) {
       size_t j = i + 1;
@@ -1831,7 +1870,7 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
       if (j - i == 1) {
         lone.push_back(int32_t(i));
       } else {
-        for (size_t t = i; t < j; t += kTileQ) tiles.push_back({int(t), int(std::min<size_t>(kTileQ, j - t))});
+        for (size_t t = i; t < j; t += kMmaQ) tiles.push_back({int(t), int(std::min<size_t>(kMmaQ, j - t))});
       }
       i = j;
     }
@@ -1853,6 +1892,10 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     plan_.n_tiles = int(tiles.size());
     plan_.lone = reinterpret_cast<const int32_t*>(base + lone_off);
     plan_.n_lone = int(lone.size());
+    const bool any16 = std::any_of(meta.begin(), meta.end(), [](const SlotMeta& m) { return !m.f32; });
+    const bool any32 = std::any_of(meta.begin(), meta.end(), [](const SlotMeta& m) { return m.f32; });
+    plan_.kv = (any16 ? 1 : 0) | (any32 ? 2 : 0);
+    plan_.mma = b_.attn_mode_ == 1 && !any32;
   }
   check(cudaMemcpyAsync(b_.meta_.ptr, staging.data(), staging.size(), cudaMemcpyHostToDevice, b_.stream_),
         "metadata upload");
@@ -2048,7 +2091,7 @@ void CudaPass::record_attention(int layer, const float* qkv, float* out, void* x
   const AttnPlan plan = plan_;
   record({5, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(uintptr_t(tables)), uint64_t(n),
           uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(plan.tiles)),
-          uint64_t(plan.n_tiles), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone)},
+          uint64_t(plan.n_tiles), uint64_t(plan.mma), uint64_t(plan.kv), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone)},
          [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq, plan); });
 }
 
