@@ -1056,6 +1056,61 @@ __global__ void silu_mul_kernel(float* __restrict__ g, int rows, int ff) {
   row[c] = a / (1.0f + expf(-a)) * row[ff + c];
 }
 
+// RoPE's factors for position `pos` and one frequency, and the rotation of one pair of a head; the
+// products and sums are rounded one by one (no contraction into fma) so that both RoPE kernels give
+// the same bits.
+__device__ __forceinline__ void rope_cos_sin(int pos, float inv, float mscale, float* c, float* sn) {
+  const float angle = __fmul_rn(float(pos), inv);
+  *c = __fmul_rn(cosf(angle), mscale);
+  *sn = __fmul_rn(sinf(angle), mscale);
+}
+__device__ __forceinline__ void rope_rotate(float* v, int k, int half, int style_half, float c, float sn) {
+  const int ia = style_half ? k : 2 * k, ib = style_half ? k + half : 2 * k + 1;
+  const float a = v[ia], b = v[ib];
+  v[ia] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
+  v[ib] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+}
+
+// Token blockIdx.x, every head: the factors once into shared memory, then every pair of its q and
+// k heads, then its k and v into its KV rows. For passes of many tokens (one block a token);
+// rope_store_kernel (one block a head) for few.
+__global__ void rope_store_token_kernel(float* __restrict__ qkv, const SlotMeta* __restrict__ slots, int layer,
+                                        int n_heads, int n_kv_heads, int head_dim, int n_rot, int style_half,
+                                        const float* __restrict__ inv_short, const float* __restrict__ inv_long,
+                                        float mscale) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ float cs[128], sns[128];
+  const int t = blockIdx.x;
+  const SlotMeta s = slots[t];
+  const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
+  float* row = qkv + size_t(t) * (q_dim + 2 * kv_dim);
+  const float* inv = s.long_rope ? inv_long : inv_short;
+  const int half = n_rot / 2;
+  for (int k = threadIdx.x; k < half; k += blockDim.x) rope_cos_sin(s.pos, inv[k], mscale, &cs[k], &sns[k]);
+  __syncthreads();
+  const int pairs = (n_heads + n_kv_heads) * half;
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
+    const int h = i / half, k = i % half;
+    rope_rotate(row + size_t(h) * head_dim, k, half, style_half, cs[k], sns[k]);
+  }
+  __syncthreads();
+  uint8_t* krow = reinterpret_cast<uint8_t*>(s.kv_base) + size_t(s.block) * s.block_bytes +
+                  (size_t(layer * 2) * s.block_size + s.off) * s.row_bytes;
+  uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
+  const float* k = row + q_dim;
+  const float* vv = row + q_dim + kv_dim;
+  for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+    if (s.f32) {
+      reinterpret_cast<float*>(krow)[i] = k[i];
+      reinterpret_cast<float*>(vrow)[i] = vv[i];
+    } else {
+      reinterpret_cast<__half*>(krow)[i] = __float2half_rn(k[i]);
+      reinterpret_cast<__half*>(vrow)[i] = __float2half_rn(vv[i]);
+    }
+  }
+}
+
 // Rotates head blockIdx.y (q heads, then k heads) of token blockIdx.x; a k head's block then writes
 // that head's k and v into the token's KV rows.
 __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __restrict__ slots, int layer,
@@ -1072,12 +1127,9 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
   const int half = n_rot / 2;
   float* v = row + size_t(h) * head_dim;  // k heads follow q heads
   for (int k = threadIdx.x; k < half; k += blockDim.x) {
-    const float angle = float(s.pos) * inv[k];
-    const float c = cosf(angle) * mscale, sn = sinf(angle) * mscale;
-    const int ia = style_half ? k : 2 * k, ib = style_half ? k + half : 2 * k + 1;
-    const float a = v[ia], b = v[ib];
-    v[ia] = a * c - b * sn;
-    v[ib] = b * c + a * sn;
+    float c, sn;
+    rope_cos_sin(s.pos, inv[k], mscale, &c, &sn);
+    rope_rotate(v, k, half, style_half, c, sn);
   }
   if (h < n_heads) return;
   __syncthreads();
@@ -1100,6 +1152,10 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
 }
 
 constexpr int kAttnWarps = 4;
+// Passes of at least this many tokens rotate one token a block (rope_store_token_kernel).
+constexpr int kRopeTokenMin = 32;
+// Passes whose cuBLAS GEMMs have at most this many tokens may be captured as graphs.
+constexpr int kBlasGraphMaxTokens = 128;
 constexpr int kMaxHeadDim = 256;
 
 // Attention of token blockIdx.x, head blockIdx.y over its sequence's positions: each warp takes
@@ -1403,6 +1459,13 @@ void silu_mul(float* g, int rows, int ff, cudaStream_t st) {
 void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const ModelConfig& cfg,
                 const float* inv_short, const float* inv_long, float mscale, cudaStream_t st) {
   if (n_slots <= 0) return;
+  if (n_slots >= kRopeTokenMin && cfg.rope.n_rot <= 256) {
+    launch_pdl(rope_store_token_kernel, dim3(n_slots), dim3(256), 0, st, qkv, slots, layer, cfg.n_heads,
+               cfg.n_kv_heads, cfg.head_dim, cfg.rope.n_rot, int(cfg.rope.style == RopeStyle::RotateHalf), inv_short,
+               inv_long, mscale);
+    check_launch("rope_store");
+    return;
+  }
   launch_pdl(rope_store_kernel, dim3(n_slots, cfg.n_heads + cfg.n_kv_heads), dim3(128), 0, st, qkv, slots, layer,
              cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope.n_rot, int(cfg.rope.style == RopeStyle::RotateHalf),
              inv_short, inv_long, mscale);
@@ -1630,6 +1693,7 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
+    if (const char* e = std::getenv("PENSIEVE_CUDA_BLAS_GRAPHS")) blas_graphs_on_ = std::atoi(e) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -1638,6 +1702,9 @@ class CudaBackend final : public Backend {
     check_blas(cublasCreate(&blas_), "cublasCreate");
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    // cuBLAS's own workspace, set once so that GEMMs captured into graphs allocate nothing.
+    blas_ws_.reserve(size_t(32) << 20, "the cuBLAS workspace");
+    check_blas(cublasSetWorkspace(blas_, blas_ws_.ptr, blas_ws_.bytes), "cublasSetWorkspace");
     if (cfg_.rope.n_rot > 0) {
       const RopeTable s(cfg_.rope, false), l(cfg_.rope, true);
       std::vector<float> both = s.inv_freq();
@@ -1732,13 +1799,13 @@ class CudaBackend final : public Backend {
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
     size_t n = weights_arena_.bytes + f16_cache_bytes_ + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes +
-               staging_.bytes + xq_ws_.bytes;
+               staging_.bytes + xq_ws_.bytes + blas_ws_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_->load();
   }
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes;
+    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + blas_ws_.bytes;
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -1795,7 +1862,7 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
-  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_;
+  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_;
   // Matmuls of at most this many tokens (and every exact one) run as fused GEMVs; larger ones
   // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
   int gemv_max_ = kGemvMaxTokensDefault;
@@ -1811,6 +1878,7 @@ class CudaBackend final : public Backend {
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
   int attn_mode_ = 1;
+  bool blas_graphs_on_ = true;
   struct GraphEntry {
     cudaGraphExec_t exec = nullptr;  // null: seen once, not captured yet (or capture failed)
     bool failed = false;
@@ -1951,6 +2019,12 @@ void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float
       pend_.eps = eps;
       return;
     }
+    // The next rows of the same norm (a batch's logits rows, one launch for all).
+    if (pend_.kind == Pend::Norm && pend_.w == wv && pend_.dim == dim && pend_.eps == eps &&
+        x == pend_.x + size_t(pend_.rows) * dim && y == pend_.y + size_t(pend_.rows) * dim) {
+      pend_.rows += rows;
+      return;
+    }
     emit_pending();
     if (norm_fusable(x, x, wv, y, dim)) {
       pend_ = Pending{Pend::Norm, const_cast<float*>(x), nullptr, wv, y, rows, dim, eps, 0};
@@ -2012,36 +2086,45 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     if (qsrc_.x && y < qsrc_.x + (qsrc_.n_tok - 1) * qsrc_.ldx + qsrc_.cols && qsrc_.x < y_end) qsrc_ = {};
     return;
   }
-  // cuBLAS: the recorded launches run first, this pass stays out of graphs.
-  qsrc_ = {};
-  flush();
-  graphable_ = false;
   // Prefill and wide batches: the weight in fp16 (its cached copy, else dequantized into a workspace
   // sized for the largest matrix), the activations to fp16, then one cuBLAS GEMM with float32
-  // accumulation.
+  // accumulation; recorded like the other ops, so that a pass that recurs (a batched decode step)
+  // replays as one graph, cuBLAS's kernels included (PENSIEVE_CUDA_BLAS_GRAPHS=0: such passes run
+  // as plain launches).
+  qsrc_ = {};
+  emit_pending();
+  // A prefill's GEMMs keep the GPU busy far longer than their launches take: no graph.
+  if (!b_.blas_graphs_on_ || n_tok > kBlasGraphMaxTokens) graphable_ = false;
   const size_t ws = b_.max_weight_elems_ * sizeof(__half);
-  if (!b_.has_cached_f16(weight) && b_.f16_ws_.bytes < ws) {
-    check(cudaStreamSynchronize(b_.stream_), "workspace");
-    b_.f16_ws_.reserve(ws, "the fp16 weight workspace");
-  }
+  const __half* cached = b_.cached_f16(weight);  // on first use: dequantized now, into a new buffer
   const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
-  if (b_.act_ws_.bytes < act) {
+  if ((!cached && b_.f16_ws_.bytes < ws) || b_.act_ws_.bytes < act) {
+    // Growing frees the old workspaces, which recorded launches may still use.
+    flush();
     check(cudaStreamSynchronize(b_.stream_), "workspace");
-    b_.act_ws_.reserve(act + act / 4, "the fp16 activation workspace");
+    if (!cached && b_.f16_ws_.bytes < ws) b_.f16_ws_.reserve(ws, "the fp16 weight workspace");
+    if (b_.act_ws_.bytes < act) b_.act_ws_.reserve(act + act / 4, "the fp16 activation workspace");
   }
   __half* xh = static_cast<__half*>(b_.act_ws_.ptr);
-  const __half* wh = b_.cached_f16(weight);
-  if (!wh) {
-    dequantize_f16(w, static_cast<__half*>(b_.f16_ws_.ptr), b_.stream_);
-    wh = static_cast<const __half*>(b_.f16_ws_.ptr);
-  }
-  to_f16_kernel<<<blocks_for(int64_t(n_tok) * w.cols), 256, 0, b_.stream_>>>(x, ldx, w.cols, n_tok, xh);
-  check_launch("to_f16");
-  const float alpha = 1.0f, beta = 0.0f;
-  check_blas(cublasGemmEx(b_.blas_, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, n_tok, w.cols, &alpha, wh, CUDA_R_16F,
-                          w.cols, xh, CUDA_R_16F, w.cols, &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F,
-                          CUBLAS_GEMM_DEFAULT),
-             "cublasGemmEx");
+  __half* wtmp = cached ? nullptr : static_cast<__half*>(b_.f16_ws_.ptr);
+  cudaStream_t st = b_.stream_;
+  cublasHandle_t blas = b_.blas_;
+  record({10, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
+          uint64_t(ldy), uint64_t(uintptr_t(cached)), uint64_t(uintptr_t(wtmp)), uint64_t(uintptr_t(xh))},
+         [=, &w] {
+           const __half* wh = cached;
+           if (!wh) {
+             dequantize_f16(w, wtmp, st);
+             wh = wtmp;
+           }
+           to_f16_kernel<<<blocks_for(int64_t(n_tok) * w.cols), 256, 0, st>>>(x, ldx, w.cols, n_tok, xh);
+           check_launch("to_f16");
+           const float alpha = 1.0f, beta = 0.0f;
+           check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, n_tok, w.cols, &alpha, wh, CUDA_R_16F,
+                                   w.cols, xh, CUDA_R_16F, w.cols, &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT),
+                      "cublasGemmEx");
+         });
 }
 
 void CudaPass::add_bias(float* y, int64_t ldy, int rows, int b) {
