@@ -451,8 +451,8 @@ constexpr int kSplitWarps = 4;
 // lane l takes dims 8 (l % G) .. + 7 of keys l / G, l / G + P, ... (G = HD / 8 groups, P = 32 / G
 // keys a step), and the P partial sums of a dim group are added at the end. HD % 16 == 0, KV rows
 // 16-byte aligned.
-template <int HD, bool F32>
-__global__ void __launch_bounds__(32 * kSplitWarps)
+template <int HD, bool F32, int MINB>
+__global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     attention_split_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
                            int n_heads, int n_kv_heads, int window, float scale, float* __restrict__ out,

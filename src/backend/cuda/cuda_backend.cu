@@ -1516,15 +1516,28 @@ static void launch_mma(dim3 grid, cudaStream_t st, const float* qkv, const SlotM
              cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
 }
 
+// The fp16 decode kernel compiled for 4 blocks an SM (at most 128 registers a thread; 64 streams
+// 8.4k -> 8.8k tok/s); PENSIEVE_CUDA_SPLIT_MINB=1: as many registers as it wants (146, 3 blocks).
+static int split_minb() {
+  static const int v = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_SPLIT_MINB");
+    return e ? std::atoi(e) : 4;
+  }();
+  return v;
+}
+
 template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
                          float2* ds, int kv) {
-  if (kv & 1)
-    launch_pdl(attention_split_kernel<HD, false>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
-               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+  if ((kv & 1) && split_minb() == 4)
+    launch_pdl(attention_split_kernel<HD, false, 4>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
+               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+  else if (kv & 1)
+    launch_pdl(attention_split_kernel<HD, false, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
+               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
   if (kv & 2)
-    launch_pdl(attention_split_kernel<HD, true>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
+    launch_pdl(attention_split_kernel<HD, true, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
                cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
 }
 
