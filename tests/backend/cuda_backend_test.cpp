@@ -219,65 +219,99 @@ TEST(CudaOps, VectorOpsMatchTheCpu) {
 }
 
 // RoPE (both pair layouts, LongRoPE's two factor sets), the KV store and paged attention: two
-// sequences of different lengths, their blocks interleaved in one pool, prefilled in one pass.
+// sequences of different lengths (the longer one spans several 64-key tiles), their blocks
+// interleaved in one pool, prefilled in one pass (the tiled kernels), then a second pass with a
+// decode token (the split kernel) and a 3-token continuation (a tile); with PENSIEVE_CUDA_ATTN=0
+// the one-block-a-token kernel does all, with 2 the float32 tiles serve the fp16 cache too.
 TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
   REQUIRE_GPU();
-  for (int variant = 0; variant < 3; ++variant) {
-    std::mt19937 rng(100 + variant);
-    ModelConfig cfg = small_config();
-    if (variant == 1) cfg.rope.style = RopeStyle::Interleaved;
-    if (variant == 2) {
-      cfg.rope.scaling = RopeScaling::LongRope;
-      cfg.rope.original_ctx = 20;
-      cfg.rope.short_factor = random_floats(16, rng);
-      cfg.rope.long_factor = random_floats(16, rng);
-      for (float& f : cfg.rope.short_factor) f = 1.0f + std::fabs(f);
-      for (float& f : cfg.rope.long_factor) f = 1.0f + 4.0f * std::fabs(f);
-      cfg.rope.attn_factor = 1.19f;
-      cfg.sliding_window = 13;
-    }
-    const int q_dim = cfg.n_heads * cfg.head_dim, kv_dim = cfg.n_kv_heads * cfg.head_dim;
-    const int qkv_dim = q_dim + 2 * kv_dim;
-    const int lens[] = {29, 6};
-    int T = 0;
-    for (int n : lens) T += n;
-    const std::vector<float> qkv = random_floats(size_t(T) * qkv_dim, rng);
-    std::vector<std::vector<float>> outs, rotated;
-    for (bool use_gpu : {false, true}) {
-      auto b = use_gpu ? make_cuda_backend(cfg, 0) : make_cpu_backend(cfg);
-      b->finish_load();
-      for (bool f32 : {false, true}) {
-        KvPool kv(cfg, 10, 4, f32);
-        std::vector<std::unique_ptr<SequenceState>> seqs;
-        for (int s = 0; s < 2; ++s) seqs.push_back(std::make_unique<SequenceState>(kv));
-        for (int i = 0; i < 10; ++i) seqs[size_t(i == 1 || i == 3 ? 1 : 0)]->blocks.push_back(i);
-        std::vector<PassSlot> slots;
-        for (int s = 0; s < 2; ++s)
-          for (int p = 0; p < lens[s]; ++p) slots.push_back({seqs[size_t(s)].get(), p, variant == 2 && s == 0});
-        ThreadPool pool(2);
-        auto pass = b->begin_pass(slots, pool);
-        float* d_qkv = pass->buffer(Act::QKV, qkv.size());
-        float* d_out = pass->buffer(Act::Att, size_t(T) * q_dim);
-        pass->write(d_qkv, qkv.data(), qkv.size());
-        for (int layer = 0; layer < cfg.n_layers; ++layer) pass->rope_and_store_kv(layer, d_qkv);
-        pass->attention(1, d_qkv, d_out);
-        std::vector<float> out(size_t(T) * q_dim), rot(qkv.size());
-        pass->read(d_out, out.data(), out.size());
-        pass->read(d_qkv, rot.data(), rot.size());
-        outs.push_back(out);
-        rotated.push_back(rot);
+  for (const char* attn : {"1", "2", "0"}) {
+    setenv("PENSIEVE_CUDA_ATTN", attn, 1);
+    for (int variant = 0; variant < 3; ++variant) {
+      std::mt19937 rng(100 + variant);
+      ModelConfig cfg = small_config();
+      if (variant == 1) cfg.rope.style = RopeStyle::Interleaved;
+      if (variant == 2) {
+        cfg.rope.scaling = RopeScaling::LongRope;
+        cfg.rope.original_ctx = 20;
+        cfg.rope.short_factor = random_floats(16, rng);
+        cfg.rope.long_factor = random_floats(16, rng);
+        for (float& f : cfg.rope.short_factor) f = 1.0f + std::fabs(f);
+        for (float& f : cfg.rope.long_factor) f = 1.0f + 4.0f * std::fabs(f);
+        cfg.rope.attn_factor = 1.19f;
+        cfg.sliding_window = 13;
+      }
+      const int q_dim = cfg.n_heads * cfg.head_dim, kv_dim = cfg.n_kv_heads * cfg.head_dim;
+      const int qkv_dim = q_dim + 2 * kv_dim;
+      const int lens[] = {150, 37};
+      int T = 0;
+      for (int n : lens) T += n;
+      const std::vector<float> qkv = random_floats(size_t(T) * qkv_dim, rng);
+      // The second pass: one decode token of the first sequence and three tokens of the second (a
+      // lone token and a tile in one pass).
+      const int n_dec[] = {1, 3};
+      const std::vector<float> qkv_dec = random_floats(size_t(n_dec[0] + n_dec[1]) * qkv_dim, rng);
+      std::vector<std::vector<float>> outs, rotated, decs;
+      for (bool use_gpu : {false, true}) {
+        auto b = use_gpu ? make_cuda_backend(cfg, 0) : make_cpu_backend(cfg);
+        b->finish_load();
+        for (bool f32 : {false, true}) {
+          KvPool kv(cfg, 60, 4, f32);
+          std::vector<std::unique_ptr<SequenceState>> seqs;
+          for (int s = 0; s < 2; ++s) seqs.push_back(std::make_unique<SequenceState>(kv));
+          for (int i = 0; i < 60; ++i) seqs[size_t(i % 5 == 1 ? 1 : 0)]->blocks.push_back(i);
+          ThreadPool pool(2);
+          {
+            std::vector<PassSlot> slots;
+            for (int s = 0; s < 2; ++s)
+              for (int p = 0; p < lens[s]; ++p) slots.push_back({seqs[size_t(s)].get(), p, variant == 2 && s == 0});
+            auto pass = b->begin_pass(slots, pool);
+            float* d_qkv = pass->buffer(Act::QKV, qkv.size());
+            float* d_out = pass->buffer(Act::Att, size_t(T) * q_dim);
+            pass->write(d_qkv, qkv.data(), qkv.size());
+            for (int layer = 0; layer < cfg.n_layers; ++layer) pass->rope_and_store_kv(layer, d_qkv);
+            pass->attention(1, d_qkv, d_out);
+            std::vector<float> out(size_t(T) * q_dim), rot(qkv.size());
+            pass->read(d_out, out.data(), out.size());
+            pass->read(d_qkv, rot.data(), rot.size());
+            outs.push_back(out);
+            rotated.push_back(rot);
+          }
+          {
+            std::vector<PassSlot> slots;
+            for (int s = 0; s < 2; ++s)
+              for (int i = 0; i < n_dec[s]; ++i)
+                slots.push_back({seqs[size_t(s)].get(), lens[s] + i, variant == 2 && s == 0});
+            const size_t n = slots.size();
+            auto pass = b->begin_pass(slots, pool);
+            float* d_qkv = pass->buffer(Act::QKV, qkv_dec.size());
+            float* d_out = pass->buffer(Act::Att, n * q_dim);
+            pass->write(d_qkv, qkv_dec.data(), qkv_dec.size());
+            for (int layer = 0; layer < cfg.n_layers; ++layer) pass->rope_and_store_kv(layer, d_qkv);
+            pass->attention(1, d_qkv, d_out);
+            std::vector<float> out(n * q_dim);
+            pass->read(d_out, out.data(), out.size());
+            decs.push_back(out);
+          }
+        }
+      }
+      // The rope ran once per layer on the same buffer (twice rotated): compare both backends.
+      for (int f = 0; f < 2; ++f) {
+        const double e_rope = rel_err(rotated[size_t(2 + f)], rotated[size_t(f)]);
+        const double e_att = rel_err(outs[size_t(2 + f)], outs[size_t(f)]);
+        const double e_dec = rel_err(decs[size_t(2 + f)], decs[size_t(f)]);
+        std::printf("[ rope+attention kernels %s variant %d kv %s ] rope rel err %.3g, attention rel err %.3g, "
+                    "decode attention rel err %.3g\n",
+                    attn, variant, f ? "f32" : "f16", e_rope, e_att, e_dec);
+        EXPECT_LT(e_rope, 1e-5);
+        // An fp16 cache's tiles run on tensor cores, q and the probabilities rounded to fp16.
+        const double tile_bound = f == 0 && attn[0] == '1' ? 1e-3 : 1e-5;
+        EXPECT_LT(e_att, tile_bound);
+        EXPECT_LT(e_dec, tile_bound);
       }
     }
-    // The rope ran once per layer on the same buffer (twice rotated): compare both backends.
-    for (int f = 0; f < 2; ++f) {
-      const double e_rope = rel_err(rotated[size_t(2 + f)], rotated[size_t(f)]);
-      const double e_att = rel_err(outs[size_t(2 + f)], outs[size_t(f)]);
-      std::printf("[ rope+attention variant %d kv %s ] rope rel err %.3g, attention rel err %.3g\n", variant,
-                  f ? "f32" : "f16", e_rope, e_att);
-      EXPECT_LT(e_rope, 1e-5);
-      EXPECT_LT(e_att, 1e-5);
-    }
   }
+  unsetenv("PENSIEVE_CUDA_ATTN");
 }
 
 // ---------------------------------------------------------------------------------------------

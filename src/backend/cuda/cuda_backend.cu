@@ -11,6 +11,7 @@
 // kernels around them use programmatic dependent launch so that each starts its weight loads
 // while the previous kernel finishes.
 #include <cublas_v2.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -1055,6 +1056,61 @@ __global__ void silu_mul_kernel(float* __restrict__ g, int rows, int ff) {
   row[c] = a / (1.0f + expf(-a)) * row[ff + c];
 }
 
+// RoPE's factors for position `pos` and one frequency, and the rotation of one pair of a head; the
+// products and sums are rounded one by one (no contraction into fma) so that both RoPE kernels give
+// the same bits.
+__device__ __forceinline__ void rope_cos_sin(int pos, float inv, float mscale, float* c, float* sn) {
+  const float angle = __fmul_rn(float(pos), inv);
+  *c = __fmul_rn(cosf(angle), mscale);
+  *sn = __fmul_rn(sinf(angle), mscale);
+}
+__device__ __forceinline__ void rope_rotate(float* v, int k, int half, int style_half, float c, float sn) {
+  const int ia = style_half ? k : 2 * k, ib = style_half ? k + half : 2 * k + 1;
+  const float a = v[ia], b = v[ib];
+  v[ia] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
+  v[ib] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+}
+
+// Token blockIdx.x, every head: the factors once into shared memory, then every pair of its q and
+// k heads, then its k and v into its KV rows. For passes of many tokens (one block a token);
+// rope_store_kernel (one block a head) for few.
+__global__ void rope_store_token_kernel(float* __restrict__ qkv, const SlotMeta* __restrict__ slots, int layer,
+                                        int n_heads, int n_kv_heads, int head_dim, int n_rot, int style_half,
+                                        const float* __restrict__ inv_short, const float* __restrict__ inv_long,
+                                        float mscale) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ float cs[128], sns[128];
+  const int t = blockIdx.x;
+  const SlotMeta s = slots[t];
+  const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
+  float* row = qkv + size_t(t) * (q_dim + 2 * kv_dim);
+  const float* inv = s.long_rope ? inv_long : inv_short;
+  const int half = n_rot / 2;
+  for (int k = threadIdx.x; k < half; k += blockDim.x) rope_cos_sin(s.pos, inv[k], mscale, &cs[k], &sns[k]);
+  __syncthreads();
+  const int pairs = (n_heads + n_kv_heads) * half;
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
+    const int h = i / half, k = i % half;
+    rope_rotate(row + size_t(h) * head_dim, k, half, style_half, cs[k], sns[k]);
+  }
+  __syncthreads();
+  uint8_t* krow = reinterpret_cast<uint8_t*>(s.kv_base) + size_t(s.block) * s.block_bytes +
+                  (size_t(layer * 2) * s.block_size + s.off) * s.row_bytes;
+  uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
+  const float* k = row + q_dim;
+  const float* vv = row + q_dim + kv_dim;
+  for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+    if (s.f32) {
+      reinterpret_cast<float*>(krow)[i] = k[i];
+      reinterpret_cast<float*>(vrow)[i] = vv[i];
+    } else {
+      reinterpret_cast<__half*>(krow)[i] = __float2half_rn(k[i]);
+      reinterpret_cast<__half*>(vrow)[i] = __float2half_rn(vv[i]);
+    }
+  }
+}
+
 // Rotates head blockIdx.y (q heads, then k heads) of token blockIdx.x; a k head's block then writes
 // that head's k and v into the token's KV rows.
 __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __restrict__ slots, int layer,
@@ -1071,12 +1127,9 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
   const int half = n_rot / 2;
   float* v = row + size_t(h) * head_dim;  // k heads follow q heads
   for (int k = threadIdx.x; k < half; k += blockDim.x) {
-    const float angle = float(s.pos) * inv[k];
-    const float c = cosf(angle) * mscale, sn = sinf(angle) * mscale;
-    const int ia = style_half ? k : 2 * k, ib = style_half ? k + half : 2 * k + 1;
-    const float a = v[ia], b = v[ib];
-    v[ia] = a * c - b * sn;
-    v[ib] = b * c + a * sn;
+    float c, sn;
+    rope_cos_sin(s.pos, inv[k], mscale, &c, &sn);
+    rope_rotate(v, k, half, style_half, c, sn);
   }
   if (h < n_heads) return;
   __syncthreads();
@@ -1099,6 +1152,10 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
 }
 
 constexpr int kAttnWarps = 4;
+// Passes of at least this many tokens rotate one token a block (rope_store_token_kernel).
+constexpr int kRopeTokenMin = 32;
+// Passes whose cuBLAS GEMMs have at most this many tokens may be captured as graphs.
+constexpr int kBlasGraphMaxTokens = 128;
 constexpr int kMaxHeadDim = 256;
 
 // Attention of token blockIdx.x, head blockIdx.y over its sequence's positions: each warp takes
@@ -1196,6 +1253,14 @@ __global__ void attention_kernel(const float* __restrict__ qkv, const SlotMeta* 
     }
   }
 }
+
+}  // namespace cuda
+}  // namespace pensieve
+
+#include "backend/cuda/cuda_attention.cuh"
+
+namespace pensieve {
+namespace cuda {
 
 // ---------------------------------------------------------------------------------------------
 // Dispatch by weight type
@@ -1394,23 +1459,144 @@ void silu_mul(float* g, int rows, int ff, cudaStream_t st) {
 void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const ModelConfig& cfg,
                 const float* inv_short, const float* inv_long, float mscale, cudaStream_t st) {
   if (n_slots <= 0) return;
+  if (n_slots >= kRopeTokenMin && cfg.rope.n_rot <= 256) {
+    launch_pdl(rope_store_token_kernel, dim3(n_slots), dim3(256), 0, st, qkv, slots, layer, cfg.n_heads,
+               cfg.n_kv_heads, cfg.head_dim, cfg.rope.n_rot, int(cfg.rope.style == RopeStyle::RotateHalf), inv_short,
+               inv_long, mscale);
+    check_launch("rope_store");
+    return;
+  }
   launch_pdl(rope_store_kernel, dim3(n_slots, cfg.n_heads + cfg.n_kv_heads), dim3(128), 0, st, qkv, slots, layer,
              cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope.n_rot, int(cfg.rope.style == RopeStyle::RotateHalf),
              inv_short, inv_long, mscale);
   check_launch("rope_store");
 }
+// Where a pass's attention runs (CudaPass fills it from the pass's tokens): prefill runs as tiles,
+// lone tokens (decode) one block each; with neither (tiles == null), every token as a lone one in
+// attention_kernel.
+struct AttnPlan {
+  const AttnTile* tiles = nullptr;
+  int n_tiles = 0;
+  bool mma = false;  // the tiles on tensor cores (every KV row fp16)
+  int kv = 1;         // the caches of the pass: 1 fp16, 2 float32, 3 both
+  const int32_t* lone = nullptr;
+  int n_lone = 0;
+};
+
+// Whether the tiled and split kernels serve this model (else attention_kernel does).
+bool tiled_attention(const ModelConfig& cfg) { return cfg.head_dim % 16 == 0 && cfg.head_dim <= 128; }
+
+template <int DJ>
+static void launch_tile(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
+                        const AttnTile* tiles, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
+                        float2* ds) {
+  const size_t smem = tile_smem_bytes(16 * DJ);
+  static const bool raised = [&] {
+    check(cudaFuncSetAttribute(attention_tile_kernel<DJ>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+          "attention smem limit");
+    return true;
+  }();
+  (void)raised;
+  launch_pdl(attention_tile_kernel<DJ>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
+             cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+}
+
+template <int HD>
+static void launch_mma(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
+                       const AttnTile* tiles, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
+                       float2* ds) {
+  const size_t smem = mma_smem_bytes(HD);
+  static const bool raised = [&] {
+    check(cudaFuncSetAttribute(attention_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+          "attention smem limit");
+    return true;
+  }();
+  (void)raised;
+  launch_pdl(attention_mma_kernel<HD>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
+             cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+}
+
+// The fp16 decode kernel compiled for 4 blocks an SM (at most 128 registers a thread; 64 streams
+// 8.4k -> 8.8k tok/s); PENSIEVE_CUDA_SPLIT_MINB=1: as many registers as it wants (146, 3 blocks).
+static int split_minb() {
+  static const int v = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_SPLIT_MINB");
+    return e ? std::atoi(e) : 4;
+  }();
+  return v;
+}
+
+template <int HD>
+static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
+                         const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
+                         float2* ds, int kv) {
+  if ((kv & 1) && split_minb() == 4)
+    launch_pdl(attention_split_kernel<HD, false, 4>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
+               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+  else if (kv & 1)
+    launch_pdl(attention_split_kernel<HD, false, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
+               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+  if (kv & 2)
+    launch_pdl(attention_split_kernel<HD, true, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+}
+
 // With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it.
 void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, int n_slots, int layer,
-               const ModelConfig& cfg, float* out, cudaStream_t st, void* xq = nullptr) {
+               const ModelConfig& cfg, float* out, cudaStream_t st, void* xq, const AttnPlan& plan) {
   if (cfg.head_dim > kMaxHeadDim)
     throw Error("CUDA attention: head_dim " + std::to_string(cfg.head_dim) + " > " + std::to_string(kMaxHeadDim));
   const int q_dim = cfg.n_heads * cfg.head_dim;
   int8_t* q = static_cast<int8_t*>(xq);
   float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(n_slots, q_dim)) : nullptr;
-  launch_pdl(attention_kernel, dim3(n_slots, cfg.n_heads), dim3(32 * kAttnWarps), 0, st, qkv, slots, tables, layer,
-             cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.sliding_window, 1.0f / std::sqrt(float(cfg.head_dim)), out,
-             q, ds);
-  check_launch("attention");
+  const float scale = 1.0f / std::sqrt(float(cfg.head_dim));
+  if (!plan.tiles) {
+    launch_pdl(attention_kernel, dim3(n_slots, cfg.n_heads), dim3(32 * kAttnWarps), 0, st, qkv, slots, tables, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.sliding_window, scale, out, q, ds);
+    check_launch("attention");
+    return;
+  }
+  if (plan.n_tiles > 0 && plan.mma) {
+    const dim3 grid(plan.n_tiles, cfg.n_heads);
+    switch (cfg.head_dim / 16) {
+      case 1: launch_mma<16>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 2: launch_mma<32>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 3: launch_mma<48>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 4: launch_mma<64>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 5: launch_mma<80>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 6: launch_mma<96>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 7: launch_mma<112>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      default: launch_mma<128>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+    }
+    check_launch("attention (tiles, mma)");
+  } else if (plan.n_tiles > 0) {
+    const dim3 grid(2 * plan.n_tiles, cfg.n_heads);
+    switch (cfg.head_dim / 16) {
+      case 1: launch_tile<1>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 2: launch_tile<2>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 3: launch_tile<3>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 4: launch_tile<4>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 5: launch_tile<5>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 6: launch_tile<6>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 7: launch_tile<7>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      default: launch_tile<8>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+    }
+    check_launch("attention (tiles)");
+  }
+  if (plan.n_lone > 0) {
+    const dim3 grid(plan.n_lone, cfg.n_heads);
+    switch (cfg.head_dim / 16) {
+      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+    }
+    check_launch("attention (split)");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1500,6 +1686,8 @@ class CudaPass final : public BackendPass {
   };
   QuantSrc qsrc_;
   Pending pend_;
+  AttnPlan plan_;
+  bool profiling_ = false;
   CudaBackend& b_;
   std::unique_lock<std::mutex> lock_;
   int n_slots_;
@@ -1517,6 +1705,8 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_PACK")) pack_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
+    if (const char* e = std::getenv("PENSIEVE_CUDA_BLAS_GRAPHS")) blas_graphs_on_ = std::atoi(e) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -1525,6 +1715,9 @@ class CudaBackend final : public Backend {
     check_blas(cublasCreate(&blas_), "cublasCreate");
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    // cuBLAS's own workspace, set once so that GEMMs captured into graphs allocate nothing.
+    blas_ws_.reserve(size_t(32) << 20, "the cuBLAS workspace");
+    check_blas(cublasSetWorkspace(blas_, blas_ws_.ptr, blas_ws_.bytes), "cublasSetWorkspace");
     if (cfg_.rope.n_rot > 0) {
       const RopeTable s(cfg_.rope, false), l(cfg_.rope, true);
       std::vector<float> both = s.inv_freq();
@@ -1619,13 +1812,13 @@ class CudaBackend final : public Backend {
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
     size_t n = weights_arena_.bytes + f16_cache_bytes_ + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes +
-               staging_.bytes + xq_ws_.bytes;
+               staging_.bytes + xq_ws_.bytes + blas_ws_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_->load();
   }
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes;
+    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + blas_ws_.bytes;
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -1682,7 +1875,7 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
-  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_;
+  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_;
   // Matmuls of at most this many tokens (and every exact one) run as fused GEMVs; larger ones
   // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
   int gemv_max_ = kGemvMaxTokensDefault;
@@ -1694,6 +1887,11 @@ class CudaBackend final : public Backend {
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
+  // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
+  // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
+  // in float32 also for an fp16 cache.
+  int attn_mode_ = 1;
+  bool blas_graphs_on_ = true;
   struct GraphEntry {
     cudaGraphExec_t exec = nullptr;  // null: seen once, not captured yet (or capture failed)
     bool failed = false;
@@ -1741,15 +1939,58 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     m.long_rope = s.long_rope;
   }
   if (tables.empty()) tables.push_back(0);
+  // The attention plan: runs of 2 or more tokens of one sequence at consecutive positions go as
+  // tiles of up to kTileQ, other tokens one block each.
+  std::vector<AttnTile> tiles;
+  std::vector<int32_t> lone;
+  const bool tiled = b_.attn_mode_ != 0 && tiled_attention(b_.cfg_);
+  if (tiled) {
+    for (size_t i = 0; i < slots.size();) {
+      size_t j = i + 1;
+      while (j < slots.size() && slots[j].seq == slots[i].seq && slots[j].pos == slots[j - 1].pos + 1) ++j;
+      if (j - i == 1) {
+        lone.push_back(int32_t(i));
+      } else {
+        for (size_t t = i; t < j; t += kMmaQ) tiles.push_back({int(t), int(std::min<size_t>(kMmaQ, j - t))});
+      }
+      i = j;
+    }
+  }
   const size_t meta_bytes = meta.size() * sizeof(SlotMeta);
   const size_t table_off = (meta_bytes + 255) & ~size_t(255);
-  b_.meta_.reserve(table_off + tables.size() * sizeof(int32_t), "pass metadata");
-  std::vector<uint8_t> staging(table_off + tables.size() * sizeof(int32_t));
+  const size_t tiles_off = (table_off + tables.size() * sizeof(int32_t) + 15) & ~size_t(15);
+  const size_t lone_off = tiles_off + tiles.size() * sizeof(AttnTile);
+  const size_t total = lone_off + lone.size() * sizeof(int32_t);
+  b_.meta_.reserve(total, "pass metadata");
+  std::vector<uint8_t> staging(total);
   std::memcpy(staging.data(), meta.data(), meta_bytes);
   std::memcpy(staging.data() + table_off, tables.data(), tables.size() * sizeof(int32_t));
+  std::memcpy(staging.data() + tiles_off, tiles.data(), tiles.size() * sizeof(AttnTile));
+  std::memcpy(staging.data() + lone_off, lone.data(), lone.size() * sizeof(int32_t));
+  if (tiled) {
+    uint8_t* base = static_cast<uint8_t*>(b_.meta_.ptr);
+    plan_.tiles = reinterpret_cast<const AttnTile*>(base + tiles_off);
+    plan_.n_tiles = int(tiles.size());
+    plan_.lone = reinterpret_cast<const int32_t*>(base + lone_off);
+    plan_.n_lone = int(lone.size());
+    const bool any16 = std::any_of(meta.begin(), meta.end(), [](const SlotMeta& m) { return !m.f32; });
+    const bool any32 = std::any_of(meta.begin(), meta.end(), [](const SlotMeta& m) { return m.f32; });
+    plan_.kv = (any16 ? 1 : 0) | (any32 ? 2 : 0);
+    plan_.mma = b_.attn_mode_ == 1 && !any32;
+  }
   check(cudaMemcpyAsync(b_.meta_.ptr, staging.data(), staging.size(), cudaMemcpyHostToDevice, b_.stream_),
         "metadata upload");
   check(cudaStreamSynchronize(b_.stream_), "metadata upload");
+  // PENSIEVE_CUDA_PROFILE_TOKENS=N: a profiler started with collection off (ncu
+  // --profile-from-start off) records only the passes of N tokens.
+  static const int profile_tokens = [] {
+    const char* e = std::getenv("PENSIEVE_CUDA_PROFILE_TOKENS");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (profile_tokens > 0 && n_slots_ == profile_tokens) {
+    profiling_ = true;
+    cudaProfilerStart();
+  }
 }
 
 float* CudaPass::buffer(Act role, size_t n) {
@@ -1789,6 +2030,12 @@ void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float
       pend_.rows = rows;
       pend_.dim = dim;
       pend_.eps = eps;
+      return;
+    }
+    // The next rows of the same norm (a batch's logits rows, one launch for all).
+    if (pend_.kind == Pend::Norm && pend_.w == wv && pend_.dim == dim && pend_.eps == eps &&
+        x == pend_.x + size_t(pend_.rows) * dim && y == pend_.y + size_t(pend_.rows) * dim) {
+      pend_.rows += rows;
       return;
     }
     emit_pending();
@@ -1852,36 +2099,45 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     if (qsrc_.x && y < qsrc_.x + (qsrc_.n_tok - 1) * qsrc_.ldx + qsrc_.cols && qsrc_.x < y_end) qsrc_ = {};
     return;
   }
-  // cuBLAS: the recorded launches run first, this pass stays out of graphs.
-  qsrc_ = {};
-  flush();
-  graphable_ = false;
   // Prefill and wide batches: the weight in fp16 (its cached copy, else dequantized into a workspace
   // sized for the largest matrix), the activations to fp16, then one cuBLAS GEMM with float32
-  // accumulation.
+  // accumulation; recorded like the other ops, so that a pass that recurs (a batched decode step)
+  // replays as one graph, cuBLAS's kernels included (PENSIEVE_CUDA_BLAS_GRAPHS=0: such passes run
+  // as plain launches).
+  qsrc_ = {};
+  emit_pending();
+  // A prefill's GEMMs keep the GPU busy far longer than their launches take: no graph.
+  if (!b_.blas_graphs_on_ || n_tok > kBlasGraphMaxTokens) graphable_ = false;
   const size_t ws = b_.max_weight_elems_ * sizeof(__half);
-  if (!b_.has_cached_f16(weight) && b_.f16_ws_.bytes < ws) {
-    check(cudaStreamSynchronize(b_.stream_), "workspace");
-    b_.f16_ws_.reserve(ws, "the fp16 weight workspace");
-  }
+  const __half* cached = b_.cached_f16(weight);  // on first use: dequantized now, into a new buffer
   const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
-  if (b_.act_ws_.bytes < act) {
+  if ((!cached && b_.f16_ws_.bytes < ws) || b_.act_ws_.bytes < act) {
+    // Growing frees the old workspaces, which recorded launches may still use.
+    flush();
     check(cudaStreamSynchronize(b_.stream_), "workspace");
-    b_.act_ws_.reserve(act + act / 4, "the fp16 activation workspace");
+    if (!cached && b_.f16_ws_.bytes < ws) b_.f16_ws_.reserve(ws, "the fp16 weight workspace");
+    if (b_.act_ws_.bytes < act) b_.act_ws_.reserve(act + act / 4, "the fp16 activation workspace");
   }
   __half* xh = static_cast<__half*>(b_.act_ws_.ptr);
-  const __half* wh = b_.cached_f16(weight);
-  if (!wh) {
-    dequantize_f16(w, static_cast<__half*>(b_.f16_ws_.ptr), b_.stream_);
-    wh = static_cast<const __half*>(b_.f16_ws_.ptr);
-  }
-  to_f16_kernel<<<blocks_for(int64_t(n_tok) * w.cols), 256, 0, b_.stream_>>>(x, ldx, w.cols, n_tok, xh);
-  check_launch("to_f16");
-  const float alpha = 1.0f, beta = 0.0f;
-  check_blas(cublasGemmEx(b_.blas_, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, n_tok, w.cols, &alpha, wh, CUDA_R_16F,
-                          w.cols, xh, CUDA_R_16F, w.cols, &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F,
-                          CUBLAS_GEMM_DEFAULT),
-             "cublasGemmEx");
+  __half* wtmp = cached ? nullptr : static_cast<__half*>(b_.f16_ws_.ptr);
+  cudaStream_t st = b_.stream_;
+  cublasHandle_t blas = b_.blas_;
+  record({10, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
+          uint64_t(ldy), uint64_t(uintptr_t(cached)), uint64_t(uintptr_t(wtmp)), uint64_t(uintptr_t(xh))},
+         [=, &w] {
+           const __half* wh = cached;
+           if (!wh) {
+             dequantize_f16(w, wtmp, st);
+             wh = wtmp;
+           }
+           to_f16_kernel<<<blocks_for(int64_t(n_tok) * w.cols), 256, 0, st>>>(x, ldx, w.cols, n_tok, xh);
+           check_launch("to_f16");
+           const float alpha = 1.0f, beta = 0.0f;
+           check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, n_tok, w.cols, &alpha, wh, CUDA_R_16F,
+                                   w.cols, xh, CUDA_R_16F, w.cols, &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT),
+                      "cublasGemmEx");
+         });
 }
 
 void CudaPass::add_bias(float* y, int64_t ldy, int rows, int b) {
@@ -1928,9 +2184,11 @@ void CudaPass::record_attention(int layer, const float* qkv, float* out, void* x
   const int n = n_slots_;
   const ModelConfig* cfg = &b_.cfg_;
   cudaStream_t st = b_.stream_;
+  const AttnPlan plan = plan_;
   record({5, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(uintptr_t(tables)), uint64_t(n),
-          uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq))},
-         [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq); });
+          uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(plan.tiles)),
+          uint64_t(plan.n_tiles), uint64_t(plan.mma), uint64_t(plan.kv), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone)},
+         [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq, plan); });
 }
 
 void CudaPass::add(float* x, const float* y, size_t n) {
@@ -2060,6 +2318,10 @@ CudaPass::~CudaPass() {
   try {
     flush();
   } catch (...) {
+  }
+  if (profiling_) {
+    cudaStreamSynchronize(b_.stream_);
+    cudaProfilerStop();
   }
 }
 

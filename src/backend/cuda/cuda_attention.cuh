@@ -1,0 +1,622 @@
+// Attention kernels of the CUDA backend for passes of many tokens (included by cuda_backend.cu,
+// after attention_kernel, the one-token-a-block reference these replace where they apply).
+//
+// A pass's tokens are split by the host into
+//  - tiles: up to kTileQ consecutive tokens of one sequence at consecutive positions (a prompt's
+//    chunk); attention_tile_kernel gives each (tile, head) one block that walks the keys in tiles of
+//    kTileK positions staged in shared memory, each thread holding a 4 x 4 block of scores and a
+//    4-query slice of the output, with an online softmax per query;
+//  - lone tokens (a decode step's token of each sequence): attention_split_kernel gives each
+//    (token, head) one block whose warps take chunks of 32 keys, one key a lane for the scores,
+//    then the 32 values a key at a time, and merge at the end.
+// Both are float32 throughout, like attention_kernel. A query's result depends only on its own
+// query, its keys and the absolute key-tile (or key-chunk) boundaries, never on the other tokens of
+// its tile or pass, so that a sequence batched with others gets bit for bit what it gets alone.
+#pragma once
+
+namespace pensieve::cuda {
+
+constexpr int kTileQ = 32, kTileK = 64, kTileThreads = 128, kTilePStride = kTileK + 1;
+
+// Pass tokens t0 .. t0 + n - 1: one sequence, positions slots[t0].pos + 0 .. n - 1.
+struct AttnTile {
+  int t0, n;
+};
+
+// Shared memory of attention_tile_kernel for head_dim hd (hd % 16 == 0): Q and K rows padded to
+// hd + 1 floats (conflict-free column reads), V rows of hd, and the probabilities.
+inline size_t tile_smem_bytes(int hd) {
+  return sizeof(float) * (size_t(kTileQ + kTileK) * size_t(hd + 1) + size_t(kTileK) * size_t(hd) +
+                          size_t(kTileQ) * kTilePStride);
+}
+
+__device__ __forceinline__ const uint8_t* kv_row(const SlotMeta& s, const int32_t* __restrict__ tables, int layer,
+                                                 int p) {
+  const int block = tables[s.table + p / s.block_size], off = p % s.block_size;
+  return reinterpret_cast<const uint8_t*>(s.kv_base) + size_t(block) * s.block_bytes +
+         (size_t(layer * 2) * s.block_size + off) * s.row_bytes;
+}
+
+// Rounds the rows of `o` (n rows of hd floats, `ld` apart, in shared memory) to int8 per 32-value
+// block as quantize_x_kernel does, for the GEMV that reads the attention output. Row r is token
+// t0 + r; one warp per (row, block).
+__device__ __forceinline__ void tile_round_int8(const float* o, int ld, int n, int t0, int h, int hd, int q_dim,
+                                                int8_t* __restrict__ xq, float2* __restrict__ xds) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nb = hd / 32;
+  for (int item = warp; item < n * nb; item += blockDim.x / 32) {
+    const int r = item / nb, b = item % nb;
+    const float val = o[r * ld + 32 * b + lane];
+    float amax = fabsf(val);
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+    const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int q = __float2int_rn(val * id);
+    const size_t c = size_t(t0 + r) * q_dim + size_t(h) * hd + 32 * b + lane;
+    xq[c] = int8_t(q);
+    int qs = q;
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, m);
+    if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
+  }
+}
+
+// Head blockIdx.y of half blockIdx.x % 2 of tile blockIdx.x / 2; DJ = head_dim / 16. Thread (ty, tx) = (tid / 16, tid % 16)
+// scores queries 4 ty .. 4 ty + 3 against keys tx + 16 j of a key tile and accumulates output dims
+// tx + 16 j of the same queries.
+template <int DJ>
+__global__ void __launch_bounds__(kTileThreads)
+    attention_tile_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
+                          const int32_t* __restrict__ tables, const AttnTile* __restrict__ tiles, int layer, int n_heads,
+                          int n_kv_heads, int window, float scale, float* __restrict__ out, int8_t* __restrict__ xq,
+                          float2* __restrict__ xds) {
+  pdl_trigger();
+  pdl_wait();
+  constexpr int HD = 16 * DJ, HP = HD + 1;
+  extern __shared__ float smem[];
+  float* sQ = smem;
+  float* sK = sQ + kTileQ * HP;
+  float* sV = sK + kTileK * HP;
+  float* sP = sV + kTileK * HD;
+  // The plan's tiles hold up to 2 kTileQ tokens: block 2 i + k takes tile i's k-th half.
+  const AttnTile big = tiles[blockIdx.x / 2];
+  const AttnTile tile{big.t0 + kTileQ * int(blockIdx.x % 2), min(kTileQ, big.n - kTileQ * int(blockIdx.x % 2))};
+  if (tile.n <= 0) return;
+  const int h = blockIdx.y, tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
+  const SlotMeta s = slots[tile.t0];
+  const int pos0 = s.pos, pos_last = s.pos + tile.n - 1;
+  const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD, ld = q_dim + 2 * kv_dim;
+  const size_t koff = size_t(h / (n_heads / n_kv_heads)) * HD;
+  for (int i = tid; i < kTileQ * HD; i += kTileThreads) {
+    const int r = i / HD, d = i % HD;
+    sQ[r * HP + d] = r < tile.n ? qkv[size_t(tile.t0 + r) * ld + size_t(h) * HD + d] : 0.0f;
+  }
+  float o[4][DJ], m[4], l[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    m[i] = -INFINITY;
+    l[i] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < DJ; ++j) o[i][j] = 0.0f;
+  }
+  const int first = window > 0 ? max(0, pos0 - window + 1) : 0;
+  for (int kt = first / kTileK * kTileK; kt <= pos_last; kt += kTileK) {
+    __syncthreads();  // the previous key tile is no longer read
+    for (int i = tid; i < kTileK * (HD / 2); i += kTileThreads) {
+      const int r = i / (HD / 2), d = 2 * (i % (HD / 2)), p = kt + r;
+      float2 k = make_float2(0.0f, 0.0f), v = k;
+      if (p <= pos_last) {
+        const uint8_t* krow = kv_row(s, tables, layer, p);
+        const uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
+        if (s.f32) {
+          k = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(krow) + koff + d);
+          v = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(vrow) + koff + d);
+        } else {
+          k = __half22float2(*reinterpret_cast<const __half2*>(reinterpret_cast<const __half*>(krow) + koff + d));
+          v = __half22float2(*reinterpret_cast<const __half2*>(reinterpret_cast<const __half*>(vrow) + koff + d));
+        }
+      }
+      sK[r * HP + d] = k.x;
+      sK[r * HP + d + 1] = k.y;
+      sV[r * HD + d] = v.x;
+      sV[r * HD + d + 1] = v.y;
+    }
+    __syncthreads();
+    float sc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) sc[i][j] = 0.0f;
+#pragma unroll 4
+    for (int d = 0; d < HD; ++d) {
+      float qv[4], kv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) qv[i] = sQ[(4 * ty + i) * HP + d];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) kv[j] = sK[(tx + 16 * j) * HP + d];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) sc[i][j] = fmaf(qv[i], kv[j], sc[i][j]);
+    }
+    float corr[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int qi = 4 * ty + i, pq = pos0 + qi;
+      const int lo = window > 0 ? max(0, pq - window + 1) : 0;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int p = kt + tx + 16 * j;
+        const bool ok = qi < tile.n && p >= lo && p <= pq;
+        sc[i][j] = ok ? sc[i][j] * scale : -INFINITY;
+        mx = fmaxf(mx, sc[i][j]);
+      }
+#pragma unroll
+      for (int k = 8; k > 0; k >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, k));
+      corr[i] = 1.0f;
+      float sum = 0.0f;
+      if (mx == -INFINITY) {  // no key of this tile for this query: its state stays as it is
+#pragma unroll
+        for (int j = 0; j < 4; ++j) sc[i][j] = 0.0f;
+      } else {
+        const float m_new = fmaxf(m[i], mx);
+        corr[i] = expf(m[i] - m_new);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          sc[i][j] = sc[i][j] == -INFINITY ? 0.0f : expf(sc[i][j] - m_new);
+          sum += sc[i][j];
+        }
+        m[i] = m_new;
+      }
+#pragma unroll
+      for (int k = 8; k > 0; k >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
+      l[i] = l[i] * corr[i] + sum;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) sP[qi * kTilePStride + tx + 16 * j] = sc[i][j];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < DJ; ++j) o[i][j] *= corr[i];
+    const int nk = min(kTileK, pos_last - kt + 1);
+    for (int k = 0; k < nk; ++k) {
+      float pv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) pv[i] = sP[(4 * ty + i) * kTilePStride + k];
+#pragma unroll
+      for (int j = 0; j < DJ; ++j) {
+        const float v = sV[k * HD + tx + 16 * j];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) o[i][j] = fmaf(pv[i], v, o[i][j]);
+      }
+    }
+  }
+  // Normalise; the rows go through shared memory (sQ) so that the stores and the int8 rounding
+  // run along rows.
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < DJ; ++j) sQ[(4 * ty + i) * HP + tx + 16 * j] = o[i][j] * inv;
+  }
+  __syncthreads();
+  for (int i = tid; i < tile.n * HD; i += kTileThreads) {
+    const int r = i / HD, d = i % HD;
+    out[size_t(tile.t0 + r) * q_dim + size_t(h) * HD + d] = sQ[r * HP + d];
+  }
+  if (xq) tile_round_int8(sQ, HP, tile.n, tile.t0, h, HD, q_dim, xq, xds);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same tiles on tensor cores, for fp16 KV caches (the serving path): each of 4 warps takes 16
+// of a tile's kTileQ * 2 = 64 queries; scores S = Q K^T and the output P V run as
+// mma.m16n8k16 with fp16 operands and float32 accumulation (q and the probabilities rounded to
+// fp16, the keys and values already fp16), the online softmax in float32 on the accumulator
+// fragments. Keys staged as rows (the B operand of Q K^T), values transposed (that of P V), both
+// padded by 8 halves so that each fragment load of a warp hits 32 different banks.
+constexpr int kMmaQ = 64, kMmaPad = 8;
+
+inline size_t mma_smem_bytes(int hd) {
+  return sizeof(__half) * (size_t(kMmaQ + kTileK) * size_t(hd + kMmaPad) + size_t(hd) * (kTileK + kMmaPad));
+}
+
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Head blockIdx.y of tile blockIdx.x (tiles of up to kMmaQ tokens); HD % 16 == 0, KV rows fp16 and
+// 16-byte aligned.
+template <int HD>
+__global__ void __launch_bounds__(kTileThreads)
+    attention_mma_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
+                         const int32_t* __restrict__ tables, const AttnTile* __restrict__ tiles, int layer, int n_heads,
+                         int n_kv_heads, int window, float scale, float* __restrict__ out, int8_t* __restrict__ xq,
+                         float2* __restrict__ xds) {
+  pdl_trigger();
+  pdl_wait();
+  constexpr int HS = HD + kMmaPad, VS = kTileK + kMmaPad, NKS = HD / 16, NDT = HD / 8;
+  extern __shared__ __align__(16) __half hsm[];
+  __half* sQ = hsm;               // [kMmaQ][HS]
+  __half* sK = sQ + kMmaQ * HS;   // [kTileK][HS]
+  __half* sVt = sK + kTileK * HS;  // [HD][VS]
+  const AttnTile tile = tiles[blockIdx.x];
+  const int h = blockIdx.y, tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const SlotMeta s = slots[tile.t0];
+  const int pos0 = s.pos, pos_last = s.pos + tile.n - 1;
+  const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD, ld = q_dim + 2 * kv_dim;
+  const size_t koff = size_t(h / (n_heads / n_kv_heads)) * HD;
+  for (int i = tid; i < kMmaQ * (HD / 2); i += kTileThreads) {
+    const int r = i / (HD / 2), d = 2 * (i % (HD / 2));
+    float2 v = make_float2(0.0f, 0.0f);
+    if (r < tile.n) v = *reinterpret_cast<const float2*>(qkv + size_t(tile.t0 + r) * ld + size_t(h) * HD + d);
+    *reinterpret_cast<__half2*>(sQ + r * HS + d) = __floats2half2_rn(v.x, v.y);
+  }
+  __syncthreads();
+  // This warp's 16 queries as A fragments, for every 16-dim step.
+  uint32_t qa[NKS][4];
+  const int r0 = 16 * warp + g;
+#pragma unroll
+  for (int ks = 0; ks < NKS; ++ks) {
+    qa[ks][0] = *reinterpret_cast<const uint32_t*>(sQ + r0 * HS + 16 * ks + 2 * t4);
+    qa[ks][1] = *reinterpret_cast<const uint32_t*>(sQ + (r0 + 8) * HS + 16 * ks + 2 * t4);
+    qa[ks][2] = *reinterpret_cast<const uint32_t*>(sQ + r0 * HS + 16 * ks + 8 + 2 * t4);
+    qa[ks][3] = *reinterpret_cast<const uint32_t*>(sQ + (r0 + 8) * HS + 16 * ks + 8 + 2 * t4);
+  }
+  // Rows r0 and r0 + 8 of the tile: their positions and windows.
+  int pq[2], lo[2];
+  bool valid[2];
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int qi = r0 + 8 * e;
+    valid[e] = qi < tile.n;
+    pq[e] = pos0 + qi;
+    lo[e] = window > 0 ? max(0, pq[e] - window + 1) : 0;
+  }
+  float o[NDT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < NDT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  const int first = window > 0 ? max(0, pos0 - window + 1) : 0;
+  // Key tiles go through registers: tile kt + kTileK is loaded while tile kt is multiplied. Thread
+  // i takes key i % 64 and 16-byte pieces i / 64, i / 64 + 2, ... of its row (the transposed V
+  // stores of a warp then fall on consecutive halves).
+  constexpr int NPC = HD / 8 / 2;  // pieces a thread loads per key tile, of K and of V each
+  static_assert(kTileThreads == 2 * kTileK, "two threads a key");
+  uint4 kreg[NPC], vreg[NPC];
+  const int kr = tid % kTileK, kp0 = tid / kTileK;
+  auto load_tile = [&](int kt) {
+    const int p = kt + kr;
+    const bool in = p <= pos_last;
+    const uint8_t* krow = in ? kv_row(s, tables, layer, p) : nullptr;
+#pragma unroll
+    for (int c = 0; c < NPC; ++c) {
+      const int d = 8 * (kp0 + 2 * c);
+      kreg[c] = vreg[c] = make_uint4(0, 0, 0, 0);
+      if (in) {
+        kreg[c] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow) + koff + d);
+        vreg[c] = *reinterpret_cast<const uint4*>(
+            reinterpret_cast<const __half*>(krow + size_t(s.block_size) * s.row_bytes) + koff + d);
+      }
+    }
+  };
+  int kt = first / kTileK * kTileK;
+  if (kt <= pos_last) load_tile(kt);
+  for (; kt <= pos_last; kt += kTileK) {
+    __syncthreads();  // the previous key tile is no longer read
+#pragma unroll
+    for (int c = 0; c < NPC; ++c) {
+      const int d = 8 * (kp0 + 2 * c);
+      *reinterpret_cast<uint4*>(sK + kr * HS + d) = kreg[c];
+      const __half* vh = reinterpret_cast<const __half*>(&vreg[c]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sVt[(d + e) * VS + kr] = vh[e];
+    }
+    __syncthreads();
+    if (kt + kTileK <= pos_last) load_tile(kt + kTileK);
+    // S = Q K^T for this warp's 16 queries x 64 keys: 8 n-tiles of 8 keys.
+    float sc[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+      const __half* krow = sK + (8 * n + g) * HS + 2 * t4;
+#pragma unroll
+      for (int ks = 0; ks < NKS; ++ks) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + 16 * ks);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + 16 * ks + 8);
+        mma16816(sc[n], qa[ks], b0, b1);
+      }
+    }
+    // Online softmax per row (e = 0: row r0, e = 1: row r0 + 8); a row's 64 scores lie in the
+    // 4 lanes of a quad, 16 each.
+    float corr[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int p = kt + 8 * n + 2 * t4 + c;
+          const bool ok = valid[e] && p >= lo[e] && p <= pq[e];
+          float& v = sc[n][2 * e + c];
+          v = ok ? v * scale : -INFINITY;
+          mx = fmaxf(mx, v);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      corr[e] = 1.0f;
+      float sum = 0.0f;
+      if (mx == -INFINITY) {
+#pragma unroll
+        for (int n = 0; n < 8; ++n) sc[n][2 * e] = sc[n][2 * e + 1] = 0.0f;
+      } else {
+        const float m_new = fmaxf(m[e], mx);
+        corr[e] = expf(m[e] - m_new);
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            float& v = sc[n][2 * e + c];
+            v = v == -INFINITY ? 0.0f : expf(v - m_new);
+            sum += v;
+          }
+        m[e] = m_new;
+      }
+      l[e] = l[e] * corr[e] + sum;  // this lane's part of the row sum; the quad adds at the end
+    }
+#pragma unroll
+    for (int n = 0; n < NDT; ++n) {
+      o[n][0] *= corr[0];
+      o[n][1] *= corr[0];
+      o[n][2] *= corr[1];
+      o[n][3] *= corr[1];
+    }
+    // O += P V: P from the score fragments (fp16), V^T rows from shared memory.
+#pragma unroll
+    for (int kk = 0; kk < kTileK / 16; ++kk) {
+      uint32_t pa[4];
+      pa[0] = pack_half2(sc[2 * kk][0], sc[2 * kk][1]);
+      pa[1] = pack_half2(sc[2 * kk][2], sc[2 * kk][3]);
+      pa[2] = pack_half2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+      pa[3] = pack_half2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+      for (int n = 0; n < NDT; ++n) {
+        const __half* vrow = sVt + (8 * n + g) * VS + 16 * kk + 2 * t4;
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(vrow);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(vrow + 8);
+        mma16816(o[n], pa, b0, b1);
+      }
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    l[e] += __shfl_xor_sync(0xffffffffu, l[e], 1);
+    l[e] += __shfl_xor_sync(0xffffffffu, l[e], 2);
+  }
+  // Row r0 + 8 e holds dims 8 n + 2 t4 (+1) in o[n][2 e], o[n][2 e + 1]; a 32-value block of a
+  // row lies in the 4 lanes of a quad (n-tiles 4 b .. 4 b + 3).
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int qi = r0 + 8 * e;
+    const float inv = l[e] > 0.0f ? 1.0f / l[e] : 0.0f;
+    const size_t row = size_t(tile.t0 + qi) * q_dim + size_t(h) * HD;
+#pragma unroll
+    for (int n = 0; n < NDT; ++n) {
+      o[n][2 * e] *= inv;
+      o[n][2 * e + 1] *= inv;
+      if (valid[e]) *reinterpret_cast<float2*>(out + row + 8 * n + 2 * t4) = make_float2(o[n][2 * e], o[n][2 * e + 1]);
+    }
+    if (xq && HD % 32 == 0) {
+#pragma unroll
+      for (int b = 0; b < HD / 32; ++b) {
+        float amax = 0.0f;
+#pragma unroll
+        for (int n = 4 * b; n < 4 * b + 4; ++n) amax = fmaxf(amax, fmaxf(fabsf(o[n][2 * e]), fabsf(o[n][2 * e + 1])));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int qs = 0;
+#pragma unroll
+        for (int n = 4 * b; n < 4 * b + 4; ++n) {
+          const int q0 = __float2int_rn(o[n][2 * e] * id), q1 = __float2int_rn(o[n][2 * e + 1] * id);
+          qs += q0 + q1;
+          if (valid[e]) {
+            xq[row + 8 * n + 2 * t4] = int8_t(q0);
+            xq[row + 8 * n + 2 * t4 + 1] = int8_t(q1);
+          }
+        }
+        qs += __shfl_xor_sync(0xffffffffu, qs, 1);
+        qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+        if (valid[e] && t4 == 0) xds[(row + 32 * b) / 32] = make_float2(dq, float(qs));
+      }
+    }
+  }
+}
+
+constexpr int kSplitWarps = 4;
+
+// Token tokens[blockIdx.x], head blockIdx.y: warp w takes the 32-key chunks w, w + kSplitWarps, ...
+// of the token's window (chunks counted from position 0). Lane j scores key j of a chunk over the
+// whole head (16-byte loads of its row); then the warp adds the chunk's values with 16-byte loads:
+// lane l takes dims 8 (l % G) .. + 7 of keys l / G, l / G + P, ... (G = HD / 8 groups, P = 32 / G
+// keys a step), and the P partial sums of a dim group are added at the end. HD % 16 == 0, KV rows
+// 16-byte aligned.
+template <int HD, bool F32, int MINB>
+__global__ void __launch_bounds__(32 * kSplitWarps, MINB)
+    attention_split_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
+                           const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
+                           int n_heads, int n_kv_heads, int window, float scale, float* __restrict__ out,
+                           int8_t* __restrict__ xq, float2* __restrict__ xds) {
+  pdl_trigger();
+  pdl_wait();
+  constexpr int G = HD / 8, P = 32 / G;
+  const int t = tokens[blockIdx.x], h = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, grp = lane % G, kk = lane / G;
+  const SlotMeta s = slots[t];
+  if (bool(s.f32) != F32) return;  // the other launch's token (a pass mixing f16 and f32 caches)
+  const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD;
+  const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * HD;
+  const size_t koff = size_t(h / (n_heads / n_kv_heads)) * HD;
+  __shared__ __align__(16) float sq[HD];
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
+  __syncthreads();
+  float acc[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
+  float m = -INFINITY, l = 0.0f;
+  const int start = window > 0 ? max(0, s.pos - window + 1) : 0;
+  for (int c0 = (start / 32 + warp) * 32; c0 <= s.pos; c0 += 32 * kSplitWarps) {
+    const int p = c0 + lane;
+    const bool ok = p >= start && p <= s.pos;
+    const uint8_t* krow = ok ? kv_row(s, tables, layer, p) : nullptr;
+    float score = -INFINITY;
+    if (ok) {
+      float part = 0.0f;
+      if constexpr (F32) {
+        const float4* k4 = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(krow) + koff);
+        float4 kr[HD / 4];
+#pragma unroll
+        for (int d = 0; d < HD / 4; ++d) kr[d] = k4[d];
+#pragma unroll
+        for (int d = 0; d < HD / 4; ++d) {
+          part = fmaf(sq[4 * d], kr[d].x, part);
+          part = fmaf(sq[4 * d + 1], kr[d].y, part);
+          part = fmaf(sq[4 * d + 2], kr[d].z, part);
+          part = fmaf(sq[4 * d + 3], kr[d].w, part);
+        }
+      } else {
+        const uint4* k8 = reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow) + koff);
+        uint4 kr[HD / 8];
+#pragma unroll
+        for (int d = 0; d < HD / 8; ++d) kr[d] = k8[d];
+#pragma unroll
+        for (int d = 0; d < HD / 8; ++d) {
+          const __half2* hp = reinterpret_cast<const __half2*>(&kr[d]);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float2 k = __half22float2(hp[e]);
+            part = fmaf(sq[8 * d + 2 * e], k.x, part);
+            part = fmaf(sq[8 * d + 2 * e + 1], k.y, part);
+          }
+        }
+      }
+      score = part * scale;
+    }
+    float mx = score;
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, k));
+    const float m_new = fmaxf(m, mx);  // finite: every chunk visited holds a key of the window
+    const float corr = expf(m - m_new);
+    const float e = ok ? expf(score - m_new) : 0.0f;
+    l = l * corr + warp_sum(e);
+    m = m_new;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] *= corr;
+    const unsigned long long vrow_mine =
+        ok ? reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes) : 0ull;
+    // Keys kk, kk + P, ... of the chunk; every lane runs every step (the shuffles), lanes past G P
+    // and keys outside the window add nothing.
+    constexpr int STEPS = (32 + P - 1) / P;
+    float pj[STEPS];
+    uint4 vr[STEPS][F32 ? 2 : 1];
+#pragma unroll
+    for (int st = 0; st < STEPS; ++st) {
+      const int j = st * P + kk;
+      pj[st] = __shfl_sync(0xffffffffu, e, j & 31);
+      const unsigned long long row = __shfl_sync(0xffffffffu, vrow_mine, j & 31);
+      const bool use = kk < P && j < 32 && row != 0ull;
+      if (!use) pj[st] = 0.0f;
+#pragma unroll
+      for (int c = 0; c < (F32 ? 2 : 1); ++c) vr[st][c] = make_uint4(0, 0, 0, 0);
+      if (use) {
+        const uint8_t* vrow = reinterpret_cast<const uint8_t*>(row);
+        if constexpr (F32) {
+          const uint4* v4 = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(vrow) + koff + 8 * grp);
+          vr[st][0] = v4[0];
+          vr[st][F32 ? 1 : 0] = v4[1];
+        } else {
+          vr[st][0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(vrow) + koff + 8 * grp);
+        }
+      }
+    }
+#pragma unroll
+    for (int st = 0; st < STEPS; ++st) {
+      float v[8];
+      if constexpr (F32) {
+        const float* f0 = reinterpret_cast<const float*>(&vr[st][0]);
+        const float* f1 = reinterpret_cast<const float*>(&vr[st][F32 ? 1 : 0]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          v[i] = f0[i];
+          v[4 + i] = f1[i];
+        }
+      } else {
+        const __half2* hp = reinterpret_cast<const __half2*>(&vr[st][0]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 f = __half22float2(hp[i]);
+          v[2 * i] = f.x;
+          v[2 * i + 1] = f.y;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] = fmaf(pj[st], v[i], acc[i]);
+    }
+  }
+  // The P partial sums of each dim group, in lane order, into the lanes of the first.
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    float sum = acc[i];
+#pragma unroll
+    for (int k = 1; k < P; ++k) sum += __shfl_sync(0xffffffffu, acc[i], (lane + k * G) & 31);
+    acc[i] = sum;
+  }
+  __shared__ float sm[kSplitWarps], sl[kSplitWarps], sacc[kSplitWarps][HD];
+  if (lane == 0) {
+    sm[warp] = m;
+    sl[warp] = l;
+  }
+  if (lane < G) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sacc[warp][8 * lane + i] = acc[i];
+  }
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < kSplitWarps; ++w) M = fmaxf(M, sm[w]);
+  float L = 0.0f;
+  for (int w = 0; w < kSplitWarps; ++w)
+    if (sl[w] > 0.0f) L += sl[w] * expf(sm[w] - M);
+  float* o = out + size_t(t) * q_dim + size_t(h) * HD;
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    float sum = 0.0f;
+    for (int w = 0; w < kSplitWarps; ++w)
+      if (sl[w] > 0.0f) sum += sacc[w][d] * expf(sm[w] - M);
+    const float val = sum / L;
+    o[d] = val;
+    if (xq && HD % 32 == 0) {
+      float amax = fabsf(val);
+#pragma unroll
+      for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
+      const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+      const int qv = __float2int_rn(val * id);
+      const size_t c = size_t(t) * q_dim + size_t(h) * HD + d;
+      xq[c] = int8_t(qv);
+      int qs = qv;
+#pragma unroll
+      for (int k = 16; k > 0; k >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, k);
+      if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
+    }
+  }
+}
+
+}  // namespace pensieve::cuda
