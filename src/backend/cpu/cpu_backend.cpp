@@ -140,7 +140,7 @@ class CpuBackend final : public Backend {
   }
   std::vector<std::unique_ptr<Packed>> packed_;
   std::vector<std::vector<float>> vectors_;
-  std::thread prep_;  // packs every weight once the load is done
+  std::thread prep_;  // prepares (converts, packs) every weight once the load is done
   std::atomic<bool> stop_{false};
 };
 
