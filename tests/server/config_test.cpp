@@ -1,6 +1,7 @@
 // pensieve.toml reading, environment overrides, and errors that name the line.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,8 +13,10 @@ using namespace pensieve::server;
 namespace fs = std::filesystem;
 
 namespace {
+// Named after this process: ctest runs each test in its own process, several at once, and two of
+// them writing one path read each other's files.
 fs::path write_file(const std::string& name, const std::string& text) {
-  fs::path p = fs::temp_directory_path() / name;
+  fs::path p = fs::temp_directory_path() / (std::to_string(getpid()) + "-" + name);
   std::ofstream(p) << text;
   return p;
 }
