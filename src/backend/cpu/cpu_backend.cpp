@@ -111,10 +111,7 @@ class CpuBackend final : public Backend {
   }
   void finish_load() override;
   void wait_prepared() const override {
-    for (size_t i = 0; i < packed_.size(); ++i) {
-      if (matmul_[i]) packed(int(i), nullptr);
-      else ready(*weights_[i]);
-    }
+    for (size_t i = 0; i < weights_.size(); ++i) prepare(i);
   }
 
   // The packed copy of weight i, made now on `pool` (one thread when null) unless the background
@@ -122,6 +119,13 @@ class CpuBackend final : public Backend {
   // AVX-512 VNNI, or PENSIEVE_NO_PACK is set).
   const kernels::PackedMatrix* packed(int weight, ThreadPool* pool) const;
   bool packs(const Tensor& w) const;
+  // Weight i in the form passes use, on the calling thread: a table of rows converted if its
+  // loader deferred that, a matrix packed (returned; null when not packed).
+  const kernels::PackedMatrix* prepare(size_t i) const {
+    if (matmul_[i]) return packed(int(i), nullptr);
+    ready(*weights_[i]);
+    return nullptr;
+  }
 
   ModelConfig cfg_;
   RopeTable rope_short_, rope_long_;
@@ -206,8 +210,7 @@ void CpuBackend::finish_load() {
     size_t bytes = 0;
     for (size_t i = 0; i < weights_.size(); ++i) {
       if (stop_.load(std::memory_order_relaxed)) return;
-      if (!matmul_[i]) ready(*weights_[i]);
-      else if (const kernels::PackedMatrix* m = packed(int(i), nullptr)) bytes += m->bytes();
+      if (const kernels::PackedMatrix* m = prepare(i)) bytes += m->bytes();
     }
     spdlog::info("cpu: weights prepared in {:.2f} s ({:.0f} MB repacked for AVX-512 VNNI)",
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), double(bytes) / 1e6);
