@@ -200,7 +200,7 @@ int run_bench(const BenchArgs& a) {
   return 0;
 }
 
-const CommandRegistrar reg(
+const CommandRegistrar bench_command(
     "bench", "Measure prefill and decode speed, load time, peak RSS and memory-bandwidth use",
     [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<BenchArgs>();

@@ -42,7 +42,7 @@ int run_bench_serve(BenchServeArgs& a) {
   return report.any_failed() ? 1 : 0;
 }
 
-const CommandRegistrar reg(
+const CommandRegistrar bench_serve_command(
     "bench-serve", "Load-test an Anthropic or OpenAI endpoint with concurrent streaming requests",
     [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<BenchServeArgs>();

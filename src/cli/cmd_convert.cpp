@@ -146,7 +146,7 @@ int run_convert(const ConvertArgs& a) {
   return 0;
 }
 
-const CommandRegistrar reg(
+const CommandRegistrar convert_command(
     "convert", "Convert a Hugging Face or MLX model folder to GGUF",
     [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<ConvertArgs>();

@@ -45,7 +45,7 @@ int list_keys(const KeysArgs& a) {
   return 0;
 }
 
-const CommandRegistrar registrar{
+const CommandRegistrar keys_command{
     "keys", "Manage the API keys of `pensieve serve` (stored hashed in the state directory)",
     [](CLI::App& sub) -> std::function<int()> {
       auto args = std::make_shared<KeysArgs>();

@@ -31,7 +31,7 @@ int run_list() {
   return 0;
 }
 
-const CommandRegistrar registrar{"list", "List the models in the local store ($PENSIEVE_MODELS)",
+const CommandRegistrar list_command{"list", "List the models in the local store ($PENSIEVE_MODELS)",
                                  [](CLI::App&) -> std::function<int()> { return [] { return run_list(); }; }};
 
 }  // namespace

@@ -66,7 +66,7 @@ int run_logits(const LogitsOptions& o) {
   return 0;
 }
 
-const CommandRegistrar reg(
+const CommandRegistrar logits_command(
     "logits", "Run one forward pass over token ids and write every position's logits",
     [](CLI::App& app) {
       auto o = std::make_shared<LogitsOptions>();

@@ -55,7 +55,7 @@ int run_ps(const PsArgs& a) {
   return 0;
 }
 
-const CommandRegistrar registrar{
+const CommandRegistrar ps_command{
     "ps", "List the models a running server has loaded", [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<PsArgs>();
       sub.add_option("--url", a->url, "The server (default http://127.0.0.1:7777)");

@@ -111,7 +111,7 @@ int run_pull(const PullArgs& a) {
   }
 }
 
-const CommandRegistrar registrar{
+const CommandRegistrar pull_command{
     "pull", "Download a model from Hugging Face into the local store (REPO, REPO:QUANT or REPO:FILE)",
     [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<PullArgs>();

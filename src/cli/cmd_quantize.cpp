@@ -42,7 +42,7 @@ int run_quantize(const QuantizeArgs& a) {
   return 0;
 }
 
-const CommandRegistrar reg(
+const CommandRegistrar quantize_command(
     "quantize", "Re-type a GGUF model's weights (e.g. F16 -> Q4_K_M)",
     [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<QuantizeArgs>();

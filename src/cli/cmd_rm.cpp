@@ -9,7 +9,7 @@
 namespace pensieve::cli {
 namespace {
 
-const CommandRegistrar registrar{
+const CommandRegistrar rm_command{
     "rm", "Remove a model from the local store", [](CLI::App& sub) -> std::function<int()> {
       auto names = std::make_shared<std::vector<std::string>>();
       sub.add_option("name", *names, "Model name as `pensieve list` shows it")->required();

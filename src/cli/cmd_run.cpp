@@ -66,7 +66,7 @@ int run(const RunOptions& o) {
   return 0;
 }
 
-const CommandRegistrar reg("run", "Generate text from a prompt or a chat message", [](CLI::App& app) {
+const CommandRegistrar run_command("run", "Generate text from a prompt or a chat message", [](CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   app.add_option("--model", o->model, "Model: .gguf file or safetensors/MLX folder (default: built-in demo)");
   auto* p = app.add_option("--prompt", o->prompt, "Raw text prompt (no chat template)");

@@ -257,7 +257,7 @@ int run_serve(const ServeFlags& flags) {
   return 0;
 }
 
-const CommandRegistrar registrar{
+const CommandRegistrar serve_command{
     "serve", "Serve models over the Anthropic Messages API and OpenAI chat completions",
     [](CLI::App& sub) -> std::function<int()> {
       auto f = std::make_shared<ServeFlags>();

@@ -35,7 +35,7 @@ int run_show(const std::string& name) {
   return 0;
 }
 
-const CommandRegistrar registrar{
+const CommandRegistrar show_command{
     "show", "Describe a model of the store (or a model file)", [](CLI::App& sub) -> std::function<int()> {
       auto name = std::make_shared<std::string>();
       sub.add_option("name", *name, "Model name as `pensieve list` shows it, or a path")->required();

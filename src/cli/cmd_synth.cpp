@@ -56,7 +56,7 @@ int run_synth(const SynthArgs& a) {
   return 0;
 }
 
-const CommandRegistrar reg(
+const CommandRegistrar synth_command(
     "synth", "Write a GGUF with a real model shape and tokenizer and random weights",
     [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<SynthArgs>();

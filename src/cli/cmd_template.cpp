@@ -39,7 +39,7 @@ int run_template(const std::string& template_path, const std::string& context_pa
   }
 }
 
-const CommandRegistrar registrar(
+const CommandRegistrar template_command(
     "template", "Render a chat template with a JSON context (like apply_chat_template)",
     [](CLI::App& sub) -> std::function<int()> {
       auto template_path = std::make_shared<std::string>();

@@ -79,7 +79,7 @@ int run_detokenize(const DetokenizeOptions& o) {
   return 0;
 }
 
-const CommandRegistrar tokenize_reg(
+const CommandRegistrar tokenize_command(
     "tokenize", "Tokenize UTF-8 text from stdin; prints a JSON array of token ids",
     [](CLI::App& app) {
       auto o = std::make_shared<TokenizeOptions>();
@@ -91,7 +91,7 @@ const CommandRegistrar tokenize_reg(
       return [o] { return run_tokenize(*o); };
     });
 
-const CommandRegistrar detokenize_reg(
+const CommandRegistrar detokenize_command(
     "detokenize", "Turn a JSON array of token ids from stdin back into text",
     [](CLI::App& app) {
       auto o = std::make_shared<DetokenizeOptions>();

@@ -1,5 +1,6 @@
 // Subcommands register themselves: each cmd_*.cpp defines one static CommandRegistrar, so a new
-// subcommand is a new file and main.cpp never changes.
+// subcommand is a new file and main.cpp never changes. The files compile in unity batches (one
+// parse of CLI11 for several; CMakeLists.txt), so the registrar is named after its command.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <functional>
