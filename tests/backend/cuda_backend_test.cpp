@@ -125,7 +125,7 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
         // Strides wider than the rows, as in the model; n = 3 takes an unaligned one (staged copy).
         const int64_t ldx = n == 3 ? cols + 1 : cols + 4, ldy = rows + 3;
         const std::vector<float> x = random_floats(size_t(n) * ldx, rng);
-        // The serving GEMV on Q4_0 / Q8_0 / Q4_K / Q5_K takes x rounded to int8 per 32-value block (scale
+        // The serving GEMV on Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K takes x rounded to int8 per 32-value block (scale
         // max|x| / 127, ties to even): its reference multiplies by that rounded x.
         const std::vector<float> xi8 = int8_blocks(x, n, ldx, cols);
         auto reference = [&](const std::vector<float>& xs) {
@@ -151,11 +151,11 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
           pass->read(dy, got.data(), got.size());
           for (int t = 0; t < n; ++t)
             std::copy_n(got.begin() + t * ldy, rows, packed.begin() + size_t(t) * rows);
-          // GEMV: float32 arithmetic (on int8-rounded x for the serving Q4_0 / Q8_0 / Q4_K / Q5_K path); the
+          // GEMV: float32 arithmetic (on int8-rounded x for the serving Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K path); the
           // cuBLAS path rounds weights and activations to fp16.
           const bool gemm = !exact && n > 16;
           const bool i8 = !exact && !gemm && (type == GgmlType::Q4_0 || type == GgmlType::Q8_0 || type == GgmlType::Q4_K ||
-                                             type == GgmlType::Q5_K);
+                                             type == GgmlType::Q5_K || type == GgmlType::Q6_K);
           const double err = rel_err(packed, i8 ? ref_i8 : ref_f32);
           const double bound = gemm ? 3e-3 : 1e-5;
           std::printf("[ matmul %-5s %4dx%-4d n=%-2d %s ] rel err %.3g\n", std::string(type_name(type)).c_str(),

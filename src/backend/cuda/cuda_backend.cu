@@ -761,6 +761,173 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Q6_K for the int8 GEMV: a second copy of each Q6_K matrix, repacked at load so that every load
+// is aligned (the file's 210-byte super-blocks are only 2-byte aligned). Per 32-element block i of
+// the matrix (row-major): 16 bytes of low nibbles at Q + 16 i (byte j: element j's low 4 bits, and
+// element j + 16's in its high nibble, as packed Q4_0), 8 bytes of high bits at H + 8 i (word h,
+// elements 16 h .. 16 h + 15: element 16 h + 4 k + m's 2 bits at bits 8 m + 2 k), the two int8
+// scales of its 16-element halves at SC + 2 i, and the super-block's fp16 d at D + 2 (i / 8).
+// Together 26.25 bytes a block, as many as the file's.
+struct Q6Pack {
+  const uint8_t* q;
+  const uint2* h;
+  const uint16_t* sc;
+  const __half* d;
+};
+
+// File-layout Q6_K (rows of nsb super-blocks, row_bytes apart) to Q6Pack; one thread per block.
+__global__ void pack_q6_kernel(const uint8_t* __restrict__ raw, size_t row_bytes, int nb, int64_t n_blocks,
+                               uint8_t* __restrict__ Q, uint2* __restrict__ H, uint16_t* __restrict__ SC,
+                               __half* __restrict__ D) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_blocks) return;
+  const int64_t r = i / nb;
+  const int b = int(i % nb);
+  const block_q6_K* blk = reinterpret_cast<const block_q6_K*>(raw + size_t(r) * row_bytes) + b / 8;
+  const int e0 = 32 * (b % 8);
+  int q[32];
+#pragma unroll
+  for (int e = 0; e < 32; ++e) {
+    const int E = e0 + e, h = E / 128, k = (E % 128) / 32, l = E % 32;
+    const int lo = (blk->ql[64 * h + 32 * (k & 1) + l] >> (k < 2 ? 0 : 4)) & 0xF;
+    const int hi = (blk->qh[32 * h + l] >> (2 * k)) & 3;
+    q[e] = lo | (hi << 4);
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j) Q[i * 16 + j] = uint8_t((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+  uint32_t hw[2] = {0, 0};
+#pragma unroll
+  for (int e = 0; e < 32; ++e) {
+    const int hh = e / 16, k = (e % 16) / 4, m = e % 4;
+    hw[hh] |= uint32_t(q[e] >> 4) << (8 * m + 2 * k);
+  }
+  H[i] = make_uint2(hw[0], hw[1]);
+  SC[i] = uint16_t(uint8_t(blk->scales[e0 / 16]) | (uint16_t(uint8_t(blk->scales[e0 / 16 + 1])) << 8));
+  if (b % 8 == 0) D[i / 8] = __ushort_as_half(blk->d);
+}
+
+// The int8 GEMV on Q6Pack, shaped as gemv_i8_smem_kernel: one row a warp, lane l taking blocks
+// l, l + 32, ..., U of them loaded together, x staged in shared memory. A block adds
+// d dx (sc0 sum_{e<16} (q - 32) qx + sc1 sum_{e>=16} (q - 32) qx), the sums exact in int32.
+template <int U>
+__global__ void __launch_bounds__(32 * kPackWarps)
+    gemv_q6_i8_kernel(Q6Pack P, int rows, int cols, const int8_t* __restrict__ xq, const float2* __restrict__ xds,
+                      float* __restrict__ y, int64_t ldy, int nt) {
+  pdl_trigger();
+  extern __shared__ uint4 sx[];
+  const int nb = cols / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r = blockIdx.x * kPackWarps + warp;
+  const size_t rb = size_t(min(r, rows - 1)) * size_t(nb);  // a warp past the last row loads it, writes nothing
+  const uint4* qrow = reinterpret_cast<const uint4*>(P.q) + rb;
+  const uint2* hrow = P.h + rb;
+  const uint16_t* srow = P.sc + rb;
+  const __half* drow = P.d + rb / 8;
+  uint4 q[U];
+  uint2 hb[U];
+  uint32_t sc[U];
+  float d[U];
+  auto load = [&](int b0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int b = b0 + 32 * u;
+      if (b < nb) {
+        q[u] = __ldcs(&qrow[b]);
+        hb[u] = __ldcs(&hrow[b]);
+        sc[u] = __ldcs(&srow[b]);
+        d[u] = __half2float(drow[b / 8]);
+      }
+    }
+  };
+  load(lane);
+  pdl_wait();
+  const int n16 = nt * cols / 16, nds = nt * nb;
+  float2* sds = reinterpret_cast<float2*>(sx + n16);
+  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
+  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
+  __syncthreads();
+  float acc[kGemvTokens];
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
+  for (int b0 = lane; b0 < nb; b0 += 32 * U) {
+    if (b0 != lane) load(b0);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int b = b0 + 32 * u;
+      if (b >= nb) break;
+      const uint32_t w[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
+      uint32_t lo[4], hi[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        lo[i] = (w[i] & 0x0F0F0F0Fu) | (((hb[u].x >> (2 * i)) & 0x03030303u) << 4);
+        hi[i] = ((w[i] >> 4) & 0x0F0F0F0Fu) | (((hb[u].y >> (2 * i)) & 0x03030303u) << 4);
+      }
+      const int sc0 = int(int8_t(sc[u] & 0xFF)), sc1 = int(int8_t(sc[u] >> 8));
+#pragma unroll
+      for (int t = 0; t < kGemvTokens; ++t) {
+        if (t >= nt) break;
+        const uint4* xp = sx + (t * cols + b * 32) / 16;
+        const uint4 xa = xp[0], xb = xp[1];
+        const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
+        int dot0 = 0, dot1 = 0, s0 = 0, s1 = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          dot0 = __dp4a(int(lo[i]), xw[i], dot0);
+          dot1 = __dp4a(int(hi[i]), xw[4 + i], dot1);
+          s0 = __dp4a(0x01010101, xw[i], s0);
+          s1 = __dp4a(0x01010101, xw[4 + i], s1);
+        }
+        const int isum = sc0 * (dot0 - 32 * s0) + sc1 * (dot1 - 32 * s1);
+        acc[t] = fmaf(d[u] * sds[t * nb + b].x, float(isum), acc[t]);
+      }
+    }
+  }
+  if (r >= rows) return;
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) {
+    if (t < nt) {
+      const float s = warp_sum(acc[t]);
+      if (lane == 0) y[t * ldy + r] = s;
+    }
+  }
+}
+
+// Where the parts of a Q6Pack copy start in one allocation of q6_pack_bytes(rows * cols / 32).
+static size_t q6_align(size_t n) { return (n + 255) & ~size_t(255); }
+static size_t q6_pack_bytes(int64_t n_blocks) {
+  const size_t nb = size_t(n_blocks);
+  return q6_align(nb * 16) + q6_align(nb * 8) + q6_align(nb * 2) + q6_align(nb / 8 * 2);
+}
+static Q6Pack q6_parts(const uint8_t* base, int64_t n_blocks) {
+  const size_t nb = size_t(n_blocks);
+  Q6Pack P;
+  P.q = base;
+  P.h = reinterpret_cast<const uint2*>(base + q6_align(nb * 16));
+  P.sc = reinterpret_cast<const uint16_t*>(base + q6_align(nb * 16) + q6_align(nb * 8));
+  P.d = reinterpret_cast<const __half*>(base + q6_align(nb * 16) + q6_align(nb * 8) + q6_align(nb * 2));
+  return P;
+}
+static void pack_q6(const DeviceWeight& w, uint8_t* out, cudaStream_t stream) {
+  const int nb = w.cols / 32;
+  const int64_t n = int64_t(w.rows) * nb;
+  const Q6Pack P = q6_parts(out, n);
+  pack_q6_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(
+      w.data, w.row_bytes, nb, n, out, const_cast<uint2*>(P.h), const_cast<uint16_t*>(P.sc), const_cast<__half*>(P.d));
+  check_launch("Q6_K packing");
+}
+
+static bool launch_q6_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
+                         cudaStream_t stream) {
+  const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
+  if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.q6) return false;
+  const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
+  const Q6Pack P = q6_parts(w.q6, int64_t(w.rows) * (w.cols / 32));
+  launch_pdl(gemv_q6_i8_kernel<4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, P, w.rows, w.cols, xq, xds, y,
+             ldy, nt);
+  return true;
+}
+
 static bool launch_k_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
                           cudaStream_t stream) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
@@ -1295,13 +1462,16 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
     }
     // Q4_K/Q5_K stage every token of a launch in shared memory: as many as fit.
     const size_t per_tok = size_t(w.cols) + size_t(nb) * sizeof(float2);
-    const int step = w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K ? std::max(1, std::min(kGemvTokens, int(kSmemXMax / per_tok)))
-                                              : kGemvTokens;
+    const bool k_quant = w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K || w.type == GgmlType::Q6_K;
+    const int step = k_quant ? std::max(1, std::min(kGemvTokens, int(kSmemXMax / per_tok))) : kGemvTokens;
     for (int t0 = 0; t0 < n_tok; t0 += step) {
       const int nt = std::min(step, n_tok - t0);
       const int8_t* qt = q + size_t(t0) * size_t(w.cols);
       const float2* dt = ds + size_t(t0) * size_t(nb);
-      if (w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) {
+      if (w.type == GgmlType::Q6_K) {
+        if (!launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+          throw Error("CUDA matmul: Q6_K int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
+      } else if (w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) {
         if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
           throw Error("CUDA matmul: K-quant int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
       } else if (w.type == GgmlType::Q4_0) {
@@ -1407,6 +1577,7 @@ static bool q4k_i8_on() {
 }
 bool takes_int8_x(const DeviceWeight& w) {
   // Q4_K: one token's int8 activations must fit the shared-memory staging.
+  if (w.q6) return size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2) <= kSmemXMax;
   return w.scales != nullptr || ((w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) && w.cols % QK_K == 0 && q4k_i8_on() &&
                                  size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2) <= kSmemXMax);
 }
@@ -1704,6 +1875,7 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_GRAPHS")) graphs_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_PACK")) pack_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_Q6_I8")) q6_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
     if (const char* e = std::getenv("PENSIEVE_CUDA_BLAS_GRAPHS")) blas_graphs_on_ = std::atoi(e) != 0;
@@ -1756,6 +1928,8 @@ class CudaBackend final : public Backend {
     auto packed = [&](const Tensor* t) { return pack_on_ && packs(t->type) && t->cols() % 32 == 0; };
     auto n_blocks = [](const Tensor* t) { return int64_t(t->rows()) * (t->cols() / 32); };
     auto qbytes = [](const Tensor* t, int64_t nb) { return size_t(nb) * (t->type == GgmlType::Q4_0 ? 16 : 32); };
+    // Q6_K keeps its file layout and gains a repacked copy for the int8 GEMV.
+    auto q6 = [&](const Tensor* t) { return q6_on_ && int8_on_ && t->type == GgmlType::Q6_K && t->cols() % QK_K == 0; };
     size_t total = 0, staging = 0;
     for (const Tensor* t : host_) {
       if (packed(t)) {
@@ -1763,6 +1937,7 @@ class CudaBackend final : public Backend {
         staging = std::max(staging, t->nbytes);
       } else {
         total += align(t->nbytes);
+        if (q6(t)) total += align(q6_pack_bytes(n_blocks(t)));
       }
     }
     for (const auto& v : vectors_) total += align(v.size() * sizeof(float));
@@ -1796,6 +1971,12 @@ class CudaBackend final : public Backend {
       check(cudaMemcpy(p, t->data, t->nbytes, cudaMemcpyHostToDevice), "weight upload");
       weights_.push_back({t->type, int(t->rows()), int(t->cols()), t->row_bytes(), p});
       p += align(t->nbytes);
+      if (q6(t)) {
+        pack_q6(weights_.back(), p, nullptr);
+        check(cudaDeviceSynchronize(), "Q6_K packing");
+        weights_.back().q6 = p;
+        p += align(q6_pack_bytes(n_blocks(t)));
+      }
     }
     for (const auto& v : vectors_) {
       check(cudaMemcpy(p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice), "vector upload");
@@ -1884,6 +2065,8 @@ class CudaBackend final : public Backend {
   // Q4_0/Q8_0 packed at load (PENSIEVE_CUDA_PACK=0: file layout); serving GEMVs on packed weights
   // take int8 activations (PENSIEVE_CUDA_INT8=0: float32).
   bool pack_on_ = true, int8_on_ = true;
+  // Q6_K matrices also repacked for the int8 GEMV (PENSIEVE_CUDA_Q6_I8=0: float32 GEMV only).
+  bool q6_on_ = true;
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
