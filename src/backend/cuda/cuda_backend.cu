@@ -349,235 +349,6 @@ static void launch_vec(const DeviceWeight& w, const float* x, int64_t ldx, float
   }
 }
 
-constexpr int kNormThreads = 256, kNormVec = 8;  // the vector path holds dim <= 8192 in registers
-
-// ---------------------------------------------------------------------------------------------
-// Tails of a one-token int8 GEMV: the small op that would follow it as its own kernel, done by the
-// GEMV's last block once every block has written its rows (each block counts itself done on
-// `counter`; the last one resets it). A single-token decode step thus runs 5 kernels a layer
-// instead of 9. Each tail gives the same bits as the kernel it replaces:
-//   kAddNorm: x += y; yn = rmsnorm(x) * w, rounded to int8 into xq/xds (norm_fused_kernel<1>);
-//   kSilu:    y[0, ff) = silu(y[0, ff)) * y[ff, 2 ff), rounded to int8 (silu_quant_kernel);
-//   kRope:    RoPE of y's q and k heads, then its k and v into the token's KV rows (rope_store_kernel).
-struct GemvTail {
-  enum Kind : int { kNone = 0, kAddNorm = 1, kSilu = 2, kRope = 3 };
-  int kind = kNone;
-  unsigned* counter = nullptr;
-  float* x = nullptr;            // kAddNorm: the residual
-  const float* w = nullptr;      // kAddNorm: the norm's weight
-  float* yn = nullptr;           // kAddNorm: the normalized output
-  int dim = 0;                   // kAddNorm: the row's width; kSilu: ff
-  float eps = 0.0f;
-  int8_t* xq = nullptr;          // kAddNorm, kSilu: the int8 activations for the next GEMV
-  float2* xds = nullptr;
-  const SlotMeta* slot = nullptr;  // kRope: the token
-  int layer = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, n_rot = 0, style_half = 0;
-  const float* inv_short = nullptr;
-  const float* inv_long = nullptr;
-  float mscale = 1.0f;
-};
-
-__device__ __forceinline__ void rope_cos_sin(int pos, float inv, float mscale, float* c, float* sn);
-constexpr int kTailThreads = 128;  // the int8 GEMVs' block (kPackWarps warps)
-
-// Called by every thread of the GEMV's block after its rows of y are written.
-__device__ __noinline__ void gemv_tail(const GemvTail* tp, float* y) {
-  const GemvTail& T = *tp;
-  __shared__ unsigned last;
-  __shared__ float vpart[8];
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(T.counter, 1u) == gridDim.x - 1 ? 1u : 0u;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  if (threadIdx.x == 0) *T.counter = 0u;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  // Every value a thread needs is loaded before the first is used: the block is alone on the GPU
-  // at this point, so its L2 round trips are the whole cost.
-  if (T.kind == GemvTail::kAddNorm) {
-    // norm_fused_kernel<1>'s 256 threads, two to a thread here (virtual thread threadIdx.x + 128 h),
-    // for dim <= 16 * kNormThreads (checked on the host): the same partial sums in the same order.
-    const int n4 = T.dim / 4;
-    float4* xr = reinterpret_cast<float4*>(T.x);
-    const float4* ar = reinterpret_cast<const float4*>(y);
-    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    float4 v[2][4], b[2][4];
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int i = threadIdx.x + kTailThreads * h + j * kNormThreads;
-        v[h][j] = i < n4 ? __ldcg(&xr[i]) : zero;
-        b[h][j] = i < n4 ? __ldcg(&ar[i]) : zero;
-      }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float ss = 0.0f;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        v[h][j].x += b[h][j].x; v[h][j].y += b[h][j].y; v[h][j].z += b[h][j].z; v[h][j].w += b[h][j].w;
-        ss = fmaf(v[h][j].x, v[h][j].x, ss);
-        ss = fmaf(v[h][j].y, v[h][j].y, ss);
-        ss = fmaf(v[h][j].z, v[h][j].z, ss);
-        ss = fmaf(v[h][j].w, v[h][j].w, ss);
-      }
-      ss = warp_sum(ss);
-      if (lane == 0) vpart[warp + 4 * h] = ss;
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int i = threadIdx.x + kTailThreads * h + j * kNormThreads;
-        if (i < n4) xr[i] = v[h][j];
-      }
-    float4 g[2][4];
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int i = threadIdx.x + kTailThreads * h + j * kNormThreads;
-        g[h][j] = i < n4 ? reinterpret_cast<const float4*>(T.w)[i] : zero;
-      }
-    __syncthreads();
-    if (threadIdx.x < 32) {
-      float t = threadIdx.x < kNormThreads / 32 ? vpart[threadIdx.x] : 0.0f;
-      t = warp_sum(t);
-      if (threadIdx.x == 0) vpart[0] = t;
-    }
-    __syncthreads();
-    const float scale = float(1.0 / sqrt(double(vpart[0]) / T.dim + double(T.eps)));
-    float4* yr = reinterpret_cast<float4*>(T.yn);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int i = threadIdx.x + kTailThreads * h + j * kNormThreads;
-        if (j * kNormThreads >= n4) continue;  // uniform over the block
-        float4 o = zero;
-        if (i < n4) {
-          o.x = v[h][j].x * scale * g[h][j].x;
-          o.y = v[h][j].y * scale * g[h][j].y;
-          o.z = v[h][j].z * scale * g[h][j].z;
-          o.w = v[h][j].w * scale * g[h][j].w;
-          yr[i] = o;
-        }
-        float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
-#pragma unroll
-        for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-        const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-        const int q0 = __float2int_rn(o.x * id), q1 = __float2int_rn(o.y * id), q2 = __float2int_rn(o.z * id),
-                  q3 = __float2int_rn(o.w * id);
-        int sum = q0 + q1 + q2 + q3;
-#pragma unroll
-        for (int m = 1; m < 8; m <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
-        if (i < n4) {
-          reinterpret_cast<uint32_t*>(T.xq)[i] =
-              uint32_t(q0 & 0xFF) | (uint32_t(q1 & 0xFF) << 8) | (uint32_t(q2 & 0xFF) << 16) | (uint32_t(q3) << 24);
-          if (i % 8 == 0) T.xds[i / 8] = make_float2(d, float(sum));
-        }
-      }
-    }
-  } else if (T.kind == GemvTail::kSilu) {
-    // silu_quant_kernel's warp per 32 values; each warp takes every 4th block, 16 blocks' loads at once.
-    constexpr int kChunk = 16;
-    const int ff = T.dim, nb = ff / 32;
-    for (int b0 = warp; b0 < nb; b0 += 4 * kChunk) {
-      float a[kChunk], u[kChunk];
-#pragma unroll
-      for (int k = 0; k < kChunk; ++k) {
-        const int c = (b0 + 4 * k) * 32 + lane;
-        a[k] = b0 + 4 * k < nb ? __ldcg(&y[c]) : 0.0f;
-        u[k] = b0 + 4 * k < nb ? __ldcg(&y[ff + c]) : 0.0f;
-      }
-#pragma unroll
-      for (int k = 0; k < kChunk; ++k) {
-        const int b = b0 + 4 * k;
-        if (b >= nb) break;
-        const int c = b * 32 + lane;
-        const float v = a[k] / (1.0f + expf(-a[k])) * u[k];
-        y[c] = v;
-        float amax = fabsf(v);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-        const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-        const int q = __float2int_rn(v * id);
-        T.xq[c] = int8_t(q);
-        int sum = q;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        if (lane == 0) T.xds[b] = make_float2(d, float(sum));
-      }
-    }
-  } else if (T.kind == GemvTail::kRope) {
-    __shared__ float cs[128], sns[128];
-    const SlotMeta s = *T.slot;
-    const int hd = T.head_dim, q_dim = T.n_heads * hd, kv_dim = T.n_kv_heads * hd;
-    const float* inv = s.long_rope ? T.inv_long : T.inv_short;
-    const int half = T.n_rot / 2;
-    for (int k = threadIdx.x; k < half; k += kTailThreads) rope_cos_sin(s.pos, inv[k], T.mscale, &cs[k], &sns[k]);
-    uint8_t* krow = reinterpret_cast<uint8_t*>(s.kv_base) + size_t(s.block) * s.block_bytes +
-                    (size_t(T.layer * 2) * s.block_size + s.off) * s.row_bytes;
-    uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
-    auto store_kv = [&](uint8_t* row, int i, float f) {
-      if (s.f32) reinterpret_cast<float*>(row)[i] = f;
-      else reinterpret_cast<__half*>(row)[i] = __float2half_rn(f);
-    };
-    // The values the rotation leaves alone (v, and k's dims past n_rot) go to the KV rows as they are.
-    constexpr int kChunk = 8;
-    const int rest = hd - T.n_rot;
-    const int n_copy = kv_dim + T.n_kv_heads * rest;
-    for (int i0 = threadIdx.x; i0 < n_copy; i0 += kTailThreads * kChunk) {
-      float t[kChunk];
-#pragma unroll
-      for (int k = 0; k < kChunk; ++k) {
-        const int i = i0 + kTailThreads * k;
-        if (i < kv_dim) t[k] = __ldcg(&y[q_dim + kv_dim + i]);
-        else if (i < n_copy) t[k] = __ldcg(&y[q_dim + ((i - kv_dim) / rest) * hd + T.n_rot + (i - kv_dim) % rest]);
-      }
-#pragma unroll
-      for (int k = 0; k < kChunk; ++k) {
-        const int i = i0 + kTailThreads * k;
-        if (i < kv_dim) store_kv(vrow, i, t[k]);
-        else if (i < n_copy) store_kv(krow, ((i - kv_dim) / rest) * hd + T.n_rot + (i - kv_dim) % rest, t[k]);
-      }
-    }
-    __syncthreads();  // cs, sns
-    const int pairs = (T.n_heads + T.n_kv_heads) * half;
-    for (int i0 = threadIdx.x; i0 < pairs; i0 += kTailThreads * kChunk) {
-      float va[kChunk], vb[kChunk];
-#pragma unroll
-      for (int k = 0; k < kChunk; ++k) {
-        const int i = i0 + kTailThreads * k;
-        if (i < pairs) {
-          const int h = i / half, kk = i % half;
-          const int ia = h * hd + (T.style_half ? kk : 2 * kk), ib = h * hd + (T.style_half ? kk + half : 2 * kk + 1);
-          va[k] = __ldcg(&y[ia]);
-          vb[k] = __ldcg(&y[ib]);
-        }
-      }
-#pragma unroll
-      for (int k = 0; k < kChunk; ++k) {
-        const int i = i0 + kTailThreads * k;
-        if (i >= pairs) break;
-        const int h = i / half, kk = i % half;
-        const int ia = h * hd + (T.style_half ? kk : 2 * kk), ib = h * hd + (T.style_half ? kk + half : 2 * kk + 1);
-        // rope_rotate's arithmetic, rounded alike.
-        const float c = cs[kk], sn = sns[kk], a = va[k], b = vb[k];
-        const float na = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
-        const float nb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
-        y[ia] = na;
-        y[ib] = nb;
-        if (h >= T.n_heads) {
-          store_kv(krow, ia - q_dim, na);
-          store_kv(krow, ib - q_dim, nb);
-        }
-      }
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Packed Q4_0 / Q8_0 GEMV. A warp takes R rows; lane l takes blocks l, l + 32, ..., kPackUnroll of
 // them at a time, issuing every weight load (16 bytes of quants a block for Q4_0, 32 for Q8_0, plus
@@ -779,7 +550,7 @@ template <GgmlType T, int U>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_i8_smem_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
                         const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
-                        int64_t ldy, int nt, const __grid_constant__ GemvTail tail) {
+                        int64_t ldy, int nt) {
   using P = Pack<T>;
   pdl_trigger();
   extern __shared__ uint4 sx[];
@@ -845,14 +616,14 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
+  if (r >= rows) return;
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) {
     if (t < nt) {
       const float s = warp_sum(acc[t]);
-      if (lane == 0 && r < rows) y[t * ldy + r] = s;
+      if (lane == 0) y[t * ldy + r] = s;
     }
   }
-  if (tail.kind != GemvTail::kNone) gemv_tail(&tail, y);
 }
 
 // PENSIEVE_CUDA_PACK_SMEM=0: the int8 GEMV reads x from global memory; PENSIEVE_CUDA_PACK_UNROLL:
@@ -876,7 +647,7 @@ constexpr size_t kSmemXMax = 48 * 1024;
 
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
-                           int nt, cudaStream_t stream, const GemvTail& tail) {
+                           int nt, cudaStream_t stream) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (!pack_smem() || pack_rows() != 1 || smem > kSmemXMax) return false;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
@@ -884,11 +655,11 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
   const int U = pack_unroll();
   const dim3 block(32 * kPackWarps);
   if (U == 2)
-    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, tail);
+    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
   else if (U == 8)
-    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, tail);
+    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
   else
-    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, tail);
+    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
   return true;
 }
 
@@ -903,7 +674,7 @@ template <GgmlType T, int U>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_k_i8_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
                        const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
-                       int64_t ldy, int nt, const __grid_constant__ GemvTail tail) {
+                       int64_t ldy, int nt) {
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32, nsb = cols / QK_K;
@@ -980,14 +751,14 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
+  if (r >= rows) return;
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) {
     if (t < nt) {
       const float s = warp_sum(acc[t]);
-      if (lane == 0 && r < rows) y[t * ldy + r] = s;
+      if (lane == 0) y[t * ldy + r] = s;
     }
   }
-  if (tail.kind != GemvTail::kNone) gemv_tail(&tail, y);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1042,7 +813,7 @@ __global__ void pack_q6_kernel(const uint8_t* __restrict__ raw, size_t row_bytes
 template <int U>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_q6_i8_kernel(Q6Pack P, int rows, int cols, const int8_t* __restrict__ xq, const float2* __restrict__ xds,
-                      float* __restrict__ y, int64_t ldy, int nt, const __grid_constant__ GemvTail tail) {
+                      float* __restrict__ y, int64_t ldy, int nt) {
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
@@ -1112,14 +883,14 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
+  if (r >= rows) return;
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) {
     if (t < nt) {
       const float s = warp_sum(acc[t]);
-      if (lane == 0 && r < rows) y[t * ldy + r] = s;
+      if (lane == 0) y[t * ldy + r] = s;
     }
   }
-  if (tail.kind != GemvTail::kNone) gemv_tail(&tail, y);
 }
 
 // Where the parts of a Q6Pack copy start in one allocation of q6_pack_bytes(rows * cols / 32).
@@ -1147,27 +918,27 @@ static void pack_q6(const DeviceWeight& w, uint8_t* out, cudaStream_t stream) {
 }
 
 static bool launch_q6_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
-                         cudaStream_t stream, const GemvTail& tail) {
+                         cudaStream_t stream) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.q6) return false;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
   const Q6Pack P = q6_parts(w.q6, int64_t(w.rows) * (w.cols / 32));
   launch_pdl(gemv_q6_i8_kernel<4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, P, w.rows, w.cols, xq, xds, y,
-             ldy, nt, tail);
+             ldy, nt);
   return true;
 }
 
 static bool launch_k_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
-                          cudaStream_t stream, const GemvTail& tail) {
+                          cudaStream_t stream) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (smem > kSmemXMax || w.cols % QK_K != 0) return false;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
   if (w.type == GgmlType::Q5_K)
     launch_pdl(gemv_k_i8_kernel<GgmlType::Q5_K, 4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, w.data,
-               w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt, tail);
+               w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt);
   else
     launch_pdl(gemv_k_i8_kernel<GgmlType::Q4_K, 4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, w.data,
-               w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt, tail);
+               w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt);
   return true;
 }
 
@@ -1255,6 +1026,7 @@ __global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int cols
   out[i] = __float2half_rn(x[t * ldx + c]);
 }
 
+constexpr int kNormThreads = 256, kNormVec = 8;  // the vector path holds dim <= 8192 in registers
 
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                float* __restrict__ y, int dim, float eps, int vec) {
@@ -1675,25 +1447,8 @@ bool has_kernel(GgmlType t) {
 
 static bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
-// A tail the GEMV's launch could not take runs as its own kernel.
-static void run_tail_apart(const GemvTail& T, float* y, cudaStream_t st) {
-  switch (T.kind) {
-    case GemvTail::kAddNorm: norm_fused(T.x, y, T.w, T.yn, 1, T.dim, T.eps, T.xq, st); return;
-    case GemvTail::kSilu: silu_quant(y, 1, T.dim, T.xq, st); return;
-    case GemvTail::kRope:
-      launch_pdl(rope_store_kernel, dim3(1, T.n_heads + T.n_kv_heads), dim3(128), 0, st, y, T.slot, T.layer, T.n_heads,
-                 T.n_kv_heads, T.head_dim, T.n_rot, T.style_half, T.inv_short, T.inv_long, T.mscale);
-      check_launch("rope_store");
-      return;
-    default: return;
-  }
-}
-
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, const GemvTail* tail) {
-  const GemvTail none;
-  const GemvTail& tl = tail && n_tok == 1 ? *tail : none;
-  bool tail_done = tl.kind == GemvTail::kNone;
+          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready) {
   if (xq && takes_int8_x(w)) {
     // int8 activations: every token quantized by one launch (unless a fused op did), then the
     // dp4a GEMV.
@@ -1714,23 +1469,20 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
       const int8_t* qt = q + size_t(t0) * size_t(w.cols);
       const float2* dt = ds + size_t(t0) * size_t(nb);
       if (w.type == GgmlType::Q6_K) {
-        if (!launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, tl))
+        if (!launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
           throw Error("CUDA matmul: Q6_K int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
-        tail_done = true;
       } else if (w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) {
-        if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, tl))
+        if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
           throw Error("CUDA matmul: K-quant int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
-        tail_done = true;
       } else if (w.type == GgmlType::Q4_0) {
-        if (launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, tl)) tail_done = true;
-        else launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+        if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+          launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
       } else {
-        if (launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, tl)) tail_done = true;
-        else launch_packed<GgmlType::Q8_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+        if (!launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+          launch_packed<GgmlType::Q8_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
       }
       check_launch("gemv");
     }
-    if (!tail_done) run_tail_apart(tl, y, stream);
     return;
   }
   const dim3 grid(unsigned((w.rows + kGemvWarps - 1) / kGemvWarps)), block(32 * kGemvWarps);
@@ -1787,7 +1539,6 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
     }
     check_launch("gemv");
   }
-  if (!tail_done) run_tail_apart(tl, y, stream);
 }
 
 size_t quantized_x_scales_offset(int n_tok, int cols) { return (size_t(n_tok) * size_t(cols) + 255) & ~size_t(255); }
@@ -2105,16 +1856,6 @@ class CudaPass final : public BackendPass {
     void* xq = nullptr;
   };
   QuantSrc qsrc_;
-  // The last recorded op while it is a one-token int8 GEMV that can still take a tail (GemvTail):
-  // its output and rows; the tail is filled in when the op that follows it is recorded.
-  struct TailSlot {
-    size_t op = SIZE_MAX;
-    const float* y = nullptr;
-    int rows = 0;
-    std::shared_ptr<GemvTail> tail;
-  };
-  TailSlot tail_slot_;
-  GemvTail* take_tail(const float* y, int rows);
   Pending pend_;
   AttnPlan plan_;
   bool profiling_ = false;
@@ -2136,7 +1877,6 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_Q6_I8")) q6_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_TAILS")) tails_ = std::atoi(e);
     if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
     if (const char* e = std::getenv("PENSIEVE_CUDA_BLAS_GRAPHS")) blas_graphs_on_ = std::atoi(e) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
@@ -2244,8 +1984,6 @@ class CudaBackend final : public Backend {
       p += align(v.size() * sizeof(float));
     }
     weight_bytes_ = total;
-    tail_counter_.reserve(256, "the GEMV tail counter");
-    check(cudaMemset(tail_counter_.ptr, 0, 256), "the GEMV tail counter");
   }
 
   std::unique_ptr<BackendPass> begin_pass(std::span<const PassSlot> slots, ThreadPool&) const override {
@@ -2332,11 +2070,6 @@ class CudaBackend final : public Backend {
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
-  // A one-token GEMV's following add + rmsnorm (bit 1), silu_mul (2) or RoPE (4) done by its last
-  // block (GemvTail; PENSIEVE_CUDA_TAILS=mask, 0: separate kernels). tail_counter_: its count of
-  // finished blocks.
-  int tails_ = 7;
-  DeviceBuffer tail_counter_;
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
@@ -2540,15 +2273,9 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     } else {
       emit_pending();
     }
-    std::shared_ptr<GemvTail> tail;
-    if (xq && n_tok == 1 && b_.tails_ != 0 && b_.fuse_on_ && b_.tail_counter_.ptr) {
-      tail = std::make_shared<GemvTail>();
-      tail->counter = static_cast<unsigned*>(b_.tail_counter_.ptr);
-    }
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
             uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready)},
-           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, tail.get()); });
-    if (tail) tail_slot_ = TailSlot{ops_.size() - 1, y, w.rows, tail};
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready); });
     // What the workspace holds now, unless this matmul's output overwrote its source.
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
     if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq};
@@ -2616,24 +2343,6 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   const ModelConfig* cfg = &b_.cfg_;
   const float mscale = b_.mscale_;
   cudaStream_t st = b_.stream_;
-  const int qkv_rows = (cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
-  if (n == 1 && cfg->rope.n_rot <= 256 && (b_.tails_ & 4)) {
-    if (GemvTail* t = take_tail(qkv, qkv_rows)) {
-      t->kind = GemvTail::kRope;
-      t->slot = meta;
-      t->layer = layer;
-      t->n_heads = cfg->n_heads;
-      t->n_kv_heads = cfg->n_kv_heads;
-      t->head_dim = cfg->head_dim;
-      t->n_rot = cfg->rope.n_rot;
-      t->style_half = int(cfg->rope.style == RopeStyle::RotateHalf);
-      t->inv_short = inv;
-      t->inv_long = inv + half;
-      t->mscale = mscale;
-      record({13, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(layer), uint64_t(uintptr_t(inv))}, [] {});
-      return;
-    }
-  }
   record({4, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(n), uint64_t(layer), uint64_t(uintptr_t(inv))},
          [=] { rope_store(qkv, meta, n, layer, *cfg, inv, inv + half, mscale, st); });
 }
@@ -2700,23 +2409,6 @@ void CudaPass::emit_pending(void* xq) {
     case Pend::AddNorm: {
       uint32_t eb;
       std::memcpy(&eb, &p.eps, sizeof eb);
-      if (p.kind == Pend::AddNorm && xq && p.rows == 1 && (b_.tails_ & 1) && p.dim <= 16 * kNormThreads) {
-        if (GemvTail* t = take_tail(p.a, p.dim)) {
-          int8_t* q = static_cast<int8_t*>(xq);
-          t->kind = GemvTail::kAddNorm;
-          t->x = p.x;
-          t->w = p.w;
-          t->yn = p.y;
-          t->dim = p.dim;
-          t->eps = p.eps;
-          t->xq = q;
-          t->xds = reinterpret_cast<float2*>(q + quantized_x_scales_offset(1, p.dim));
-          record({14, uint64_t(uintptr_t(p.x)), uint64_t(uintptr_t(p.a)), uint64_t(uintptr_t(p.w)),
-                  uint64_t(uintptr_t(p.y)), uint64_t(p.dim), eb, uint64_t(uintptr_t(xq))},
-                 [] {});
-          return;
-        }
-      }
       const float* a = p.kind == Pend::AddNorm ? p.a : nullptr;
       record({8, uint64_t(uintptr_t(p.x)), uint64_t(uintptr_t(a)), uint64_t(uintptr_t(p.w)), uint64_t(uintptr_t(p.y)),
               uint64_t(p.rows), uint64_t(p.dim), eb, uint64_t(uintptr_t(xq))},
@@ -2727,17 +2419,6 @@ void CudaPass::emit_pending(void* xq) {
       record_attention(p.dim, p.a, p.y, xq);
       return;
     case Pend::Silu:
-      if (xq && p.rows == 1 && (b_.tails_ & 2)) {
-        if (GemvTail* t = take_tail(p.x, 2 * p.dim)) {
-          int8_t* q = static_cast<int8_t*>(xq);
-          t->kind = GemvTail::kSilu;
-          t->dim = p.dim;
-          t->xq = q;
-          t->xds = reinterpret_cast<float2*>(q + quantized_x_scales_offset(1, p.dim));
-          record({15, uint64_t(uintptr_t(p.x)), uint64_t(p.dim), uint64_t(uintptr_t(xq))}, [] {});
-          return;
-        }
-      }
       if (xq) {
         record({9, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim), uint64_t(uintptr_t(xq))},
                [=] { silu_quant(p.x, p.rows, p.dim, xq, st); });
@@ -2749,14 +2430,6 @@ void CudaPass::emit_pending(void* xq) {
   }
 }
 
-GemvTail* CudaPass::take_tail(const float* y, int rows) {
-  TailSlot& t = tail_slot_;
-  if (!t.tail || t.op + 1 != ops_.size() || t.y != y || t.rows != rows) return nullptr;
-  GemvTail* g = t.tail.get();
-  t = TailSlot{};
-  return g;
-}
-
 void CudaPass::record(std::initializer_list<uint64_t> sig, std::function<void()> f) {
   sig_.push_back(uint64_t(sig.size()));
   sig_.insert(sig_.end(), sig.begin(), sig.end());
@@ -2765,7 +2438,6 @@ void CudaPass::record(std::initializer_list<uint64_t> sig, std::function<void()>
 
 void CudaPass::flush() {
   emit_pending();
-  tail_slot_ = TailSlot{};  // a GEMV launched from here on takes no more tails
   if (ops_.empty()) return;
   std::vector<std::function<void()>> ops = std::move(ops_);
   std::vector<uint64_t> sig = std::move(sig_);

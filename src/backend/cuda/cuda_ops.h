@@ -58,12 +58,8 @@ bool has_kernel(GgmlType t);
 // `xq` (quantized_x_bytes() of device memory) and a packed weight, x is first rounded to int8 per
 // 32-value block (scale max|x| / 127) and the dot products run on int8 (dp4a), as the CPU's
 // serving path does.
-// `tail` (one token only): an op on y done by the GEMV's last block (GemvTail, cuda_backend.cu), or
-// as its own kernel after it where the GEMV's kernel cannot.
-struct GemvTail;
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream, DeviceBuffer* staging, void* xq = nullptr, bool xq_ready = false,
-          const GemvTail* tail = nullptr);
+          cudaStream_t stream, DeviceBuffer* staging, void* xq = nullptr, bool xq_ready = false);
 // Where the per-block scales start in an int8 activation workspace.
 size_t quantized_x_scales_offset(int n_tok, int cols);
 // Fused ops (bit-identical to the separate ones), each also filling an int8 activation workspace
