@@ -1,11 +1,13 @@
 // The CUDA backend: weights copied once to the GPU in their file layout (Q4_0 and Q8_0 repacked:
-// quants contiguous and 16-byte aligned, scales apart), every op of the forward pass run there on
-// one stream, keys and values in a device copy of each KV pool, and only the logits copied back.
+// quants contiguous and 16-byte aligned, scales apart; Q6_K kept and also repacked into a second,
+// aligned copy for the int8 GEMV), every op of the forward pass run there on one stream, keys and
+// values in a device copy of each KV pool, and only the logits copied back (the per-pass metadata
+// and embedding rows go up from pinned memory without a wait).
 // Decode matmuls (and every float32-exact one) are fused dequantize-GEMVs, several tokens per read
-// of the row: serving ones on Q4_0, Q8_0, Q4_K and Q5_K round the activations to int8 per 32 values
-// (in the kernel that produces them where it can) and use dp4a with 16-byte weight loads; exact
-// ones and the other types stay float32 (Q4_K, Q6_K: two rows a warp, coalesced; others: one row a
-// warp). Larger matmuls use an fp16 copy of the weight (cached on first use when the GPU has room,
+// of the row: serving ones on Q4_0, Q8_0, Q4_K, Q5_K and Q6_K round the activations to int8 per 32
+// values (in the kernel that produces them where it can) and use dp4a with 16-byte weight loads;
+// exact ones and the other types stay float32 (Q4_K, Q6_K: two rows a warp, coalesced; others: one
+// row a warp). Larger matmuls use an fp16 copy of the weight (cached on first use when the GPU has room,
 // else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out). A pass's
 // launches are recorded and replayed as a CUDA graph once the same pass recurs; the GEMVs and the
 // kernels around them use programmatic dependent launch so that each starts its weight loads
@@ -16,6 +18,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -1794,6 +1798,36 @@ void DeviceBuffer::reserve(size_t n, const char* what) {
 
 namespace {
 
+// Page-locked host memory for the small uploads of every pass (slot metadata, embedding rows), so
+// that they are queued without waiting for the copy: `get` waits only for the previous copy out
+// of the buffer (long done by the next pass), `copied` marks the one just queued.
+struct PinnedBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  cudaEvent_t done = nullptr;
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (done) cudaEventSynchronize(done);
+    if (ptr) cudaFreeHost(ptr);
+    if (done) cudaEventDestroy(done);
+  }
+  uint8_t* get(size_t n) {
+    if (done) check(cudaEventSynchronize(done), "pinned staging");
+    else check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "pinned staging event");
+    if (bytes < n) {
+      if (ptr) cudaFreeHost(ptr);
+      ptr = nullptr;
+      bytes = 0;
+      check(cudaHostAlloc(&ptr, n + n / 4 + 256, cudaHostAllocDefault), "pinned staging");
+      bytes = n + n / 4 + 256;
+    }
+    return static_cast<uint8_t*>(ptr);
+  }
+  void copied(cudaStream_t st) { check(cudaEventRecord(done, st), "pinned staging event"); }
+};
+
 // A KV pool's device copy; its size counts in the backend's report while the pool lives.
 struct KvDeviceStorage final : KvPool::DeviceStorage {
   DeviceBuffer buf;
@@ -1859,6 +1893,8 @@ class CudaPass final : public BackendPass {
   Pending pend_;
   AttnPlan plan_;
   bool profiling_ = false;
+  bool timed_ = false;  // a graph launch of this pass is being timed (PENSIEVE_CUDA_STEP_TIMING)
+  std::chrono::steady_clock::time_point t_begin_{}, t_launch_{};
   CudaBackend& b_;
   std::unique_lock<std::mutex> lock_;
   int n_slots_;
@@ -1879,6 +1915,7 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
     if (const char* e = std::getenv("PENSIEVE_CUDA_BLAS_GRAPHS")) blas_graphs_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_STEP_TIMING")) timing_.on = std::atoi(e) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -1902,6 +1939,14 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
+    if (timing_.on && timing_.n > 0)
+      std::fprintf(stderr,
+                   "cuda step timing: %d one-token passes: host to graph launch %.1f us, graph on the GPU %.1f us, "
+                   "whole pass %.1f us, between passes %.1f us\n",
+                   timing_.n, 1e3 * timing_.host_ms / timing_.n, 1e3 * timing_.gpu_ms / timing_.n,
+                   1e3 * timing_.pass_ms / timing_.n, 1e3 * timing_.gap_ms / std::max(1, timing_.n - 1));
+    if (timing_.e0) cudaEventDestroy(timing_.e0);
+    if (timing_.e1) cudaEventDestroy(timing_.e1);
     for (auto& [sig, g] : graphs_)
       if (g.exec) cudaGraphExecDestroy(g.exec);
     cublasDestroy(blas_);
@@ -2082,7 +2127,18 @@ class CudaBackend final : public Backend {
   std::map<std::vector<uint64_t>, GraphEntry> graphs_;
   std::vector<std::unique_ptr<DeviceBuffer>> f16_cache_;
   size_t f16_cache_bytes_ = 0;
-  mutable std::vector<float> host_rows_;
+  mutable PinnedBuffer meta_host_, rows_host_;
+  // PENSIEVE_CUDA_STEP_TIMING=1: per one-token pass that replays a graph, the host time from the
+  // pass's start to the graph launch, the graph's GPU time (events around it) and the whole pass,
+  // averaged and printed to stderr when the backend goes.
+  struct StepTiming {
+    bool on = false;
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    int n = 0;
+    double host_ms = 0, gpu_ms = 0, pass_ms = 0, gap_ms = 0;
+    std::chrono::steady_clock::time_point last_end{};
+  };
+  StepTiming timing_;
   std::shared_ptr<std::atomic<size_t>> kv_bytes_ = std::make_shared<std::atomic<size_t>>(0);
 };
 
@@ -2145,11 +2201,11 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   const size_t lone_off = tiles_off + tiles.size() * sizeof(AttnTile);
   const size_t total = lone_off + lone.size() * sizeof(int32_t);
   b_.meta_.reserve(total, "pass metadata");
-  std::vector<uint8_t> staging(total);
-  std::memcpy(staging.data(), meta.data(), meta_bytes);
-  std::memcpy(staging.data() + table_off, tables.data(), tables.size() * sizeof(int32_t));
-  std::memcpy(staging.data() + tiles_off, tiles.data(), tiles.size() * sizeof(AttnTile));
-  std::memcpy(staging.data() + lone_off, lone.data(), lone.size() * sizeof(int32_t));
+  uint8_t* staging = b_.meta_host_.get(total);
+  std::memcpy(staging, meta.data(), meta_bytes);
+  std::memcpy(staging + table_off, tables.data(), tables.size() * sizeof(int32_t));
+  std::memcpy(staging + tiles_off, tiles.data(), tiles.size() * sizeof(AttnTile));
+  std::memcpy(staging + lone_off, lone.data(), lone.size() * sizeof(int32_t));
   if (tiled) {
     uint8_t* base = static_cast<uint8_t*>(b_.meta_.ptr);
     plan_.tiles = reinterpret_cast<const AttnTile*>(base + tiles_off);
@@ -2161,9 +2217,9 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     plan_.kv = (any16 ? 1 : 0) | (any32 ? 2 : 0);
     plan_.mma = b_.attn_mode_ == 1 && !any32;
   }
-  check(cudaMemcpyAsync(b_.meta_.ptr, staging.data(), staging.size(), cudaMemcpyHostToDevice, b_.stream_),
-        "metadata upload");
-  check(cudaStreamSynchronize(b_.stream_), "metadata upload");
+  check(cudaMemcpyAsync(b_.meta_.ptr, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
+  b_.meta_host_.copied(b_.stream_);
+  if (b_.timing_.on) t_begin_ = std::chrono::steady_clock::now();
   // PENSIEVE_CUDA_PROFILE_TOKENS=N: a profiler started with collection off (ncu
   // --profile-from-start off) records only the passes of N tokens.
   static const int profile_tokens = [] {
@@ -2193,12 +2249,11 @@ void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   flush();
   const Tensor& w = *b_.host_[size_t(weight)];
   const size_t dim = size_t(w.cols());
-  b_.host_rows_.resize(ids.size() * dim);
-  for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], b_.host_rows_.data() + t * dim);
-  check(cudaMemcpyAsync(x, b_.host_rows_.data(), b_.host_rows_.size() * sizeof(float), cudaMemcpyHostToDevice,
-                        b_.stream_),
-        "embedding upload");
-  check(cudaStreamSynchronize(b_.stream_), "embedding upload");
+  const size_t bytes = ids.size() * dim * sizeof(float);
+  float* rows = reinterpret_cast<float*>(b_.rows_host_.get(bytes));
+  for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], rows + t * dim);
+  check(cudaMemcpyAsync(x, rows, bytes, cudaMemcpyHostToDevice, b_.stream_), "embedding upload");
+  b_.rows_host_.copied(b_.stream_);
 }
 
 void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float eps) {
@@ -2491,7 +2546,21 @@ void CudaPass::flush() {
     }
   }
   if (g.exec) {
+    CudaBackend::StepTiming& tm = b_.timing_;
+    const bool timed = tm.on && n_slots_ == 1;
+    if (timed) {
+      if (!tm.e0) {
+        check(cudaEventCreate(&tm.e0), "timing event");
+        check(cudaEventCreate(&tm.e1), "timing event");
+      }
+      t_launch_ = std::chrono::steady_clock::now();
+      check(cudaEventRecord(tm.e0, b_.stream_), "timing event");
+    }
     check(cudaGraphLaunch(g.exec, b_.stream_), "graph launch");
+    if (timed) {
+      check(cudaEventRecord(tm.e1, b_.stream_), "timing event");
+      timed_ = true;
+    }
   } else {
     run_all();
   }
@@ -2512,6 +2581,20 @@ void CudaPass::read(const float* src, float* host, size_t n) {
   flush();
   check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
   check(cudaStreamSynchronize(b_.stream_), "forward pass");
+  if (timed_) {
+    timed_ = false;
+    CudaBackend::StepTiming& tm = b_.timing_;
+    const auto now = std::chrono::steady_clock::now();
+    float gpu = 0.0f;
+    check(cudaEventElapsedTime(&gpu, tm.e0, tm.e1), "timing event");
+    auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    if (tm.n > 0) tm.gap_ms += ms(tm.last_end, t_begin_);
+    tm.host_ms += ms(t_begin_, t_launch_);
+    tm.gpu_ms += gpu;
+    tm.pass_ms += ms(t_begin_, now);
+    tm.last_end = now;
+    ++tm.n;
+  }
 }
 
 void CudaPass::write(float* dst, const float* host, size_t n) {
