@@ -984,6 +984,233 @@ __global__ void dequant_packed_f16_kernel(const uint8_t* __restrict__ Q, const _
 
 static bool packs(GgmlType t) { return t == GgmlType::Q4_0 || t == GgmlType::Q8_0; }
 
+// ---------------------------------------------------------------------------------------------
+// Batched int8 GEMM on packed Q4_0 / Q8_0 for kGemvMaxTokensDefault + 1 .. kI8GemmMaxTokens tokens
+// (a batched decode step; PENSIEVE_CUDA_MMA=1, off by default): the weights are read once per 64
+// tokens, 0.56 (Q4_0) or 1.06 (Q8_0) bytes a weight, instead of the fp16 cache's 2.
+// y[t][r] = sum_kb dW[r][kb] dX[t][kb] (sum_k q[r][k] qx[t][k], minus 8 sum_k qx[t][k] for Q4_0):
+// each 16 rows x 8 tokens x 32-value block is one mma.m16n8k32 (s8 in, s32 out), its result scaled
+// into float32 accumulators as the GEMV does. A block: 8 warps on 64 rows x 64 tokens; the
+// activations staged in shared memory kMmaChunk blocks of 32 at a time (the next chunk's weights and
+// activations loaded during this one's products); warp w takes rows 16 (w % 4) .. + 15 and half
+// w / 4 of each chunk, the two halves added in shared memory in a fixed order. blockIdx.y splits k
+// into `ks` ranges (more blocks for matrices of few rows) whose partial sums go to `part` and are
+// added in order by sum_parts_kernel; with ks == 1 straight to y. Where the time goes (ncu, H100,
+// 64 tokens): the float32 scaling after every MMA makes it ~30 instructions an MMA, at 4 warps a
+// scheduler (128 registers), so it runs at 0.3-0.5 TB/s of weights: qkv 62 us, gate+up 63, o and
+// down 31 against cuBLAS on fp16 24.5 / 41.3 / 12.4 / 23.7.
+constexpr int kMmaRows = 64, kMmaToks = 64, kI8GemmMaxTokens = 128, kMmaChunk = 8;
+constexpr size_t kMmaPartMax = size_t(32) << 20;
+
+__device__ __forceinline__ void mma_s8(int* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};\n"
+      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0), "r"(0), "r"(0), "r"(0));
+}
+
+template <GgmlType T>
+__global__ void __launch_bounds__(256, 2)
+    gemm_i8_mma_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
+                       const int8_t* __restrict__ xq, const float2* __restrict__ xds, int nt, int ks,
+                       float* __restrict__ y, int64_t ldy, float* __restrict__ part) {
+  using P = Pack<T>;
+  // A token's chunk of activations in sx: each block of 32 with its words in the order 0 4 1 5 2 6
+  // 3 7, so that a thread's two B-fragment words (bytes 4 tq and 16 + 4 tq) are one 8-byte load;
+  // rows padded to 72 words so that the 8-byte loads of a half-warp hit 32 different banks.
+  constexpr int kXRow = kMmaChunk * 32 + 32;
+  __shared__ __align__(16) int8_t sx[kMmaToks * kXRow];
+  // Per block of 32 and token: {dx, 2^23 + 2^22 + 8 sum(qx) (Q4_0) or 2^23 + 2^22}, for the
+  // conversion of the MMA's int32 below.
+  __shared__ __align__(16) float2 sd[kMmaChunk][kMmaToks];
+  __shared__ float red[4][8][4][32];
+  pdl_trigger();
+  const int nb = cols / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+  const int rg = warp % 4, kh = warp / 4;
+  const int r0 = blockIdx.x * kMmaRows + rg * 16;
+  const int t0 = blockIdx.z * kMmaToks;
+  const int kb_per = nb / ks, kb0 = blockIdx.y * kb_per, kb1 = kb0 + kb_per;
+  const int n_chunks = (kb_per + kMmaChunk - 1) / kMmaChunk;
+  // Rows past the last are loaded as the last row and never written.
+  const int ra = min(r0 + g, rows - 1), rb = min(r0 + g + 8, rows - 1);
+  const uint8_t* qa = Q + size_t(ra) * nb * P::kQBytes;
+  const uint8_t* qb = Q + size_t(rb) * nb * P::kQBytes;
+  const __half* sa = S + size_t(ra) * nb;
+  const __half* sb = S + size_t(rb) * nb;
+  const int n_tiles = min(8, (nt - t0 + 7) / 8);
+  constexpr int kPerWarp = kMmaChunk / 2;  // blocks of 32 a warp takes from a chunk
+  constexpr float kMagic = 12582912.0f;   // 2^23 + 2^22: int32 c < 2^22 as float bits c + 0x4B400000
+  // This warp's weights of the next chunk: A fragments and row scales of its kPerWarp blocks.
+  uint32_t an[kPerWarp][4];
+  float dan[kPerWarp], dbn[kPerWarp];
+#define PENSIEVE_MMA_LOAD_A(c)                                                                                  \
+  _Pragma("unroll") for (int u = 0; u < kPerWarp; ++u) {                                                      \
+    const int kb = kb0 + (c) * kMmaChunk + kh * kPerWarp + u;                                                 \
+    if (kb < kb1) {                                                                                           \
+      if constexpr (T == GgmlType::Q4_0) {                                                                    \
+        const uint32_t wa = __ldcs(reinterpret_cast<const unsigned int*>(qa + size_t(kb) * 16 + 4 * tq));     \
+        const uint32_t wb = __ldcs(reinterpret_cast<const unsigned int*>(qb + size_t(kb) * 16 + 4 * tq));     \
+        an[u][0] = wa & 0x0F0F0F0Fu;                                                                          \
+        an[u][1] = wb & 0x0F0F0F0Fu;                                                                          \
+        an[u][2] = (wa >> 4) & 0x0F0F0F0Fu;                                                                   \
+        an[u][3] = (wb >> 4) & 0x0F0F0F0Fu;                                                                   \
+      } else {                                                                                                \
+        an[u][0] = __ldcs(reinterpret_cast<const unsigned int*>(qa + size_t(kb) * 32 + 4 * tq));              \
+        an[u][1] = __ldcs(reinterpret_cast<const unsigned int*>(qb + size_t(kb) * 32 + 4 * tq));              \
+        an[u][2] = __ldcs(reinterpret_cast<const unsigned int*>(qa + size_t(kb) * 32 + 16 + 4 * tq));         \
+        an[u][3] = __ldcs(reinterpret_cast<const unsigned int*>(qb + size_t(kb) * 32 + 16 + 4 * tq));         \
+      }                                                                                                       \
+      dan[u] = __half2float(sa[kb]);                                                                          \
+      dbn[u] = __half2float(sb[kb]);                                                                          \
+    }                                                                                                         \
+  }
+  // The block's activations of the next chunk (64 tokens x kMmaChunk blocks of 32): two blocks of
+  // 32 (4 uint4) and two scales a thread.
+  uint4 xn[4];
+  float2 dn[2];
+#define PENSIEVE_MMA_LOAD_X(c)                                                                                  \
+  {                                                                                                           \
+    const int kbc = kb0 + (c) * kMmaChunk;                                                                    \
+    _Pragma("unroll") for (int m = 0; m < 2; ++m) {                                                           \
+      const int i = threadIdx.x + 256 * m, t = i / kMmaChunk, j = i % kMmaChunk;                              \
+      const bool in = t0 + t < nt && kbc + j < nb;                                                            \
+      const uint4* src = reinterpret_cast<const uint4*>(xq + size_t(t0 + t) * cols + size_t(kbc + j) * 32);   \
+      xn[2 * m] = in ? __ldg(src) : make_uint4(0, 0, 0, 0);                                                   \
+      xn[2 * m + 1] = in ? __ldg(src + 1) : make_uint4(0, 0, 0, 0);                                           \
+      dn[m] = in ? __ldg(&xds[size_t(t0 + t) * nb + kbc + j]) : make_float2(0.f, 0.f);                        \
+    }                                                                                                         \
+  }
+  PENSIEVE_MMA_LOAD_A(0)  // the weights depend on no kernel before
+  pdl_wait();
+  PENSIEVE_MMA_LOAD_X(0)
+  float acc[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+  for (int c = 0; c < n_chunks; ++c) {
+    __syncthreads();  // the chunk before is no longer read
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      const int i = threadIdx.x + 256 * m, t = i / kMmaChunk, j = i % kMmaChunk;
+      const uint4 lo = xn[2 * m], hi = xn[2 * m + 1];
+      uint4* dst = reinterpret_cast<uint4*>(sx + t * kXRow + 32 * j);
+      dst[0] = make_uint4(lo.x, hi.x, lo.y, hi.y);
+      dst[1] = make_uint4(lo.z, hi.z, lo.w, hi.w);
+      const float m8 = T == GgmlType::Q4_0 ? kMagic + 8.0f * dn[m].y : kMagic;
+      sd[j][t] = make_float2(dn[m].x, m8);
+    }
+    uint32_t a[kPerWarp][4];
+    float da[kPerWarp], db[kPerWarp];
+#pragma unroll
+    for (int u = 0; u < kPerWarp; ++u) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[u][i] = an[u][i];
+      da[u] = dan[u];
+      db[u] = dbn[u];
+    }
+    __syncthreads();
+    if (c + 1 < n_chunks) {  // the next chunk's loads in flight during this one's products
+      PENSIEVE_MMA_LOAD_A(c + 1)
+      PENSIEVE_MMA_LOAD_X(c + 1)
+    }
+#pragma unroll
+    for (int u = 0; u < kPerWarp; ++u) {
+      const int kl = kh * kPerWarp + u;  // the block of 32 within the chunk
+      if (kb0 + c * kMmaChunk + kl >= kb1) break;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (j >= n_tiles) break;
+        const uint2 b = *reinterpret_cast<const uint2*>(sx + (8 * j + g) * kXRow + 32 * kl + 8 * tq);
+        int cc[4];
+        mma_s8(cc, a[u], b.x, b.y);
+        const float4 xs = *reinterpret_cast<const float4*>(&sd[kl][8 * j + 2 * tq]);  // tokens 2 tq, 2 tq + 1
+        const float f0 = __int_as_float(cc[0] + 0x4B400000) - xs.y, f1 = __int_as_float(cc[1] + 0x4B400000) - xs.w;
+        const float f2 = __int_as_float(cc[2] + 0x4B400000) - xs.y, f3 = __int_as_float(cc[3] + 0x4B400000) - xs.w;
+        acc[j][0] = fmaf(da[u] * xs.x, f0, acc[j][0]);
+        acc[j][1] = fmaf(da[u] * xs.z, f1, acc[j][1]);
+        acc[j][2] = fmaf(db[u] * xs.x, f2, acc[j][2]);
+        acc[j][3] = fmaf(db[u] * xs.z, f3, acc[j][3]);
+      }
+    }
+  }
+#undef PENSIEVE_MMA_LOAD_A
+#undef PENSIEVE_MMA_LOAD_X
+  if (kh == 1) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) red[rg][j][i][lane] = acc[j][i];
+  }
+  __syncthreads();
+  if (kh == 1) return;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    if (j >= n_tiles) break;
+    const int tc = t0 + 8 * j + 2 * tq;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int t = tc + (i & 1), r = r0 + g + (i >= 2 ? 8 : 0);
+      if (t >= nt || r >= rows) continue;
+      const float v = acc[j][i] + red[rg][j][i][lane];
+      if (ks == 1) y[size_t(t) * ldy + r] = v;
+      else part[(size_t(blockIdx.y) * nt + t) * rows + r] = v;
+    }
+  }
+}
+
+// y[t * ldy + r] = sum over s < ks, in order, of part[(s * nt + t) * rows + r].
+__global__ void sum_parts_kernel(const float* __restrict__ part, int ks, int nt, int rows, float* __restrict__ y,
+                                 int64_t ldy) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(nt) * rows) return;
+  const int64_t t = i / rows, r = i % rows;
+  float s = 0.0f;
+  for (int k = 0; k < ks; ++k) s += part[(int64_t(k) * nt + t) * rows + r];
+  y[t * ldy + r] = s;
+}
+
+// Splits of k: the most (up to 8) whose blocks still fit the GPU at once (two a multiprocessor),
+// each range at least one chunk, and the partial sums within `part_bytes`.
+static int mma_splits(int rows, int cols, int nt, size_t part_bytes, int n_sm) {
+  const int nb = cols / 32;
+  const int64_t blocks = int64_t((rows + kMmaRows - 1) / kMmaRows) * ((nt + kMmaToks - 1) / kMmaToks);
+  int ks = 1;
+  while (ks < 8 && blocks * ks * 2 <= 2 * n_sm && nb % (2 * ks) == 0 && nb / (2 * ks) >= kMmaChunk &&
+         size_t(2 * ks) * size_t(nt) * size_t(rows) * sizeof(float) <= part_bytes)
+    ks *= 2;
+  return ks;
+}
+
+template <GgmlType T>
+static void launch_i8_mma(const DeviceWeight& w, const int8_t* xq, const float2* xds, int nt, float* y, int64_t ldy,
+                          float* part, size_t part_bytes, cudaStream_t st) {
+  static const int n_sm = [] {
+    int dev = 0, n = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      n = 132;
+    }
+    return n;
+  }();
+  const int ks = mma_splits(w.rows, w.cols, nt, part_bytes, n_sm);
+  const dim3 grid(unsigned((w.rows + kMmaRows - 1) / kMmaRows), unsigned(ks), unsigned((nt + kMmaToks - 1) / kMmaToks));
+  launch_pdl(gemm_i8_mma_kernel<T>, grid, dim3(256), 0, st, w.data, reinterpret_cast<const __half*>(w.scales), w.rows,
+             w.cols, xq, xds, nt, ks, y, ldy, part);
+  check_launch("int8 GEMM");
+  if (ks > 1) {
+    const int64_t n = int64_t(nt) * w.rows;
+    launch_pdl(sum_parts_kernel, dim3(unsigned((n + 255) / 256)), dim3(256), 0, st, static_cast<const float*>(part), ks,
+               nt, w.rows, y, ldy);
+    check_launch("int8 GEMM partial sums");
+  }
+}
+
+
 // Float weights of any width (tiny test models): element by element.
 template <GgmlType T>
 __global__ void gemv_float_any_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows,
@@ -1452,7 +1679,7 @@ bool has_kernel(GgmlType t) {
 static bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready) {
+          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, float* part, size_t part_bytes) {
   if (xq && takes_int8_x(w)) {
     // int8 activations: every token quantized by one launch (unless a fused op did), then the
     // dp4a GEMV.
@@ -1463,6 +1690,11 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
       const int64_t threads = int64_t(n_tok) * nb * 32;
       launch_pdl(quantize_x_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, stream, x, ldx, w.cols, n_tok, q, ds);
       check_launch("quantize_x");
+    }
+    if (part && w.scales) {  // a batch: the int8 tensor-core GEMM
+      if (w.type == GgmlType::Q4_0) launch_i8_mma<GgmlType::Q4_0>(w, q, ds, n_tok, y, ldy, part, part_bytes, stream);
+      else launch_i8_mma<GgmlType::Q8_0>(w, q, ds, n_tok, y, ldy, part, part_bytes, stream);
+      return;
     }
     // Q4_K/Q5_K stage every token of a launch in shared memory: as many as fit.
     const size_t per_tok = size_t(w.cols) + size_t(nb) * sizeof(float2);
@@ -1911,6 +2143,7 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_GRAPHS")) graphs_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_PACK")) pack_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_MMA")) mma_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_Q6_I8")) q6_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
@@ -2038,13 +2271,13 @@ class CudaBackend final : public Backend {
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
     size_t n = weights_arena_.bytes + f16_cache_bytes_ + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes +
-               staging_.bytes + xq_ws_.bytes + blas_ws_.bytes;
+               staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + mma_ws_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_->load();
   }
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + blas_ws_.bytes;
+    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + mma_ws_.bytes;
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -2101,7 +2334,7 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
-  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_;
+  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_, mma_ws_;
   // Matmuls of at most this many tokens (and every exact one) run as fused GEMVs; larger ones
   // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
   int gemv_max_ = kGemvMaxTokensDefault;
@@ -2110,6 +2343,10 @@ class CudaBackend final : public Backend {
   // Q4_0/Q8_0 packed at load (PENSIEVE_CUDA_PACK=0: file layout); serving GEMVs on packed weights
   // take int8 activations (PENSIEVE_CUDA_INT8=0: float32).
   bool pack_on_ = true, int8_on_ = true;
+  // Batches of 17..kI8GemmMaxTokens tokens on packed weights through the int8 tensor-core GEMM
+  // (PENSIEVE_CUDA_MMA=1). Off by default: slower than cuBLAS on the fp16 copy so far (64 streams
+  // 6.6k against 8.7k tok/s on the H100; see bench/RESULTS.md).
+  bool mma_on_ = false;
   // Q6_K matrices also repacked for the int8 GEMV (PENSIEVE_CUDA_Q6_I8=0: float32 GEMV only).
   bool q6_on_ = true;
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
@@ -2292,7 +2529,11 @@ void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float
 
 void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy, bool exact) {
   const DeviceWeight& w = b_.weights_[size_t(weight)];
-  if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0) {
+  // Batches of up to kI8GemmMaxTokens tokens on packed Q4_0 / Q8_0: int8 activations and the
+  // tensor-core GEMM (gemm_i8_mma_kernel) instead of cuBLAS on the fp16 copy.
+  const bool mma = !exact && b_.mma_on_ && b_.int8_on_ && w.scales && n_tok > b_.gemv_max_ &&
+                   n_tok <= kI8GemmMaxTokens && w.cols % 32 == 0;
+  if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0 || mma) {
     if (w.cols % 32 != 0 && !is_float_type(w.type))
       throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " rows of " + std::to_string(w.cols) +
                   " elements (not whole blocks)");
@@ -2328,9 +2569,23 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     } else {
       emit_pending();
     }
+    float* part = nullptr;
+    size_t part_bytes = 0;
+    if (mma && xq) {
+      // The k-split partial sums: up to 8 per output, within kMmaPartMax.
+      const size_t want = std::min(size_t(8) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kMmaPartMax);
+      if (b_.mma_ws_.bytes < want) {
+        qsrc_ = {};
+        flush();
+        check(cudaStreamSynchronize(b_.stream_), "workspace");
+        b_.mma_ws_.reserve(want, "the int8 GEMM workspace");
+      }
+      part = static_cast<float*>(b_.mma_ws_.ptr);
+      part_bytes = b_.mma_ws_.bytes;
+    }
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
-            uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready)},
-           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready); });
+            uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, part, part_bytes); });
     // What the workspace holds now, unless this matmul's output overwrote its source.
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
     if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq};
