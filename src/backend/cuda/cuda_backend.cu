@@ -9,7 +9,8 @@
 // exact ones and the other types stay float32 (Q4_K, Q6_K: two rows a warp, coalesced; others: one
 // row a warp). Larger matmuls use an fp16 copy of the weight (cached on first use when the GPU has room,
 // else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out). A pass's
-// launches are recorded and replayed as a CUDA graph once the same pass recurs; the GEMVs and the
+// launches are recorded and replayed as a CUDA graph once the same pass recurs (a decode token's
+// qkv GEMV doing the RoPE and KV store in its store); the GEMVs and the
 // kernels around them use programmatic dependent launch so that each starts its weight loads
 // while the previous kernel finishes.
 #include <cublas_v2.h>
@@ -546,21 +547,45 @@ static void launch_packed(const DeviceWeight& w, const float* x, int64_t ldx, co
     gemv_packed_kernel<T, XQ, 2><<<grid, block, 0, stream>>>(w.data, S, w.rows, w.cols, x, ldx, xq, xds, y, ldy, nt);
 }
 
+// RoPE and the KV store of a one-token qkv GEMV done in its store (gemv_i8_smem_kernel<T, U, true>):
+// the block's 4 warps take two rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
+// of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
+// rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
+// k and v rows go to its KV rows there. One launch a layer less in a decode step.
+struct RopeArgs {
+  bool on = false;
+  const SlotMeta* slot = nullptr;
+  int layer = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, n_rot = 0, style_half = 0;
+  const float* inv_short = nullptr;
+  const float* inv_long = nullptr;
+  float mscale = 1.0f;
+};
+__device__ __forceinline__ void rope_cos_sin(int pos, float inv, float mscale, float* c, float* sn);
+// The weight row whose sum warp-row v of the fused kernel computes.
+__device__ __forceinline__ int rope_row(const RopeArgs& a, int v) {
+  const int hd = a.head_dim;
+  if (v >= (a.n_heads + a.n_kv_heads) * hd) return v;  // v rows
+  const int h = v / hd, d = v % hd;
+  if (d >= a.n_rot || !a.style_half) return v;
+  return h * hd + (d % 2 ? d / 2 + a.n_rot / 2 : d / 2);
+}
+
 // The int8 GEMV with its activations staged in shared memory (nt * (cols + cols / 32 * 8) bytes):
 // one read of x per block instead of one per warp, and no registers held for x across the weight
 // loads, so more warps fit on an SM. One row a warp, U blocks of a lane's loads issued together;
 // the same sums, in the same order, as gemv_packed_kernel<T, true, 1>.
-template <GgmlType T, int U>
+template <GgmlType T, int U, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_i8_smem_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
                         const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
-                        int64_t ldy, int nt) {
+                        int64_t ldy, int nt, RopeArgs rope) {
   using P = Pack<T>;
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int r = blockIdx.x * kPackWarps + warp;
+  const int v = blockIdx.x * kPackWarps + warp;
+  const int r = ROPE ? rope_row(rope, v) : v;
   const size_t rr = size_t(min(r, rows - 1));  // a warp past the last row loads it and writes nothing
   const uint4* qrow = reinterpret_cast<const uint4*>(Q + rr * size_t(nb) * P::kQBytes);
   const __half* srow = S + rr * size_t(nb);
@@ -620,6 +645,34 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
+  if constexpr (ROPE) {  // one token; v and rows a multiple of 4 (checked on the host)
+    __shared__ float sum[kPackWarps];
+    const float sv = warp_sum(acc[0]);
+    if (lane == 0) sum[warp] = sv;
+    __syncthreads();
+    if (lane != 0) return;
+    const int hd = rope.head_dim, q_dim = rope.n_heads * hd, kv_dim = rope.n_kv_heads * hd;
+    const int d = v % hd;
+    float out = sv;
+    const SlotMeta sm = *rope.slot;
+    if (v < q_dim + kv_dim && d < rope.n_rot) {
+      const int k = d / 2;  // the pair's frequency
+      float c, sn;
+      rope_cos_sin(sm.pos, (sm.long_rope ? rope.inv_long : rope.inv_short)[k], rope.mscale, &c, &sn);
+      const float a = sum[warp & ~1], b = sum[warp | 1];  // the pair's first and second element
+      out = d % 2 == 0 ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+    }
+    y[r] = out;
+    if (r >= q_dim) {
+      uint8_t* krow = reinterpret_cast<uint8_t*>(sm.kv_base) + size_t(sm.block) * sm.block_bytes +
+                      (size_t(rope.layer * 2) * sm.block_size + sm.off) * sm.row_bytes;
+      uint8_t* row = r < q_dim + kv_dim ? krow : krow + size_t(sm.block_size) * sm.row_bytes;
+      const int i = r < q_dim + kv_dim ? r - q_dim : r - q_dim - kv_dim;
+      if (sm.f32) reinterpret_cast<float*>(row)[i] = out;
+      else reinterpret_cast<__half*>(row)[i] = __float2half_rn(out);
+    }
+    return;
+  }
   if (r >= rows) return;
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) {
@@ -651,19 +704,25 @@ constexpr size_t kSmemXMax = 48 * 1024;
 
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
-                           int nt, cudaStream_t stream) {
+                           int nt, cudaStream_t stream, const RopeArgs* rope = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (!pack_smem() || pack_rows() != 1 || smem > kSmemXMax) return false;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
   const __half* S = reinterpret_cast<const __half*>(w.scales);
   const int U = pack_unroll();
   const dim3 block(32 * kPackWarps);
-  if (U == 2)
-    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
-  else if (U == 8)
-    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
-  else
-    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
+  const RopeArgs none;
+  if (rope && rope->on) {
+    if (nt != 1 || w.rows % kPackWarps != 0 || rope->head_dim % kPackWarps != 0) return false;
+    launch_pdl(gemv_i8_smem_kernel<T, 4, true>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy,
+               nt, *rope);
+  } else if (U == 2) {
+    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
+  } else if (U == 8) {
+    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
+  } else {
+    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
+  }
   return true;
 }
 
@@ -1678,8 +1737,17 @@ bool has_kernel(GgmlType t) {
 
 static bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
+// RoPE + KV store of a one-token qkv GEMV whose launch could not take it: as its own kernel.
+static void rope_store_apart(const RopeArgs& a, float* qkv, cudaStream_t st) {
+  launch_pdl(rope_store_kernel, dim3(1, a.n_heads + a.n_kv_heads), dim3(128), 0, st, qkv, a.slot, a.layer, a.n_heads,
+             a.n_kv_heads, a.head_dim, a.n_rot, a.style_half, a.inv_short, a.inv_long, a.mscale);
+  check_launch("rope_store");
+}
+
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, float* part, size_t part_bytes) {
+          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, float* part, size_t part_bytes,
+          const RopeArgs* rope) {
+  bool rope_done = false;
   if (xq && takes_int8_x(w)) {
     // int8 activations: every token quantized by one launch (unless a fused op did), then the
     // dp4a GEMV.
@@ -1711,14 +1779,21 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
         if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
           throw Error("CUDA matmul: K-quant int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
       } else if (w.type == GgmlType::Q4_0) {
-        if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+        if (rope && rope->on && launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
+          rope_done = true;
+        } else if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+        }
       } else {
-        if (!launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+        if (rope && rope->on && launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
+          rope_done = true;
+        } else if (!launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           launch_packed<GgmlType::Q8_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+        }
       }
       check_launch("gemv");
     }
+    if (rope && rope->on && !rope_done) rope_store_apart(*rope, y, stream);
     return;
   }
   const dim3 grid(unsigned((w.rows + kGemvWarps - 1) / kGemvWarps)), block(32 * kGemvWarps);
@@ -1775,6 +1850,7 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
     }
     check_launch("gemv");
   }
+  if (rope && rope->on) rope_store_apart(*rope, y, stream);
 }
 
 size_t quantized_x_scales_offset(int n_tok, int cols) { return (size_t(n_tok) * size_t(cols) + 255) & ~size_t(255); }
@@ -2122,6 +2198,15 @@ class CudaPass final : public BackendPass {
     void* xq = nullptr;
   };
   QuantSrc qsrc_;
+  // The last recorded op while it is a one-token int8 GEMV on Q4_0/Q8_0 that may still take the
+  // RoPE + KV store of rope_and_store_kv (RopeArgs): its output and rows.
+  struct RopeSlot {
+    size_t op = SIZE_MAX;
+    const float* y = nullptr;
+    int rows = 0;
+    std::shared_ptr<RopeArgs> args;
+  };
+  RopeSlot rope_slot_;
   Pending pend_;
   AttnPlan plan_;
   bool profiling_ = false;
@@ -2146,6 +2231,7 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_MMA")) mma_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_Q6_I8")) q6_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_ROPE_FUSE")) rope_fuse_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
     if (const char* e = std::getenv("PENSIEVE_CUDA_BLAS_GRAPHS")) blas_graphs_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_STEP_TIMING")) timing_.on = std::atoi(e) != 0;
@@ -2352,6 +2438,9 @@ class CudaBackend final : public Backend {
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
+  // A one-token qkv GEMV on Q4_0/Q8_0 also does the RoPE + KV store (PENSIEVE_CUDA_ROPE_FUSE=0: its
+  // own kernel after it).
+  bool rope_fuse_on_ = true;
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
@@ -2583,9 +2672,12 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
       part = static_cast<float*>(b_.mma_ws_.ptr);
       part_bytes = b_.mma_ws_.bytes;
     }
+    std::shared_ptr<RopeArgs> rope;
+    if (xq && n_tok == 1 && w.scales && b_.fuse_on_ && b_.rope_fuse_on_) rope = std::make_shared<RopeArgs>();
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
             uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
-           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, part, part_bytes); });
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, part, part_bytes, rope.get()); });
+    rope_slot_ = rope ? RopeSlot{ops_.size() - 1, y, w.rows, rope} : RopeSlot{};
     // What the workspace holds now, unless this matmul's output overwrote its source.
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
     if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq};
@@ -2653,6 +2745,26 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   const ModelConfig* cfg = &b_.cfg_;
   const float mscale = b_.mscale_;
   cudaStream_t st = b_.stream_;
+  const RopeSlot rs = rope_slot_;
+  rope_slot_ = RopeSlot{};
+  const int qkv_rows = (cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
+  if (n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows) {
+    // Done by the qkv GEMV just recorded (RopeArgs), which reads these when it runs.
+    RopeArgs& a = *rs.args;
+    a.on = true;
+    a.slot = meta;
+    a.layer = layer;
+    a.n_heads = cfg->n_heads;
+    a.n_kv_heads = cfg->n_kv_heads;
+    a.head_dim = cfg->head_dim;
+    a.n_rot = cfg->rope.n_rot;
+    a.style_half = int(cfg->rope.style == RopeStyle::RotateHalf);
+    a.inv_short = inv;
+    a.inv_long = inv + half;
+    a.mscale = mscale;
+    record({11, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(layer), uint64_t(uintptr_t(inv))}, [] {});
+    return;
+  }
   record({4, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(n), uint64_t(layer), uint64_t(uintptr_t(inv))},
          [=] { rope_store(qkv, meta, n, layer, *cfg, inv, inv + half, mscale, st); });
 }
@@ -2748,6 +2860,7 @@ void CudaPass::record(std::initializer_list<uint64_t> sig, std::function<void()>
 
 void CudaPass::flush() {
   emit_pending();
+  rope_slot_ = RopeSlot{};  // a GEMV launched from here on takes no RoPE any more
   if (ops_.empty()) return;
   std::vector<std::function<void()>> ops = std::move(ops_);
   std::vector<uint64_t> sig = std::move(sig_);
