@@ -547,6 +547,29 @@ static void launch_packed(const DeviceWeight& w, const float* x, int64_t ldx, co
     gemv_packed_kernel<T, XQ, 2><<<grid, block, 0, stream>>>(w.data, S, w.rows, w.cols, x, ldx, xq, xds, y, ldy, nt);
 }
 
+// The int8 GEMVs' staging of a launch's activations in shared memory: nt tokens of `cols` int8
+// values at sx, then their per-32-value {d, sum(q)}, whose start it returns; the block waits for it.
+__device__ __forceinline__ const float2* stage_x_i8(uint4* sx, const int8_t* __restrict__ xq,
+                                                    const float2* __restrict__ xds, int nt, int cols) {
+  const int n16 = nt * cols / 16, nds = nt * (cols / 32);
+  float2* sds = reinterpret_cast<float2*>(sx + n16);
+  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
+  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
+  __syncthreads();
+  return sds;
+}
+// A warp's row r: each token's sum over the lanes into y[t * ldy + r].
+__device__ __forceinline__ void store_row_sums(const float (&acc)[kGemvTokens], int nt, float* __restrict__ y,
+                                               int64_t ldy, int r, int lane) {
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) {
+    if (t < nt) {
+      const float s = warp_sum(acc[t]);
+      if (lane == 0) y[t * ldy + r] = s;
+    }
+  }
+}
+
 // RoPE and the KV store of a one-token qkv GEMV done in its store (gemv_i8_smem_kernel<T, U, true>):
 // the block's 4 warps take two rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
 // of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
@@ -605,11 +628,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   // The first weights are in flight before the wait for x's producer and x's staging.
   load(lane);
   pdl_wait();
-  const int n16 = nt * cols / 16, nds = nt * nb;
-  float2* sds = reinterpret_cast<float2*>(sx + n16);
-  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
-  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
-  __syncthreads();
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   float acc[kGemvTokens];
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
@@ -673,14 +692,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
     }
     return;
   }
-  if (r >= rows) return;
-#pragma unroll
-  for (int t = 0; t < kGemvTokens; ++t) {
-    if (t < nt) {
-      const float s = warp_sum(acc[t]);
-      if (lane == 0) y[t * ldy + r] = s;
-    }
-  }
+  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
 // PENSIEVE_CUDA_PACK_SMEM=0: the int8 GEMV reads x from global memory; PENSIEVE_CUDA_PACK_UNROLL:
@@ -766,11 +778,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   };
   load(lane / 8);
   pdl_wait();
-  const int n16 = nt * cols / 16, nds = nt * nb;
-  float2* sds = reinterpret_cast<float2*>(sx + n16);
-  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
-  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
-  __syncthreads();
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   float acc[kGemvTokens];
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
@@ -814,14 +822,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
-  if (r >= rows) return;
-#pragma unroll
-  for (int t = 0; t < kGemvTokens; ++t) {
-    if (t < nt) {
-      const float s = warp_sum(acc[t]);
-      if (lane == 0) y[t * ldy + r] = s;
-    }
-  }
+  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -905,11 +906,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   };
   load(lane);
   pdl_wait();
-  const int n16 = nt * cols / 16, nds = nt * nb;
-  float2* sds = reinterpret_cast<float2*>(sx + n16);
-  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
-  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
-  __syncthreads();
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   float acc[kGemvTokens];
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
@@ -946,14 +943,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
-  if (r >= rows) return;
-#pragma unroll
-  for (int t = 0; t < kGemvTokens; ++t) {
-    if (t < nt) {
-      const float s = warp_sum(acc[t]);
-      if (lane == 0) y[t * ldy + r] = s;
-    }
-  }
+  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
 // Where the parts of a Q6Pack copy start in one allocation of q6_pack_bytes(rows * cols / 32).
