@@ -109,7 +109,10 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
                             GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
   // (rows, cols): odd row counts, one K-quant super-block, and Phi-3's attention output shape.
   const std::pair<int, int> shapes[] = {{37, 256}, {130, 512}, {3072, 3072}};
-  const int token_counts[] = {1, 3, 9, 40};
+  const int token_counts[] = {1, 3, 9, 40, 100};
+  // Batches of 17..128 tokens on Q4_0 / Q8_0 take the int8 tensor-core GEMM when it is on (off by
+  // default): tested here with it on.
+  setenv("PENSIEVE_CUDA_MMA", "1", 1);
   ModelConfig cfg = small_config();
   for (GgmlType type : types) {
     for (auto [rows, cols] : shapes) {
@@ -122,10 +125,11 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
       gpu->finish_load();
       ThreadPool pool(1);
       for (int n : token_counts) {
+        if (n == 100 && rows == 3072) continue;  // two token tiles of the int8 GEMM: the small shapes suffice
         // Strides wider than the rows, as in the model; n = 3 takes an unaligned one (staged copy).
         const int64_t ldx = n == 3 ? cols + 1 : cols + 4, ldy = rows + 3;
         const std::vector<float> x = random_floats(size_t(n) * ldx, rng);
-        // The serving GEMV on Q4_0 / Q8_0 / Q4_K / Q5_K takes x rounded to int8 per 32-value block (scale
+        // The serving GEMV on Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K takes x rounded to int8 per 32-value block (scale
         // max|x| / 127, ties to even): its reference multiplies by that rounded x.
         const std::vector<float> xi8 = int8_blocks(x, n, ldx, cols);
         auto reference = [&](const std::vector<float>& xs) {
@@ -151,15 +155,17 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
           pass->read(dy, got.data(), got.size());
           for (int t = 0; t < n; ++t)
             std::copy_n(got.begin() + t * ldy, rows, packed.begin() + size_t(t) * rows);
-          // GEMV: float32 arithmetic (on int8-rounded x for the serving Q4_0 / Q8_0 / Q4_K / Q5_K path); the
+          // GEMV: float32 arithmetic (on int8-rounded x for the serving Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K path); the
           // cuBLAS path rounds weights and activations to fp16.
-          const bool gemm = !exact && n > 16;
-          const bool i8 = !exact && !gemm && (type == GgmlType::Q4_0 || type == GgmlType::Q8_0 || type == GgmlType::Q4_K ||
-                                             type == GgmlType::Q5_K);
+          // Batches of 17..128 tokens on Q4_0 / Q8_0: the int8 tensor-core GEMM, also on int8-rounded x.
+          const bool mma = !exact && n > 16 && n <= 128 && (type == GgmlType::Q4_0 || type == GgmlType::Q8_0);
+          const bool gemm = !exact && n > 16 && !mma;
+          const bool i8 = mma || (!exact && !gemm && (type == GgmlType::Q4_0 || type == GgmlType::Q8_0 || type == GgmlType::Q4_K ||
+                                                      type == GgmlType::Q5_K || type == GgmlType::Q6_K));
           const double err = rel_err(packed, i8 ? ref_i8 : ref_f32);
           const double bound = gemm ? 3e-3 : 1e-5;
-          std::printf("[ matmul %-5s %4dx%-4d n=%-2d %s ] rel err %.3g\n", std::string(type_name(type)).c_str(),
-                      rows, cols, n, gemm ? "gemm" : i8 ? "gemv-i8" : "gemv", err);
+          std::printf("[ matmul %-5s %4dx%-4d n=%-3d %s ] rel err %.3g\n", std::string(type_name(type)).c_str(),
+                      rows, cols, n, gemm ? "gemm" : mma ? "gemm-i8" : i8 ? "gemv-i8" : "gemv", err);
           EXPECT_LT(err, bound) << type_name(type) << " " << rows << "x" << cols << " n=" << n;
           // The int8 rounding itself stays within what the CPU's 8-bit serving path loses.
           if (i8) {
@@ -169,6 +175,7 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
       }
     }
   }
+  unsetenv("PENSIEVE_CUDA_MMA");
 }
 
 TEST(CudaOps, VectorOpsMatchTheCpu) {

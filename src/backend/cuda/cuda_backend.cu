@@ -1,13 +1,16 @@
 // The CUDA backend: weights copied once to the GPU in their file layout (Q4_0 and Q8_0 repacked:
-// quants contiguous and 16-byte aligned, scales apart), every op of the forward pass run there on
-// one stream, keys and values in a device copy of each KV pool, and only the logits copied back.
+// quants contiguous and 16-byte aligned, scales apart; Q6_K kept and also repacked into a second,
+// aligned copy for the int8 GEMV), every op of the forward pass run there on one stream, keys and
+// values in a device copy of each KV pool, and only the logits copied back (the per-pass metadata
+// and embedding rows go up from pinned memory without a wait).
 // Decode matmuls (and every float32-exact one) are fused dequantize-GEMVs, several tokens per read
-// of the row: serving ones on Q4_0, Q8_0, Q4_K and Q5_K round the activations to int8 per 32 values
-// (in the kernel that produces them where it can) and use dp4a with 16-byte weight loads; exact
-// ones and the other types stay float32 (Q4_K, Q6_K: two rows a warp, coalesced; others: one row a
-// warp). Larger matmuls use an fp16 copy of the weight (cached on first use when the GPU has room,
+// of the row: serving ones on Q4_0, Q8_0, Q4_K, Q5_K and Q6_K round the activations to int8 per 32
+// values (in the kernel that produces them where it can) and use dp4a with 16-byte weight loads;
+// exact ones and the other types stay float32 (Q4_K, Q6_K: two rows a warp, coalesced; others: one
+// row a warp). Larger matmuls use an fp16 copy of the weight (cached on first use when the GPU has room,
 // else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out). A pass's
-// launches are recorded and replayed as a CUDA graph once the same pass recurs; the GEMVs and the
+// launches are recorded and replayed as a CUDA graph once the same pass recurs (a decode token's
+// qkv GEMV doing the RoPE and KV store in its store); the GEMVs and the
 // kernels around them use programmatic dependent launch so that each starts its weight loads
 // while the previous kernel finishes.
 #include <cublas_v2.h>
@@ -16,6 +19,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -542,21 +547,68 @@ static void launch_packed(const DeviceWeight& w, const float* x, int64_t ldx, co
     gemv_packed_kernel<T, XQ, 2><<<grid, block, 0, stream>>>(w.data, S, w.rows, w.cols, x, ldx, xq, xds, y, ldy, nt);
 }
 
+// The int8 GEMVs' staging of a launch's activations in shared memory: nt tokens of `cols` int8
+// values at sx, then their per-32-value {d, sum(q)}, whose start it returns; the block waits for it.
+__device__ __forceinline__ const float2* stage_x_i8(uint4* sx, const int8_t* __restrict__ xq,
+                                                    const float2* __restrict__ xds, int nt, int cols) {
+  const int n16 = nt * cols / 16, nds = nt * (cols / 32);
+  float2* sds = reinterpret_cast<float2*>(sx + n16);
+  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
+  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
+  __syncthreads();
+  return sds;
+}
+// A warp's row r: each token's sum over the lanes into y[t * ldy + r].
+__device__ __forceinline__ void store_row_sums(const float (&acc)[kGemvTokens], int nt, float* __restrict__ y,
+                                               int64_t ldy, int r, int lane) {
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) {
+    if (t < nt) {
+      const float s = warp_sum(acc[t]);
+      if (lane == 0) y[t * ldy + r] = s;
+    }
+  }
+}
+
+// RoPE and the KV store of a one-token qkv GEMV done in its store (gemv_i8_smem_kernel<T, U, true>):
+// the block's 4 warps take two rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
+// of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
+// rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
+// k and v rows go to its KV rows there. One launch a layer less in a decode step.
+struct RopeArgs {
+  bool on = false;
+  const SlotMeta* slot = nullptr;
+  int layer = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, n_rot = 0, style_half = 0;
+  const float* inv_short = nullptr;
+  const float* inv_long = nullptr;
+  float mscale = 1.0f;
+};
+__device__ __forceinline__ void rope_cos_sin(int pos, float inv, float mscale, float* c, float* sn);
+// The weight row whose sum warp-row v of the fused kernel computes.
+__device__ __forceinline__ int rope_row(const RopeArgs& a, int v) {
+  const int hd = a.head_dim;
+  if (v >= (a.n_heads + a.n_kv_heads) * hd) return v;  // v rows
+  const int h = v / hd, d = v % hd;
+  if (d >= a.n_rot || !a.style_half) return v;
+  return h * hd + (d % 2 ? d / 2 + a.n_rot / 2 : d / 2);
+}
+
 // The int8 GEMV with its activations staged in shared memory (nt * (cols + cols / 32 * 8) bytes):
 // one read of x per block instead of one per warp, and no registers held for x across the weight
 // loads, so more warps fit on an SM. One row a warp, U blocks of a lane's loads issued together;
 // the same sums, in the same order, as gemv_packed_kernel<T, true, 1>.
-template <GgmlType T, int U>
+template <GgmlType T, int U, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_i8_smem_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
                         const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
-                        int64_t ldy, int nt) {
+                        int64_t ldy, int nt, RopeArgs rope) {
   using P = Pack<T>;
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int r = blockIdx.x * kPackWarps + warp;
+  const int v = blockIdx.x * kPackWarps + warp;
+  const int r = ROPE ? rope_row(rope, v) : v;
   const size_t rr = size_t(min(r, rows - 1));  // a warp past the last row loads it and writes nothing
   const uint4* qrow = reinterpret_cast<const uint4*>(Q + rr * size_t(nb) * P::kQBytes);
   const __half* srow = S + rr * size_t(nb);
@@ -576,11 +628,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   // The first weights are in flight before the wait for x's producer and x's staging.
   load(lane);
   pdl_wait();
-  const int n16 = nt * cols / 16, nds = nt * nb;
-  float2* sds = reinterpret_cast<float2*>(sx + n16);
-  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
-  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
-  __syncthreads();
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   float acc[kGemvTokens];
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
@@ -616,14 +664,35 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
-  if (r >= rows) return;
-#pragma unroll
-  for (int t = 0; t < kGemvTokens; ++t) {
-    if (t < nt) {
-      const float s = warp_sum(acc[t]);
-      if (lane == 0) y[t * ldy + r] = s;
+  if constexpr (ROPE) {  // one token; v and rows a multiple of 4 (checked on the host)
+    __shared__ float sum[kPackWarps];
+    const float sv = warp_sum(acc[0]);
+    if (lane == 0) sum[warp] = sv;
+    __syncthreads();
+    if (lane != 0) return;
+    const int hd = rope.head_dim, q_dim = rope.n_heads * hd, kv_dim = rope.n_kv_heads * hd;
+    const int d = v % hd;
+    float out = sv;
+    const SlotMeta sm = *rope.slot;
+    if (v < q_dim + kv_dim && d < rope.n_rot) {
+      const int k = d / 2;  // the pair's frequency
+      float c, sn;
+      rope_cos_sin(sm.pos, (sm.long_rope ? rope.inv_long : rope.inv_short)[k], rope.mscale, &c, &sn);
+      const float a = sum[warp & ~1], b = sum[warp | 1];  // the pair's first and second element
+      out = d % 2 == 0 ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
     }
+    y[r] = out;
+    if (r >= q_dim) {
+      uint8_t* krow = reinterpret_cast<uint8_t*>(sm.kv_base) + size_t(sm.block) * sm.block_bytes +
+                      (size_t(rope.layer * 2) * sm.block_size + sm.off) * sm.row_bytes;
+      uint8_t* row = r < q_dim + kv_dim ? krow : krow + size_t(sm.block_size) * sm.row_bytes;
+      const int i = r < q_dim + kv_dim ? r - q_dim : r - q_dim - kv_dim;
+      if (sm.f32) reinterpret_cast<float*>(row)[i] = out;
+      else reinterpret_cast<__half*>(row)[i] = __float2half_rn(out);
+    }
+    return;
   }
+  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
 // PENSIEVE_CUDA_PACK_SMEM=0: the int8 GEMV reads x from global memory; PENSIEVE_CUDA_PACK_UNROLL:
@@ -647,19 +716,25 @@ constexpr size_t kSmemXMax = 48 * 1024;
 
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
-                           int nt, cudaStream_t stream) {
+                           int nt, cudaStream_t stream, const RopeArgs* rope = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (!pack_smem() || pack_rows() != 1 || smem > kSmemXMax) return false;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
   const __half* S = reinterpret_cast<const __half*>(w.scales);
   const int U = pack_unroll();
   const dim3 block(32 * kPackWarps);
-  if (U == 2)
-    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
-  else if (U == 8)
-    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
-  else
-    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt);
+  const RopeArgs none;
+  if (rope && rope->on) {
+    if (nt != 1 || w.rows % kPackWarps != 0 || rope->head_dim % kPackWarps != 0) return false;
+    launch_pdl(gemv_i8_smem_kernel<T, 4, true>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy,
+               nt, *rope);
+  } else if (U == 2) {
+    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
+  } else if (U == 8) {
+    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
+  } else {
+    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
+  }
   return true;
 }
 
@@ -703,11 +778,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   };
   load(lane / 8);
   pdl_wait();
-  const int n16 = nt * cols / 16, nds = nt * nb;
-  float2* sds = reinterpret_cast<float2*>(sx + n16);
-  for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
-  for (int i = threadIdx.x; i < nds; i += blockDim.x) sds[i] = xds[i];
-  __syncthreads();
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   float acc[kGemvTokens];
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
@@ -751,14 +822,163 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
-  if (r >= rows) return;
+  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q6_K for the int8 GEMV: a second copy of each Q6_K matrix, repacked at load so that every load
+// is aligned (the file's 210-byte super-blocks are only 2-byte aligned). Per 32-element block i of
+// the matrix (row-major): 16 bytes of low nibbles at Q + 16 i (byte j: element j's low 4 bits, and
+// element j + 16's in its high nibble, as packed Q4_0), 8 bytes of high bits at H + 8 i (word h,
+// elements 16 h .. 16 h + 15: element 16 h + 4 k + m's 2 bits at bits 8 m + 2 k), the two int8
+// scales of its 16-element halves at SC + 2 i, and the super-block's fp16 d at D + 2 (i / 8).
+// Together 26.25 bytes a block, as many as the file's.
+struct Q6Pack {
+  const uint8_t* q;
+  const uint2* h;
+  const uint16_t* sc;
+  const __half* d;
+};
+
+// File-layout Q6_K (rows of nsb super-blocks, row_bytes apart) to Q6Pack; one thread per block.
+__global__ void pack_q6_kernel(const uint8_t* __restrict__ raw, size_t row_bytes, int nb, int64_t n_blocks,
+                               uint8_t* __restrict__ Q, uint2* __restrict__ H, uint16_t* __restrict__ SC,
+                               __half* __restrict__ D) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_blocks) return;
+  const int64_t r = i / nb;
+  const int b = int(i % nb);
+  const block_q6_K* blk = reinterpret_cast<const block_q6_K*>(raw + size_t(r) * row_bytes) + b / 8;
+  const int e0 = 32 * (b % 8);
+  int q[32];
 #pragma unroll
-  for (int t = 0; t < kGemvTokens; ++t) {
-    if (t < nt) {
-      const float s = warp_sum(acc[t]);
-      if (lane == 0) y[t * ldy + r] = s;
+  for (int e = 0; e < 32; ++e) {
+    const int E = e0 + e, h = E / 128, k = (E % 128) / 32, l = E % 32;
+    const int lo = (blk->ql[64 * h + 32 * (k & 1) + l] >> (k < 2 ? 0 : 4)) & 0xF;
+    const int hi = (blk->qh[32 * h + l] >> (2 * k)) & 3;
+    q[e] = lo | (hi << 4);
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j) Q[i * 16 + j] = uint8_t((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+  uint32_t hw[2] = {0, 0};
+#pragma unroll
+  for (int e = 0; e < 32; ++e) {
+    const int hh = e / 16, k = (e % 16) / 4, m = e % 4;
+    hw[hh] |= uint32_t(q[e] >> 4) << (8 * m + 2 * k);
+  }
+  H[i] = make_uint2(hw[0], hw[1]);
+  SC[i] = uint16_t(uint8_t(blk->scales[e0 / 16]) | (uint16_t(uint8_t(blk->scales[e0 / 16 + 1])) << 8));
+  if (b % 8 == 0) D[i / 8] = __ushort_as_half(blk->d);
+}
+
+// The int8 GEMV on Q6Pack, shaped as gemv_i8_smem_kernel: one row a warp, lane l taking blocks
+// l, l + 32, ..., U of them loaded together, x staged in shared memory. A block adds
+// d dx (sc0 sum_{e<16} (q - 32) qx + sc1 sum_{e>=16} (q - 32) qx), the sums exact in int32.
+template <int U>
+__global__ void __launch_bounds__(32 * kPackWarps)
+    gemv_q6_i8_kernel(Q6Pack P, int rows, int cols, const int8_t* __restrict__ xq, const float2* __restrict__ xds,
+                      float* __restrict__ y, int64_t ldy, int nt) {
+  pdl_trigger();
+  extern __shared__ uint4 sx[];
+  const int nb = cols / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r = blockIdx.x * kPackWarps + warp;
+  const size_t rb = size_t(min(r, rows - 1)) * size_t(nb);  // a warp past the last row loads it, writes nothing
+  const uint4* qrow = reinterpret_cast<const uint4*>(P.q) + rb;
+  const uint2* hrow = P.h + rb;
+  const uint16_t* srow = P.sc + rb;
+  const __half* drow = P.d + rb / 8;
+  uint4 q[U];
+  uint2 hb[U];
+  uint32_t sc[U];
+  float d[U];
+  auto load = [&](int b0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int b = b0 + 32 * u;
+      if (b < nb) {
+        q[u] = __ldcs(&qrow[b]);
+        hb[u] = __ldcs(&hrow[b]);
+        sc[u] = __ldcs(&srow[b]);
+        d[u] = __half2float(drow[b / 8]);
+      }
+    }
+  };
+  load(lane);
+  pdl_wait();
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
+  float acc[kGemvTokens];
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
+  for (int b0 = lane; b0 < nb; b0 += 32 * U) {
+    if (b0 != lane) load(b0);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int b = b0 + 32 * u;
+      if (b >= nb) break;
+      const uint32_t w[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
+      uint32_t lo[4], hi[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        lo[i] = (w[i] & 0x0F0F0F0Fu) | (((hb[u].x >> (2 * i)) & 0x03030303u) << 4);
+        hi[i] = ((w[i] >> 4) & 0x0F0F0F0Fu) | (((hb[u].y >> (2 * i)) & 0x03030303u) << 4);
+      }
+      const int sc0 = int(int8_t(sc[u] & 0xFF)), sc1 = int(int8_t(sc[u] >> 8));
+#pragma unroll
+      for (int t = 0; t < kGemvTokens; ++t) {
+        if (t >= nt) break;
+        const uint4* xp = sx + (t * cols + b * 32) / 16;
+        const uint4 xa = xp[0], xb = xp[1];
+        const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
+        int dot0 = 0, dot1 = 0, s0 = 0, s1 = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          dot0 = __dp4a(int(lo[i]), xw[i], dot0);
+          dot1 = __dp4a(int(hi[i]), xw[4 + i], dot1);
+          s0 = __dp4a(0x01010101, xw[i], s0);
+          s1 = __dp4a(0x01010101, xw[4 + i], s1);
+        }
+        const int isum = sc0 * (dot0 - 32 * s0) + sc1 * (dot1 - 32 * s1);
+        acc[t] = fmaf(d[u] * sds[t * nb + b].x, float(isum), acc[t]);
+      }
     }
   }
+  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
+}
+
+// Where the parts of a Q6Pack copy start in one allocation of q6_pack_bytes(rows * cols / 32).
+static size_t q6_align(size_t n) { return (n + 255) & ~size_t(255); }
+static size_t q6_pack_bytes(int64_t n_blocks) {
+  const size_t nb = size_t(n_blocks);
+  return q6_align(nb * 16) + q6_align(nb * 8) + q6_align(nb * 2) + q6_align(nb / 8 * 2);
+}
+static Q6Pack q6_parts(const uint8_t* base, int64_t n_blocks) {
+  const size_t nb = size_t(n_blocks);
+  Q6Pack P;
+  P.q = base;
+  P.h = reinterpret_cast<const uint2*>(base + q6_align(nb * 16));
+  P.sc = reinterpret_cast<const uint16_t*>(base + q6_align(nb * 16) + q6_align(nb * 8));
+  P.d = reinterpret_cast<const __half*>(base + q6_align(nb * 16) + q6_align(nb * 8) + q6_align(nb * 2));
+  return P;
+}
+static void pack_q6(const DeviceWeight& w, uint8_t* out, cudaStream_t stream) {
+  const int nb = w.cols / 32;
+  const int64_t n = int64_t(w.rows) * nb;
+  const Q6Pack P = q6_parts(out, n);
+  pack_q6_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(
+      w.data, w.row_bytes, nb, n, out, const_cast<uint2*>(P.h), const_cast<uint16_t*>(P.sc), const_cast<__half*>(P.d));
+  check_launch("Q6_K packing");
+}
+
+static bool launch_q6_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
+                         cudaStream_t stream) {
+  const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
+  if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.q6) return false;
+  const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
+  const Q6Pack P = q6_parts(w.q6, int64_t(w.rows) * (w.cols / 32));
+  launch_pdl(gemv_q6_i8_kernel<4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, P, w.rows, w.cols, xq, xds, y,
+             ldy, nt);
+  return true;
 }
 
 static bool launch_k_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
@@ -812,6 +1032,233 @@ __global__ void dequant_packed_f16_kernel(const uint8_t* __restrict__ Q, const _
 }
 
 static bool packs(GgmlType t) { return t == GgmlType::Q4_0 || t == GgmlType::Q8_0; }
+
+// ---------------------------------------------------------------------------------------------
+// Batched int8 GEMM on packed Q4_0 / Q8_0 for kGemvMaxTokensDefault + 1 .. kI8GemmMaxTokens tokens
+// (a batched decode step; PENSIEVE_CUDA_MMA=1, off by default): the weights are read once per 64
+// tokens, 0.56 (Q4_0) or 1.06 (Q8_0) bytes a weight, instead of the fp16 cache's 2.
+// y[t][r] = sum_kb dW[r][kb] dX[t][kb] (sum_k q[r][k] qx[t][k], minus 8 sum_k qx[t][k] for Q4_0):
+// each 16 rows x 8 tokens x 32-value block is one mma.m16n8k32 (s8 in, s32 out), its result scaled
+// into float32 accumulators as the GEMV does. A block: 8 warps on 64 rows x 64 tokens; the
+// activations staged in shared memory kMmaChunk blocks of 32 at a time (the next chunk's weights and
+// activations loaded during this one's products); warp w takes rows 16 (w % 4) .. + 15 and half
+// w / 4 of each chunk, the two halves added in shared memory in a fixed order. blockIdx.y splits k
+// into `ks` ranges (more blocks for matrices of few rows) whose partial sums go to `part` and are
+// added in order by sum_parts_kernel; with ks == 1 straight to y. Where the time goes (ncu, H100,
+// 64 tokens): the float32 scaling after every MMA makes it ~30 instructions an MMA, at 4 warps a
+// scheduler (128 registers), so it runs at 0.3-0.5 TB/s of weights: qkv 62 us, gate+up 63, o and
+// down 31 against cuBLAS on fp16 24.5 / 41.3 / 12.4 / 23.7.
+constexpr int kMmaRows = 64, kMmaToks = 64, kI8GemmMaxTokens = 128, kMmaChunk = 8;
+constexpr size_t kMmaPartMax = size_t(32) << 20;
+
+__device__ __forceinline__ void mma_s8(int* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};\n"
+      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0), "r"(0), "r"(0), "r"(0));
+}
+
+template <GgmlType T>
+__global__ void __launch_bounds__(256, 2)
+    gemm_i8_mma_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
+                       const int8_t* __restrict__ xq, const float2* __restrict__ xds, int nt, int ks,
+                       float* __restrict__ y, int64_t ldy, float* __restrict__ part) {
+  using P = Pack<T>;
+  // A token's chunk of activations in sx: each block of 32 with its words in the order 0 4 1 5 2 6
+  // 3 7, so that a thread's two B-fragment words (bytes 4 tq and 16 + 4 tq) are one 8-byte load;
+  // rows padded to 72 words so that the 8-byte loads of a half-warp hit 32 different banks.
+  constexpr int kXRow = kMmaChunk * 32 + 32;
+  __shared__ __align__(16) int8_t sx[kMmaToks * kXRow];
+  // Per block of 32 and token: {dx, 2^23 + 2^22 + 8 sum(qx) (Q4_0) or 2^23 + 2^22}, for the
+  // conversion of the MMA's int32 below.
+  __shared__ __align__(16) float2 sd[kMmaChunk][kMmaToks];
+  __shared__ float red[4][8][4][32];
+  pdl_trigger();
+  const int nb = cols / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+  const int rg = warp % 4, kh = warp / 4;
+  const int r0 = blockIdx.x * kMmaRows + rg * 16;
+  const int t0 = blockIdx.z * kMmaToks;
+  const int kb_per = nb / ks, kb0 = blockIdx.y * kb_per, kb1 = kb0 + kb_per;
+  const int n_chunks = (kb_per + kMmaChunk - 1) / kMmaChunk;
+  // Rows past the last are loaded as the last row and never written.
+  const int ra = min(r0 + g, rows - 1), rb = min(r0 + g + 8, rows - 1);
+  const uint8_t* qa = Q + size_t(ra) * nb * P::kQBytes;
+  const uint8_t* qb = Q + size_t(rb) * nb * P::kQBytes;
+  const __half* sa = S + size_t(ra) * nb;
+  const __half* sb = S + size_t(rb) * nb;
+  const int n_tiles = min(8, (nt - t0 + 7) / 8);
+  constexpr int kPerWarp = kMmaChunk / 2;  // blocks of 32 a warp takes from a chunk
+  constexpr float kMagic = 12582912.0f;   // 2^23 + 2^22: int32 c < 2^22 as float bits c + 0x4B400000
+  // This warp's weights of the next chunk: A fragments and row scales of its kPerWarp blocks.
+  uint32_t an[kPerWarp][4];
+  float dan[kPerWarp], dbn[kPerWarp];
+#define PENSIEVE_MMA_LOAD_A(c)                                                                                  \
+  _Pragma("unroll") for (int u = 0; u < kPerWarp; ++u) {                                                      \
+    const int kb = kb0 + (c) * kMmaChunk + kh * kPerWarp + u;                                                 \
+    if (kb < kb1) {                                                                                           \
+      if constexpr (T == GgmlType::Q4_0) {                                                                    \
+        const uint32_t wa = __ldcs(reinterpret_cast<const unsigned int*>(qa + size_t(kb) * 16 + 4 * tq));     \
+        const uint32_t wb = __ldcs(reinterpret_cast<const unsigned int*>(qb + size_t(kb) * 16 + 4 * tq));     \
+        an[u][0] = wa & 0x0F0F0F0Fu;                                                                          \
+        an[u][1] = wb & 0x0F0F0F0Fu;                                                                          \
+        an[u][2] = (wa >> 4) & 0x0F0F0F0Fu;                                                                   \
+        an[u][3] = (wb >> 4) & 0x0F0F0F0Fu;                                                                   \
+      } else {                                                                                                \
+        an[u][0] = __ldcs(reinterpret_cast<const unsigned int*>(qa + size_t(kb) * 32 + 4 * tq));              \
+        an[u][1] = __ldcs(reinterpret_cast<const unsigned int*>(qb + size_t(kb) * 32 + 4 * tq));              \
+        an[u][2] = __ldcs(reinterpret_cast<const unsigned int*>(qa + size_t(kb) * 32 + 16 + 4 * tq));         \
+        an[u][3] = __ldcs(reinterpret_cast<const unsigned int*>(qb + size_t(kb) * 32 + 16 + 4 * tq));         \
+      }                                                                                                       \
+      dan[u] = __half2float(sa[kb]);                                                                          \
+      dbn[u] = __half2float(sb[kb]);                                                                          \
+    }                                                                                                         \
+  }
+  // The block's activations of the next chunk (64 tokens x kMmaChunk blocks of 32): two blocks of
+  // 32 (4 uint4) and two scales a thread.
+  uint4 xn[4];
+  float2 dn[2];
+#define PENSIEVE_MMA_LOAD_X(c)                                                                                  \
+  {                                                                                                           \
+    const int kbc = kb0 + (c) * kMmaChunk;                                                                    \
+    _Pragma("unroll") for (int m = 0; m < 2; ++m) {                                                           \
+      const int i = threadIdx.x + 256 * m, t = i / kMmaChunk, j = i % kMmaChunk;                              \
+      const bool in = t0 + t < nt && kbc + j < nb;                                                            \
+      const uint4* src = reinterpret_cast<const uint4*>(xq + size_t(t0 + t) * cols + size_t(kbc + j) * 32);   \
+      xn[2 * m] = in ? __ldg(src) : make_uint4(0, 0, 0, 0);                                                   \
+      xn[2 * m + 1] = in ? __ldg(src + 1) : make_uint4(0, 0, 0, 0);                                           \
+      dn[m] = in ? __ldg(&xds[size_t(t0 + t) * nb + kbc + j]) : make_float2(0.f, 0.f);                        \
+    }                                                                                                         \
+  }
+  PENSIEVE_MMA_LOAD_A(0)  // the weights depend on no kernel before
+  pdl_wait();
+  PENSIEVE_MMA_LOAD_X(0)
+  float acc[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+  for (int c = 0; c < n_chunks; ++c) {
+    __syncthreads();  // the chunk before is no longer read
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      const int i = threadIdx.x + 256 * m, t = i / kMmaChunk, j = i % kMmaChunk;
+      const uint4 lo = xn[2 * m], hi = xn[2 * m + 1];
+      uint4* dst = reinterpret_cast<uint4*>(sx + t * kXRow + 32 * j);
+      dst[0] = make_uint4(lo.x, hi.x, lo.y, hi.y);
+      dst[1] = make_uint4(lo.z, hi.z, lo.w, hi.w);
+      const float m8 = T == GgmlType::Q4_0 ? kMagic + 8.0f * dn[m].y : kMagic;
+      sd[j][t] = make_float2(dn[m].x, m8);
+    }
+    uint32_t a[kPerWarp][4];
+    float da[kPerWarp], db[kPerWarp];
+#pragma unroll
+    for (int u = 0; u < kPerWarp; ++u) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[u][i] = an[u][i];
+      da[u] = dan[u];
+      db[u] = dbn[u];
+    }
+    __syncthreads();
+    if (c + 1 < n_chunks) {  // the next chunk's loads in flight during this one's products
+      PENSIEVE_MMA_LOAD_A(c + 1)
+      PENSIEVE_MMA_LOAD_X(c + 1)
+    }
+#pragma unroll
+    for (int u = 0; u < kPerWarp; ++u) {
+      const int kl = kh * kPerWarp + u;  // the block of 32 within the chunk
+      if (kb0 + c * kMmaChunk + kl >= kb1) break;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (j >= n_tiles) break;
+        const uint2 b = *reinterpret_cast<const uint2*>(sx + (8 * j + g) * kXRow + 32 * kl + 8 * tq);
+        int cc[4];
+        mma_s8(cc, a[u], b.x, b.y);
+        const float4 xs = *reinterpret_cast<const float4*>(&sd[kl][8 * j + 2 * tq]);  // tokens 2 tq, 2 tq + 1
+        const float f0 = __int_as_float(cc[0] + 0x4B400000) - xs.y, f1 = __int_as_float(cc[1] + 0x4B400000) - xs.w;
+        const float f2 = __int_as_float(cc[2] + 0x4B400000) - xs.y, f3 = __int_as_float(cc[3] + 0x4B400000) - xs.w;
+        acc[j][0] = fmaf(da[u] * xs.x, f0, acc[j][0]);
+        acc[j][1] = fmaf(da[u] * xs.z, f1, acc[j][1]);
+        acc[j][2] = fmaf(db[u] * xs.x, f2, acc[j][2]);
+        acc[j][3] = fmaf(db[u] * xs.z, f3, acc[j][3]);
+      }
+    }
+  }
+#undef PENSIEVE_MMA_LOAD_A
+#undef PENSIEVE_MMA_LOAD_X
+  if (kh == 1) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) red[rg][j][i][lane] = acc[j][i];
+  }
+  __syncthreads();
+  if (kh == 1) return;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    if (j >= n_tiles) break;
+    const int tc = t0 + 8 * j + 2 * tq;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int t = tc + (i & 1), r = r0 + g + (i >= 2 ? 8 : 0);
+      if (t >= nt || r >= rows) continue;
+      const float v = acc[j][i] + red[rg][j][i][lane];
+      if (ks == 1) y[size_t(t) * ldy + r] = v;
+      else part[(size_t(blockIdx.y) * nt + t) * rows + r] = v;
+    }
+  }
+}
+
+// y[t * ldy + r] = sum over s < ks, in order, of part[(s * nt + t) * rows + r].
+__global__ void sum_parts_kernel(const float* __restrict__ part, int ks, int nt, int rows, float* __restrict__ y,
+                                 int64_t ldy) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(nt) * rows) return;
+  const int64_t t = i / rows, r = i % rows;
+  float s = 0.0f;
+  for (int k = 0; k < ks; ++k) s += part[(int64_t(k) * nt + t) * rows + r];
+  y[t * ldy + r] = s;
+}
+
+// Splits of k: the most (up to 8) whose blocks still fit the GPU at once (two a multiprocessor),
+// each range at least one chunk, and the partial sums within `part_bytes`.
+static int mma_splits(int rows, int cols, int nt, size_t part_bytes, int n_sm) {
+  const int nb = cols / 32;
+  const int64_t blocks = int64_t((rows + kMmaRows - 1) / kMmaRows) * ((nt + kMmaToks - 1) / kMmaToks);
+  int ks = 1;
+  while (ks < 8 && blocks * ks * 2 <= 2 * n_sm && nb % (2 * ks) == 0 && nb / (2 * ks) >= kMmaChunk &&
+         size_t(2 * ks) * size_t(nt) * size_t(rows) * sizeof(float) <= part_bytes)
+    ks *= 2;
+  return ks;
+}
+
+template <GgmlType T>
+static void launch_i8_mma(const DeviceWeight& w, const int8_t* xq, const float2* xds, int nt, float* y, int64_t ldy,
+                          float* part, size_t part_bytes, cudaStream_t st) {
+  static const int n_sm = [] {
+    int dev = 0, n = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      n = 132;
+    }
+    return n;
+  }();
+  const int ks = mma_splits(w.rows, w.cols, nt, part_bytes, n_sm);
+  const dim3 grid(unsigned((w.rows + kMmaRows - 1) / kMmaRows), unsigned(ks), unsigned((nt + kMmaToks - 1) / kMmaToks));
+  launch_pdl(gemm_i8_mma_kernel<T>, grid, dim3(256), 0, st, w.data, reinterpret_cast<const __half*>(w.scales), w.rows,
+             w.cols, xq, xds, nt, ks, y, ldy, part);
+  check_launch("int8 GEMM");
+  if (ks > 1) {
+    const int64_t n = int64_t(nt) * w.rows;
+    launch_pdl(sum_parts_kernel, dim3(unsigned((n + 255) / 256)), dim3(256), 0, st, static_cast<const float*>(part), ks,
+               nt, w.rows, y, ldy);
+    check_launch("int8 GEMM partial sums");
+  }
+}
+
 
 // Float weights of any width (tiny test models): element by element.
 template <GgmlType T>
@@ -1280,8 +1727,17 @@ bool has_kernel(GgmlType t) {
 
 static bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
+// RoPE + KV store of a one-token qkv GEMV whose launch could not take it: as its own kernel.
+static void rope_store_apart(const RopeArgs& a, float* qkv, cudaStream_t st) {
+  launch_pdl(rope_store_kernel, dim3(1, a.n_heads + a.n_kv_heads), dim3(128), 0, st, qkv, a.slot, a.layer, a.n_heads,
+             a.n_kv_heads, a.head_dim, a.n_rot, a.style_half, a.inv_short, a.inv_long, a.mscale);
+  check_launch("rope_store");
+}
+
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready) {
+          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, float* part, size_t part_bytes,
+          const RopeArgs* rope) {
+  bool rope_done = false;
   if (xq && takes_int8_x(w)) {
     // int8 activations: every token quantized by one launch (unless a fused op did), then the
     // dp4a GEMV.
@@ -1293,26 +1749,41 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
       launch_pdl(quantize_x_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, stream, x, ldx, w.cols, n_tok, q, ds);
       check_launch("quantize_x");
     }
+    if (part && w.scales) {  // a batch: the int8 tensor-core GEMM
+      if (w.type == GgmlType::Q4_0) launch_i8_mma<GgmlType::Q4_0>(w, q, ds, n_tok, y, ldy, part, part_bytes, stream);
+      else launch_i8_mma<GgmlType::Q8_0>(w, q, ds, n_tok, y, ldy, part, part_bytes, stream);
+      return;
+    }
     // Q4_K/Q5_K stage every token of a launch in shared memory: as many as fit.
     const size_t per_tok = size_t(w.cols) + size_t(nb) * sizeof(float2);
-    const int step = w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K ? std::max(1, std::min(kGemvTokens, int(kSmemXMax / per_tok)))
-                                              : kGemvTokens;
+    const bool k_quant = w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K || w.type == GgmlType::Q6_K;
+    const int step = k_quant ? std::max(1, std::min(kGemvTokens, int(kSmemXMax / per_tok))) : kGemvTokens;
     for (int t0 = 0; t0 < n_tok; t0 += step) {
       const int nt = std::min(step, n_tok - t0);
       const int8_t* qt = q + size_t(t0) * size_t(w.cols);
       const float2* dt = ds + size_t(t0) * size_t(nb);
-      if (w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) {
+      if (w.type == GgmlType::Q6_K) {
+        if (!launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+          throw Error("CUDA matmul: Q6_K int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
+      } else if (w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) {
         if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
           throw Error("CUDA matmul: K-quant int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
       } else if (w.type == GgmlType::Q4_0) {
-        if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+        if (rope && rope->on && launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
+          rope_done = true;
+        } else if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+        }
       } else {
-        if (!launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+        if (rope && rope->on && launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
+          rope_done = true;
+        } else if (!launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           launch_packed<GgmlType::Q8_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
+        }
       }
       check_launch("gemv");
     }
+    if (rope && rope->on && !rope_done) rope_store_apart(*rope, y, stream);
     return;
   }
   const dim3 grid(unsigned((w.rows + kGemvWarps - 1) / kGemvWarps)), block(32 * kGemvWarps);
@@ -1369,6 +1840,7 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
     }
     check_launch("gemv");
   }
+  if (rope && rope->on) rope_store_apart(*rope, y, stream);
 }
 
 size_t quantized_x_scales_offset(int n_tok, int cols) { return (size_t(n_tok) * size_t(cols) + 255) & ~size_t(255); }
@@ -1407,6 +1879,7 @@ static bool q4k_i8_on() {
 }
 bool takes_int8_x(const DeviceWeight& w) {
   // Q4_K: one token's int8 activations must fit the shared-memory staging.
+  if (w.q6) return size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2) <= kSmemXMax;
   return w.scales != nullptr || ((w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) && w.cols % QK_K == 0 && q4k_i8_on() &&
                                  size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2) <= kSmemXMax);
 }
@@ -1623,6 +2096,36 @@ void DeviceBuffer::reserve(size_t n, const char* what) {
 
 namespace {
 
+// Page-locked host memory for the small uploads of every pass (slot metadata, embedding rows), so
+// that they are queued without waiting for the copy: `get` waits only for the previous copy out
+// of the buffer (long done by the next pass), `copied` marks the one just queued.
+struct PinnedBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  cudaEvent_t done = nullptr;
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (done) cudaEventSynchronize(done);
+    if (ptr) cudaFreeHost(ptr);
+    if (done) cudaEventDestroy(done);
+  }
+  uint8_t* get(size_t n) {
+    if (done) check(cudaEventSynchronize(done), "pinned staging");
+    else check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "pinned staging event");
+    if (bytes < n) {
+      if (ptr) cudaFreeHost(ptr);
+      ptr = nullptr;
+      bytes = 0;
+      check(cudaHostAlloc(&ptr, n + n / 4 + 256, cudaHostAllocDefault), "pinned staging");
+      bytes = n + n / 4 + 256;
+    }
+    return static_cast<uint8_t*>(ptr);
+  }
+  void copied(cudaStream_t st) { check(cudaEventRecord(done, st), "pinned staging event"); }
+};
+
 // A KV pool's device copy; its size counts in the backend's report while the pool lives.
 struct KvDeviceStorage final : KvPool::DeviceStorage {
   DeviceBuffer buf;
@@ -1685,9 +2188,20 @@ class CudaPass final : public BackendPass {
     void* xq = nullptr;
   };
   QuantSrc qsrc_;
+  // The last recorded op while it is a one-token int8 GEMV on Q4_0/Q8_0 that may still take the
+  // RoPE + KV store of rope_and_store_kv (RopeArgs): its output and rows.
+  struct RopeSlot {
+    size_t op = SIZE_MAX;
+    const float* y = nullptr;
+    int rows = 0;
+    std::shared_ptr<RopeArgs> args;
+  };
+  RopeSlot rope_slot_;
   Pending pend_;
   AttnPlan plan_;
   bool profiling_ = false;
+  bool timed_ = false;  // a graph launch of this pass is being timed (PENSIEVE_CUDA_STEP_TIMING)
+  std::chrono::steady_clock::time_point t_begin_{}, t_launch_{};
   CudaBackend& b_;
   std::unique_lock<std::mutex> lock_;
   int n_slots_;
@@ -1704,9 +2218,13 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_GRAPHS")) graphs_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_PACK")) pack_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_MMA")) mma_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_Q6_I8")) q6_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_ROPE_FUSE")) rope_fuse_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
     if (const char* e = std::getenv("PENSIEVE_CUDA_BLAS_GRAPHS")) blas_graphs_on_ = std::atoi(e) != 0;
+    if (const char* e = std::getenv("PENSIEVE_CUDA_STEP_TIMING")) timing_.on = std::atoi(e) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
@@ -1730,6 +2248,14 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
+    if (timing_.on && timing_.n > 0)
+      std::fprintf(stderr,
+                   "cuda step timing: %d one-token passes: host to graph launch %.1f us, graph on the GPU %.1f us, "
+                   "whole pass %.1f us, between passes %.1f us\n",
+                   timing_.n, 1e3 * timing_.host_ms / timing_.n, 1e3 * timing_.gpu_ms / timing_.n,
+                   1e3 * timing_.pass_ms / timing_.n, 1e3 * timing_.gap_ms / std::max(1, timing_.n - 1));
+    if (timing_.e0) cudaEventDestroy(timing_.e0);
+    if (timing_.e1) cudaEventDestroy(timing_.e1);
     for (auto& [sig, g] : graphs_)
       if (g.exec) cudaGraphExecDestroy(g.exec);
     cublasDestroy(blas_);
@@ -1756,6 +2282,8 @@ class CudaBackend final : public Backend {
     auto packed = [&](const Tensor* t) { return pack_on_ && packs(t->type) && t->cols() % 32 == 0; };
     auto n_blocks = [](const Tensor* t) { return int64_t(t->rows()) * (t->cols() / 32); };
     auto qbytes = [](const Tensor* t, int64_t nb) { return size_t(nb) * (t->type == GgmlType::Q4_0 ? 16 : 32); };
+    // Q6_K keeps its file layout and gains a repacked copy for the int8 GEMV.
+    auto q6 = [&](const Tensor* t) { return q6_on_ && int8_on_ && t->type == GgmlType::Q6_K && t->cols() % QK_K == 0; };
     size_t total = 0, staging = 0;
     for (const Tensor* t : host_) {
       if (packed(t)) {
@@ -1763,6 +2291,7 @@ class CudaBackend final : public Backend {
         staging = std::max(staging, t->nbytes);
       } else {
         total += align(t->nbytes);
+        if (q6(t)) total += align(q6_pack_bytes(n_blocks(t)));
       }
     }
     for (const auto& v : vectors_) total += align(v.size() * sizeof(float));
@@ -1796,6 +2325,12 @@ class CudaBackend final : public Backend {
       check(cudaMemcpy(p, t->data, t->nbytes, cudaMemcpyHostToDevice), "weight upload");
       weights_.push_back({t->type, int(t->rows()), int(t->cols()), t->row_bytes(), p});
       p += align(t->nbytes);
+      if (q6(t)) {
+        pack_q6(weights_.back(), p, nullptr);
+        check(cudaDeviceSynchronize(), "Q6_K packing");
+        weights_.back().q6 = p;
+        p += align(q6_pack_bytes(n_blocks(t)));
+      }
     }
     for (const auto& v : vectors_) {
       check(cudaMemcpy(p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice), "vector upload");
@@ -1812,13 +2347,13 @@ class CudaBackend final : public Backend {
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
     size_t n = weights_arena_.bytes + f16_cache_bytes_ + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes +
-               staging_.bytes + xq_ws_.bytes + blas_ws_.bytes;
+               staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + mma_ws_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_->load();
   }
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + blas_ws_.bytes;
+    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + mma_ws_.bytes;
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -1875,7 +2410,7 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
-  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_;
+  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_, mma_ws_;
   // Matmuls of at most this many tokens (and every exact one) run as fused GEMVs; larger ones
   // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
   int gemv_max_ = kGemvMaxTokensDefault;
@@ -1884,9 +2419,18 @@ class CudaBackend final : public Backend {
   // Q4_0/Q8_0 packed at load (PENSIEVE_CUDA_PACK=0: file layout); serving GEMVs on packed weights
   // take int8 activations (PENSIEVE_CUDA_INT8=0: float32).
   bool pack_on_ = true, int8_on_ = true;
+  // Batches of 17..kI8GemmMaxTokens tokens on packed weights through the int8 tensor-core GEMM
+  // (PENSIEVE_CUDA_MMA=1). Off by default: slower than cuBLAS on the fp16 copy so far (64 streams
+  // 6.6k against 8.7k tok/s on the H100; see bench/RESULTS.md).
+  bool mma_on_ = false;
+  // Q6_K matrices also repacked for the int8 GEMV (PENSIEVE_CUDA_Q6_I8=0: float32 GEMV only).
+  bool q6_on_ = true;
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
+  // A one-token qkv GEMV on Q4_0/Q8_0 also does the RoPE + KV store (PENSIEVE_CUDA_ROPE_FUSE=0: its
+  // own kernel after it).
+  bool rope_fuse_on_ = true;
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
@@ -1899,7 +2443,18 @@ class CudaBackend final : public Backend {
   std::map<std::vector<uint64_t>, GraphEntry> graphs_;
   std::vector<std::unique_ptr<DeviceBuffer>> f16_cache_;
   size_t f16_cache_bytes_ = 0;
-  mutable std::vector<float> host_rows_;
+  mutable PinnedBuffer meta_host_, rows_host_;
+  // PENSIEVE_CUDA_STEP_TIMING=1: per one-token pass that replays a graph, the host time from the
+  // pass's start to the graph launch, the graph's GPU time (events around it) and the whole pass,
+  // averaged and printed to stderr when the backend goes.
+  struct StepTiming {
+    bool on = false;
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    int n = 0;
+    double host_ms = 0, gpu_ms = 0, pass_ms = 0, gap_ms = 0;
+    std::chrono::steady_clock::time_point last_end{};
+  };
+  StepTiming timing_;
   std::shared_ptr<std::atomic<size_t>> kv_bytes_ = std::make_shared<std::atomic<size_t>>(0);
 };
 
@@ -1962,11 +2517,11 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   const size_t lone_off = tiles_off + tiles.size() * sizeof(AttnTile);
   const size_t total = lone_off + lone.size() * sizeof(int32_t);
   b_.meta_.reserve(total, "pass metadata");
-  std::vector<uint8_t> staging(total);
-  std::memcpy(staging.data(), meta.data(), meta_bytes);
-  std::memcpy(staging.data() + table_off, tables.data(), tables.size() * sizeof(int32_t));
-  std::memcpy(staging.data() + tiles_off, tiles.data(), tiles.size() * sizeof(AttnTile));
-  std::memcpy(staging.data() + lone_off, lone.data(), lone.size() * sizeof(int32_t));
+  uint8_t* staging = b_.meta_host_.get(total);
+  std::memcpy(staging, meta.data(), meta_bytes);
+  std::memcpy(staging + table_off, tables.data(), tables.size() * sizeof(int32_t));
+  std::memcpy(staging + tiles_off, tiles.data(), tiles.size() * sizeof(AttnTile));
+  std::memcpy(staging + lone_off, lone.data(), lone.size() * sizeof(int32_t));
   if (tiled) {
     uint8_t* base = static_cast<uint8_t*>(b_.meta_.ptr);
     plan_.tiles = reinterpret_cast<const AttnTile*>(base + tiles_off);
@@ -1978,9 +2533,9 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     plan_.kv = (any16 ? 1 : 0) | (any32 ? 2 : 0);
     plan_.mma = b_.attn_mode_ == 1 && !any32;
   }
-  check(cudaMemcpyAsync(b_.meta_.ptr, staging.data(), staging.size(), cudaMemcpyHostToDevice, b_.stream_),
-        "metadata upload");
-  check(cudaStreamSynchronize(b_.stream_), "metadata upload");
+  check(cudaMemcpyAsync(b_.meta_.ptr, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
+  b_.meta_host_.copied(b_.stream_);
+  if (b_.timing_.on) t_begin_ = std::chrono::steady_clock::now();
   // PENSIEVE_CUDA_PROFILE_TOKENS=N: a profiler started with collection off (ncu
   // --profile-from-start off) records only the passes of N tokens.
   static const int profile_tokens = [] {
@@ -2010,12 +2565,11 @@ void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   flush();
   const Tensor& w = *b_.host_[size_t(weight)];
   const size_t dim = size_t(w.cols());
-  b_.host_rows_.resize(ids.size() * dim);
-  for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], b_.host_rows_.data() + t * dim);
-  check(cudaMemcpyAsync(x, b_.host_rows_.data(), b_.host_rows_.size() * sizeof(float), cudaMemcpyHostToDevice,
-                        b_.stream_),
-        "embedding upload");
-  check(cudaStreamSynchronize(b_.stream_), "embedding upload");
+  const size_t bytes = ids.size() * dim * sizeof(float);
+  float* rows = reinterpret_cast<float*>(b_.rows_host_.get(bytes));
+  for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], rows + t * dim);
+  check(cudaMemcpyAsync(x, rows, bytes, cudaMemcpyHostToDevice, b_.stream_), "embedding upload");
+  b_.rows_host_.copied(b_.stream_);
 }
 
 void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float eps) {
@@ -2054,7 +2608,11 @@ void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float
 
 void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy, bool exact) {
   const DeviceWeight& w = b_.weights_[size_t(weight)];
-  if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0) {
+  // Batches of up to kI8GemmMaxTokens tokens on packed Q4_0 / Q8_0: int8 activations and the
+  // tensor-core GEMM (gemm_i8_mma_kernel) instead of cuBLAS on the fp16 copy.
+  const bool mma = !exact && b_.mma_on_ && b_.int8_on_ && w.scales && n_tok > b_.gemv_max_ &&
+                   n_tok <= kI8GemmMaxTokens && w.cols % 32 == 0;
+  if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0 || mma) {
     if (w.cols % 32 != 0 && !is_float_type(w.type))
       throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " rows of " + std::to_string(w.cols) +
                   " elements (not whole blocks)");
@@ -2090,9 +2648,26 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     } else {
       emit_pending();
     }
+    float* part = nullptr;
+    size_t part_bytes = 0;
+    if (mma && xq) {
+      // The k-split partial sums: up to 8 per output, within kMmaPartMax.
+      const size_t want = std::min(size_t(8) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kMmaPartMax);
+      if (b_.mma_ws_.bytes < want) {
+        qsrc_ = {};
+        flush();
+        check(cudaStreamSynchronize(b_.stream_), "workspace");
+        b_.mma_ws_.reserve(want, "the int8 GEMM workspace");
+      }
+      part = static_cast<float*>(b_.mma_ws_.ptr);
+      part_bytes = b_.mma_ws_.bytes;
+    }
+    std::shared_ptr<RopeArgs> rope;
+    if (xq && n_tok == 1 && w.scales && b_.fuse_on_ && b_.rope_fuse_on_) rope = std::make_shared<RopeArgs>();
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
-            uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready)},
-           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready); });
+            uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, part, part_bytes, rope.get()); });
+    rope_slot_ = rope ? RopeSlot{ops_.size() - 1, y, w.rows, rope} : RopeSlot{};
     // What the workspace holds now, unless this matmul's output overwrote its source.
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
     if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq};
@@ -2160,6 +2735,26 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   const ModelConfig* cfg = &b_.cfg_;
   const float mscale = b_.mscale_;
   cudaStream_t st = b_.stream_;
+  const RopeSlot rs = rope_slot_;
+  rope_slot_ = RopeSlot{};
+  const int qkv_rows = (cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
+  if (n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows) {
+    // Done by the qkv GEMV just recorded (RopeArgs), which reads these when it runs.
+    RopeArgs& a = *rs.args;
+    a.on = true;
+    a.slot = meta;
+    a.layer = layer;
+    a.n_heads = cfg->n_heads;
+    a.n_kv_heads = cfg->n_kv_heads;
+    a.head_dim = cfg->head_dim;
+    a.n_rot = cfg->rope.n_rot;
+    a.style_half = int(cfg->rope.style == RopeStyle::RotateHalf);
+    a.inv_short = inv;
+    a.inv_long = inv + half;
+    a.mscale = mscale;
+    record({11, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(layer), uint64_t(uintptr_t(inv))}, [] {});
+    return;
+  }
   record({4, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(n), uint64_t(layer), uint64_t(uintptr_t(inv))},
          [=] { rope_store(qkv, meta, n, layer, *cfg, inv, inv + half, mscale, st); });
 }
@@ -2255,6 +2850,7 @@ void CudaPass::record(std::initializer_list<uint64_t> sig, std::function<void()>
 
 void CudaPass::flush() {
   emit_pending();
+  rope_slot_ = RopeSlot{};  // a GEMV launched from here on takes no RoPE any more
   if (ops_.empty()) return;
   std::vector<std::function<void()>> ops = std::move(ops_);
   std::vector<uint64_t> sig = std::move(sig_);
@@ -2308,7 +2904,21 @@ void CudaPass::flush() {
     }
   }
   if (g.exec) {
+    CudaBackend::StepTiming& tm = b_.timing_;
+    const bool timed = tm.on && n_slots_ == 1;
+    if (timed) {
+      if (!tm.e0) {
+        check(cudaEventCreate(&tm.e0), "timing event");
+        check(cudaEventCreate(&tm.e1), "timing event");
+      }
+      t_launch_ = std::chrono::steady_clock::now();
+      check(cudaEventRecord(tm.e0, b_.stream_), "timing event");
+    }
     check(cudaGraphLaunch(g.exec, b_.stream_), "graph launch");
+    if (timed) {
+      check(cudaEventRecord(tm.e1, b_.stream_), "timing event");
+      timed_ = true;
+    }
   } else {
     run_all();
   }
@@ -2329,6 +2939,20 @@ void CudaPass::read(const float* src, float* host, size_t n) {
   flush();
   check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
   check(cudaStreamSynchronize(b_.stream_), "forward pass");
+  if (timed_) {
+    timed_ = false;
+    CudaBackend::StepTiming& tm = b_.timing_;
+    const auto now = std::chrono::steady_clock::now();
+    float gpu = 0.0f;
+    check(cudaEventElapsedTime(&gpu, tm.e0, tm.e1), "timing event");
+    auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    if (tm.n > 0) tm.gap_ms += ms(tm.last_end, t_begin_);
+    tm.host_ms += ms(t_begin_, t_launch_);
+    tm.gpu_ms += gpu;
+    tm.pass_ms += ms(t_begin_, now);
+    tm.last_end = now;
+    ++tm.n;
+  }
 }
 
 void CudaPass::write(float* dst, const float* host, size_t n) {
