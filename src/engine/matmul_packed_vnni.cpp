@@ -31,6 +31,15 @@ inline __m512 s8x16(const uint8_t* p) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
+// Lines [part * n / kParts, (part + 1) * n / kParts) of the n 64-byte lines of the super-block
+// kPrefetchAhead bytes after sb, into L2.
+template <int kParts>
+inline void prefetch_ahead(const uint8_t* sb, size_t sbb, int part) {
+  const size_t lines = (sbb + 63) / 64;
+  for (size_t l = lines * size_t(part) / kParts; l < lines * size_t(part + 1) / kParts; ++l)
+    _mm_prefetch(reinterpret_cast<const char*>(sb + kPrefetchAhead + 64 * l), _MM_HINT_T1);
+}
+
 // Dword j of a token's block in every lane (a broadcast load, which vpdpbusd takes as its operand).
 inline __m512i bcst(const int8_t* qs, int j) { return _mm512_broadcastd_epi32(_mm_loadu_si32(qs + 4 * j)); }
 
@@ -123,9 +132,11 @@ void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act,
     const uint8_t* sb = tile + size_t(b) * sbb;
     // Few tokens (decode): the weights stream from memory once, and the hardware prefetcher alone
     // keeps too few lines in flight; ask for the lines 16 KB ahead into L2 as well (past the end
-    // of the matrix this reads nothing: prefetches do not fault).
-    if constexpr (T < kGroup)
-      for (size_t o = 0; o < sbb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(sb + kPrefetchAhead + o), _MM_HINT_T1);
+    // of the matrix this reads nothing: prefetches do not fault). The K-quants' super-blocks (37-53
+    // lines) ask an eighth of them before each group rather than all at once.
+    constexpr bool kPrefetch = T < kGroup;
+    constexpr bool kKQuant = kType == GgmlType::Q4_K || kType == GgmlType::Q5_K || kType == GgmlType::Q6_K;
+    if constexpr (kPrefetch && !kKQuant) prefetch_ahead<1>(sb, sbb, 0);
     if constexpr (kType == GgmlType::Q4_0 || kType == GgmlType::Q8_0) {
       const __m512 dw = f16x16(sb);
       if constexpr (kType == GgmlType::Q4_0) {
@@ -155,6 +166,7 @@ void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act,
       const __m512i m5 = _mm512_set1_epi8(0x1F);
       auto group = [&](auto gc) {
         constexpr int g = decltype(gc)::value;
+        if constexpr (kPrefetch) prefetch_ahead<8>(sb, sbb, g);
         const uint8_t* nib = sb + kQ4KNib + 64 * 8 * (g / 2);
         for (int c = 0; c < 8; ++c) {
           if constexpr (kType == GgmlType::Q5_K) w[c] = q5_levels<g>(chunk(nib, c), chunk(sb + kQ5KHigh, c), m4, m5);
@@ -179,6 +191,7 @@ void tile_tokens(const PackedMatrix& P, const uint8_t* tile, const uint8_t* act,
       auto group = [&](auto kc, int h) {
         constexpr int k = decltype(kc)::value;
         const int g = 4 * h + k;
+        if constexpr (kPrefetch) prefetch_ahead<8>(sb, sbb, g);
         const uint8_t* lo = sb + kQ6KLow + 64 * 8 * (2 * h + (k & 1));
         const uint8_t* hi = sb + kQ6KHigh + 64 * 8 * h;
         for (int c = 0; c < 8; ++c) w[c] = q6_levels<k>(chunk(lo, c), chunk(hi, c), m4, m6);
