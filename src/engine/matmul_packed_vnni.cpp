@@ -4,8 +4,10 @@
 // token does the same operations in the same order whatever the group size, and the same as the
 // scalar twin (ref::matmul_packed_tiles), so results are bit-identical across batch sizes and with
 // it. Built with AVX-512 F/BW/VL/VNNI enabled (this file only); reached only when use_vnni().
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in their own _mm512_undefined_* helpers.
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (and, in the gathers of the packing,
+// -Wuninitialized) in their own _mm512_undefined_* helpers.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <type_traits>
