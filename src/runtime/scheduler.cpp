@@ -178,15 +178,23 @@ void Scheduler::loop() {
       active_.clear();
       queue_.clear();
     }
-    {
-      std::lock_guard lock(mu_);
-      running_ = int(active_.size());
-      waiting_ = int(queue_.size() + incoming_.size());
-      stats_.kv_blocks_used = blocks_->in_use();
-      stats_.kv_blocks_cached = blocks_->cached();
-      stats_.kv_usage_ratio = double(blocks_->in_use()) / blocks_->total();
-    }
+    update_gauges();
   }
+}
+
+// The gauges (running(), waiting(), the cache's use) as of now. Refreshed after every step and
+// whenever a sequence ends, before its end is delivered: a client that has its answer never sees
+// its own sequence still counted.
+void Scheduler::update_gauges() {
+  const auto live = [](const auto& seqs) {
+    return int(std::count_if(seqs.begin(), seqs.end(), [](const auto& s) { return s && !s->removed; }));
+  };
+  std::lock_guard lock(mu_);
+  running_ = live(active_);
+  waiting_ = live(queue_) + int(incoming_.size());
+  stats_.kv_blocks_used = blocks_->in_use();
+  stats_.kv_blocks_cached = blocks_->cached();
+  stats_.kv_usage_ratio = double(blocks_->in_use()) / blocks_->total();
 }
 
 bool Scheduler::should_stop(Seq& s) {
@@ -481,12 +489,14 @@ void Scheduler::finish(Seq& s) {
   publish_blocks(s);
   free_blocks(s);
   s.removed = true;
+  update_gauges();
   s.job->sink({GenerationEvent::Kind::Done, {}, s.res, {}, {}});
 }
 
 void Scheduler::fail(Seq& s, FailKind kind, const std::string& message) {
   free_blocks(s);
   s.removed = true;
+  update_gauges();
   s.job->sink({GenerationEvent::Kind::Failed, {}, {}, kind, message});
 }
 

@@ -114,6 +114,7 @@ class Scheduler : public GenerationService {
   void publish_blocks(Seq& s);
   void finish(Seq& s);
   void fail(Seq& s, FailKind kind, const std::string& message);
+  void update_gauges();
   bool should_stop(Seq& s);
 
   std::shared_ptr<const Model> model_;

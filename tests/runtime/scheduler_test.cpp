@@ -183,6 +183,26 @@ TEST(Scheduler, CancellingFreesTheSequenceAtTheNextStep) {
   EXPECT_EQ(svc->stats().kv_blocks_used, 0);
 }
 
+// The gauges a client reads after its answer (/metrics, wait_idle) no longer count its sequence:
+// they are updated before a sequence's end is delivered, not only after the step.
+TEST(Scheduler, AnEndedSequenceIsUncountedBeforeItsEndIsDelivered) {
+  auto m = load({});
+  auto svc = m->service();
+  for (int max_tokens : {0, 3}) {
+    Recorder r;
+    ServiceStats at_end;
+    r.on_event = [&](const GenerationEvent& e) {
+      if (e.kind == GenerationEvent::Kind::Done) at_end = svc->stats();
+    };
+    ASSERT_TRUE(svc->submit(r.job(greedy(*m, "What does happy mean?", max_tokens))));
+    r.wait();
+    ASSERT_EQ(r.last.kind, GenerationEvent::Kind::Done);
+    EXPECT_EQ(at_end.running, 0) << max_tokens;
+    EXPECT_EQ(at_end.waiting, 0) << max_tokens;
+    EXPECT_EQ(at_end.kv_blocks_used, 0) << max_tokens;
+  }
+}
+
 TEST(Scheduler, AdmitsFirstComeFirstServedAndBoundsTheQueue) {
   EngineOptions o;
   o.max_running = 1;
