@@ -256,7 +256,7 @@ describe('errors', () => {
       const payload = JSON.parse(errorEvent.split('\ndata: ')[1]);
       assert.deepEqual(payload, { type: 'error', error: { type: 'timeout_error', message: payload.error.message } });
       // The timed-out generation is freed: the model goes idle again.
-      const idleBy = Date.now() + 10_000;
+      const idleBy = Date.now() + 30_000;
       while (!(await (await fetch(`${small.url}/metrics`)).text()).includes('pensieve_requests_running 0')) {
         assert.ok(Date.now() < idleBy, 'the timed-out generation was not freed');
         await new Promise((r) => setTimeout(r, 20));

@@ -84,7 +84,7 @@ test('metrics are Prometheus text', async () => {
     await fetch(`${server.url}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     // A request is counted once its last byte is written, which may be just after the client has it.
     let text = '';
-    for (const deadline = Date.now() + 5000; Date.now() < deadline;) {
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline;) {
       text = await (await fetch(`${server.url}/metrics`)).text();
       if (text.includes('pensieve_requests_total{route="/v1/messages",status="200"} 1')) break;
       await new Promise((r) => setTimeout(r, 20));
