@@ -180,21 +180,16 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
 
 // One decode token through the chain of a layer's feed-forward half and the next norm, as the
 // model runs it: rmsnorm -> gate+up matmul -> silu_mul -> down matmul -> add into the residual ->
-// rmsnorm -> matmul. On the int8 GEMVs the norm is computed by the next GEMV's blocks
-// (PENSIEVE_CUDA_NORM_FUSE=2: on every int8 type) and the add by the down GEMV's store
-// (GemvFuse): the results equal each fusion turned off (NORM_FUSE / RES_FUSE = 0, and
-// PENSIEVE_CUDA_FUSE=0: every op its own kernel) bit for bit, and a float64 reference that rounds
-// each GEMV's input to int8 as the GPU does within 3e-3 (an int8 rounding that flips between
-// float32 and float64 costs ~1e-3; none: ~1e-6).
+// rmsnorm -> matmul, on each int8-GEMV type. The fused kernels (add + rmsnorm, rmsnorm or silu_mul
+// + int8 rounding) give the separate ops' results (PENSIEVE_CUDA_FUSE=0) bit for bit, and a float64
+// reference that rounds each GEMV's input to int8 as the GPU does within 3e-3 (an int8 rounding
+// that flips between float32 and float64 costs ~1e-3; none: ~1e-7).
 TEST(CudaOps, FusedDecodeChainMatchesTheCpu) {
   REQUIRE_GPU();
   std::mt19937 rng(13);
   const int dim = 512, ff = 768;
   const GgmlType types[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
-  const char* const configs[][2] = {{"PENSIEVE_CUDA_NORM_FUSE", "2"},
-                                    {"PENSIEVE_CUDA_NORM_FUSE", "0"},
-                                    {"PENSIEVE_CUDA_RES_FUSE", "0"},
-                                    {"PENSIEVE_CUDA_FUSE", "0"}};
+  const char* const configs[][2] = {{"PENSIEVE_CUDA_FUSE", "1"}, {"PENSIEVE_CUDA_FUSE", "0"}};
   for (GgmlType type : types) {
     HostWeight up = make_weight(type, 2 * ff, dim, rng), down = make_weight(type, dim, ff, rng);
     const std::vector<float> gain = random_floats(dim, rng), x0 = random_floats(dim, rng, 2.0f);
@@ -537,9 +532,9 @@ TEST_P(CudaModel, BatchedDecodeEqualsSoloDecode) {
   }
 }
 
-// The fused kernels (add + rmsnorm, rmsnorm or silu_mul + int8 rounding, the RoPE + KV store and
-// the residual add in a GEMV's store, the rmsnorm in a GEMV's staging) give the separate ops'
-// results bit for bit: a prompt and a few decode steps with fusion off and on.
+// The fused kernels (add + rmsnorm, rmsnorm or silu_mul + int8 rounding, the RoPE + KV store in
+// the int8 qkv GEMV of every int8 type) give the separate ops' results bit for bit: a prompt and a
+// few decode steps with fusion on and off.
 TEST_P(CudaModel, FusedOpsEqualSeparateOps) {
   PENSIEVE_REQUIRE_TESTDATA();
   REQUIRE_GPU();
@@ -547,19 +542,14 @@ TEST_P(CudaModel, FusedOpsEqualSeparateOps) {
   const std::vector<int32_t> prompt = test::longest_prompt(refs);
   std::vector<std::vector<std::vector<float>>> runs;
   ThreadPool pool(1);
-  // Off; the defaults; the norm fused into the K-quant GEMVs too (PENSIEVE_CUDA_NORM_FUSE=2).
-  for (const char* fuse : {"0", "1", "2"}) {
-    setenv("PENSIEVE_CUDA_FUSE", fuse[0] == '0' ? "0" : "1", 1);
-    if (fuse[0] == '2') setenv("PENSIEVE_CUDA_NORM_FUSE", "2", 1);
+  for (const char* fuse : {"0", "1"}) {
+    setenv("PENSIEVE_CUDA_FUSE", fuse, 1);
     const auto model = Model::load(model_path(GetParam()), "cuda");
     runs.push_back(test::solo_greedy_logits(*model, prompt, 4, /*exact=*/false, pool));
-    unsetenv("PENSIEVE_CUDA_NORM_FUSE");
   }
   unsetenv("PENSIEVE_CUDA_FUSE");
-  for (size_t r = 1; r < runs.size(); ++r) {
-    ASSERT_EQ(runs[0].size(), runs[r].size());
-    for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_TRUE(runs[0][i] == runs[r][i]) << "run " << r << " step " << i;
-  }
+  ASSERT_EQ(runs[0].size(), runs[1].size());
+  for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_TRUE(runs[0][i] == runs[1][i]) << "step " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(TestData, CudaModel, ::testing::ValuesIn(model_dirs()),

@@ -10,10 +10,9 @@
 // row a warp). Larger matmuls use an fp16 copy of the weight (cached on first use when the GPU has room,
 // else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out). A pass's
 // launches are recorded and replayed as a CUDA graph once the same pass recurs (a decode token's
-// qkv GEMV doing the RoPE and KV store in its store, the o and down GEMVs the residual add in
-// theirs, and on Q4_0 / Q8_0 the qkv and gate+up GEMVs the rmsnorm before them in their staging of
-// x: GemvFuse); the GEMVs and the kernels around them use programmatic dependent launch so that
-// each starts its weight loads while the previous kernel finishes.
+// int8 qkv GEMV doing the RoPE and KV store in its store); the GEMVs and the
+// kernels around them use programmatic dependent launch so that each starts its weight loads
+// while the previous kernel finishes.
 #include <cublas_v2.h>
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
@@ -364,7 +363,6 @@ static void launch_vec(const DeviceWeight& w, const float* x, int64_t ldx, float
 // whatever nt is.
 
 constexpr int kPackWarps = 4, kPackUnroll = 4;
-constexpr int kNormThreads = 256, kNormVec = 8;  // the vector path holds dim <= 8192 in registers
 
 template <GgmlType T>
 struct Pack;
@@ -560,117 +558,20 @@ __device__ __forceinline__ const float2* stage_x_i8(uint4* sx, const int8_t* __r
   __syncthreads();
   return sds;
 }
-// What an int8 GEMV does besides its dot products (GemvFuse), so that kernels between the GEMVs of
-// a decode layer vanish:
-// - src 1 (one token; the kernels' NORM instantiation): its activations are rmsnorm(x) * gain,
-//   rounded to int8, computed by every block from the float32 x (the residual, read from L2) into
-//   its shared-memory staging with norm_fused_kernel's arithmetic (the same sums in the same order:
-//   the same bits). The blocks whose index is a 32-value block's number modulo the grid also write
-//   that block's float32 result (y_out) and int8 values (q_out, ds_out), for later readers.
-// - resid: each output row also added into resid[t * ldy + r] (the residual add after the o and
-//   down GEMVs: x + s, as add_kernel does).
-struct GemvFuse {
-  int src = 0;
-  const float* x = nullptr;
-  const float* gain = nullptr;
-  float eps = 0.0f;
-  float* y_out = nullptr;
-  int8_t* q_out = nullptr;
-  float2* ds_out = nullptr;
-  float* resid = nullptr;
-};
-
-// Shared memory of a fused staging: the int8 values and their {d, sum}, then the floats.
-__host__ __device__ __forceinline__ size_t stage_floats_offset(int cols) {
-  return (size_t(cols) + size_t(cols / 32) * 8 + 15) & ~size_t(15);
-}
-
-// The int8 staging of a one-token GEMV computed by the block as rmsnorm(f.x) * f.gain (after its
-// pdl_wait). Returns where the {d, sum} start; the block waits for it.
-__device__ __forceinline__ const float2* stage_x_norm(uint4* sx, int cols, const GemvFuse& f) {
-  float2* sds = reinterpret_cast<float2*>(sx + cols / 16);
-  const int n4 = cols / 4, tid = threadIdx.x, lane = tid % 32;
-  float4* xf = reinterpret_cast<float4*>(reinterpret_cast<uint8_t*>(sx) + stage_floats_offset(cols));
-  const float4* x4 = reinterpret_cast<const float4*>(f.x);
-  for (int i = tid; i < n4; i += blockDim.x) xf[i] = __ldcg(x4 + i);
-  __syncthreads();
-  // norm_fused_kernel's sum of squares: its kNormThreads threads, each over kNormVec float4s, then
-  // the warps' sums, then theirs; its thread vt is thread vt % blockDim.x here.
-  __shared__ float vpart[32];
-  for (int vt = tid; vt < kNormThreads; vt += blockDim.x) {
-    float ss = 0.0f;
-#pragma unroll
-    for (int j = 0; j < kNormVec; ++j) {
-      const int i = vt + j * kNormThreads;
-      if (i < n4) {
-        const float4 v = xf[i];
-        ss = fmaf(v.x, v.x, ss);
-        ss = fmaf(v.y, v.y, ss);
-        ss = fmaf(v.z, v.z, ss);
-        ss = fmaf(v.w, v.w, ss);
-      }
-    }
-    ss = warp_sum(ss);
-    if (lane == 0) vpart[vt / 32] = ss;
-  }
-  __syncthreads();
-  float tot = lane < kNormThreads / 32 ? vpart[lane] : 0.0f;
-  tot = warp_sum(tot);
-  const float scale = float(1.0 / sqrt(double(tot) / cols + double(f.eps)));
-  const float4* g4 = reinterpret_cast<const float4*>(f.gain);
-  for (int i0 = 0; i0 < n4; i0 += blockDim.x) {
-    // 8 neighbouring threads hold one 32-value block (n4 % 8 == 0: a group is all in or out).
-    const int i = i0 + tid;
-    const bool active = i < n4;
-    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (active) {
-      const float4 v = xf[i], g = __ldg(g4 + i);
-      o.x = v.x * scale * g.x;
-      o.y = v.y * scale * g.y;
-      o.z = v.z * scale * g.z;
-      o.w = v.w * scale * g.w;
-    }
-    float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
-#pragma unroll
-    for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-    const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const int q0 = __float2int_rn(o.x * id), q1 = __float2int_rn(o.y * id), q2 = __float2int_rn(o.z * id),
-              q3 = __float2int_rn(o.w * id);
-    int sum = q0 + q1 + q2 + q3;
-#pragma unroll
-    for (int m = 1; m < 8; m <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
-    if (active) {
-      const uint32_t packed =
-          uint32_t(q0 & 0xFF) | (uint32_t(q1 & 0xFF) << 8) | (uint32_t(q2 & 0xFF) << 16) | (uint32_t(q3) << 24);
-      reinterpret_cast<uint32_t*>(sx)[i] = packed;
-      if (i % 8 == 0) sds[i / 8] = make_float2(d, float(sum));
-      if (unsigned(i / 8) % gridDim.x == blockIdx.x) {
-        reinterpret_cast<float4*>(f.y_out)[i] = o;
-        reinterpret_cast<uint32_t*>(f.q_out)[i] = packed;
-        if (i % 8 == 0) f.ds_out[i / 8] = make_float2(d, float(sum));
-      }
-    }
-  }
-  __syncthreads();
-  return sds;
-}
-
-// A warp's row r: each token's sum over the lanes into y[t * ldy + r] (and added into resid).
+// A warp's row r: each token's sum over the lanes into y[t * ldy + r].
 __device__ __forceinline__ void store_row_sums(const float (&acc)[kGemvTokens], int nt, float* __restrict__ y,
-                                               int64_t ldy, int r, int lane, float* resid = nullptr) {
+                                               int64_t ldy, int r, int lane) {
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) {
     if (t < nt) {
       const float s = warp_sum(acc[t]);
-      if (lane == 0) {
-        y[t * ldy + r] = s;
-        if (resid) resid[t * ldy + r] = __ldcg(resid + t * ldy + r) + s;
-      }
+      if (lane == 0) y[t * ldy + r] = s;
     }
   }
 }
 
-// RoPE and the KV store of a one-token qkv GEMV done in its store (gemv_i8_smem_kernel<T, U, true>):
+// RoPE and the KV store of a one-token qkv GEMV done in its store (the ROPE instantiations of
+// gemv_i8_smem_kernel, gemv_k_i8_kernel and gemv_q6_i8_kernel):
 // the block's 4 warps take two rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
 // of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
 // rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
@@ -693,8 +594,9 @@ __device__ __forceinline__ int rope_row(const RopeArgs& a, int v) {
   return h * hd + (d % 2 ? d / 2 + a.n_rot / 2 : d / 2);
 }
 
-// The store of a one-token qkv GEMV that does the RoPE and KV store (ROPE kernels): warp-row v of
-// the block holds the sum acc0 of weight row r = rope_row(v). Every thread of the block calls it.
+// The store of a one-token qkv GEMV that does the RoPE and KV store (the int8 GEMVs' ROPE
+// instantiations): warp-row v of the block holds the sum acc0 of weight row r = rope_row(v). Every
+// thread of the block calls it.
 __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const RopeArgs& rope, float* __restrict__ y) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __shared__ float sum[kPackWarps];
@@ -728,11 +630,11 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
 // one read of x per block instead of one per warp, and no registers held for x across the weight
 // loads, so more warps fit on an SM. One row a warp, U blocks of a lane's loads issued together;
 // the same sums, in the same order, as gemv_packed_kernel<T, true, 1>.
-template <GgmlType T, int U, bool ROPE = false, bool NORM = false>
+template <GgmlType T, int U, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_i8_smem_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
                         const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
-                        int64_t ldy, int nt, RopeArgs rope, GemvFuse f) {
+                        int64_t ldy, int nt, RopeArgs rope) {
   using P = Pack<T>;
   pdl_trigger();
   extern __shared__ uint4 sx[];
@@ -759,7 +661,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   // The first weights are in flight before the wait for x's producer and x's staging.
   load(lane);
   pdl_wait();
-  const float2* sds = NORM ? stage_x_norm(sx, cols, f) : stage_x_i8(sx, xq, xds, nt, cols);
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   float acc[kGemvTokens];
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
@@ -799,7 +701,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
     rope_store_rows(acc[0], v, r, rope, y);
     return;
   }
-  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane, f.resid);
+  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
 // PENSIEVE_CUDA_PACK_SMEM=0: the int8 GEMV reads x from global memory; PENSIEVE_CUDA_PACK_UNROLL:
@@ -821,11 +723,6 @@ static int pack_unroll() {
 }
 constexpr size_t kSmemXMax = 48 * 1024;
 
-// Shared memory of an int8 GEMV's staging of nt tokens (f.src != 0: one token, from floats).
-static size_t stage_smem(int nt, int cols, const GemvFuse& f) {
-  if (f.src == 1) return stage_floats_offset(cols) + size_t(cols) * sizeof(float);
-  return size_t(nt) * size_t(cols) + size_t(nt) * size_t(cols / 32) * sizeof(float2);
-}
 // Whether a launch of nt tokens on `rows` rows can take the RoPE + KV store of `rope`.
 static bool rope_fits(const RopeArgs* rope, int nt, int rows) {
   return rope && rope->on && nt == 1 && rows % kPackWarps == 0 && rope->head_dim % kPackWarps == 0;
@@ -833,10 +730,9 @@ static bool rope_fits(const RopeArgs* rope, int nt, int rows) {
 
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
-                           int nt, cudaStream_t stream, const GemvFuse& f, const RopeArgs* rope = nullptr) {
-  const size_t smem = stage_smem(nt, w.cols, f);
-  const bool norm = f.src == 1;
-  if (!pack_smem() || pack_rows() != 1 || smem > kSmemXMax || (norm && nt != 1)) return false;
+                           int nt, cudaStream_t stream, const RopeArgs* rope = nullptr) {
+  const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
+  if (!pack_smem() || pack_rows() != 1 || smem > kSmemXMax) return false;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
   const __half* S = reinterpret_cast<const __half*>(w.scales);
   const int U = pack_unroll();
@@ -844,17 +740,14 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
   const RopeArgs none;
   if (rope && rope->on) {
     if (!rope_fits(rope, nt, w.rows)) return false;
-    launch_pdl(norm ? gemv_i8_smem_kernel<T, 4, true, true> : gemv_i8_smem_kernel<T, 4, true, false>, grid, block,
-               smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, *rope, f);
-  } else if (norm) {
-    launch_pdl(gemv_i8_smem_kernel<T, 4, false, true>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds,
-               y, ldy, nt, none, f);
+    launch_pdl(gemv_i8_smem_kernel<T, 4, true>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy,
+               nt, *rope);
   } else if (U == 2) {
-    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none, f);
+    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
   } else if (U == 8) {
-    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none, f);
+    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
   } else {
-    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none, f);
+    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
   }
   return true;
 }
@@ -866,11 +759,11 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
 // those elements. A sub-block contributes d sc dx sum(q qx) - dmin m dx sum(qx), the second term
 // added once, by the lane of its first half. Activations staged in shared memory as in
 // gemv_i8_smem_kernel; cols % 256 == 0.
-template <GgmlType T, int U, bool ROPE = false, bool NORM = false>
+template <GgmlType T, int U, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_k_i8_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
                        const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
-                       int64_t ldy, int nt, RopeArgs rope, GemvFuse f) {
+                       int64_t ldy, int nt, RopeArgs rope) {
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32, nsb = cols / QK_K;
@@ -900,7 +793,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   };
   load(lane / 8);
   pdl_wait();
-  const float2* sds = NORM ? stage_x_norm(sx, cols, f) : stage_x_i8(sx, xq, xds, nt, cols);
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   float acc[kGemvTokens];
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
@@ -948,7 +841,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
     rope_store_rows(acc[0], v, r, rope, y);
     return;
   }
-  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane, f.resid);
+  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1000,10 +893,10 @@ __global__ void pack_q6_kernel(const uint8_t* __restrict__ raw, size_t row_bytes
 // The int8 GEMV on Q6Pack, shaped as gemv_i8_smem_kernel: one row a warp, lane l taking blocks
 // l, l + 32, ..., U of them loaded together, x staged in shared memory. A block adds
 // d dx (sc0 sum_{e<16} (q - 32) qx + sc1 sum_{e>=16} (q - 32) qx), the sums exact in int32.
-template <int U, bool ROPE = false, bool NORM = false>
+template <int U, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_q6_i8_kernel(Q6Pack P, int rows, int cols, const int8_t* __restrict__ xq, const float2* __restrict__ xds,
-                      float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope, GemvFuse f) {
+                      float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope) {
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
@@ -1033,7 +926,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   };
   load(lane);
   pdl_wait();
-  const float2* sds = NORM ? stage_x_norm(sx, cols, f) : stage_x_i8(sx, xq, xds, nt, cols);
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   float acc[kGemvTokens];
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
@@ -1074,7 +967,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
     rope_store_rows(acc[0], v, r, rope, y);
     return;
   }
-  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane, f.resid);
+  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
 // Where the parts of a Q6Pack copy start in one allocation of q6_pack_bytes(rows * cols / 32).
@@ -1101,42 +994,38 @@ static void pack_q6(const DeviceWeight& w, uint8_t* out, cudaStream_t stream) {
   check_launch("Q6_K packing");
 }
 
-// The K-quant int8 GEMVs; with `rope` on (one token) also the RoPE + KV store, else false.
+// The K-quant int8 GEMVs; with `rope` on, also its RoPE + KV store (false where they cannot).
 static bool launch_q6_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
-                         cudaStream_t stream, const GemvFuse& f, const RopeArgs* rope = nullptr) {
-  const size_t smem = stage_smem(nt, w.cols, f);
-  const bool norm = f.src == 1, ro = rope && rope->on;
-  if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.q6 || (norm && nt != 1)) return false;
+                         cudaStream_t stream, const RopeArgs* rope = nullptr) {
+  const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
+  if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.q6) return false;
+  const bool ro = rope && rope->on;
   if (ro && !rope_fits(rope, nt, w.rows)) return false;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
   const Q6Pack P = q6_parts(w.q6, int64_t(w.rows) * (w.cols / 32));
   const RopeArgs none;
-  auto* k = ro ? (norm ? gemv_q6_i8_kernel<4, true, true> : gemv_q6_i8_kernel<4, true, false>)
-               : (norm ? gemv_q6_i8_kernel<4, false, true> : gemv_q6_i8_kernel<4, false, false>);
-  launch_pdl(k, dim3(grid), dim3(32 * kPackWarps), smem, stream, P, w.rows, w.cols, xq, xds, y, ldy, nt,
-             ro ? *rope : none, f);
+  launch_pdl(ro ? gemv_q6_i8_kernel<4, true> : gemv_q6_i8_kernel<4, false>, dim3(grid), dim3(32 * kPackWarps), smem,
+             stream, P, w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : none);
   return true;
 }
 
 template <GgmlType T>
 static void launch_k_i8_t(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
-                          cudaStream_t stream, const GemvFuse& f, const RopeArgs* rope, size_t smem) {
-  const bool norm = f.src == 1, ro = rope && rope->on;
+                          cudaStream_t stream, const RopeArgs* rope, size_t smem) {
+  const bool ro = rope && rope->on;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
   const RopeArgs none;
-  auto* k = ro ? (norm ? gemv_k_i8_kernel<T, 4, true, true> : gemv_k_i8_kernel<T, 4, true, false>)
-               : (norm ? gemv_k_i8_kernel<T, 4, false, true> : gemv_k_i8_kernel<T, 4, false, false>);
-  launch_pdl(k, dim3(grid), dim3(32 * kPackWarps), smem, stream, w.data, w.row_bytes, w.rows, w.cols, xq, xds, y,
-             ldy, nt, ro ? *rope : none, f);
+  launch_pdl(ro ? gemv_k_i8_kernel<T, 4, true> : gemv_k_i8_kernel<T, 4, false>, dim3(grid), dim3(32 * kPackWarps),
+             smem, stream, w.data, w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : none);
 }
 
 static bool launch_k_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
-                        cudaStream_t stream, const GemvFuse& f, const RopeArgs* rope = nullptr) {
-  const size_t smem = stage_smem(nt, w.cols, f);
-  if (smem > kSmemXMax || w.cols % QK_K != 0 || (f.src == 1 && nt != 1)) return false;
+                        cudaStream_t stream, const RopeArgs* rope = nullptr) {
+  const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
+  if (smem > kSmemXMax || w.cols % QK_K != 0) return false;
   if (rope && rope->on && !rope_fits(rope, nt, w.rows)) return false;
-  if (w.type == GgmlType::Q5_K) launch_k_i8_t<GgmlType::Q5_K>(w, xq, xds, y, ldy, nt, stream, f, rope, smem);
-  else launch_k_i8_t<GgmlType::Q4_K>(w, xq, xds, y, ldy, nt, stream, f, rope, smem);
+  if (w.type == GgmlType::Q5_K) launch_k_i8_t<GgmlType::Q5_K>(w, xq, xds, y, ldy, nt, stream, rope, smem);
+  else launch_k_i8_t<GgmlType::Q4_K>(w, xq, xds, y, ldy, nt, stream, rope, smem);
   return true;
 }
 
@@ -1451,6 +1340,7 @@ __global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int cols
   out[i] = __float2half_rn(x[t * ldx + c]);
 }
 
+constexpr int kNormThreads = 256, kNormVec = 8;  // the vector path holds dim <= 8192 in registers
 
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                float* __restrict__ y, int dim, float eps, int vec) {
@@ -1878,47 +1768,17 @@ static void rope_store_apart(const RopeArgs& a, float* qkv, cudaStream_t st) {
   check_launch("rope_store");
 }
 
-// Whether the one-token int8 GEMV that gemv() launches for w stages a fused source itself.
-static bool stages_fused(const DeviceWeight& w, const GemvFuse& f) {
-  if (stage_smem(1, w.cols, f) > kSmemXMax) return false;
-  switch (w.type) {
-    case GgmlType::Q6_K: return w.q6 && w.cols % QK_K == 0;
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K: return w.cols % QK_K == 0;
-    case GgmlType::Q4_0:
-    case GgmlType::Q8_0: return w.scales && pack_smem() && pack_rows() == 1;
-    default: return false;
-  }
-}
-
-// y (n_tok rows of `rows`, ldy apart) added into resid, where the GEMV could not do it.
-static void add_rows_apart(float* resid, const float* y, int64_t ldy, int rows, int n_tok, cudaStream_t st) {
-  for (int t = 0; t < n_tok; ++t) {
-    add_kernel<<<unsigned((rows + 255) / 256), 256, 0, st>>>(resid + t * ldy, y + t * ldy, size_t(rows));
-    check_launch("add");
-  }
-}
-
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
           cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, float* part, size_t part_bytes,
-          const RopeArgs* rope, const GemvFuse* fuse) {
+          const RopeArgs* rope) {
   bool rope_done = false;
-  GemvFuse f = fuse ? *fuse : GemvFuse{};
   if (xq && takes_int8_x(w)) {
-    // int8 activations: every token quantized by one launch (unless a fused op did or the GEMV
-    // stages them itself), then the dp4a GEMV.
+    // int8 activations: every token quantized by one launch (unless a fused op did), then the
+    // dp4a GEMV.
     const int nb = w.cols / 32;
     int8_t* q = static_cast<int8_t*>(xq);
     float2* ds = reinterpret_cast<float2*>(q + quantized_x_scales_offset(n_tok, w.cols));
-    if (f.src != 0) {
-      if (n_tok == 1 && !part && stages_fused(w, f)) {
-        f.q_out = q;
-        f.ds_out = ds;
-      } else {  // the norm's own kernel first, as unfused
-        norm_fused(const_cast<float*>(f.x), nullptr, f.gain, f.y_out, n_tok, w.cols, f.eps, xq, stream);
-        f.src = 0;
-      }
-    } else if (!xq_ready) {
+    if (!xq_ready) {
       const int64_t threads = int64_t(n_tok) * nb * 32;
       launch_pdl(quantize_x_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, stream, x, ldx, w.cols, n_tok, q, ds);
       check_launch("quantize_x");
@@ -1926,54 +1786,46 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
     if (part && w.scales) {  // a batch: the int8 tensor-core GEMM
       if (w.type == GgmlType::Q4_0) launch_i8_mma<GgmlType::Q4_0>(w, q, ds, n_tok, y, ldy, part, part_bytes, stream);
       else launch_i8_mma<GgmlType::Q8_0>(w, q, ds, n_tok, y, ldy, part, part_bytes, stream);
-      if (f.resid) add_rows_apart(f.resid, y, ldy, w.rows, n_tok, stream);
       return;
     }
     // Q4_K/Q5_K stage every token of a launch in shared memory: as many as fit.
     const size_t per_tok = size_t(w.cols) + size_t(nb) * sizeof(float2);
     const bool k_quant = w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K || w.type == GgmlType::Q6_K;
     const int step = k_quant ? std::max(1, std::min(kGemvTokens, int(kSmemXMax / per_tok))) : kGemvTokens;
-    bool resid_apart = false;
     for (int t0 = 0; t0 < n_tok; t0 += step) {
       const int nt = std::min(step, n_tok - t0);
       const int8_t* qt = q + size_t(t0) * size_t(w.cols);
       const float2* dt = ds + size_t(t0) * size_t(nb);
-      GemvFuse ft = f;
-      if (ft.resid) ft.resid += t0 * ldy;
       if (w.type == GgmlType::Q6_K) {
-        if (rope && rope->on && launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, ft, rope)) {
+        if (rope && rope->on && launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
           rope_done = true;
-        } else if (!launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, ft)) {
+        } else if (!launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           throw Error("CUDA matmul: Q6_K int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
         }
       } else if (w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) {
-        if (rope && rope->on && launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, ft, rope)) {
+        if (rope && rope->on && launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
           rope_done = true;
-        } else if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, ft)) {
+        } else if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           throw Error("CUDA matmul: K-quant int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
         }
       } else if (w.type == GgmlType::Q4_0) {
-        if (rope && rope->on && launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, ft, rope)) {
+        if (rope && rope->on && launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
           rope_done = true;
-        } else if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, ft)) {
+        } else if (!launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           launch_packed<GgmlType::Q4_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
-          resid_apart = true;
         }
       } else {
-        if (rope && rope->on && launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, ft, rope)) {
+        if (rope && rope->on && launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
           rope_done = true;
-        } else if (!launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, ft)) {
+        } else if (!launch_i8_smem<GgmlType::Q8_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           launch_packed<GgmlType::Q8_0, true>(w, nullptr, 0, qt, dt, y + t0 * ldy, ldy, nt, stream);
-          resid_apart = true;
         }
       }
       check_launch("gemv");
     }
     if (rope && rope->on && !rope_done) rope_store_apart(*rope, y, stream);
-    if (f.resid && resid_apart) add_rows_apart(f.resid, y, ldy, w.rows, n_tok, stream);
     return;
   }
-  if (f.src != 0) throw Error("CUDA matmul: a fused activation source on a float32 GEMV");
   const dim3 grid(unsigned((w.rows + kGemvWarps - 1) / kGemvWarps)), block(32 * kGemvWarps);
   // The vector kernel reads x 16 bytes at a time: a misaligned x is first copied to `staging`.
   if ((ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0) && w.cols % 32 == 0) {
@@ -2029,7 +1881,6 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
     check_launch("gemv");
   }
   if (rope && rope->on) rope_store_apart(*rope, y, stream);
-  if (f.resid) add_rows_apart(f.resid, y, ldy, w.rows, n_tok, stream);
 }
 
 size_t quantized_x_scales_offset(int n_tok, int cols) { return (size_t(n_tok) * size_t(cols) + 255) & ~size_t(255); }
@@ -2377,8 +2228,8 @@ class CudaPass final : public BackendPass {
     void* xq = nullptr;
   };
   QuantSrc qsrc_;
-  // The last recorded op while it is a one-token int8 GEMV that may still take the RoPE + KV store
-  // of rope_and_store_kv (RopeArgs): its output and rows.
+  // The last recorded op while it is a one-token int8 GEMV (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) that may
+  // still take the RoPE + KV store of rope_and_store_kv (RopeArgs): its output and rows.
   struct RopeSlot {
     size_t op = SIZE_MAX;
     const float* y = nullptr;
@@ -2386,17 +2237,6 @@ class CudaPass final : public BackendPass {
     std::shared_ptr<RopeArgs> args;
   };
   RopeSlot rope_slot_;
-  // The last recorded op while it is an int8 GEMV whose store may still take the residual add of
-  // add() (GemvFuse::resid): its output, layout and fusion arguments.
-  struct ResSlot {
-    size_t op = SIZE_MAX;
-    const float* y = nullptr;
-    int64_t ldy = 0;
-    int n_tok = 0, rows = 0;
-    std::shared_ptr<RopeArgs> rope;  // on once rope_and_store_kv gave the GEMV its RoPE
-    std::shared_ptr<GemvFuse> fz;
-  };
-  ResSlot res_slot_;
   Pending pend_;
   AttnPlan plan_;
   bool profiling_ = false;
@@ -2422,9 +2262,6 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("PENSIEVE_CUDA_Q6_I8")) q6_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_ROPE_FUSE")) rope_fuse_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_RES_FUSE")) res_fuse_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_NORM_FUSE")) norm_fuse_ = std::atoi(e);
-    if (const char* e = std::getenv("PENSIEVE_CUDA_NORM_FUSE_ROWS")) norm_fuse_rows_ = std::atoi(e);
     if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
     if (const char* e = std::getenv("PENSIEVE_CUDA_BLAS_GRAPHS")) blas_graphs_on_ = std::atoi(e) != 0;
     if (const char* e = std::getenv("PENSIEVE_CUDA_STEP_TIMING")) timing_.on = std::atoi(e) != 0;
@@ -2631,18 +2468,9 @@ class CudaBackend final : public Backend {
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
-  // A one-token qkv GEMV on Q4_0/Q8_0 also does the RoPE + KV store (PENSIEVE_CUDA_ROPE_FUSE=0: its
-  // own kernel after it).
+  // A one-token int8 qkv GEMV (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) also does the RoPE + KV store
+  // (PENSIEVE_CUDA_ROPE_FUSE=0: its own kernel after it).
   bool rope_fuse_on_ = true;
-  // int8 GEMVs (GemvFuse): the residual add in the store of the GEMV before it
-  // (PENSIEVE_CUDA_RES_FUSE=0: in the norm kernel after it), and a one-token rmsnorm computed into
-  // the staging of the GEMV after it: PENSIEVE_CUDA_NORM_FUSE=1 on Q4_0 / Q8_0, 2 also on the
-  // K-quants, 0 never (its own kernel, which also rounds to int8).
-  bool res_fuse_on_ = true;
-  int norm_fuse_ = 1;
-  // The norm only into GEMVs of at most this many rows (PENSIEVE_CUDA_NORM_FUSE_ROWS): each of their
-  // blocks reads the whole residual.
-  int norm_fuse_rows_ = 1 << 30;
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
@@ -2825,7 +2653,6 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   const bool mma = !exact && b_.mma_on_ && b_.int8_on_ && w.scales && n_tok > b_.gemv_max_ &&
                    n_tok <= kI8GemmMaxTokens && w.cols % 32 == 0;
   if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0 || mma) {
-    std::shared_ptr<GemvFuse> fz;
     if (w.cols % 32 != 0 && !is_float_type(w.type))
       throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " rows of " + std::to_string(w.cols) +
                   " elements (not whole blocks)");
@@ -2843,23 +2670,10 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
         b_.xq_ws_.reserve(std::max(need, quantized_x_bytes(kGemvMaxTokensDefault, 8192)), "the int8 activation workspace");
       }
       xq = b_.xq_ws_.ptr;
-      if (b_.fuse_on_) fz = std::make_shared<GemvFuse>();
       const Pending& p = pend_;
       if (p.kind == Pend::None && qsrc_.xq == xq && qsrc_.x == x && qsrc_.ldx == ldx && qsrc_.n_tok == n_tok &&
           qsrc_.cols == w.cols) {
         ready = true;  // the same activations, quantized for the matmul before
-      } else if (fz && (b_.norm_fuse_ >= 2 || (b_.norm_fuse_ == 1 && w.scales)) && w.rows <= b_.norm_fuse_rows_ &&
-                 n_tok == 1 && p.kind == Pend::Norm &&
-                 p.rows == 1 && p.y == x &&
-                 ldx == p.dim && w.cols == p.dim && !mma) {
-        // The rmsnorm computed by this GEMV's blocks (GemvFuse src 1), which also write y and xq.
-        fz->src = 1;
-        fz->x = p.x;
-        fz->gain = p.w;
-        fz->eps = p.eps;
-        fz->y_out = p.y;
-        pend_ = Pending{};
-        ready = true;
       } else if (((p.kind == Pend::Norm || p.kind == Pend::AddNorm) && p.y == x && ldx == p.dim &&
                   n_tok == p.rows && w.cols == p.dim) ||
                  (p.kind == Pend::Silu && p.x == x && ldx == 2 * int64_t(p.dim) && n_tok == p.rows &&
@@ -2890,13 +2704,10 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     }
     std::shared_ptr<RopeArgs> rope;
     if (xq && n_tok == 1 && b_.fuse_on_ && b_.rope_fuse_on_) rope = std::make_shared<RopeArgs>();
-    const GemvFuse fsig = fz ? *fz : GemvFuse{};
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
-            uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready), uint64_t(uintptr_t(part)), uint64_t(part_bytes),
-            uint64_t(fsig.src), uint64_t(uintptr_t(fsig.x)), uint64_t(uintptr_t(fsig.gain)), uint64_t(uintptr_t(fsig.y_out))},
-           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, part, part_bytes, rope.get(), fz.get()); });
+            uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, part, part_bytes, rope.get()); });
     rope_slot_ = rope ? RopeSlot{ops_.size() - 1, y, w.rows, rope} : RopeSlot{};
-    res_slot_ = fz ? ResSlot{ops_.size() - 1, y, ldy, n_tok, w.rows, rope, fz} : ResSlot{};
     // What the workspace holds now, unless this matmul's output overwrote its source.
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
     if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq};
@@ -3018,16 +2829,6 @@ void CudaPass::record_attention(int layer, const float* qkv, float* out, void* x
 void CudaPass::add(float* x, const float* y, size_t n) {
   qsrc_ = {};
   emit_pending();
-  const ResSlot rs = res_slot_;
-  res_slot_ = ResSlot{};
-  if (b_.fuse_on_ && b_.res_fuse_on_ && rs.fz && rs.op + 1 == ops_.size() && rs.y == y && !(rs.rope && rs.rope->on) &&
-      n == size_t(rs.n_tok) * size_t(rs.rows) && (rs.n_tok == 1 || rs.ldy == rs.rows) &&
-      !(rs.fz->src != 0 && rs.fz->x < x + n && x < rs.fz->x + 2 * n)) {
-    // Done by the GEMV just recorded, in its store (GemvFuse::resid).
-    rs.fz->resid = x;
-    record({12, uint64_t(uintptr_t(x)), uint64_t(uintptr_t(y)), uint64_t(n)}, [] {});
-    return;
-  }
   if (b_.fuse_on_) {
     pend_ = Pending{Pend::Add, x, y, nullptr, nullptr, 0, 0, 0.0f, n};
     return;
@@ -3089,8 +2890,7 @@ void CudaPass::record(std::initializer_list<uint64_t> sig, std::function<void()>
 
 void CudaPass::flush() {
   emit_pending();
-  rope_slot_ = RopeSlot{};  // a GEMV launched from here on takes no RoPE or residual any more
-  res_slot_ = ResSlot{};
+  rope_slot_ = RopeSlot{};  // a GEMV launched from here on takes no RoPE any more
   if (ops_.empty()) return;
   std::vector<std::function<void()>> ops = std::move(ops_);
   std::vector<uint64_t> sig = std::move(sig_);

@@ -62,15 +62,10 @@ bool has_kernel(GgmlType t);
 // the tensor-core GEMM instead (batches), `part` holding its partial sums.
 // With `rope` on (one token, the qkv matmul): RoPE and the KV store of rope_and_store_kv too, in
 // the GEMV's store where its kernel allows (else as their own kernel after it).
-// With `fuse` (GemvFuse, one-token int8 GEMVs): the activations computed by the GEMV's blocks from
-// an rmsnorm or silu_mul source instead of a kernel before it, and the output also added into a
-// residual (else each done by its own kernel).
 struct RopeArgs;
-struct GemvFuse;
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
           cudaStream_t stream, DeviceBuffer* staging, void* xq = nullptr, bool xq_ready = false,
-          float* part = nullptr, size_t part_bytes = 0, const RopeArgs* rope = nullptr,
-          const GemvFuse* fuse = nullptr);
+          float* part = nullptr, size_t part_bytes = 0, const RopeArgs* rope = nullptr);
 // Where the per-block scales start in an int8 activation workspace.
 size_t quantized_x_scales_offset(int n_tok, int cols);
 // Fused ops (bit-identical to the separate ones), each also filling an int8 activation workspace
