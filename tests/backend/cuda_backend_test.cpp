@@ -178,6 +178,94 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
   unsetenv("PENSIEVE_CUDA_MMA");
 }
 
+// One decode token through the chain of a layer's feed-forward half and the next norm, as the
+// model runs it: rmsnorm -> gate+up matmul -> silu_mul -> down matmul -> add into the residual ->
+// rmsnorm -> matmul, on each int8-GEMV type. The fused kernels (add + rmsnorm, rmsnorm or silu_mul
+// + int8 rounding) give the separate ops' results (PENSIEVE_CUDA_FUSE=0) bit for bit, and a float64
+// reference that rounds each GEMV's input to int8 as the GPU does within 3e-3 (an int8 rounding
+// that flips between float32 and float64 costs ~1e-3; none: ~1e-7).
+TEST(CudaOps, FusedDecodeChainMatchesTheCpu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(13);
+  const int dim = 512, ff = 768;
+  const GgmlType types[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+  const char* const configs[][2] = {{"PENSIEVE_CUDA_FUSE", "1"}, {"PENSIEVE_CUDA_FUSE", "0"}};
+  for (GgmlType type : types) {
+    HostWeight up = make_weight(type, 2 * ff, dim, rng), down = make_weight(type, dim, ff, rng);
+    const std::vector<float> gain = random_floats(dim, rng), x0 = random_floats(dim, rng, 2.0f);
+    // The reference, in float64 on int8-rounded inputs.
+    auto norm = [&](const std::vector<float>& x) {
+      double ss = 0;
+      for (float v : x) ss += double(v) * v;
+      const double scale = 1.0 / std::sqrt(ss / dim + 1e-5);
+      std::vector<float> y(dim);
+      for (int i = 0; i < dim; ++i) y[size_t(i)] = float(x[size_t(i)] * scale * gain[size_t(i)]);
+      return int8_blocks(y, 1, dim, dim);
+    };
+    auto matvec = [](const HostWeight& w, int rows, int cols, const std::vector<float>& x) {
+      std::vector<float> y(static_cast<size_t>(rows));
+      for (int r = 0; r < rows; ++r) {
+        double s = 0;
+        for (int c = 0; c < cols; ++c) s += double(w.deq[size_t(r) * cols + c]) * x[size_t(c)];
+        y[size_t(r)] = float(s);
+      }
+      return y;
+    };
+    std::vector<float> ref_x = x0;
+    const std::vector<float> gu = matvec(up, 2 * ff, dim, norm(ref_x));
+    std::vector<float> h(static_cast<size_t>(ff));
+    for (int i = 0; i < ff; ++i) {
+      const double a = gu[size_t(i)];
+      h[size_t(i)] = float(a / (1.0 + std::exp(-a)) * gu[size_t(ff + i)]);
+    }
+    const std::vector<float> d = matvec(down, dim, ff, int8_blocks(h, 1, ff, ff));
+    for (int i = 0; i < dim; ++i) ref_x[size_t(i)] += d[size_t(i)];
+    const std::vector<float> ref_out = matvec(up, 2 * ff, dim, norm(ref_x));
+
+    std::vector<std::vector<float>> outs, xs;
+    for (const auto& c : configs) {
+      setenv(c[0], c[1], 1);
+      auto gpu = make_cuda_backend(small_config(), 0);
+      unsetenv(c[0]);
+      const int id_up = gpu->add_weight(up.t, WeightUse::Matmul), id_down = gpu->add_weight(down.t, WeightUse::Matmul);
+      ASSERT_EQ(gpu->add_vector(gain), 0);
+      gpu->finish_load();
+      ThreadPool pool(1);
+      std::vector<float> out(size_t(2) * ff), x(static_cast<size_t>(dim));
+      // Twice: the second pass replays the first one's CUDA graph.
+      for (int rep = 0; rep < 2; ++rep) {
+        auto pass = gpu->begin_pass({}, pool);
+        float* dx = pass->buffer(Act::X, size_t(dim));
+        float* dxn = pass->buffer(Act::XN, size_t(dim));
+        float* dtmp = pass->buffer(Act::Tmp, size_t(dim));
+        float* dff = pass->buffer(Act::FFB, size_t(2) * ff);
+        float* dout = pass->buffer(Act::Logits, size_t(2) * ff);
+        pass->write(dx, x0.data(), x0.size());
+        pass->rmsnorm(dx, 0, dxn, 1, dim, 1e-5f);
+        pass->matmul(id_up, dxn, dim, 1, dff, 2 * ff, false);
+        pass->silu_mul(dff, 1, ff);
+        pass->matmul(id_down, dff, 2 * ff, 1, dtmp, dim, false);
+        pass->add(dx, dtmp, size_t(dim));
+        pass->rmsnorm(dx, 0, dxn, 1, dim, 1e-5f);
+        pass->matmul(id_up, dxn, dim, 1, dout, 2 * ff, false);
+        pass->read(dout, out.data(), out.size());
+        pass->read(dx, x.data(), x.size());
+      }
+      outs.push_back(out);
+      xs.push_back(x);
+    }
+    for (size_t i = 1; i < outs.size(); ++i) {
+      EXPECT_TRUE(outs[i] == outs[0] && xs[i] == xs[0])
+          << type_name(type) << ": fused differs from " << configs[i][0] << "=" << configs[i][1];
+    }
+    const double err_x = rel_err(xs[0], ref_x), err = rel_err(outs[0], ref_out);
+    std::printf("[ fused decode chain %-5s ] rel err residual %.3g, output %.3g\n", std::string(type_name(type)).c_str(),
+                err_x, err);
+    EXPECT_LT(err_x, 3e-3) << type_name(type);
+    EXPECT_LT(err, 3e-3) << type_name(type);
+  }
+}
+
 TEST(CudaOps, VectorOpsMatchTheCpu) {
   REQUIRE_GPU();
   std::mt19937 rng(11);
@@ -444,8 +532,9 @@ TEST_P(CudaModel, BatchedDecodeEqualsSoloDecode) {
   }
 }
 
-// The fused kernels (add + rmsnorm, rmsnorm or silu_mul + int8 rounding) give the separate ops'
-// results bit for bit: a prompt and a few decode steps with fusion on and off.
+// The fused kernels (add + rmsnorm, rmsnorm or silu_mul + int8 rounding, the RoPE + KV store in
+// the int8 qkv GEMV of every int8 type) give the separate ops' results bit for bit: a prompt and a
+// few decode steps with fusion on and off.
 TEST_P(CudaModel, FusedOpsEqualSeparateOps) {
   PENSIEVE_REQUIRE_TESTDATA();
   REQUIRE_GPU();

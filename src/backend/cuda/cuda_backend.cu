@@ -10,7 +10,7 @@
 // row a warp). Larger matmuls use an fp16 copy of the weight (cached on first use when the GPU has room,
 // else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out). A pass's
 // launches are recorded and replayed as a CUDA graph once the same pass recurs (a decode token's
-// qkv GEMV doing the RoPE and KV store in its store); the GEMVs and the
+// int8 qkv GEMV doing the RoPE and KV store in its store); the GEMVs and the
 // kernels around them use programmatic dependent launch so that each starts its weight loads
 // while the previous kernel finishes.
 #include <cublas_v2.h>
@@ -570,7 +570,8 @@ __device__ __forceinline__ void store_row_sums(const float (&acc)[kGemvTokens], 
   }
 }
 
-// RoPE and the KV store of a one-token qkv GEMV done in its store (gemv_i8_smem_kernel<T, U, true>):
+// RoPE and the KV store of a one-token qkv GEMV done in its store (the ROPE instantiations of
+// gemv_i8_smem_kernel, gemv_k_i8_kernel and gemv_q6_i8_kernel):
 // the block's 4 warps take two rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
 // of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
 // rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
@@ -591,6 +592,38 @@ __device__ __forceinline__ int rope_row(const RopeArgs& a, int v) {
   const int h = v / hd, d = v % hd;
   if (d >= a.n_rot || !a.style_half) return v;
   return h * hd + (d % 2 ? d / 2 + a.n_rot / 2 : d / 2);
+}
+
+// The store of a one-token qkv GEMV that does the RoPE and KV store (the int8 GEMVs' ROPE
+// instantiations): warp-row v of the block holds the sum acc0 of weight row r = rope_row(v). Every
+// thread of the block calls it.
+__device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const RopeArgs& rope, float* __restrict__ y) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __shared__ float sum[kPackWarps];
+  const float sv = warp_sum(acc0);
+  if (lane == 0) sum[warp] = sv;
+  __syncthreads();
+  if (lane != 0) return;
+  const int hd = rope.head_dim, q_dim = rope.n_heads * hd, kv_dim = rope.n_kv_heads * hd;
+  const int d = v % hd;
+  float out = sv;
+  const SlotMeta sm = *rope.slot;
+  if (v < q_dim + kv_dim && d < rope.n_rot) {
+    const int k = d / 2;  // the pair's frequency
+    float c, sn;
+    rope_cos_sin(sm.pos, (sm.long_rope ? rope.inv_long : rope.inv_short)[k], rope.mscale, &c, &sn);
+    const float a = sum[warp & ~1], b = sum[warp | 1];  // the pair's first and second element
+    out = d % 2 == 0 ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+  }
+  y[r] = out;
+  if (r >= q_dim) {
+    uint8_t* krow = reinterpret_cast<uint8_t*>(sm.kv_base) + size_t(sm.block) * sm.block_bytes +
+                    (size_t(rope.layer * 2) * sm.block_size + sm.off) * sm.row_bytes;
+    uint8_t* row = r < q_dim + kv_dim ? krow : krow + size_t(sm.block_size) * sm.row_bytes;
+    const int i = r < q_dim + kv_dim ? r - q_dim : r - q_dim - kv_dim;
+    if (sm.f32) reinterpret_cast<float*>(row)[i] = out;
+    else reinterpret_cast<__half*>(row)[i] = __float2half_rn(out);
+  }
 }
 
 // The int8 GEMV with its activations staged in shared memory (nt * (cols + cols / 32 * 8) bytes):
@@ -665,31 +698,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
     }
   }
   if constexpr (ROPE) {  // one token; v and rows a multiple of 4 (checked on the host)
-    __shared__ float sum[kPackWarps];
-    const float sv = warp_sum(acc[0]);
-    if (lane == 0) sum[warp] = sv;
-    __syncthreads();
-    if (lane != 0) return;
-    const int hd = rope.head_dim, q_dim = rope.n_heads * hd, kv_dim = rope.n_kv_heads * hd;
-    const int d = v % hd;
-    float out = sv;
-    const SlotMeta sm = *rope.slot;
-    if (v < q_dim + kv_dim && d < rope.n_rot) {
-      const int k = d / 2;  // the pair's frequency
-      float c, sn;
-      rope_cos_sin(sm.pos, (sm.long_rope ? rope.inv_long : rope.inv_short)[k], rope.mscale, &c, &sn);
-      const float a = sum[warp & ~1], b = sum[warp | 1];  // the pair's first and second element
-      out = d % 2 == 0 ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
-    }
-    y[r] = out;
-    if (r >= q_dim) {
-      uint8_t* krow = reinterpret_cast<uint8_t*>(sm.kv_base) + size_t(sm.block) * sm.block_bytes +
-                      (size_t(rope.layer * 2) * sm.block_size + sm.off) * sm.row_bytes;
-      uint8_t* row = r < q_dim + kv_dim ? krow : krow + size_t(sm.block_size) * sm.row_bytes;
-      const int i = r < q_dim + kv_dim ? r - q_dim : r - q_dim - kv_dim;
-      if (sm.f32) reinterpret_cast<float*>(row)[i] = out;
-      else reinterpret_cast<__half*>(row)[i] = __float2half_rn(out);
-    }
+    rope_store_rows(acc[0], v, r, rope, y);
     return;
   }
   if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
@@ -714,6 +723,11 @@ static int pack_unroll() {
 }
 constexpr size_t kSmemXMax = 48 * 1024;
 
+// Whether a launch of nt tokens on `rows` rows can take the RoPE + KV store of `rope`.
+static bool rope_fits(const RopeArgs* rope, int nt, int rows) {
+  return rope && rope->on && nt == 1 && rows % kPackWarps == 0 && rope->head_dim % kPackWarps == 0;
+}
+
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
                            int nt, cudaStream_t stream, const RopeArgs* rope = nullptr) {
@@ -725,7 +739,7 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
   const dim3 block(32 * kPackWarps);
   const RopeArgs none;
   if (rope && rope->on) {
-    if (nt != 1 || w.rows % kPackWarps != 0 || rope->head_dim % kPackWarps != 0) return false;
+    if (!rope_fits(rope, nt, w.rows)) return false;
     launch_pdl(gemv_i8_smem_kernel<T, 4, true>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy,
                nt, *rope);
   } else if (U == 2) {
@@ -745,16 +759,17 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
 // those elements. A sub-block contributes d sc dx sum(q qx) - dmin m dx sum(qx), the second term
 // added once, by the lane of its first half. Activations staged in shared memory as in
 // gemv_i8_smem_kernel; cols % 256 == 0.
-template <GgmlType T, int U>
+template <GgmlType T, int U, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_k_i8_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
                        const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
-                       int64_t ldy, int nt) {
+                       int64_t ldy, int nt, RopeArgs rope) {
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32, nsb = cols / QK_K;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int r = blockIdx.x * kPackWarps + warp;
+  const int v = blockIdx.x * kPackWarps + warp;
+  const int r = ROPE ? rope_row(rope, v) : v;
   const uint8_t* row = W + size_t(min(r, rows - 1)) * row_bytes;
   constexpr bool kFive = T == GgmlType::Q5_K;
   constexpr size_t kBlock = kFive ? sizeof(block_q5_K) : sizeof(block_q4_K);
@@ -822,6 +837,10 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
+  if constexpr (ROPE) {  // one token; v and rows a multiple of 4 (checked on the host)
+    rope_store_rows(acc[0], v, r, rope, y);
+    return;
+  }
   if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
@@ -874,15 +893,16 @@ __global__ void pack_q6_kernel(const uint8_t* __restrict__ raw, size_t row_bytes
 // The int8 GEMV on Q6Pack, shaped as gemv_i8_smem_kernel: one row a warp, lane l taking blocks
 // l, l + 32, ..., U of them loaded together, x staged in shared memory. A block adds
 // d dx (sc0 sum_{e<16} (q - 32) qx + sc1 sum_{e>=16} (q - 32) qx), the sums exact in int32.
-template <int U>
+template <int U, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_q6_i8_kernel(Q6Pack P, int rows, int cols, const int8_t* __restrict__ xq, const float2* __restrict__ xds,
-                      float* __restrict__ y, int64_t ldy, int nt) {
+                      float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope) {
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int r = blockIdx.x * kPackWarps + warp;
+  const int v = blockIdx.x * kPackWarps + warp;
+  const int r = ROPE ? rope_row(rope, v) : v;
   const size_t rb = size_t(min(r, rows - 1)) * size_t(nb);  // a warp past the last row loads it, writes nothing
   const uint4* qrow = reinterpret_cast<const uint4*>(P.q) + rb;
   const uint2* hrow = P.h + rb;
@@ -943,6 +963,10 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
+  if constexpr (ROPE) {  // one token; v and rows a multiple of 4 (checked on the host)
+    rope_store_rows(acc[0], v, r, rope, y);
+    return;
+  }
   if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
@@ -970,28 +994,38 @@ static void pack_q6(const DeviceWeight& w, uint8_t* out, cudaStream_t stream) {
   check_launch("Q6_K packing");
 }
 
+// The K-quant int8 GEMVs; with `rope` on, also its RoPE + KV store (false where they cannot).
 static bool launch_q6_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, const RopeArgs* rope = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.q6) return false;
+  const bool ro = rope && rope->on;
+  if (ro && !rope_fits(rope, nt, w.rows)) return false;
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
   const Q6Pack P = q6_parts(w.q6, int64_t(w.rows) * (w.cols / 32));
-  launch_pdl(gemv_q6_i8_kernel<4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, P, w.rows, w.cols, xq, xds, y,
-             ldy, nt);
+  const RopeArgs none;
+  launch_pdl(ro ? gemv_q6_i8_kernel<4, true> : gemv_q6_i8_kernel<4, false>, dim3(grid), dim3(32 * kPackWarps), smem,
+             stream, P, w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : none);
   return true;
 }
 
+template <GgmlType T>
+static void launch_k_i8_t(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
+                          cudaStream_t stream, const RopeArgs* rope, size_t smem) {
+  const bool ro = rope && rope->on;
+  const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
+  const RopeArgs none;
+  launch_pdl(ro ? gemv_k_i8_kernel<T, 4, true> : gemv_k_i8_kernel<T, 4, false>, dim3(grid), dim3(32 * kPackWarps),
+             smem, stream, w.data, w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : none);
+}
+
 static bool launch_k_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
-                          cudaStream_t stream) {
+                        cudaStream_t stream, const RopeArgs* rope = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (smem > kSmemXMax || w.cols % QK_K != 0) return false;
-  const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
-  if (w.type == GgmlType::Q5_K)
-    launch_pdl(gemv_k_i8_kernel<GgmlType::Q5_K, 4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, w.data,
-               w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt);
-  else
-    launch_pdl(gemv_k_i8_kernel<GgmlType::Q4_K, 4>, dim3(grid), dim3(32 * kPackWarps), smem, stream, w.data,
-               w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt);
+  if (rope && rope->on && !rope_fits(rope, nt, w.rows)) return false;
+  if (w.type == GgmlType::Q5_K) launch_k_i8_t<GgmlType::Q5_K>(w, xq, xds, y, ldy, nt, stream, rope, smem);
+  else launch_k_i8_t<GgmlType::Q4_K>(w, xq, xds, y, ldy, nt, stream, rope, smem);
   return true;
 }
 
@@ -1763,11 +1797,17 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
       const int8_t* qt = q + size_t(t0) * size_t(w.cols);
       const float2* dt = ds + size_t(t0) * size_t(nb);
       if (w.type == GgmlType::Q6_K) {
-        if (!launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+        if (rope && rope->on && launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
+          rope_done = true;
+        } else if (!launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           throw Error("CUDA matmul: Q6_K int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
+        }
       } else if (w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) {
-        if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream))
+        if (rope && rope->on && launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
+          rope_done = true;
+        } else if (!launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
           throw Error("CUDA matmul: K-quant int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
+        }
       } else if (w.type == GgmlType::Q4_0) {
         if (rope && rope->on && launch_i8_smem<GgmlType::Q4_0>(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
           rope_done = true;
@@ -2188,8 +2228,8 @@ class CudaPass final : public BackendPass {
     void* xq = nullptr;
   };
   QuantSrc qsrc_;
-  // The last recorded op while it is a one-token int8 GEMV on Q4_0/Q8_0 that may still take the
-  // RoPE + KV store of rope_and_store_kv (RopeArgs): its output and rows.
+  // The last recorded op while it is a one-token int8 GEMV (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) that may
+  // still take the RoPE + KV store of rope_and_store_kv (RopeArgs): its output and rows.
   struct RopeSlot {
     size_t op = SIZE_MAX;
     const float* y = nullptr;
@@ -2428,8 +2468,8 @@ class CudaBackend final : public Backend {
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
-  // A one-token qkv GEMV on Q4_0/Q8_0 also does the RoPE + KV store (PENSIEVE_CUDA_ROPE_FUSE=0: its
-  // own kernel after it).
+  // A one-token int8 qkv GEMV (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) also does the RoPE + KV store
+  // (PENSIEVE_CUDA_ROPE_FUSE=0: its own kernel after it).
   bool rope_fuse_on_ = true;
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
@@ -2663,7 +2703,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
       part_bytes = b_.mma_ws_.bytes;
     }
     std::shared_ptr<RopeArgs> rope;
-    if (xq && n_tok == 1 && w.scales && b_.fuse_on_ && b_.rope_fuse_on_) rope = std::make_shared<RopeArgs>();
+    if (xq && n_tok == 1 && b_.fuse_on_ && b_.rope_fuse_on_) rope = std::make_shared<RopeArgs>();
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
             uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
            [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, part, part_bytes, rope.get()); });
