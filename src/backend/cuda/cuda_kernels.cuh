@@ -53,6 +53,50 @@ PENSIEVE_HD int k3_scale(const uint8_t* s, int j) {
   return (lo | (hi << 4)) - 32;
 }
 
+// Elements [32 s, 32 s + 32) of a row of 16-bit floats (F16; BF16 where BF), as float32.
+template <bool BF>
+PENSIEVE_HD void dequant32_16bit(const uint8_t* row, int s, float* v) {
+  const uint4* p = reinterpret_cast<const uint4*>(row) + s * 4;
+#ifdef __CUDACC__
+#pragma unroll
+#endif
+  for (int i = 0; i < 4; ++i) {
+    const uint4 u = p[i];
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#ifdef __CUDACC__
+#pragma unroll
+#endif
+    for (int k = 0; k < 4; ++k) {
+      if constexpr (BF) {
+        v[8 * i + 2 * k] = bits_to_float(w[k] << 16);
+        v[8 * i + 2 * k + 1] = bits_to_float(w[k] & 0xFFFF0000u);
+      } else {
+        v[8 * i + 2 * k] = h2f(f16_t(w[k] & 0xFFFF));
+        v[8 * i + 2 * k + 1] = h2f(f16_t(w[k] >> 16));
+      }
+    }
+  }
+}
+
+// The 32 values of 16 nibble bytes qs (byte j: value j low, value j + 16 high): d (q - 8), or
+// d q + m where Affine.
+template <bool Affine>
+PENSIEVE_HD void dequant32_nibbles(const uint8_t* qs, float d, float m, float* v) {
+#ifdef __CUDACC__
+#pragma unroll
+#endif
+  for (int j = 0; j < 16; ++j) {
+    const int q = qs[j];
+    if constexpr (Affine) {
+      v[j] = d * float(q & 0xF) + m;
+      v[j + 16] = d * float(q >> 4) + m;
+    } else {
+      v[j] = d * float((q & 0xF) - 8);
+      v[j + 16] = d * float((q >> 4) - 8);
+    }
+  }
+}
+
 // Elements [32 s, 32 s + 32) of a row of type T starting at `row`, as float32.
 template <GgmlType T>
 PENSIEVE_HD void dequant32(const uint8_t* row, int s, float* v) {
@@ -65,73 +109,18 @@ PENSIEVE_HD void dequant32(const uint8_t* row, int s, float* v) {
       const float4 f = p[i];
       v[4 * i] = f.x; v[4 * i + 1] = f.y; v[4 * i + 2] = f.z; v[4 * i + 3] = f.w;
     }
-  } else if constexpr (T == GgmlType::F16) {
-    const uint4* p = reinterpret_cast<const uint4*>(row) + s * 4;
-#ifdef __CUDACC__
-#pragma unroll
-#endif
-    for (int i = 0; i < 4; ++i) {
-      const uint4 u = p[i];
-      const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#ifdef __CUDACC__
-#pragma unroll
-#endif
-      for (int k = 0; k < 4; ++k) {
-        v[8 * i + 2 * k] = h2f(f16_t(w[k] & 0xFFFF));
-        v[8 * i + 2 * k + 1] = h2f(f16_t(w[k] >> 16));
-      }
-    }
-  } else if constexpr (T == GgmlType::BF16) {
-    const uint4* p = reinterpret_cast<const uint4*>(row) + s * 4;
-#ifdef __CUDACC__
-#pragma unroll
-#endif
-    for (int i = 0; i < 4; ++i) {
-      const uint4 u = p[i];
-      const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#ifdef __CUDACC__
-#pragma unroll
-#endif
-      for (int k = 0; k < 4; ++k) {
-        v[8 * i + 2 * k] = bits_to_float(w[k] << 16);
-        v[8 * i + 2 * k + 1] = bits_to_float(w[k] & 0xFFFF0000u);
-      }
-    }
+  } else if constexpr (T == GgmlType::F16 || T == GgmlType::BF16) {
+    dequant32_16bit<T == GgmlType::BF16>(row, s, v);
   } else if constexpr (T == GgmlType::Q4_0) {
     const uint8_t* b = row + size_t(s) * sizeof(block_q4_0);
-    const float d = h2f(ld16(b));
-#ifdef __CUDACC__
-#pragma unroll
-#endif
-    for (int j = 0; j < 16; ++j) {
-      const int q = b[2 + j];
-      v[j] = d * float((q & 0xF) - 8);
-      v[j + 16] = d * float((q >> 4) - 8);
-    }
+    dequant32_nibbles<false>(b + 2, h2f(ld16(b)), 0.0f, v);
   } else if constexpr (T == GgmlType::Q4_1) {
     const uint8_t* b = row + size_t(s) * sizeof(block_q4_1);
-    const float d = h2f(ld16(b)), m = h2f(ld16(b + 2));
-#ifdef __CUDACC__
-#pragma unroll
-#endif
-    for (int j = 0; j < 16; ++j) {
-      const int q = b[4 + j];
-      v[j] = d * float(q & 0xF) + m;
-      v[j + 16] = d * float(q >> 4) + m;
-    }
+    dequant32_nibbles<true>(b + 4, h2f(ld16(b)), h2f(ld16(b + 2)), v);
   } else if constexpr (T == GgmlType::Q4_A) {
     // Sub-block s is half s % 2 of 64-wide block s / 2: d, m, then 16 nibble bytes per half.
     const uint8_t* b = row + size_t(s / 2) * sizeof(block_q4_a);
-    const float d = h2f(ld16(b)), m = h2f(ld16(b + 2));
-    const uint8_t* qs = b + 4 + 16 * (s % 2);
-#ifdef __CUDACC__
-#pragma unroll
-#endif
-    for (int j = 0; j < 16; ++j) {
-      const int q = qs[j];
-      v[j] = d * float(q & 0xF) + m;
-      v[j + 16] = d * float(q >> 4) + m;
-    }
+    dequant32_nibbles<true>(b + 4 + 16 * (s % 2), h2f(ld16(b)), h2f(ld16(b + 2)), v);
   } else if constexpr (T == GgmlType::Q5_0 || T == GgmlType::Q5_1) {
     constexpr bool affine = T == GgmlType::Q5_1;
     const uint8_t* b = row + size_t(s) * (affine ? sizeof(block_q5_1) : sizeof(block_q5_0));
