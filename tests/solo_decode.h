@@ -1,11 +1,13 @@
-// The "alone" side of the batched-equals-solo tests (CPU and GPU): a model's longest reference
-// prompt, and the logits of one sequence decoded by itself.
+// The batched-equals-solo tests (CPU and GPU): a model's longest reference prompt, the three
+// prompts made of it, the logits of one sequence decoded by itself, and the sequences of a batch.
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "reference.h"
 #include "util/thread_pool.h"
@@ -17,6 +19,12 @@ inline std::vector<int32_t> longest_prompt(const std::vector<Reference>& refs) {
   for (const auto& r : refs)
     if (r.input_ids.size() > longest.size()) longest = r.input_ids;
   return longest;
+}
+
+// The three prompts batched together: the longest one, its tokens 3 .. 9, and its first `head`.
+inline std::vector<std::vector<int32_t>> batch_prompts(const std::vector<int32_t>& longest, size_t head) {
+  return {longest, std::vector<int32_t>(longest.begin() + 3, longest.begin() + 10),
+          std::vector<int32_t>(longest.begin(), longest.begin() + std::ptrdiff_t(head))};
 }
 
 // `steps` rows of logits: the prompt in one pass, then greedy decoding one token at a time.
@@ -33,6 +41,25 @@ inline std::vector<std::vector<float>> solo_greedy_logits(const Model& model, co
     model.forward(st, std::span<const int32_t>(&next, 1), false, logits, pool);
   }
   return out;
+}
+
+// solo_greedy_logits of each prompt.
+inline std::vector<std::vector<std::vector<float>>> solo_greedy_logits(const Model& model,
+                                                                       const std::vector<std::vector<int32_t>>& prompts,
+                                                                       int steps, bool exact, ThreadPool& pool) {
+  std::vector<std::vector<std::vector<float>>> solo;
+  for (const auto& prompt : prompts) solo.push_back(solo_greedy_logits(model, prompt, steps, exact, pool));
+  return solo;
+}
+
+// n empty sequences of the paged pool kv, computing exactly or not.
+inline std::vector<std::unique_ptr<SequenceState>> pool_sequences(KvPool& kv, size_t n, bool exact) {
+  std::vector<std::unique_ptr<SequenceState>> seqs;
+  for (size_t s = 0; s < n; ++s) {
+    seqs.push_back(std::make_unique<SequenceState>(kv));
+    seqs.back()->exact_activations = exact;
+  }
+  return seqs;
 }
 
 }  // namespace pensieve::test

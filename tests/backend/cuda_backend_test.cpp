@@ -482,23 +482,16 @@ TEST_P(CudaModel, BatchedDecodeEqualsSoloDecode) {
   const auto refs = test::read_references(test::testdata_dir() / GetParam());
   const std::vector<int32_t> longest = test::longest_prompt(refs);
   ASSERT_GE(longest.size(), 12u);
-  const std::vector<std::vector<int32_t>> prompts = {
-      longest, std::vector<int32_t>(longest.begin() + 3, longest.begin() + 10),
-      std::vector<int32_t>(longest.begin(), longest.begin() + 12)};
+  const std::vector<std::vector<int32_t>> prompts = test::batch_prompts(longest, 12);
   constexpr int kSteps = 5;
   for (bool exact : {true, false}) {
     SCOPED_TRACE(exact ? "exact" : "serving");
-    std::vector<std::vector<std::vector<float>>> solo;
-    for (const auto& prompt : prompts) solo.push_back(test::solo_greedy_logits(*model, prompt, kSteps, exact, pool));
+    const auto solo = test::solo_greedy_logits(*model, prompts, kSteps, exact, pool);
     // The same prompts prefilled together, then decoded together, from one shared pool.
     KvPool kv(cfg, 64, 4, exact);
     BlockManager blocks(64);
-    std::vector<std::unique_ptr<SequenceState>> seqs;
+    const auto seqs = test::pool_sequences(kv, prompts.size(), exact);
     std::vector<std::vector<int32_t>> tokens = prompts;
-    for (size_t s = 0; s < prompts.size(); ++s) {
-      seqs.push_back(std::make_unique<SequenceState>(kv));
-      seqs.back()->exact_activations = exact;
-    }
     double worst = 0;
     for (int step = 0; step < kSteps; ++step) {
       std::vector<BatchItem> items;

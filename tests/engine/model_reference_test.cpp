@@ -123,24 +123,17 @@ TEST_P(ModelReference, BatchedPassesEqualSoloPasses) {
   const auto refs = test::read_references(dir);
   const std::vector<int32_t> longest = test::longest_prompt(refs);
   ASSERT_GE(longest.size(), 20u);
-  const std::vector<std::vector<int32_t>> prompts = {
-      longest, std::vector<int32_t>(longest.begin() + 3, longest.begin() + 10),
-      std::vector<int32_t>(longest.begin(), longest.begin() + 20)};
+  const std::vector<std::vector<int32_t>> prompts = test::batch_prompts(longest, 20);
   constexpr int kSteps = 6;
   for (bool exact : {true, false}) {
     SCOPED_TRACE(exact ? "exact" : "serving");
     // Alone: the prompt in one pass, then greedy decoding; the logits of each step.
-    std::vector<std::vector<std::vector<float>>> solo;
-    for (const auto& prompt : prompts) solo.push_back(test::solo_greedy_logits(*model, prompt, kSteps, exact, pool));
+    const auto solo = test::solo_greedy_logits(*model, prompts, kSteps, exact, pool);
     // Batched: one pool, block tables interleaved by allocating as the sequences grow.
     KvPool kv(cfg, 64, 4, exact);
     BlockManager blocks(64);
-    std::vector<std::unique_ptr<SequenceState>> seqs;
-    for (size_t s = 0; s < prompts.size(); ++s) {
-      seqs.push_back(std::make_unique<SequenceState>(kv));
-      seqs.back()->exact_activations = exact;
-      seqs.back()->rope_horizon = int(prompts[s].size());
-    }
+    const auto seqs = test::pool_sequences(kv, prompts.size(), exact);
+    for (size_t s = 0; s < prompts.size(); ++s) seqs[s]->rope_horizon = int(prompts[s].size());
     std::vector<std::vector<int32_t>> tokens = prompts;
     std::vector<std::vector<std::vector<float>>> batched(prompts.size());
     // Sequence 0's prompt goes in chunks of 16 beside the others; each sequence decodes once its
