@@ -50,6 +50,17 @@ static void check_blas(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cuBLAS error in ") + what + ": " + std::to_string(int(s)));
 }
 
+// Environment variable `name` as an int, or `unset` where it is not set.
+static int env_int(const char* name, int unset) {
+  const char* e = std::getenv(name);
+  return e ? std::atoi(e) : unset;
+}
+// env_int(name, unset) where that is a or b, else `other`.
+static int env_pick(const char* name, int unset, int a, int b, int other) {
+  const int v = env_int(name, unset);
+  return v == a || v == b ? v : other;
+}
+
 static std::string gib(size_t b) {
   char s[32];
   std::snprintf(s, sizeof s, "%.2f GiB", double(b) / double(1ull << 30));
@@ -313,22 +324,14 @@ static bool has_vec_kernel(GgmlType t) { return t == GgmlType::Q4_K || t == Ggml
 
 // Rows per warp of the coalesced GEMV: 1, 2 or 4 (PENSIEVE_CUDA_GEMV_ROWS; default 2).
 static int gemv_rows() {
-  static const int r = [] {
-    const char* e = std::getenv("PENSIEVE_CUDA_GEMV_ROWS");
-    const int v = e ? std::atoi(e) : 2;
-    return v == 1 || v == 4 ? v : 2;
-  }();
+  static const int r = env_pick("PENSIEVE_CUDA_GEMV_ROWS", 2, 1, 4, 2);
   return r;
 }
 
 // Warps sharing each row group of the Q4_K/Q6_K float GEMV: 1, 2 or 4 (PENSIEVE_CUDA_GEMV_KSPLIT;
 // default 4).
 static int gemv_ksplit() {
-  static const int k = [] {
-    const char* e = std::getenv("PENSIEVE_CUDA_GEMV_KSPLIT");
-    const int v = e ? std::atoi(e) : 4;
-    return v == 1 || v == 2 ? v : 4;
-  }();
+  static const int k = env_pick("PENSIEVE_CUDA_GEMV_KSPLIT", 4, 1, 2, 4);
   return k;
 }
 
@@ -524,11 +527,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
 
 // Rows per warp of the packed GEMV: 1, 2 or 4 (PENSIEVE_CUDA_PACK_ROWS; default 1).
 static int pack_rows() {
-  static const int r = [] {
-    const char* e = std::getenv("PENSIEVE_CUDA_PACK_ROWS");
-    const int v = e ? std::atoi(e) : 1;
-    return v == 1 || v == 4 ? v : 2;
-  }();
+  static const int r = env_pick("PENSIEVE_CUDA_PACK_ROWS", 1, 1, 4, 2);
   return r;
 }
 
@@ -707,18 +706,11 @@ __global__ void __launch_bounds__(32 * kPackWarps)
 // PENSIEVE_CUDA_PACK_SMEM=0: the int8 GEMV reads x from global memory; PENSIEVE_CUDA_PACK_UNROLL:
 // blocks a lane loads at once in the shared-memory one (2, 4 or 8; default 4).
 static bool pack_smem() {
-  static const bool on = [] {
-    const char* e = std::getenv("PENSIEVE_CUDA_PACK_SMEM");
-    return !e || std::atoi(e) != 0;
-  }();
+  static const bool on = env_int("PENSIEVE_CUDA_PACK_SMEM", 1) != 0;
   return on;
 }
 static int pack_unroll() {
-  static const int u = [] {
-    const char* e = std::getenv("PENSIEVE_CUDA_PACK_UNROLL");
-    const int v = e ? std::atoi(e) : 4;
-    return v == 2 || v == 8 ? v : 4;
-  }();
+  static const int u = env_pick("PENSIEVE_CUDA_PACK_UNROLL", 4, 2, 8, 4);
   return u;
 }
 constexpr size_t kSmemXMax = 48 * 1024;
@@ -1911,10 +1903,7 @@ void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st) {
 }
 // PENSIEVE_CUDA_Q4K_I8=0: Q4_K and Q5_K GEMVs take float32 activations.
 static bool q4k_i8_on() {
-  static const bool on = [] {
-    const char* e = std::getenv("PENSIEVE_CUDA_Q4K_I8");
-    return !e || std::atoi(e) != 0;
-  }();
+  static const bool on = env_int("PENSIEVE_CUDA_Q4K_I8", 1) != 0;
   return on;
 }
 bool takes_int8_x(const DeviceWeight& w) {
@@ -2032,10 +2021,7 @@ static void launch_mma(dim3 grid, cudaStream_t st, const float* qkv, const SlotM
 // The fp16 decode kernel compiled for 4 blocks an SM (at most 128 registers a thread; 64 streams
 // 8.4k -> 8.8k tok/s); PENSIEVE_CUDA_SPLIT_MINB=1: as many registers as it wants (146, 3 blocks).
 static int split_minb() {
-  static const int v = [] {
-    const char* e = std::getenv("PENSIEVE_CUDA_SPLIT_MINB");
-    return e ? std::atoi(e) : 4;
-  }();
+  static const int v = env_int("PENSIEVE_CUDA_SPLIT_MINB", 4);
   return v;
 }
 
@@ -2578,10 +2564,7 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   if (b_.timing_.on) t_begin_ = std::chrono::steady_clock::now();
   // PENSIEVE_CUDA_PROFILE_TOKENS=N: a profiler started with collection off (ncu
   // --profile-from-start off) records only the passes of N tokens.
-  static const int profile_tokens = [] {
-    const char* e = std::getenv("PENSIEVE_CUDA_PROFILE_TOKENS");
-    return e ? std::atoi(e) : 0;
-  }();
+  static const int profile_tokens = env_int("PENSIEVE_CUDA_PROFILE_TOKENS", 0);
   if (profile_tokens > 0 && n_slots_ == profile_tokens) {
     profiling_ = true;
     cudaProfilerStart();
