@@ -95,13 +95,12 @@ __device__ __forceinline__ void pdl_trigger() {
 // PENSIEVE_CUDA_PDL=0 launches every kernel after the previous one has finished.
 static bool pdl_on() {
   static const bool on = [] {
-    const char* e = std::getenv("PENSIEVE_CUDA_PDL");
     int dev = 0, major = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
       cudaGetLastError();
       return false;
     }
-    return major >= 9 && (!e || std::atoi(e) != 0);
+    return major >= 9 && env_int("PENSIEVE_CUDA_PDL", 1) != 0;
   }();
   return on;
 }
@@ -2239,18 +2238,18 @@ class CudaPass final : public BackendPass {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const ModelConfig& cfg, int device) : cfg_(cfg), device_(device) {
-    if (const char* e = std::getenv("PENSIEVE_CUDA_GEMV_MAX")) gemv_max_ = std::max(0, std::atoi(e));
-    if (const char* e = std::getenv("PENSIEVE_CUDA_F16_CACHE")) f16_cache_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_GRAPHS")) graphs_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_PACK")) pack_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_INT8")) int8_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_MMA")) mma_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_Q6_I8")) q6_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_FUSE")) fuse_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_ROPE_FUSE")) rope_fuse_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_ATTN")) attn_mode_ = std::atoi(e);
-    if (const char* e = std::getenv("PENSIEVE_CUDA_BLAS_GRAPHS")) blas_graphs_on_ = std::atoi(e) != 0;
-    if (const char* e = std::getenv("PENSIEVE_CUDA_STEP_TIMING")) timing_.on = std::atoi(e) != 0;
+    gemv_max_ = std::max(0, env_int("PENSIEVE_CUDA_GEMV_MAX", gemv_max_));
+    f16_cache_on_ = env_int("PENSIEVE_CUDA_F16_CACHE", f16_cache_on_) != 0;
+    graphs_on_ = env_int("PENSIEVE_CUDA_GRAPHS", graphs_on_) != 0;
+    pack_on_ = env_int("PENSIEVE_CUDA_PACK", pack_on_) != 0;
+    int8_on_ = env_int("PENSIEVE_CUDA_INT8", int8_on_) != 0;
+    mma_on_ = env_int("PENSIEVE_CUDA_MMA", mma_on_) != 0;
+    q6_on_ = env_int("PENSIEVE_CUDA_Q6_I8", q6_on_) != 0;
+    fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
+    rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
+    attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
+    blas_graphs_on_ = env_int("PENSIEVE_CUDA_BLAS_GRAPHS", blas_graphs_on_) != 0;
+    timing_.on = env_int("PENSIEVE_CUDA_STEP_TIMING", timing_.on) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
