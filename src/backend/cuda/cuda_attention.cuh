@@ -591,32 +591,8 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     for (int i = 0; i < 8; ++i) sacc[warp][8 * lane + i] = acc[i];
   }
   __syncthreads();
-  float M = -INFINITY;
-  for (int w = 0; w < kSplitWarps; ++w) M = fmaxf(M, sm[w]);
-  float L = 0.0f;
-  for (int w = 0; w < kSplitWarps; ++w)
-    if (sl[w] > 0.0f) L += sl[w] * expf(sm[w] - M);
-  float* o = out + size_t(t) * q_dim + size_t(h) * HD;
-  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-    float sum = 0.0f;
-    for (int w = 0; w < kSplitWarps; ++w)
-      if (sl[w] > 0.0f) sum += sacc[w][d] * expf(sm[w] - M);
-    const float val = sum / L;
-    o[d] = val;
-    if (xq && HD % 32 == 0) {
-      float amax = fabsf(val);
-#pragma unroll
-      for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
-      const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-      const int qv = __float2int_rn(val * id);
-      const size_t c = size_t(t) * q_dim + size_t(h) * HD + d;
-      xq[c] = int8_t(qv);
-      int qs = qv;
-#pragma unroll
-      for (int k = 16; k > 0; k >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, k);
-      if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
-    }
-  }
+  merge_warp_parts(sm, sl, &sacc[0][0], HD, HD, out + size_t(t) * q_dim + size_t(h) * HD, HD % 32 == 0 ? xq : nullptr,
+                   xds, size_t(t) * q_dim + size_t(h) * HD);
 }
 
 }  // namespace pensieve::cuda

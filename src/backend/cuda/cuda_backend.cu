@@ -569,7 +569,7 @@ __device__ __forceinline__ void store_row_sums(const float (&acc)[kGemvTokens], 
 }
 
 // RoPE and the KV store of a one-token qkv GEMV done in its store (the ROPE instantiations of
-// gemv_i8_smem_kernel, gemv_k_i8_kernel and gemv_q6_i8_kernel):
+// gemv_i8_smem_kernel and gemv_k_i8_kernel):
 // the block's 4 warps take two rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
 // of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
 // rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
@@ -626,34 +626,28 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
 
 // The int8 GEMV with its activations staged in shared memory (nt * (cols + cols / 32 * 8) bytes):
 // one read of x per block instead of one per warp, and no registers held for x across the weight
-// loads, so more warps fit on an SM. One row a warp, U blocks of a lane's loads issued together;
-// the same sums, in the same order, as gemv_packed_kernel<T, true, 1>.
-template <GgmlType T, int U, bool ROPE = false>
+// loads, so more warps fit on an SM. One row a warp, lane l taking the row's 32-value blocks l,
+// l + 32, ..., U of them loaded together. B, the weights' layout, holds a lane's U blocks:
+// B::Src (the matrix, a kernel argument), B(src, row, nb) (the row), load(u, b) (block b into slot
+// u), and dot(u, xw, ds, acc) (acc plus the block's product with the int8 x block xw of scale
+// ds.x and sum ds.y). With PackBlocks, the same sums, in the same order, as
+// gemv_packed_kernel<T, true, 1>.
+template <class B, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
-    gemv_i8_smem_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
-                        const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
-                        int64_t ldy, int nt, RopeArgs rope) {
-  using P = Pack<T>;
+    gemv_i8_smem_kernel(typename B::Src src, int rows, int cols, const int8_t* __restrict__ xq,
+                        const float2* __restrict__ xds, float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope) {
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int v = blockIdx.x * kPackWarps + warp;
   const int r = ROPE ? rope_row(rope, v) : v;
-  const size_t rr = size_t(min(r, rows - 1));  // a warp past the last row loads it and writes nothing
-  const uint4* qrow = reinterpret_cast<const uint4*>(Q + rr * size_t(nb) * P::kQBytes);
-  const __half* srow = S + rr * size_t(nb);
-  uint4 q[U][P::kWords];
-  float d[U];
+  B w(src, size_t(min(r, rows - 1)), nb);  // a warp past the last row loads it and writes nothing
   auto load = [&](int b0) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < B::kU; ++u) {
       const int b = b0 + 32 * u;
-      if (b < nb) {
-#pragma unroll
-        for (int k = 0; k < P::kWords; ++k) q[u][k] = __ldcs(&qrow[size_t(b) * P::kWords + k]);
-        d[u] = __half2float(srow[b]);
-      }
+      if (b < nb) w.load(u, b);
     }
   };
   // The first weights are in flight before the wait for x's producer and x's staging.
@@ -663,10 +657,10 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   float acc[kGemvTokens];
 #pragma unroll
   for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
-  for (int b0 = lane; b0 < nb; b0 += 32 * U) {
+  for (int b0 = lane; b0 < nb; b0 += 32 * B::kU) {
     if (b0 != lane) load(b0);
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < B::kU; ++u) {
       const int b = b0 + 32 * u;
       if (b >= nb) break;
 #pragma unroll
@@ -674,24 +668,8 @@ __global__ void __launch_bounds__(32 * kPackWarps)
         if (t >= nt) break;
         const uint4* xp = sx + (t * cols + b * 32) / 16;
         const uint4 xa = xp[0], xb = xp[1];
-        const float2 ds = sds[t * nb + b];
         const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
-        int dot = 0;
-        if constexpr (T == GgmlType::Q4_0) {
-          const uint32_t w[4] = {q[u][0].x, q[u][0].y, q[u][0].z, q[u][0].w};
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            dot = __dp4a(int(w[i] & 0x0F0F0F0Fu), xw[i], dot);
-            dot = __dp4a(int((w[i] >> 4) & 0x0F0F0F0Fu), xw[4 + i], dot);
-          }
-          acc[t] = fmaf(d[u] * ds.x, float(dot - 8 * int(ds.y)), acc[t]);
-        } else {
-          const uint32_t w[8] = {q[u][0].x, q[u][0].y, q[u][0].z, q[u][0].w,
-                                 q[u][1].x, q[u][1].y, q[u][1].z, q[u][1].w};
-#pragma unroll
-          for (int i = 0; i < 8; ++i) dot = __dp4a(int(w[i]), xw[i], dot);
-          acc[t] = fmaf(d[u] * ds.x, float(dot), acc[t]);
-        }
+        acc[t] = w.dot(u, xw, sds[t * nb + b], acc[t]);
       }
     }
   }
@@ -701,6 +679,46 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   }
   if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
+
+// gemv_i8_smem_kernel's blocks of Q4_0 or Q8_0 in the Pack<T> layout (quants at q, fp16 scales at s).
+struct PackSrc {
+  const uint8_t* q;
+  const __half* s;
+};
+template <GgmlType T, int U>
+struct PackBlocks {
+  using P = Pack<T>;
+  using Src = PackSrc;
+  static constexpr int kU = U;
+  const uint4* qrow;
+  const __half* srow;
+  uint4 q[U][P::kWords];
+  float d[U];
+  __device__ __forceinline__ PackBlocks(const Src& src, size_t row, int nb)
+      : qrow(reinterpret_cast<const uint4*>(src.q + row * size_t(nb) * P::kQBytes)), srow(src.s + row * size_t(nb)) {}
+  __device__ __forceinline__ void load(int u, int b) {
+#pragma unroll
+    for (int k = 0; k < P::kWords; ++k) q[u][k] = __ldcs(&qrow[size_t(b) * P::kWords + k]);
+    d[u] = __half2float(srow[b]);
+  }
+  __device__ __forceinline__ float dot(int u, const int (&xw)[8], float2 ds, float acc) const {
+    int dot = 0;
+    if constexpr (T == GgmlType::Q4_0) {
+      const uint32_t w[4] = {q[u][0].x, q[u][0].y, q[u][0].z, q[u][0].w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        dot = __dp4a(int(w[i] & 0x0F0F0F0Fu), xw[i], dot);
+        dot = __dp4a(int((w[i] >> 4) & 0x0F0F0F0Fu), xw[4 + i], dot);
+      }
+      return fmaf(d[u] * ds.x, float(dot - 8 * int(ds.y)), acc);
+    } else {
+      const uint32_t w[8] = {q[u][0].x, q[u][0].y, q[u][0].z, q[u][0].w, q[u][1].x, q[u][1].y, q[u][1].z, q[u][1].w};
+#pragma unroll
+      for (int i = 0; i < 8; ++i) dot = __dp4a(int(w[i]), xw[i], dot);
+      return fmaf(d[u] * ds.x, float(dot), acc);
+    }
+  }
+};
 
 // PENSIEVE_CUDA_PACK_SMEM=0: the int8 GEMV reads x from global memory; PENSIEVE_CUDA_PACK_UNROLL:
 // blocks a lane loads at once in the shared-memory one (2, 4 or 8; default 4).
@@ -729,16 +747,20 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
   const int U = pack_unroll();
   const dim3 block(32 * kPackWarps);
   const RopeArgs none;
+  const PackSrc src{w.data, S};
   if (rope && rope->on) {
     if (!rope_fits(rope, nt, w.rows)) return false;
-    launch_pdl(gemv_i8_smem_kernel<T, 4, true>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy,
-               nt, *rope);
+    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 4>, true>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y,
+               ldy, nt, *rope);
   } else if (U == 2) {
-    launch_pdl(gemv_i8_smem_kernel<T, 2>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
+    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 2>>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy,
+               nt, none);
   } else if (U == 8) {
-    launch_pdl(gemv_i8_smem_kernel<T, 8>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
+    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 8>>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy,
+               nt, none);
   } else {
-    launch_pdl(gemv_i8_smem_kernel<T, 4>, grid, block, smem, stream, w.data, S, w.rows, w.cols, xq, xds, y, ldy, nt, none);
+    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 4>>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy,
+               nt, none);
   }
   return true;
 }
@@ -881,85 +903,50 @@ __global__ void pack_q6_kernel(const uint8_t* __restrict__ raw, size_t row_bytes
   if (b % 8 == 0) D[i / 8] = __ushort_as_half(blk->d);
 }
 
-// The int8 GEMV on Q6Pack, shaped as gemv_i8_smem_kernel: one row a warp, lane l taking blocks
-// l, l + 32, ..., U of them loaded together, x staged in shared memory. A block adds
+// gemv_i8_smem_kernel's blocks of a Q6Pack. A block adds
 // d dx (sc0 sum_{e<16} (q - 32) qx + sc1 sum_{e>=16} (q - 32) qx), the sums exact in int32.
-template <int U, bool ROPE = false>
-__global__ void __launch_bounds__(32 * kPackWarps)
-    gemv_q6_i8_kernel(Q6Pack P, int rows, int cols, const int8_t* __restrict__ xq, const float2* __restrict__ xds,
-                      float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope) {
-  pdl_trigger();
-  extern __shared__ uint4 sx[];
-  const int nb = cols / 32;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int v = blockIdx.x * kPackWarps + warp;
-  const int r = ROPE ? rope_row(rope, v) : v;
-  const size_t rb = size_t(min(r, rows - 1)) * size_t(nb);  // a warp past the last row loads it, writes nothing
-  const uint4* qrow = reinterpret_cast<const uint4*>(P.q) + rb;
-  const uint2* hrow = P.h + rb;
-  const uint16_t* srow = P.sc + rb;
-  const __half* drow = P.d + rb / 8;
+template <int U>
+struct Q6Blocks {
+  using Src = Q6Pack;
+  static constexpr int kU = U;
+  const uint4* qrow;
+  const uint2* hrow;
+  const uint16_t* srow;
+  const __half* drow;
   uint4 q[U];
   uint2 hb[U];
   uint32_t sc[U];
   float d[U];
-  auto load = [&](int b0) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int b = b0 + 32 * u;
-      if (b < nb) {
-        q[u] = __ldcs(&qrow[b]);
-        hb[u] = __ldcs(&hrow[b]);
-        sc[u] = __ldcs(&srow[b]);
-        d[u] = __half2float(drow[b / 8]);
-      }
-    }
-  };
-  load(lane);
-  pdl_wait();
-  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
-  float acc[kGemvTokens];
-#pragma unroll
-  for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
-  for (int b0 = lane; b0 < nb; b0 += 32 * U) {
-    if (b0 != lane) load(b0);
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int b = b0 + 32 * u;
-      if (b >= nb) break;
-      const uint32_t w[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
-      uint32_t lo[4], hi[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        lo[i] = (w[i] & 0x0F0F0F0Fu) | (((hb[u].x >> (2 * i)) & 0x03030303u) << 4);
-        hi[i] = ((w[i] >> 4) & 0x0F0F0F0Fu) | (((hb[u].y >> (2 * i)) & 0x03030303u) << 4);
-      }
-      const int sc0 = int(int8_t(sc[u] & 0xFF)), sc1 = int(int8_t(sc[u] >> 8));
-#pragma unroll
-      for (int t = 0; t < kGemvTokens; ++t) {
-        if (t >= nt) break;
-        const uint4* xp = sx + (t * cols + b * 32) / 16;
-        const uint4 xa = xp[0], xb = xp[1];
-        const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
-        int dot0 = 0, dot1 = 0, s0 = 0, s1 = 0;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          dot0 = __dp4a(int(lo[i]), xw[i], dot0);
-          dot1 = __dp4a(int(hi[i]), xw[4 + i], dot1);
-          s0 = __dp4a(0x01010101, xw[i], s0);
-          s1 = __dp4a(0x01010101, xw[4 + i], s1);
-        }
-        const int isum = sc0 * (dot0 - 32 * s0) + sc1 * (dot1 - 32 * s1);
-        acc[t] = fmaf(d[u] * sds[t * nb + b].x, float(isum), acc[t]);
-      }
-    }
+  __device__ __forceinline__ Q6Blocks(const Q6Pack& P, size_t row, int nb)
+      : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(P.h + row * size_t(nb)),
+        srow(P.sc + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
+  __device__ __forceinline__ void load(int u, int b) {
+    q[u] = __ldcs(&qrow[b]);
+    hb[u] = __ldcs(&hrow[b]);
+    sc[u] = __ldcs(&srow[b]);
+    d[u] = __half2float(drow[b / 8]);
   }
-  if constexpr (ROPE) {  // one token; v and rows a multiple of 4 (checked on the host)
-    rope_store_rows(acc[0], v, r, rope, y);
-    return;
+  __device__ __forceinline__ float dot(int u, const int (&xw)[8], float2 ds, float acc) const {
+    const uint32_t w[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
+    uint32_t lo[4], hi[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      lo[i] = (w[i] & 0x0F0F0F0Fu) | (((hb[u].x >> (2 * i)) & 0x03030303u) << 4);
+      hi[i] = ((w[i] >> 4) & 0x0F0F0F0Fu) | (((hb[u].y >> (2 * i)) & 0x03030303u) << 4);
+    }
+    const int sc0 = int(int8_t(sc[u] & 0xFF)), sc1 = int(int8_t(sc[u] >> 8));
+    int dot0 = 0, dot1 = 0, s0 = 0, s1 = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      dot0 = __dp4a(int(lo[i]), xw[i], dot0);
+      dot1 = __dp4a(int(hi[i]), xw[4 + i], dot1);
+      s0 = __dp4a(0x01010101, xw[i], s0);
+      s1 = __dp4a(0x01010101, xw[4 + i], s1);
+    }
+    const int isum = sc0 * (dot0 - 32 * s0) + sc1 * (dot1 - 32 * s1);
+    return fmaf(d[u] * ds.x, float(isum), acc);
   }
-  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
-}
+};
 
 // Where the parts of a Q6Pack copy start in one allocation of q6_pack_bytes(rows * cols / 32).
 static size_t q6_align(size_t n) { return (n + 255) & ~size_t(255); }
@@ -995,8 +982,8 @@ static bool launch_q6_i8(const DeviceWeight& w, const int8_t* xq, const float2* 
   const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
   const Q6Pack P = q6_parts(w.q6, int64_t(w.rows) * (w.cols / 32));
   const RopeArgs none;
-  launch_pdl(ro ? gemv_q6_i8_kernel<4, true> : gemv_q6_i8_kernel<4, false>, dim3(grid), dim3(32 * kPackWarps), smem,
-             stream, P, w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : none);
+  launch_pdl(ro ? gemv_i8_smem_kernel<Q6Blocks<4>, true> : gemv_i8_smem_kernel<Q6Blocks<4>, false>, dim3(grid),
+             dim3(32 * kPackWarps), smem, stream, P, w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : none);
   return true;
 }
 
@@ -1333,6 +1320,37 @@ __global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int cols
 
 constexpr int kNormThreads = 256, kNormVec = 8;  // the vector path holds dim <= 8192 in registers
 
+// A thread's sum of squares of its float4s, in element order.
+template <int N>
+__device__ __forceinline__ float sum_squares(const float4 (&v)[N]) {
+  float ss = 0.0f;
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    ss = fmaf(v[j].x, v[j].x, ss);
+    ss = fmaf(v[j].y, v[j].y, ss);
+    ss = fmaf(v[j].z, v[j].z, ss);
+    ss = fmaf(v[j].w, v[j].w, ss);
+  }
+  return ss;
+}
+
+// The rmsnorm scale 1 / sqrt(mean(x^2) + eps) of a block's row from each thread's partial sum of
+// squares ss: summed within each of the block's `warps` warps, then over the warps by the first
+// one. Every thread of the block calls it and gets the scale.
+__device__ __forceinline__ float block_rms_scale(float ss, int warps, int dim, float eps) {
+  __shared__ float part[32];
+  ss = warp_sum(ss);
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < warps ? part[threadIdx.x] : 0.0f;
+    t = warp_sum(t);
+    if (threadIdx.x == 0) part[0] = t;
+  }
+  __syncthreads();
+  return float(1.0 / sqrt(double(part[0]) / dim + double(eps)));
+}
+
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                float* __restrict__ y, int dim, float eps, int vec) {
   const float* xr = x + size_t(blockIdx.x) * dim;
@@ -1347,24 +1365,7 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
       const int i = threadIdx.x + j * kNormThreads;
       v[j] = i < n4 ? reinterpret_cast<const float4*>(xr)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
     }
-#pragma unroll
-    for (int j = 0; j < kNormVec; ++j) {
-      ss = fmaf(v[j].x, v[j].x, ss);
-      ss = fmaf(v[j].y, v[j].y, ss);
-      ss = fmaf(v[j].z, v[j].z, ss);
-      ss = fmaf(v[j].w, v[j].w, ss);
-    }
-    __shared__ float vpart[32];
-    ss = warp_sum(ss);
-    if (threadIdx.x % 32 == 0) vpart[threadIdx.x / 32] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-      float t = threadIdx.x < kNormThreads / 32 ? vpart[threadIdx.x] : 0.0f;
-      t = warp_sum(t);
-      if (threadIdx.x == 0) vpart[0] = t;
-    }
-    __syncthreads();
-    const float scale = float(1.0 / sqrt(double(vpart[0]) / dim + double(eps)));
+    const float scale = block_rms_scale(sum_squares(v), kNormThreads / 32, dim, eps);
 #pragma unroll
     for (int j = 0; j < kNormVec; ++j) {
       const int i = threadIdx.x + j * kNormThreads;
@@ -1381,17 +1382,7 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
     return;
   }
   for (int i = threadIdx.x; i < dim; i += blockDim.x) ss = fmaf(xr[i], xr[i], ss);
-  __shared__ float part[32];
-  ss = warp_sum(ss);
-  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
-    v = warp_sum(v);
-    if (threadIdx.x == 0) part[0] = v;
-  }
-  __syncthreads();
-  const float scale = float(1.0 / sqrt(double(part[0]) / dim + double(eps)));
+  const float scale = block_rms_scale(ss, blockDim.x / 32, dim, eps);
   for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
 }
 
@@ -1429,25 +1420,7 @@ __global__ void __launch_bounds__(kNormThreads)
       }
     }
   }
-  float ss = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kNormVec; ++j) {
-    ss = fmaf(v[j].x, v[j].x, ss);
-    ss = fmaf(v[j].y, v[j].y, ss);
-    ss = fmaf(v[j].z, v[j].z, ss);
-    ss = fmaf(v[j].w, v[j].w, ss);
-  }
-  __shared__ float vpart[32];
-  ss = warp_sum(ss);
-  if (threadIdx.x % 32 == 0) vpart[threadIdx.x / 32] = ss;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float t = threadIdx.x < kNormThreads / 32 ? vpart[threadIdx.x] : 0.0f;
-    t = warp_sum(t);
-    if (threadIdx.x == 0) vpart[0] = t;
-  }
-  __syncthreads();
-  const float scale = float(1.0 / sqrt(double(vpart[0]) / dim + double(eps)));
+  const float scale = block_rms_scale(sum_squares(v), kNormThreads / 32, dim, eps);
   const int nb = dim / 32;
 #pragma unroll
   for (int j = 0; j < kNormVec; ++j) {
@@ -1630,6 +1603,43 @@ constexpr int kRopeTokenMin = 32;
 constexpr int kBlasGraphMaxTokens = 128;
 constexpr int kMaxHeadDim = 256;
 
+// The end of an attention over warps that each ran an online softmax over some of the positions:
+// warp w's maximum sm[w], sum sl[w] and hd accumulated values at sacc + w * ld merge into the hd
+// values o[d] (the block's threads taking d = threadIdx.x, + blockDim.x, ...). With xq, the output
+// is also rounded to int8 for the next matmul as quantize_x_kernel does: element c0 + d goes to
+// xq, its 32-value block's {d, sum(q)} to xds (hd % 32 == 0: a warp holds whole blocks).
+template <int NW>
+__device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const float (&sl)[NW], const float* sacc, int ld,
+                                                 int hd, float* __restrict__ o, int8_t* __restrict__ xq,
+                                                 float2* __restrict__ xds, size_t c0) {
+  const int lane = threadIdx.x % 32;
+  float M = -INFINITY;
+  for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w]);
+  float L = 0.0f;
+  for (int w = 0; w < NW; ++w)
+    if (sl[w] > 0.0f) L += sl[w] * expf(sm[w] - M);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float sum = 0.0f;
+    for (int w = 0; w < NW; ++w)
+      if (sl[w] > 0.0f) sum += sacc[w * ld + d] * expf(sm[w] - M);
+    const float val = sum / L;
+    o[d] = val;
+    if (xq) {
+      float amax = fabsf(val);
+#pragma unroll
+      for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
+      const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+      const int q = __float2int_rn(val * id);
+      const size_t c = c0 + d;
+      xq[c] = int8_t(q);
+      int qs = q;
+#pragma unroll
+      for (int k = 16; k > 0; k >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, k);
+      if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
+    }
+  }
+}
+
 // Attention of token blockIdx.x, head blockIdx.y over its sequence's positions: each warp takes
 // every kAttnWarps-th position with an online softmax, then the warps' partial results merge.
 __global__ void attention_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
@@ -1696,34 +1706,8 @@ __global__ void attention_kernel(const float* __restrict__ qkv, const SlotMeta* 
     if (d < head_dim) sacc[warp][d] = acc[i];
   }
   __syncthreads();
-  float M = -INFINITY;
-  for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, sm[w]);
-  float L = 0.0f;
-  for (int w = 0; w < kAttnWarps; ++w)
-    if (sl[w] > 0.0f) L += sl[w] * expf(sm[w] - M);
-  float* o = out + size_t(t) * q_dim + size_t(h) * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float sum = 0.0f;
-    for (int w = 0; w < kAttnWarps; ++w)
-      if (sl[w] > 0.0f) sum += sacc[w][d] * expf(sm[w] - M);
-    const float val = sum / L;
-    o[d] = val;
-    if (xq) {
-      // The next matmul's int8 activations, as quantize_x_kernel rounds them (head_dim % 32 == 0:
-      // a warp holds one whole 32-value block of the row).
-      float amax = fabsf(val);
-#pragma unroll
-      for (int m = 16; m > 0; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-      const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-      const int q = __float2int_rn(val * id);
-      const size_t c = size_t(t) * q_dim + size_t(h) * head_dim + d;
-      xq[c] = int8_t(q);
-      int qs = q;
-#pragma unroll
-      for (int m = 16; m > 0; m >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, m);
-      if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
-    }
-  }
+  merge_warp_parts(sm, sl, &sacc[0][0], kMaxHeadDim, head_dim, out + size_t(t) * q_dim + size_t(h) * head_dim, xq, xds,
+                   size_t(t) * q_dim + size_t(h) * head_dim);
 }
 
 }  // namespace cuda
