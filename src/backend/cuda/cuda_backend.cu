@@ -2257,14 +2257,14 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
-    if (timing_.on && timing_.n > 0)
+    for (const auto& [tokens, t] : timing_.by_tokens)
       std::fprintf(stderr,
-                   "cuda step timing: %d one-token passes: host to graph launch %.1f us, graph on the GPU %.1f us, "
-                   "whole pass %.1f us, between passes %.1f us\n",
-                   timing_.n, 1e3 * timing_.host_ms / timing_.n, 1e3 * timing_.gpu_ms / timing_.n,
-                   1e3 * timing_.pass_ms / timing_.n, 1e3 * timing_.gap_ms / std::max(1, timing_.n - 1));
-    if (timing_.e0) cudaEventDestroy(timing_.e0);
-    if (timing_.e1) cudaEventDestroy(timing_.e1);
+                   "cuda step timing: %d passes of %d tokens: host to graph launch %.1f us, graph on the GPU %.1f us, "
+                   "logits copy %.1f us, whole pass %.1f us, between passes %.1f us\n",
+                   t.n, tokens, 1e3 * t.host_ms / t.n, 1e3 * t.gpu_ms / t.n, 1e3 * t.copy_ms / t.n,
+                   1e3 * t.pass_ms / t.n, 1e3 * t.gap_ms / std::max(1, t.n - 1));
+    for (cudaEvent_t e : {timing_.e0, timing_.e1, timing_.e2})
+      if (e) cudaEventDestroy(e);
     for (auto& [sig, g] : graphs_)
       if (g.exec) cudaGraphExecDestroy(g.exec);
     cublasDestroy(blas_);
@@ -2453,14 +2453,17 @@ class CudaBackend final : public Backend {
   std::vector<std::unique_ptr<DeviceBuffer>> f16_cache_;
   size_t f16_cache_bytes_ = 0;
   mutable PinnedBuffer meta_host_, rows_host_;
-  // PENSIEVE_CUDA_STEP_TIMING=1: per one-token pass that replays a graph, the host time from the
-  // pass's start to the graph launch, the graph's GPU time (events around it) and the whole pass,
-  // averaged and printed to stderr when the backend goes.
+  // PENSIEVE_CUDA_STEP_TIMING=1: for each pass that replays a graph, by its token count: the host
+  // time from the pass's start to the graph launch, the graph's GPU time (events around it), the
+  // logits copy's GPU time and the whole pass, averaged and printed to stderr when the backend goes.
   struct StepTiming {
     bool on = false;
-    cudaEvent_t e0 = nullptr, e1 = nullptr;
-    int n = 0;
-    double host_ms = 0, gpu_ms = 0, pass_ms = 0, gap_ms = 0;
+    cudaEvent_t e0 = nullptr, e1 = nullptr, e2 = nullptr;
+    struct Sum {
+      int n = 0;
+      double host_ms = 0, gpu_ms = 0, copy_ms = 0, pass_ms = 0, gap_ms = 0;
+    };
+    std::map<int, Sum> by_tokens;
     std::chrono::steady_clock::time_point last_end{};
   };
   StepTiming timing_;
@@ -2911,12 +2914,10 @@ void CudaPass::flush() {
   }
   if (g.exec) {
     CudaBackend::StepTiming& tm = b_.timing_;
-    const bool timed = tm.on && n_slots_ == 1;
+    const bool timed = tm.on;
     if (timed) {
-      if (!tm.e0) {
-        check(cudaEventCreate(&tm.e0), "timing event");
-        check(cudaEventCreate(&tm.e1), "timing event");
-      }
+      if (!tm.e0)
+        for (cudaEvent_t* e : {&tm.e0, &tm.e1, &tm.e2}) check(cudaEventCreate(e), "timing event");
       t_launch_ = std::chrono::steady_clock::now();
       check(cudaEventRecord(tm.e0, b_.stream_), "timing event");
     }
@@ -2944,20 +2945,24 @@ CudaPass::~CudaPass() {
 void CudaPass::read(const float* src, float* host, size_t n) {
   flush();
   check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
+  if (timed_) check(cudaEventRecord(b_.timing_.e2, b_.stream_), "timing event");
   check(cudaStreamSynchronize(b_.stream_), "forward pass");
   if (timed_) {
     timed_ = false;
     CudaBackend::StepTiming& tm = b_.timing_;
+    CudaBackend::StepTiming::Sum& t = tm.by_tokens[n_slots_];
     const auto now = std::chrono::steady_clock::now();
-    float gpu = 0.0f;
+    float gpu = 0.0f, copy = 0.0f;
     check(cudaEventElapsedTime(&gpu, tm.e0, tm.e1), "timing event");
+    check(cudaEventElapsedTime(&copy, tm.e1, tm.e2), "timing event");
     auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-    if (tm.n > 0) tm.gap_ms += ms(tm.last_end, t_begin_);
-    tm.host_ms += ms(t_begin_, t_launch_);
-    tm.gpu_ms += gpu;
-    tm.pass_ms += ms(t_begin_, now);
+    if (t.n > 0) t.gap_ms += ms(tm.last_end, t_begin_);
+    t.host_ms += ms(t_begin_, t_launch_);
+    t.gpu_ms += gpu;
+    t.copy_ms += copy;
+    t.pass_ms += ms(t_begin_, now);
     tm.last_end = now;
-    ++tm.n;
+    ++t.n;
   }
 }
 
