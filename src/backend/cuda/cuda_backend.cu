@@ -1235,6 +1235,16 @@ __global__ void sum_parts_kernel(const float* __restrict__ part, int ks, int nt,
   y[t * ldy + r] = s;
 }
 
+// The current device's multiprocessor count (132 where it cannot be read).
+static int sm_count() {
+  int dev = 0, n = 132;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();
+    n = 132;
+  }
+  return n;
+}
+
 // Splits of k: the most (up to 8) whose blocks still fit the GPU at once (two a multiprocessor),
 // each range at least one chunk, and the partial sums within `part_bytes`.
 static int mma_splits(int rows, int cols, int nt, size_t part_bytes, int n_sm) {
@@ -1250,14 +1260,7 @@ static int mma_splits(int rows, int cols, int nt, size_t part_bytes, int n_sm) {
 template <GgmlType T>
 static void launch_i8_mma(const DeviceWeight& w, const int8_t* xq, const float2* xds, int nt, float* y, int64_t ldy,
                           float* part, size_t part_bytes, cudaStream_t st) {
-  static const int n_sm = [] {
-    int dev = 0, n = 132;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      cudaGetLastError();
-      n = 132;
-    }
-    return n;
-  }();
+  static const int n_sm = sm_count();
   const int ks = mma_splits(w.rows, w.cols, nt, part_bytes, n_sm);
   const dim3 grid(unsigned((w.rows + kMmaRows - 1) / kMmaRows), unsigned(ks), unsigned((nt + kMmaToks - 1) / kMmaToks));
   launch_pdl(gemm_i8_mma_kernel<T>, grid, dim3(256), 0, st, w.data, reinterpret_cast<const __half*>(w.scales), w.rows,
@@ -1271,6 +1274,209 @@ static void launch_i8_mma(const DeviceWeight& w, const int8_t* xq, const float2*
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Batched GEMM on packed Q4_0 for kGemvMaxTokensDefault + 1 .. kI8GemmMaxTokens tokens (a batched
+// decode step): the weights dequantized in registers to fp16 (q - 8) * d, exactly the values of
+// the fp16 cache, and multiplied on tensor cores (mma.m16n8k16, fp16 in, float32 accumulate) with
+// the activations in fp16; 0.56 bytes a weight read instead of the cache's 2, and no scaling after
+// the MMA. A dot product may take its terms in any order, so an MMA's 16 k-slots need not be 16
+// consecutive columns: thread (g, t) of a warp loads whole blocks of 32 (16 bytes: 8 words of
+// two nibbles) of rows g, g + 8, g + 16, g + 24 at block kb + t, and each of its words gives the
+// A fragment of two MMAs (low and high nibbles); its B fragments are the matching activations of
+// block kb + t, 8 consecutive fp16 values, read from shared memory as one 16-byte load for two
+// MMAs. A block: 8 warps, 4 of 32 rows (two MMA row tiles each) x 2 halves of each step of 8
+// blocks of 32 (256 columns); up to 64 tokens (blockIdx.z: the next 64); the step's activations
+// (64 tokens x 256 fp16) in shared memory, the next step's copied in (cp.async) and its weights
+// loaded into registers while this one's MMAs run. blockIdx.y splits the steps into `ks` ranges
+// whose partial sums sum_parts_kernel adds in order.
+constexpr int kQ4Rows = 128, kQ4Step = 8;  // rows a block; blocks of 32 a step
+// Shared memory of one step: a token's 8 blocks of 64 bytes each 80 apart, tokens 704 bytes apart,
+// so that the 16-byte loads of 8 lanes (2 tokens x 4 blocks) hit 32 different banks.
+constexpr int kQ4BlkStride = 80, kQ4TokStride = 704;
+constexpr int kQ4StageBytes = kMmaToks * kQ4TokStride;
+
+__device__ __forceinline__ void mma_f16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool in) {
+  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(in ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Nibbles 0-3 of bytes 0 and 1 of w (after the byte swap below: bytes 0 and 2) as fp16 (q - 8) * d.
+__device__ __forceinline__ uint32_t q4_pair(uint32_t w, __half2 d2) {
+  const uint32_t h = (w & 0x000F000Fu) | 0x64006400u;  // 1024 + q, exactly
+  const __half2 v = __hsub2(*reinterpret_cast<const __half2*>(&h), __float2half2_rn(1032.0f));
+  const __half2 r = __hmul2(v, d2);
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+template <int MinBlocks>
+__global__ void __launch_bounds__(256, MinBlocks)
+    gemm_q4_f16_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
+                       const __half* __restrict__ xh, int nt, int ks, float* __restrict__ y, int64_t ldy,
+                       float* __restrict__ part) {
+  extern __shared__ __align__(16) uint8_t q4sm[];
+  pdl_trigger();
+  const int nb = cols / 32, n_steps = (nb + kQ4Step - 1) / kQ4Step;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+  const int rg = warp % 4, kh = warp / 4;
+  const int r0 = blockIdx.x * kQ4Rows + rg * 32;
+  const int t0 = blockIdx.z * kMmaToks, n_tok = min(kMmaToks, nt - t0), n_tiles = (n_tok + 7) / 8;
+  const int s0 = int(int64_t(n_steps) * blockIdx.y / ks), s1 = int(int64_t(n_steps) * (blockIdx.y + 1) / ks);
+  // This thread's rows (past the last: the last, never written) and its block of each step.
+  int ri[4];  // the rows' first blocks (a matrix of < 2^31 blocks)
+#pragma unroll
+  for (int i = 0; i < 4; ++i) ri[i] = min(r0 + g + 8 * i, rows - 1) * nb;
+  uint4 qn[4];
+  __half dn[4];
+  auto load_a = [&](int s) {
+    const int kb = s * kQ4Step + kh * 4 + tq;
+    const bool in = kb < nb;
+    const int kc = in ? kb : nb - 1;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      qn[i] = __ldcs(reinterpret_cast<const uint4*>(Q) + ri[i] + kc);
+      dn[i] = in ? S[ri[i] + kc] : __float2half(0.0f);
+    }
+  };
+  // The step's activations: n_tiles * 8 tokens x 8 blocks x 4 16-byte parts, 8 parts a thread at most.
+  auto load_x = [&](int s, int stage) {
+    uint8_t* base = q4sm + stage * kQ4StageBytes;
+    const int parts = n_tiles * 8 * kQ4Step * 4;
+    for (int i = threadIdx.x; i < parts; i += 256) {
+      const int tok = i / (kQ4Step * 4), b = (i / 4) % kQ4Step, p = i % 4;
+      const int kb = s * kQ4Step + b;
+      const bool in = tok < n_tok && kb < nb;
+      const __half* src = in ? xh + size_t(t0 + tok) * cols + size_t(kb) * 32 + 8 * p : xh;
+      cp_async16(base + tok * kQ4TokStride + b * kQ4BlkStride + 16 * p, src, in);
+    }
+    cp_async_commit();
+  };
+  load_a(s0);  // the weights depend on no kernel before
+  pdl_wait();
+  load_x(s0, 0);
+  float acc[2][8][4];
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[m][j][i] = 0.0f;
+  for (int s = s0; s < s1; ++s) {
+    const int stage = (s - s0) & 1;
+    uint32_t w[4][4];  // rows g, g + 8, g + 16, g + 24; words with bytes 1 and 2 swapped
+    __half2 d2[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t* q = reinterpret_cast<const uint32_t*>(&qn[i]);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) w[i][k] = __byte_perm(q[k], 0, 0x3120);
+      d2[i] = __half2half2(dn[i]);
+    }
+    if (s + 1 < s1) {
+      load_x(s + 1, stage ^ 1);
+      load_a(s + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint8_t* xs = q4sm + stage * kQ4StageBytes + g * kQ4TokStride + (kh * 4 + tq) * kQ4BlkStride;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      // Part p: words 2 (p % 2) and 2 (p % 2) + 1, low nibbles (p < 2) or high.
+      uint32_t a[2][2][4];  // [row tile][word][fragment]
+#pragma unroll
+      for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const int wi = 2 * (p % 2) + k, sh = p < 2 ? 0 : 4;
+          const uint32_t lo = w[2 * m][wi] >> sh, hi = w[2 * m + 1][wi] >> sh;
+          a[m][k][0] = q4_pair(lo, d2[2 * m]);
+          a[m][k][1] = q4_pair(hi, d2[2 * m + 1]);
+          a[m][k][2] = q4_pair(lo >> 8, d2[2 * m]);
+          a[m][k][3] = q4_pair(hi >> 8, d2[2 * m + 1]);
+        }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (j >= n_tiles) break;
+        const uint4 b = *reinterpret_cast<const uint4*>(xs + 8 * j * kQ4TokStride + 16 * p);
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {
+          mma_f16(acc[m][j], a[m][0], b.x, b.y);
+          mma_f16(acc[m][j], a[m][1], b.z, b.w);
+        }
+      }
+    }
+    __syncthreads();  // this stage is refilled two steps on
+  }
+  // The k halves added in shared memory (the stages are free now), in a fixed order.
+  float* red = reinterpret_cast<float*>(q4sm);
+  if (kh == 1) {
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) red[((rg * 2 + m) * 32 + j * 4 + i) * 32 + lane] = acc[m][j][i];
+  }
+  __syncthreads();
+  if (kh == 1) return;
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (j >= n_tiles) break;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int t = t0 + 8 * j + 2 * tq + (i & 1), r = r0 + 16 * m + g + (i >= 2 ? 8 : 0);
+        if (t >= nt || r >= rows) continue;
+        const float v = acc[m][j][i] + red[((rg * 2 + m) * 32 + j * 4 + i) * 32 + lane];
+        if (ks == 1) y[size_t(t) * ldy + r] = v;
+        else part[(size_t(blockIdx.y) * nt + t) * rows + r] = v;
+      }
+    }
+}
+
+static void launch_q4_gemm(const DeviceWeight& w, const __half* xh, int nt, float* y, int64_t ldy, float* part,
+                           size_t part_bytes, int mode, cudaStream_t st) {
+  static const int n_sm = sm_count();
+  const int smem = 2 * kQ4StageBytes;
+  static const bool sized = [&] {
+    check(cudaFuncSetAttribute(gemm_q4_f16_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "Q4_0 GEMM");
+    check(cudaFuncSetAttribute(gemm_q4_f16_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "Q4_0 GEMM");
+    return true;
+  }();
+  (void)sized;
+  const int per_sm = mode == 2 ? 1 : 2;
+  const int n_steps = (w.cols / 32 + kQ4Step - 1) / kQ4Step;
+  const int blocks = ((w.rows + kQ4Rows - 1) / kQ4Rows) * ((nt + kMmaToks - 1) / kMmaToks);
+  // Splits of k: as many as fill the GPU once (two blocks a multiprocessor, or one with
+  // PENSIEVE_CUDA_Q4_GEMM=2: up to 255 registers a thread), a step each at least,
+  // the partial sums within part_bytes.
+  int ks = std::clamp(per_sm * n_sm / blocks, 1, std::min(16, n_steps));
+  while (ks > 1 && size_t(ks) * size_t(nt) * size_t(w.rows) * sizeof(float) > part_bytes) --ks;
+  const dim3 grid(unsigned((w.rows + kQ4Rows - 1) / kQ4Rows), unsigned(ks), unsigned((nt + kMmaToks - 1) / kMmaToks));
+  launch_pdl(per_sm == 2 ? gemm_q4_f16_kernel<2> : gemm_q4_f16_kernel<1>, grid, dim3(256), size_t(smem), st, w.data,
+             reinterpret_cast<const __half*>(w.scales), w.rows, w.cols, xh, nt, ks, y, ldy, part);
+  check_launch("Q4_0 GEMM");
+  if (ks > 1) {
+    const int64_t n = int64_t(nt) * w.rows;
+    launch_pdl(sum_parts_kernel, dim3(unsigned((n + 255) / 256)), dim3(256), 0, st, static_cast<const float*>(part), ks,
+               nt, w.rows, y, ldy);
+    check_launch("Q4_0 GEMM partial sums");
+  }
+}
 
 // Float weights of any width (tiny test models): element by element.
 template <GgmlType T>
@@ -2228,6 +2434,7 @@ class CudaBackend final : public Backend {
     pack_on_ = env_int("PENSIEVE_CUDA_PACK", pack_on_) != 0;
     int8_on_ = env_int("PENSIEVE_CUDA_INT8", int8_on_) != 0;
     mma_on_ = env_int("PENSIEVE_CUDA_MMA", mma_on_) != 0;
+    q4_gemm_ = env_int("PENSIEVE_CUDA_Q4_GEMM", q4_gemm_);
     q6_on_ = env_int("PENSIEVE_CUDA_Q6_I8", q6_on_) != 0;
     fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
@@ -2432,6 +2639,9 @@ class CudaBackend final : public Backend {
   // (PENSIEVE_CUDA_MMA=1). Off by default: slower than cuBLAS on the fp16 copy so far (64 streams
   // 6.6k against 8.7k tok/s on the H100; see bench/RESULTS.md).
   bool mma_on_ = false;
+  // Batches of 17..128 tokens on packed Q4_0: gemm_q4_f16_kernel (PENSIEVE_CUDA_Q4_GEMM=0: cuBLAS on
+  // the fp16 copy; 2: its variant of one block a multiprocessor).
+  int q4_gemm_ = 1;
   // Q6_K matrices also repacked for the int8 GEMV (PENSIEVE_CUDA_Q6_I8=0: float32 GEMV only).
   bool q6_on_ = true;
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
@@ -2620,7 +2830,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   // Batches of up to kI8GemmMaxTokens tokens on packed Q4_0 / Q8_0: int8 activations and the
   // tensor-core GEMM (gemm_i8_mma_kernel) instead of cuBLAS on the fp16 copy.
   const bool mma = !exact && b_.mma_on_ && b_.int8_on_ && w.scales && n_tok > b_.gemv_max_ &&
-                   n_tok <= kI8GemmMaxTokens && w.cols % 32 == 0;
+                   n_tok <= kI8GemmMaxTokens && w.cols % 32 == 0 && !(b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0);
   if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0 || mma) {
     if (w.cols % 32 != 0 && !is_float_type(w.type))
       throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " rows of " + std::to_string(w.cols) +
@@ -2681,6 +2891,35 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
     if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq};
     if (qsrc_.x && y < qsrc_.x + (qsrc_.n_tok - 1) * qsrc_.ldx + qsrc_.cols && qsrc_.x < y_end) qsrc_ = {};
+    return;
+  }
+  // Batches of up to kI8GemmMaxTokens tokens on packed Q4_0: the fp16 tensor-core GEMM that
+  // dequantizes in registers (gemm_q4_f16_kernel) instead of cuBLAS on the fp16 copy.
+  if (!exact && b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0 && w.scales && n_tok > b_.gemv_max_ &&
+      n_tok <= kI8GemmMaxTokens) {
+    qsrc_ = {};
+    emit_pending();
+    const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
+    const size_t want = std::min(size_t(16) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kMmaPartMax);
+    if (b_.act_ws_.bytes < act || b_.mma_ws_.bytes < want) {
+      // Growing frees the old workspaces, which recorded launches may still use.
+      flush();
+      check(cudaStreamSynchronize(b_.stream_), "workspace");
+      if (b_.act_ws_.bytes < act) b_.act_ws_.reserve(act + act / 4, "the fp16 activation workspace");
+      if (b_.mma_ws_.bytes < want) b_.mma_ws_.reserve(want, "the GEMM partial sums");
+    }
+    __half* xh = static_cast<__half*>(b_.act_ws_.ptr);
+    float* part = static_cast<float*>(b_.mma_ws_.ptr);
+    const size_t part_bytes = b_.mma_ws_.bytes;
+    cudaStream_t st = b_.stream_;
+    const int mode = b_.q4_gemm_;
+    record({11, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
+            uint64_t(ldy), uint64_t(uintptr_t(xh)), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
+           [=, &w] {
+             to_f16_kernel<<<blocks_for(int64_t(n_tok) * w.cols), 256, 0, st>>>(x, ldx, w.cols, n_tok, xh);
+             check_launch("to_f16");
+             launch_q4_gemm(w, xh, n_tok, y, ldy, part, part_bytes, mode, st);
+           });
     return;
   }
   // Prefill and wide batches: the weight in fp16 (its cached copy, else dequantized into a workspace
