@@ -2,10 +2,27 @@
 
 #include <spdlog/spdlog.h>
 
+#include <new>
+
 #include "backend/cuda/cuda_backend.h"
 #include "util/error.h"
 
 namespace pensieve {
+
+void* Backend::alloc_host(size_t bytes) const { return ::operator new(bytes, std::align_val_t(64)); }
+void Backend::free_host(void* p) const { ::operator delete(p, std::align_val_t(64)); }
+
+float* HostFloats::get(size_t n) {
+  if (n > size_) {
+    if (data_) backend_->free_host(data_);
+    data_ = nullptr;
+    size_ = 0;
+    const size_t want = n + n / 4;
+    data_ = static_cast<float*>(backend_->alloc_host(want * sizeof(float)));
+    size_ = want;
+  }
+  return data_;
+}
 
 DeviceChoice parse_device(const std::string& device) {
   if (device == "cpu") return {false, 0};

@@ -93,6 +93,30 @@ class Backend {
   // Bytes of device memory held (weights, KV pools, workspace); 0 for the CPU.
   virtual size_t device_bytes() const { return 0; }
   virtual std::string memory_report() const { return {}; }
+
+  // Host memory for what passes read back (BackendPass::read's destination, the logits): page-locked
+  // on a GPU, so that the copy runs at the bus's speed with no staging copy. free_host takes what
+  // alloc_host returned.
+  virtual void* alloc_host(size_t bytes) const;
+  virtual void free_host(void* p) const;
+};
+
+// A host buffer of floats from Backend::alloc_host that grows as needed (a step's logits); its
+// contents are undefined after get() grows it. The backend must outlive it.
+class HostFloats {
+ public:
+  explicit HostFloats(const Backend& b) : backend_(&b) {}
+  HostFloats(const HostFloats&) = delete;
+  HostFloats& operator=(const HostFloats&) = delete;
+  ~HostFloats() {
+    if (data_) backend_->free_host(data_);
+  }
+  float* get(size_t n);  // room for at least n floats
+
+ private:
+  const Backend* backend_;
+  float* data_ = nullptr;
+  size_t size_ = 0;
 };
 
 std::shared_ptr<Backend> make_cpu_backend(const ModelConfig& cfg);

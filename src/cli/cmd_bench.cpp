@@ -60,9 +60,10 @@ double run_pp(const Model& m, const std::vector<int32_t>& toks, ThreadPool& pool
 // Generation speed: n single-token forward passes from an empty cache.
 double run_tg(const Model& m, const std::vector<int32_t>& toks, ThreadPool& pool) {
   SequenceState st(m.config(), int(toks.size()) + 1, false);
-  std::vector<float> logits;
+  HostFloats logits(m.backend());  // as the scheduler's
+  float* out = logits.get(size_t(m.config().n_vocab));
   const auto t0 = std::chrono::steady_clock::now();
-  for (int32_t t : toks) m.forward(st, std::span<const int32_t>(&t, 1), false, logits, pool);
+  for (int32_t t : toks) m.forward(st, std::span<const int32_t>(&t, 1), false, out, pool);
   return double(toks.size()) / seconds_since(t0);
 }
 
@@ -82,19 +83,20 @@ double run_streams(const Model& m, int streams, int prompt, int gen, std::mt1993
     for (int b = 0; b < per_seq; ++b) seqs.back()->blocks.push_back(s * per_seq + b);
     for (int i = 0; i < prompt + gen; ++i) toks[size_t(s)].push_back(pick(rng));
   }
-  std::vector<float> logits(size_t(streams) * size_t(cfg.n_vocab));
+  HostFloats logits_buf(m.backend());
+  float* logits = logits_buf.get(size_t(streams) * size_t(cfg.n_vocab));
   std::vector<BatchItem> items(static_cast<size_t>(streams));
   for (int s = 0; s < streams; ++s)
     items[size_t(s)] = {seqs[size_t(s)].get(), std::span<const int32_t>(toks[size_t(s)]).first(size_t(prompt)),
                         BatchItem::Logits::Last};
   for (int s0 = 0; s0 < streams; s0 += 4)  // prefill 4 sequences a pass (512 tokens at 128 each)
-    m.forward_batch(std::span<const BatchItem>(items).subspan(size_t(s0), size_t(std::min(4, streams - s0))),
-                    logits.data(), pool);
+    m.forward_batch(std::span<const BatchItem>(items).subspan(size_t(s0), size_t(std::min(4, streams - s0))), logits,
+                    pool);
   const auto t0 = std::chrono::steady_clock::now();
   for (int step = 0; step < gen; ++step) {
     for (int s = 0; s < streams; ++s)
       items[size_t(s)].tokens = std::span<const int32_t>(toks[size_t(s)]).subspan(size_t(prompt + step), 1);
-    m.forward_batch(items, logits.data(), pool);
+    m.forward_batch(items, logits, pool);
   }
   return double(streams) * gen / seconds_since(t0);
 }

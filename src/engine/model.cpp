@@ -146,10 +146,15 @@ size_t Model::weight_bytes_per_token() const {
 
 void Model::forward(SequenceState& st, std::span<const int32_t> tokens, bool all_logits,
                     std::vector<float>& logits, ThreadPool& pool) const {
+  logits.resize(all_logits ? tokens.size() * size_t(cfg_.n_vocab) : size_t(cfg_.n_vocab));
+  forward(st, tokens, all_logits, logits.data(), pool);
+}
+
+void Model::forward(SequenceState& st, std::span<const int32_t> tokens, bool all_logits, float* logits,
+                    ThreadPool& pool) const {
   const size_t n = tokens.size();
   if (n == 0) throw Error("forward: no tokens");
   const size_t vocab = size_t(cfg_.n_vocab);
-  logits.resize(all_logits ? n * vocab : vocab);
   const int horizon = st.rope_horizon;
   st.rope_horizon = std::max(horizon, st.n_past + int(n));  // the whole call is one pass for RoPE
   try {
@@ -159,8 +164,7 @@ void Model::forward(SequenceState& st, std::span<const int32_t> tokens, bool all
       BatchItem item{&st, tokens.subspan(begin, len),
                      all_logits ? BatchItem::Logits::All
                                 : (last_chunk ? BatchItem::Logits::Last : BatchItem::Logits::None)};
-      forward_batch(std::span<const BatchItem>(&item, 1),
-                    all_logits ? logits.data() + begin * vocab : logits.data(), pool);
+      forward_batch(std::span<const BatchItem>(&item, 1), all_logits ? logits + begin * vocab : logits, pool);
     }
   } catch (...) {
     st.rope_horizon = horizon;

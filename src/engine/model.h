@@ -65,6 +65,9 @@ class Model {
   // every token ([n, n_vocab]). Throws Error when the cache has no room.
   void forward(SequenceState& st, std::span<const int32_t> tokens, bool all_logits,
                std::vector<float>& logits, ThreadPool& pool) const;
+  // The same into caller-sized memory (e.g. a HostFloats, which a GPU copies into fastest).
+  void forward(SequenceState& st, std::span<const int32_t> tokens, bool all_logits, float* logits,
+               ThreadPool& pool) const;
 
   // One pass over several sequences: every weight matrix is read once for all their tokens, and
   // each sequence attends over its own cache. Each token's result is bit-for-bit what it would be

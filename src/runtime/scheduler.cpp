@@ -73,7 +73,8 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, const Tokenizer& tokeni
       stop_ids_(std::move(stop_ids)),
       context_(context),
       pool_(pool),
-      opts_(opts) {
+      opts_(opts),
+      logits_(model_->backend()) {
   const ModelConfig& cfg = model_->config();
   if (opts_.max_running < 1 || opts_.max_batch_tokens < 1 || opts_.max_waiting < 0 || opts_.kv_block_size < 1)
     throw Error("scheduler: max_running and max_batch_tokens must be at least 1");
@@ -283,9 +284,9 @@ void Scheduler::step() {
   int n_logits = 0;
   for (const BatchItem& it : items) n_logits += it.logits == BatchItem::Logits::Last;
   const size_t vocab = size_t(model_->config().n_vocab);
-  std::vector<float> logits(size_t(n_logits) * vocab);
+  float* logits = logits_.get(size_t(n_logits) * vocab);
   try {
-    model_->forward_batch(items, logits.data(), pool_);
+    model_->forward_batch(items, logits, pool_);
   } catch (const std::exception& e) {
     for (Seq* s : seqs) fail(*s, FailKind::Internal, std::string("forward pass failed: ") + e.what());
     std::erase_if(active_, [](const auto& s) { return s->removed; });
@@ -306,7 +307,7 @@ void Scheduler::step() {
   pool_.parallel_for(int64_t(sampled.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       Seq& s = *sampled[size_t(i)];
-      const std::span<float> row(logits.data() + size_t(i) * vocab, vocab);
+      const std::span<float> row(logits + size_t(i) * vocab, vocab);
       if (s.grammar) {
         // The mask comes first, so greedy and every sampling filter see only allowed tokens.
         const Clock::time_point t0 = Clock::now();

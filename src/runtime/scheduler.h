@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend/backend.h"
 #include "runtime/generator.h"
 
 namespace pensieve {
@@ -127,6 +128,7 @@ class Scheduler : public GenerationService {
   std::unique_ptr<KvPool> kv_;
   std::unique_ptr<BlockManager> blocks_;
   std::shared_ptr<const TokenTrie> trie_;  // built for the first grammar-constrained job
+  HostFloats logits_;                      // a step's logits, in memory the backend copies into fastest
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_kernels.cuh"
@@ -2560,6 +2561,27 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaPass>(*this, slots);
   }
 
+  // Page-locked, so that the logits copy needs no staging (pageable memory where that fails).
+  void* alloc_host(size_t bytes) const override {
+    void* p = nullptr;
+    if (cudaSetDevice(device_) == cudaSuccess && cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess) return p;
+    cudaGetLastError();
+    p = Backend::alloc_host(bytes);
+    std::lock_guard<std::mutex> g(mu_);
+    pageable_.insert(p);
+    return p;
+  }
+  void free_host(void* p) const override {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (pageable_.erase(p)) {
+        Backend::free_host(p);
+        return;
+      }
+    }
+    cudaFreeHost(p);
+  }
+
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
     size_t n = weights_arena_.bytes + f16_cache_bytes_ + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes +
@@ -2663,6 +2685,7 @@ class CudaBackend final : public Backend {
   std::vector<std::unique_ptr<DeviceBuffer>> f16_cache_;
   size_t f16_cache_bytes_ = 0;
   mutable PinnedBuffer meta_host_, rows_host_;
+  mutable std::unordered_set<void*> pageable_;  // alloc_host's fallbacks
   // PENSIEVE_CUDA_STEP_TIMING=1: for each pass that replays a graph, by its token count: the host
   // time from the pass's start to the graph launch, the graph's GPU time (events around it), the
   // logits copy's GPU time and the whole pass, averaged and printed to stderr when the backend goes.
