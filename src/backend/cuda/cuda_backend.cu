@@ -1282,19 +1282,20 @@ static void launch_i8_mma(const DeviceWeight& w, const int8_t* xq, const float2*
 // the fp16 cache, and multiplied on tensor cores (mma.m16n8k16, fp16 in, float32 accumulate) with
 // the activations in fp16; 0.56 bytes a weight read instead of the cache's 2, and no scaling after
 // the MMA. A dot product may take its terms in any order, so an MMA's 16 k-slots need not be 16
-// consecutive columns: thread (g, t) of a warp loads whole blocks of 32 (16 bytes: 8 words of
-// two nibbles) of rows g, g + 8, g + 16, g + 24 at block kb + t, and each of its words gives the
-// A fragment of two MMAs (low and high nibbles); its B fragments are the matching activations of
-// block kb + t, 8 consecutive fp16 values, read from shared memory as one 16-byte load for two
-// MMAs. A block: 8 warps, 4 of 32 rows (two MMA row tiles each) x 2 halves of each step of 8
-// blocks of 32 (256 columns); up to 64 tokens (blockIdx.z: the next 64); the step's activations
-// (64 tokens x 256 fp16) in shared memory, the next step's copied in (cp.async) and its weights
-// loaded into registers while this one's MMAs run. blockIdx.y splits the steps into `ks` ranges
-// whose partial sums sum_parts_kernel adds in order.
-constexpr int kQ4Rows = 128, kQ4Step = 8;  // rows a block; blocks of 32 a step
-// Shared memory of one step: a token's 8 blocks of 64 bytes each 80 apart, tokens 704 bytes apart,
-// so that the 16-byte loads of 8 lanes (2 tokens x 4 blocks) hit 32 different banks.
-constexpr int kQ4BlkStride = 80, kQ4TokStride = 704;
+// consecutive columns: thread (g, t) of a warp loads whole blocks of 32 (16 bytes: 4 words of
+// 8 nibbles) of rows g, g + 8, g + 16, g + 24 at block kb + t, and each word gives the A fragments
+// of two MMAs (its low and its high nibbles); the B fragments are the matching activations of
+// block kb + t, 8 consecutive fp16 values, one 16-byte shared-memory load for two MMAs.
+// A block: W warps of 32 rows (two MMA row tiles each) over up to 64 tokens (blockIdx.z: the next
+// 64), in steps of 4 blocks of 32 (128 columns). Every warp of the block uses the same activations,
+// staged in shared memory three steps deep (cp.async), so that the activations read from L2 per
+// weight byte fall as W grows (64 tokens: 2 bytes a column a token against 0.56 a column a row);
+// each warp's weights of the next step are loaded into registers during this step's MMAs.
+// blockIdx.y splits the steps into `ks` ranges whose partial sums sum_parts_kernel adds in order.
+constexpr int kQ4Step = 4, kQ4Stages = 3;  // blocks of 32 a step; steps of activations in flight
+// A token's 4 blocks of 64 bytes each 80 apart, tokens 320 apart (16 words mod 32), so that the
+// 16-byte loads of 8 lanes (2 tokens x 4 blocks) hit 32 different banks.
+constexpr int kQ4BlkStride = 80, kQ4TokStride = 320;
 constexpr int kQ4StageBytes = kMmaToks * kQ4TokStride;
 
 __device__ __forceinline__ void mma_f16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
@@ -1321,8 +1322,8 @@ __device__ __forceinline__ uint32_t q4_pair(uint32_t w, __half2 d2) {
   return *reinterpret_cast<const uint32_t*>(&r);
 }
 
-template <int MinBlocks>
-__global__ void __launch_bounds__(256, MinBlocks)
+template <int W>
+__global__ void __launch_bounds__(32 * W, 16 / W)
     gemm_q4_f16_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
                        const __half* __restrict__ xh, int nt, int ks, float* __restrict__ y, int64_t ldy,
                        float* __restrict__ part) {
@@ -1330,42 +1331,48 @@ __global__ void __launch_bounds__(256, MinBlocks)
   pdl_trigger();
   const int nb = cols / 32, n_steps = (nb + kQ4Step - 1) / kQ4Step;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-  const int rg = warp % 4, kh = warp / 4;
-  const int r0 = blockIdx.x * kQ4Rows + rg * 32;
+  const int r0 = blockIdx.x * (32 * W) + warp * 32;
   const int t0 = blockIdx.z * kMmaToks, n_tok = min(kMmaToks, nt - t0), n_tiles = (n_tok + 7) / 8;
   const int s0 = int(int64_t(n_steps) * blockIdx.y / ks), s1 = int(int64_t(n_steps) * (blockIdx.y + 1) / ks);
-  // This thread's rows (past the last: the last, never written) and its block of each step.
-  int ri[4];  // the rows' first blocks (a matrix of < 2^31 blocks)
+  int ri[4];  // the rows' first blocks (a matrix of < 2^31 blocks); rows past the last read the last
 #pragma unroll
   for (int i = 0; i < 4; ++i) ri[i] = min(r0 + g + 8 * i, rows - 1) * nb;
   uint4 qn[4];
   __half dn[4];
   auto load_a = [&](int s) {
-    const int kb = s * kQ4Step + kh * 4 + tq;
+    const int kb = s * kQ4Step + tq;
     const bool in = kb < nb;
     const int kc = in ? kb : nb - 1;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       qn[i] = __ldcs(reinterpret_cast<const uint4*>(Q) + ri[i] + kc);
-      dn[i] = in ? S[ri[i] + kc] : __float2half(0.0f);
+      dn[i] = in ? S[ri[i] + kc] : __float2half(0.0f);  // a block past the last counts 0
     }
   };
-  // The step's activations: n_tiles * 8 tokens x 8 blocks x 4 16-byte parts, 8 parts a thread at most.
-  auto load_x = [&](int s, int stage) {
-    uint8_t* base = q4sm + stage * kQ4StageBytes;
-    const int parts = n_tiles * 8 * kQ4Step * 4;
-    for (int i = threadIdx.x; i < parts; i += 256) {
-      const int tok = i / (kQ4Step * 4), b = (i / 4) % kQ4Step, p = i % 4;
-      const int kb = s * kQ4Step + b;
-      const bool in = tok < n_tok && kb < nb;
-      const __half* src = in ? xh + size_t(t0 + tok) * cols + size_t(kb) * 32 + 8 * p : xh;
-      cp_async16(base + tok * kQ4TokStride + b * kQ4BlkStride + 16 * p, src, in);
+  // A step's activations: n_tiles * 8 tokens x 4 blocks x 4 parts of 16 bytes (zeros past the
+  // last token or block), as one cp.async group. This thread's parts are part xp of block xb of
+  // tokens xt, xt + 2 W, ... (the block size a multiple of 16 threads).
+  const int xp = threadIdx.x % 4, xb = (threadIdx.x / 4) % kQ4Step, xt = threadIdx.x / (4 * kQ4Step);
+  const __half* xsrc = xh + size_t(t0 + xt) * cols + xb * 32 + 8 * xp;
+  const int xdst = xt * kQ4TokStride + xb * kQ4BlkStride + 16 * xp;
+  auto load_x = [&](int s) {
+    uint8_t* base = q4sm + ((s - s0) % kQ4Stages) * kQ4StageBytes + xdst;
+    const bool kin = s * kQ4Step + xb < nb;
+    const __half* src = xsrc + size_t(s) * (kQ4Step * 32);
+    for (int tok = xt; tok < n_tiles * 8; tok += 2 * W) {
+      const bool in = kin && tok < n_tok;
+      cp_async16(base, in ? src : xh, in);
+      base += 2 * W * kQ4TokStride;
+      src += size_t(2 * W) * cols;
     }
-    cp_async_commit();
   };
   load_a(s0);  // the weights depend on no kernel before
   pdl_wait();
-  load_x(s0, 0);
+#pragma unroll
+  for (int k = 0; k < kQ4Stages - 1; ++k) {
+    if (s0 + k < s1) load_x(s0 + k);
+    cp_async_commit();
+  }
   float acc[2][8][4];
 #pragma unroll
   for (int m = 0; m < 2; ++m)
@@ -1374,7 +1381,6 @@ __global__ void __launch_bounds__(256, MinBlocks)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[m][j][i] = 0.0f;
   for (int s = s0; s < s1; ++s) {
-    const int stage = (s - s0) & 1;
     uint32_t w[4][4];  // rows g, g + 8, g + 16, g + 24; words with bytes 1 and 2 swapped
     __half2 d2[4];
 #pragma unroll
@@ -1384,15 +1390,12 @@ __global__ void __launch_bounds__(256, MinBlocks)
       for (int k = 0; k < 4; ++k) w[i][k] = __byte_perm(q[k], 0, 0x3120);
       d2[i] = __half2half2(dn[i]);
     }
-    if (s + 1 < s1) {
-      load_x(s + 1, stage ^ 1);
-      load_a(s + 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const uint8_t* xs = q4sm + stage * kQ4StageBytes + g * kQ4TokStride + (kh * 4 + tq) * kQ4BlkStride;
+    if (s + 1 < s1) load_a(s + 1);
+    cp_async_wait<kQ4Stages - 2>();  // this step's activations have landed (this thread's part)
+    __syncthreads();                 // everyone's part, and the stage written next is no longer read
+    if (s + kQ4Stages - 1 < s1) load_x(s + kQ4Stages - 1);
+    cp_async_commit();
+    const uint8_t* xs = q4sm + ((s - s0) % kQ4Stages) * kQ4StageBytes + g * kQ4TokStride + tq * kQ4BlkStride;
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
       // Part p: words 2 (p % 2) and 2 (p % 2) + 1, low nibbles (p < 2) or high.
@@ -1419,20 +1422,7 @@ __global__ void __launch_bounds__(256, MinBlocks)
         }
       }
     }
-    __syncthreads();  // this stage is refilled two steps on
   }
-  // The k halves added in shared memory (the stages are free now), in a fixed order.
-  float* red = reinterpret_cast<float*>(q4sm);
-  if (kh == 1) {
-#pragma unroll
-    for (int m = 0; m < 2; ++m)
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) red[((rg * 2 + m) * 32 + j * 4 + i) * 32 + lane] = acc[m][j][i];
-  }
-  __syncthreads();
-  if (kh == 1) return;
 #pragma unroll
   for (int m = 0; m < 2; ++m)
 #pragma unroll
@@ -1442,34 +1432,33 @@ __global__ void __launch_bounds__(256, MinBlocks)
       for (int i = 0; i < 4; ++i) {
         const int t = t0 + 8 * j + 2 * tq + (i & 1), r = r0 + 16 * m + g + (i >= 2 ? 8 : 0);
         if (t >= nt || r >= rows) continue;
-        const float v = acc[m][j][i] + red[((rg * 2 + m) * 32 + j * 4 + i) * 32 + lane];
-        if (ks == 1) y[size_t(t) * ldy + r] = v;
-        else part[(size_t(blockIdx.y) * nt + t) * rows + r] = v;
+        if (ks == 1) y[size_t(t) * ldy + r] = acc[m][j][i];
+        else part[(size_t(blockIdx.y) * nt + t) * rows + r] = acc[m][j][i];
       }
     }
 }
 
+// PENSIEVE_CUDA_Q4_GEMM: 1 = blocks of 8 warps (256 rows), 2 = 4 warps, 3 = 16 warps.
 static void launch_q4_gemm(const DeviceWeight& w, const __half* xh, int nt, float* y, int64_t ldy, float* part,
                            size_t part_bytes, int mode, cudaStream_t st) {
   static const int n_sm = sm_count();
-  const int smem = 2 * kQ4StageBytes;
-  static const bool sized = [&] {
-    check(cudaFuncSetAttribute(gemm_q4_f16_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "Q4_0 GEMM");
-    check(cudaFuncSetAttribute(gemm_q4_f16_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "Q4_0 GEMM");
+  constexpr int smem = kQ4Stages * kQ4StageBytes;
+  const int warps = mode == 2 ? 4 : mode == 3 ? 16 : 8;
+  const int n_steps = (w.cols / 32 + kQ4Step - 1) / kQ4Step;
+  const int row_blocks = (w.rows + 32 * warps - 1) / (32 * warps), tok_groups = (nt + kMmaToks - 1) / kMmaToks;
+  // Splits of k: as many as fill the GPU once (16 warps a multiprocessor), a step each at least,
+  // the partial sums within part_bytes.
+  int ks = std::clamp((16 / warps) * n_sm / (row_blocks * tok_groups), 1, std::min(16, n_steps));
+  while (ks > 1 && size_t(ks) * size_t(nt) * size_t(w.rows) * sizeof(float) > part_bytes) --ks;
+  const dim3 grid{unsigned(row_blocks), unsigned(ks), unsigned(tok_groups)};
+  static const bool sized = [] {
+    for (auto kernel : {gemm_q4_f16_kernel<4>, gemm_q4_f16_kernel<8>, gemm_q4_f16_kernel<16>})
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "Q4_0 GEMM");
     return true;
   }();
   (void)sized;
-  const int per_sm = mode == 2 ? 1 : 2;
-  const int n_steps = (w.cols / 32 + kQ4Step - 1) / kQ4Step;
-  const int blocks = ((w.rows + kQ4Rows - 1) / kQ4Rows) * ((nt + kMmaToks - 1) / kMmaToks);
-  // Splits of k: as many as fill the GPU once (two blocks a multiprocessor, or one with
-  // PENSIEVE_CUDA_Q4_GEMM=2: up to 255 registers a thread), a step each at least,
-  // the partial sums within part_bytes.
-  int ks = std::clamp(per_sm * n_sm / blocks, 1, std::min(16, n_steps));
-  while (ks > 1 && size_t(ks) * size_t(nt) * size_t(w.rows) * sizeof(float) > part_bytes) --ks;
-  const dim3 grid(unsigned((w.rows + kQ4Rows - 1) / kQ4Rows), unsigned(ks), unsigned((nt + kMmaToks - 1) / kMmaToks));
-  launch_pdl(per_sm == 2 ? gemm_q4_f16_kernel<2> : gemm_q4_f16_kernel<1>, grid, dim3(256), size_t(smem), st, w.data,
-             reinterpret_cast<const __half*>(w.scales), w.rows, w.cols, xh, nt, ks, y, ldy, part);
+  launch_pdl(warps == 4 ? gemm_q4_f16_kernel<4> : warps == 16 ? gemm_q4_f16_kernel<16> : gemm_q4_f16_kernel<8>, grid, dim3(32 * warps), size_t(smem), st, w.data, reinterpret_cast<const __half*>(w.scales), w.rows,
+             w.cols, xh, nt, ks, y, ldy, part);
   check_launch("Q4_0 GEMM");
   if (ks > 1) {
     const int64_t n = int64_t(nt) * w.rows;
@@ -1517,12 +1506,32 @@ __global__ void dequant_f16_kernel(const uint8_t* __restrict__ W, size_t row_byt
   for (int j = 0; j < 16; ++j) o[j] = __floats2half2_rn(v[2 * j], v[2 * j + 1]);
 }
 
-__global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int cols, int n,
-                              __half* __restrict__ out) {
+// x (n rows of cols floats, ldx apart) to fp16, rows packed; four values a thread where the rows
+// allow 16-byte loads.
+__global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int cols, int n, __half* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (cols % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    const int c4 = cols / 4;
+    if (i >= int64_t(n) * c4) return;
+    const int t = int(i / c4), c = int(i % c4) * 4;
+    const float4 v = *reinterpret_cast<const float4*>(x + t * ldx + c);
+    __half2* o = reinterpret_cast<__half2*>(out + int64_t(t) * cols + c);
+    o[0] = __floats2half2_rn(v.x, v.y);
+    o[1] = __floats2half2_rn(v.z, v.w);
+    return;
+  }
   if (i >= int64_t(n) * cols) return;
   const int t = int(i / cols), c = int(i % cols);
   out[i] = __float2half_rn(x[t * ldx + c]);
+}
+
+static void to_f16(const float* x, int64_t ldx, int cols, int n, __half* out, cudaStream_t st) {
+  const bool vec = cols % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const int64_t threads = vec ? int64_t(n) * (cols / 4) : int64_t(n) * cols;
+  launch_pdl(to_f16_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, st, x, ldx, cols, n, out);
+  check_launch("to_f16");
 }
 
 constexpr int kNormThreads = 256, kNormVec = 8;  // the vector path holds dim <= 8192 in registers
@@ -1722,14 +1731,13 @@ __device__ __forceinline__ void rope_rotate(float* v, int k, int half, int style
   v[ia] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
   v[ib] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
 }
-
-// Token blockIdx.x, every head: the factors once into shared memory, then every pair of its q and
-// k heads, then its k and v into its KV rows. For passes of many tokens (one block a token);
-// rope_store_kernel (one block a head) for few.
+// Rotates heads blockIdx.y * hg .. + hg - 1 (q heads, then k heads) of token blockIdx.x, the
+// token's cos / sin computed once per block; the k heads among them are then written with their v
+// heads into the token's KV rows.
 __global__ void rope_store_token_kernel(float* __restrict__ qkv, const SlotMeta* __restrict__ slots, int layer,
                                         int n_heads, int n_kv_heads, int head_dim, int n_rot, int style_half,
                                         const float* __restrict__ inv_short, const float* __restrict__ inv_long,
-                                        float mscale) {
+                                        float mscale, int hg) {
   pdl_trigger();
   pdl_wait();
   __shared__ float cs[128], sns[128];
@@ -1739,11 +1747,12 @@ __global__ void rope_store_token_kernel(float* __restrict__ qkv, const SlotMeta*
   float* row = qkv + size_t(t) * (q_dim + 2 * kv_dim);
   const float* inv = s.long_rope ? inv_long : inv_short;
   const int half = n_rot / 2;
+  const int h0 = blockIdx.y * hg, h1 = min(h0 + hg, n_heads + n_kv_heads);
   for (int k = threadIdx.x; k < half; k += blockDim.x) rope_cos_sin(s.pos, inv[k], mscale, &cs[k], &sns[k]);
   __syncthreads();
-  const int pairs = (n_heads + n_kv_heads) * half;
+  const int pairs = (h1 - h0) * half;
   for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
-    const int h = i / half, k = i % half;
+    const int h = h0 + i / half, k = i % half;
     rope_rotate(row + size_t(h) * head_dim, k, half, style_half, cs[k], sns[k]);
   }
   __syncthreads();
@@ -1752,7 +1761,9 @@ __global__ void rope_store_token_kernel(float* __restrict__ qkv, const SlotMeta*
   uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
   const float* k = row + q_dim;
   const float* vv = row + q_dim + kv_dim;
-  for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+  // The k heads of this block, as element range [e0, e1) of the token's k (and v) row.
+  const int e0 = max(h0 - n_heads, 0) * head_dim, e1 = max(h1 - n_heads, 0) * head_dim;
+  for (int i = e0 + threadIdx.x; i < e1; i += blockDim.x) {
     if (s.f32) {
       reinterpret_cast<float*>(krow)[i] = k[i];
       reinterpret_cast<float*>(vrow)[i] = vv[i];
@@ -2152,9 +2163,12 @@ void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const
                 const float* inv_short, const float* inv_long, float mscale, cudaStream_t st) {
   if (n_slots <= 0) return;
   if (n_slots >= kRopeTokenMin && cfg.rope.n_rot <= 256) {
-    launch_pdl(rope_store_token_kernel, dim3(n_slots), dim3(256), 0, st, qkv, slots, layer, cfg.n_heads,
-               cfg.n_kv_heads, cfg.head_dim, cfg.rope.n_rot, int(cfg.rope.style == RopeStyle::RotateHalf), inv_short,
-               inv_long, mscale);
+    // Heads in groups of 8 a block, so that a batch of tokens fills the GPU.
+    constexpr int hg = 8;
+    const int heads = cfg.n_heads + cfg.n_kv_heads;
+    launch_pdl(rope_store_token_kernel, dim3(n_slots, (heads + hg - 1) / hg), dim3(256), 0, st, qkv, slots, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope.n_rot, int(cfg.rope.style == RopeStyle::RotateHalf),
+               inv_short, inv_long, mscale, hg);
     check_launch("rope_store");
     return;
   }
@@ -2662,7 +2676,7 @@ class CudaBackend final : public Backend {
   // 6.6k against 8.7k tok/s on the H100; see bench/RESULTS.md).
   bool mma_on_ = false;
   // Batches of 17..128 tokens on packed Q4_0: gemm_q4_f16_kernel (PENSIEVE_CUDA_Q4_GEMM=0: cuBLAS on
-  // the fp16 copy; 2: its variant of one block a multiprocessor).
+  // the fp16 copy; 1, 2, 3: blocks of 8, 4 or 16 warps).
   int q4_gemm_ = 1;
   // Q6_K matrices also repacked for the int8 GEMV (PENSIEVE_CUDA_Q6_I8=0: float32 GEMV only).
   bool q6_on_ = true;
@@ -2939,8 +2953,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     record({11, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
             uint64_t(ldy), uint64_t(uintptr_t(xh)), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
            [=, &w] {
-             to_f16_kernel<<<blocks_for(int64_t(n_tok) * w.cols), 256, 0, st>>>(x, ldx, w.cols, n_tok, xh);
-             check_launch("to_f16");
+             to_f16(x, ldx, w.cols, n_tok, xh, st);
              launch_q4_gemm(w, xh, n_tok, y, ldy, part, part_bytes, mode, st);
            });
     return;
@@ -2976,8 +2989,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
              dequantize_f16(w, wtmp, st);
              wh = wtmp;
            }
-           to_f16_kernel<<<blocks_for(int64_t(n_tok) * w.cols), 256, 0, st>>>(x, ldx, w.cols, n_tok, xh);
-           check_launch("to_f16");
+           to_f16(x, ldx, w.cols, n_tok, xh, st);
            const float alpha = 1.0f, beta = 0.0f;
            check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, n_tok, w.cols, &alpha, wh, CUDA_R_16F,
                                    w.cols, xh, CUDA_R_16F, w.cols, &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F,
