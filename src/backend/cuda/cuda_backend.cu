@@ -2,7 +2,7 @@
 // quants contiguous and 16-byte aligned, scales apart; Q6_K kept and also repacked into a second,
 // aligned copy for the int8 GEMV), every op of the forward pass run there on one stream, keys and
 // values in a device copy of each KV pool, and only the logits copied back (the per-pass metadata
-// and embedding rows go up from pinned memory without a wait).
+// and token ids go up from pinned memory without a wait; the embedding rows are dequantized there).
 // Decode matmuls (and every float32-exact one) are fused dequantize-GEMVs, several tokens per read
 // of the row: serving ones on Q4_0, Q8_0, Q4_K, Q5_K and Q6_K round the activations to int8 per 32
 // values (in the kernel that produces them where it can) and use dp4a with 16-byte weight loads;
@@ -1047,181 +1047,10 @@ __global__ void dequant_packed_f16_kernel(const uint8_t* __restrict__ Q, const _
 static bool packs(GgmlType t) { return t == GgmlType::Q4_0 || t == GgmlType::Q8_0; }
 
 // ---------------------------------------------------------------------------------------------
-// Batched int8 GEMM on packed Q4_0 / Q8_0 for kGemvMaxTokensDefault + 1 .. kI8GemmMaxTokens tokens
-// (a batched decode step; PENSIEVE_CUDA_MMA=1, off by default): the weights are read once per 64
-// tokens, 0.56 (Q4_0) or 1.06 (Q8_0) bytes a weight, instead of the fp16 cache's 2.
-// y[t][r] = sum_kb dW[r][kb] dX[t][kb] (sum_k q[r][k] qx[t][k], minus 8 sum_k qx[t][k] for Q4_0):
-// each 16 rows x 8 tokens x 32-value block is one mma.m16n8k32 (s8 in, s32 out), its result scaled
-// into float32 accumulators as the GEMV does. A block: 8 warps on 64 rows x 64 tokens; the
-// activations staged in shared memory kMmaChunk blocks of 32 at a time (the next chunk's weights and
-// activations loaded during this one's products); warp w takes rows 16 (w % 4) .. + 15 and half
-// w / 4 of each chunk, the two halves added in shared memory in a fixed order. blockIdx.y splits k
-// into `ks` ranges (more blocks for matrices of few rows) whose partial sums go to `part` and are
-// added in order by sum_parts_kernel; with ks == 1 straight to y. Where the time goes (ncu, H100,
-// 64 tokens): the float32 scaling after every MMA makes it ~30 instructions an MMA, at 4 warps a
-// scheduler (128 registers), so it runs at 0.3-0.5 TB/s of weights: qkv 62 us, gate+up 63, o and
-// down 31 against cuBLAS on fp16 24.5 / 41.3 / 12.4 / 23.7.
-constexpr int kMmaRows = 64, kMmaToks = 64, kI8GemmMaxTokens = 128, kMmaChunk = 8;
-constexpr size_t kMmaPartMax = size_t(32) << 20;
-
-__device__ __forceinline__ void mma_s8(int* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%10,%11,%12,%13};\n"
-      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0), "r"(0), "r"(0), "r"(0));
-}
-
-template <GgmlType T>
-__global__ void __launch_bounds__(256, 2)
-    gemm_i8_mma_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
-                       const int8_t* __restrict__ xq, const float2* __restrict__ xds, int nt, int ks,
-                       float* __restrict__ y, int64_t ldy, float* __restrict__ part) {
-  using P = Pack<T>;
-  // A token's chunk of activations in sx: each block of 32 with its words in the order 0 4 1 5 2 6
-  // 3 7, so that a thread's two B-fragment words (bytes 4 tq and 16 + 4 tq) are one 8-byte load;
-  // rows padded to 72 words so that the 8-byte loads of a half-warp hit 32 different banks.
-  constexpr int kXRow = kMmaChunk * 32 + 32;
-  __shared__ __align__(16) int8_t sx[kMmaToks * kXRow];
-  // Per block of 32 and token: {dx, 2^23 + 2^22 + 8 sum(qx) (Q4_0) or 2^23 + 2^22}, for the
-  // conversion of the MMA's int32 below.
-  __shared__ __align__(16) float2 sd[kMmaChunk][kMmaToks];
-  __shared__ float red[4][8][4][32];
-  pdl_trigger();
-  const int nb = cols / 32;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-  const int rg = warp % 4, kh = warp / 4;
-  const int r0 = blockIdx.x * kMmaRows + rg * 16;
-  const int t0 = blockIdx.z * kMmaToks;
-  const int kb_per = nb / ks, kb0 = blockIdx.y * kb_per, kb1 = kb0 + kb_per;
-  const int n_chunks = (kb_per + kMmaChunk - 1) / kMmaChunk;
-  // Rows past the last are loaded as the last row and never written.
-  const int ra = min(r0 + g, rows - 1), rb = min(r0 + g + 8, rows - 1);
-  const uint8_t* qa = Q + size_t(ra) * nb * P::kQBytes;
-  const uint8_t* qb = Q + size_t(rb) * nb * P::kQBytes;
-  const __half* sa = S + size_t(ra) * nb;
-  const __half* sb = S + size_t(rb) * nb;
-  const int n_tiles = min(8, (nt - t0 + 7) / 8);
-  constexpr int kPerWarp = kMmaChunk / 2;  // blocks of 32 a warp takes from a chunk
-  constexpr float kMagic = 12582912.0f;   // 2^23 + 2^22: int32 c < 2^22 as float bits c + 0x4B400000
-  // This warp's weights of the next chunk: A fragments and row scales of its kPerWarp blocks.
-  uint32_t an[kPerWarp][4];
-  float dan[kPerWarp], dbn[kPerWarp];
-#define PENSIEVE_MMA_LOAD_A(c)                                                                                  \
-  _Pragma("unroll") for (int u = 0; u < kPerWarp; ++u) {                                                      \
-    const int kb = kb0 + (c) * kMmaChunk + kh * kPerWarp + u;                                                 \
-    if (kb < kb1) {                                                                                           \
-      if constexpr (T == GgmlType::Q4_0) {                                                                    \
-        const uint32_t wa = __ldcs(reinterpret_cast<const unsigned int*>(qa + size_t(kb) * 16 + 4 * tq));     \
-        const uint32_t wb = __ldcs(reinterpret_cast<const unsigned int*>(qb + size_t(kb) * 16 + 4 * tq));     \
-        an[u][0] = wa & 0x0F0F0F0Fu;                                                                          \
-        an[u][1] = wb & 0x0F0F0F0Fu;                                                                          \
-        an[u][2] = (wa >> 4) & 0x0F0F0F0Fu;                                                                   \
-        an[u][3] = (wb >> 4) & 0x0F0F0F0Fu;                                                                   \
-      } else {                                                                                                \
-        an[u][0] = __ldcs(reinterpret_cast<const unsigned int*>(qa + size_t(kb) * 32 + 4 * tq));              \
-        an[u][1] = __ldcs(reinterpret_cast<const unsigned int*>(qb + size_t(kb) * 32 + 4 * tq));              \
-        an[u][2] = __ldcs(reinterpret_cast<const unsigned int*>(qa + size_t(kb) * 32 + 16 + 4 * tq));         \
-        an[u][3] = __ldcs(reinterpret_cast<const unsigned int*>(qb + size_t(kb) * 32 + 16 + 4 * tq));         \
-      }                                                                                                       \
-      dan[u] = __half2float(sa[kb]);                                                                          \
-      dbn[u] = __half2float(sb[kb]);                                                                          \
-    }                                                                                                         \
-  }
-  // The block's activations of the next chunk (64 tokens x kMmaChunk blocks of 32): two blocks of
-  // 32 (4 uint4) and two scales a thread.
-  uint4 xn[4];
-  float2 dn[2];
-#define PENSIEVE_MMA_LOAD_X(c)                                                                                  \
-  {                                                                                                           \
-    const int kbc = kb0 + (c) * kMmaChunk;                                                                    \
-    _Pragma("unroll") for (int m = 0; m < 2; ++m) {                                                           \
-      const int i = threadIdx.x + 256 * m, t = i / kMmaChunk, j = i % kMmaChunk;                              \
-      const bool in = t0 + t < nt && kbc + j < nb;                                                            \
-      const uint4* src = reinterpret_cast<const uint4*>(xq + size_t(t0 + t) * cols + size_t(kbc + j) * 32);   \
-      xn[2 * m] = in ? __ldg(src) : make_uint4(0, 0, 0, 0);                                                   \
-      xn[2 * m + 1] = in ? __ldg(src + 1) : make_uint4(0, 0, 0, 0);                                           \
-      dn[m] = in ? __ldg(&xds[size_t(t0 + t) * nb + kbc + j]) : make_float2(0.f, 0.f);                        \
-    }                                                                                                         \
-  }
-  PENSIEVE_MMA_LOAD_A(0)  // the weights depend on no kernel before
-  pdl_wait();
-  PENSIEVE_MMA_LOAD_X(0)
-  float acc[8][4];
-#pragma unroll
-  for (int j = 0; j < 8; ++j)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
-  for (int c = 0; c < n_chunks; ++c) {
-    __syncthreads();  // the chunk before is no longer read
-#pragma unroll
-    for (int m = 0; m < 2; ++m) {
-      const int i = threadIdx.x + 256 * m, t = i / kMmaChunk, j = i % kMmaChunk;
-      const uint4 lo = xn[2 * m], hi = xn[2 * m + 1];
-      uint4* dst = reinterpret_cast<uint4*>(sx + t * kXRow + 32 * j);
-      dst[0] = make_uint4(lo.x, hi.x, lo.y, hi.y);
-      dst[1] = make_uint4(lo.z, hi.z, lo.w, hi.w);
-      const float m8 = T == GgmlType::Q4_0 ? kMagic + 8.0f * dn[m].y : kMagic;
-      sd[j][t] = make_float2(dn[m].x, m8);
-    }
-    uint32_t a[kPerWarp][4];
-    float da[kPerWarp], db[kPerWarp];
-#pragma unroll
-    for (int u = 0; u < kPerWarp; ++u) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) a[u][i] = an[u][i];
-      da[u] = dan[u];
-      db[u] = dbn[u];
-    }
-    __syncthreads();
-    if (c + 1 < n_chunks) {  // the next chunk's loads in flight during this one's products
-      PENSIEVE_MMA_LOAD_A(c + 1)
-      PENSIEVE_MMA_LOAD_X(c + 1)
-    }
-#pragma unroll
-    for (int u = 0; u < kPerWarp; ++u) {
-      const int kl = kh * kPerWarp + u;  // the block of 32 within the chunk
-      if (kb0 + c * kMmaChunk + kl >= kb1) break;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        if (j >= n_tiles) break;
-        const uint2 b = *reinterpret_cast<const uint2*>(sx + (8 * j + g) * kXRow + 32 * kl + 8 * tq);
-        int cc[4];
-        mma_s8(cc, a[u], b.x, b.y);
-        const float4 xs = *reinterpret_cast<const float4*>(&sd[kl][8 * j + 2 * tq]);  // tokens 2 tq, 2 tq + 1
-        const float f0 = __int_as_float(cc[0] + 0x4B400000) - xs.y, f1 = __int_as_float(cc[1] + 0x4B400000) - xs.w;
-        const float f2 = __int_as_float(cc[2] + 0x4B400000) - xs.y, f3 = __int_as_float(cc[3] + 0x4B400000) - xs.w;
-        acc[j][0] = fmaf(da[u] * xs.x, f0, acc[j][0]);
-        acc[j][1] = fmaf(da[u] * xs.z, f1, acc[j][1]);
-        acc[j][2] = fmaf(db[u] * xs.x, f2, acc[j][2]);
-        acc[j][3] = fmaf(db[u] * xs.z, f3, acc[j][3]);
-      }
-    }
-  }
-#undef PENSIEVE_MMA_LOAD_A
-#undef PENSIEVE_MMA_LOAD_X
-  if (kh == 1) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) red[rg][j][i][lane] = acc[j][i];
-  }
-  __syncthreads();
-  if (kh == 1) return;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    if (j >= n_tiles) break;
-    const int tc = t0 + 8 * j + 2 * tq;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int t = tc + (i & 1), r = r0 + g + (i >= 2 ? 8 : 0);
-      if (t >= nt || r >= rows) continue;
-      const float v = acc[j][i] + red[rg][j][i][lane];
-      if (ks == 1) y[size_t(t) * ldy + r] = v;
-      else part[(size_t(blockIdx.y) * nt + t) * rows + r] = v;
-    }
-  }
-}
+// Batched GEMMs (below): up to kGemmToks tokens a block, batches of up to kGemmMaxTokens tokens,
+// partial sums of k-split blocks within kGemmPartMax bytes.
+constexpr int kGemmToks = 64, kGemmMaxTokens = 128;
+constexpr size_t kGemmPartMax = size_t(32) << 20;
 
 // y[t * ldy + r] = sum over s < ks, in order, of part[(s * nt + t) * rows + r].
 __global__ void sum_parts_kernel(const float* __restrict__ part, int ks, int nt, int rows, float* __restrict__ y,
@@ -1246,38 +1075,8 @@ static int sm_count() {
   return n;
 }
 
-// Splits of k: the most (up to 8) whose blocks still fit the GPU at once (two a multiprocessor),
-// each range at least one chunk, and the partial sums within `part_bytes`.
-static int mma_splits(int rows, int cols, int nt, size_t part_bytes, int n_sm) {
-  const int nb = cols / 32;
-  const int64_t blocks = int64_t((rows + kMmaRows - 1) / kMmaRows) * ((nt + kMmaToks - 1) / kMmaToks);
-  int ks = 1;
-  while (ks < 8 && blocks * ks * 2 <= 2 * n_sm && nb % (2 * ks) == 0 && nb / (2 * ks) >= kMmaChunk &&
-         size_t(2 * ks) * size_t(nt) * size_t(rows) * sizeof(float) <= part_bytes)
-    ks *= 2;
-  return ks;
-}
-
-template <GgmlType T>
-static void launch_i8_mma(const DeviceWeight& w, const int8_t* xq, const float2* xds, int nt, float* y, int64_t ldy,
-                          float* part, size_t part_bytes, cudaStream_t st) {
-  static const int n_sm = sm_count();
-  const int ks = mma_splits(w.rows, w.cols, nt, part_bytes, n_sm);
-  const dim3 grid(unsigned((w.rows + kMmaRows - 1) / kMmaRows), unsigned(ks), unsigned((nt + kMmaToks - 1) / kMmaToks));
-  launch_pdl(gemm_i8_mma_kernel<T>, grid, dim3(256), 0, st, w.data, reinterpret_cast<const __half*>(w.scales), w.rows,
-             w.cols, xq, xds, nt, ks, y, ldy, part);
-  check_launch("int8 GEMM");
-  if (ks > 1) {
-    const int64_t n = int64_t(nt) * w.rows;
-    launch_pdl(sum_parts_kernel, dim3(unsigned((n + 255) / 256)), dim3(256), 0, st, static_cast<const float*>(part), ks,
-               nt, w.rows, y, ldy);
-    check_launch("int8 GEMM partial sums");
-  }
-}
-
-
 // ---------------------------------------------------------------------------------------------
-// Batched GEMM on packed Q4_0 for kGemvMaxTokensDefault + 1 .. kI8GemmMaxTokens tokens (a batched
+// Batched GEMM on packed Q4_0 for kGemvMaxTokensDefault + 1 .. kGemmMaxTokens tokens (a batched
 // decode step): the weights dequantized in registers to fp16 (q - 8) * d, exactly the values of
 // the fp16 cache, and multiplied on tensor cores (mma.m16n8k16, fp16 in, float32 accumulate) with
 // the activations in fp16; 0.56 bytes a weight read instead of the cache's 2, and no scaling after
@@ -1286,17 +1085,18 @@ static void launch_i8_mma(const DeviceWeight& w, const int8_t* xq, const float2*
 // 8 nibbles) of rows g, g + 8, g + 16, g + 24 at block kb + t, and each word gives the A fragments
 // of two MMAs (its low and its high nibbles); the B fragments are the matching activations of
 // block kb + t, 8 consecutive fp16 values, one 16-byte shared-memory load for two MMAs.
-// A block: W warps of 32 rows (two MMA row tiles each) over up to 64 tokens (blockIdx.z: the next
-// 64), in steps of 4 blocks of 32 (128 columns). Every warp of the block uses the same activations,
-// staged in shared memory three steps deep (cp.async), so that the activations read from L2 per
-// weight byte fall as W grows (64 tokens: 2 bytes a column a token against 0.56 a column a row);
+// A block: kQ4Warps warps of 32 rows (two MMA row tiles each) over up to 64 tokens (blockIdx.z: the
+// next 64), in steps of 4 blocks of 32 (128 columns). Every warp of the block uses the same
+// activations, staged in shared memory three steps deep (cp.async), so that the activations read
+// from L2 per weight byte fall with the rows a block takes (64 tokens: 2 bytes a column a token
+// against 0.56 a column a row);
 // each warp's weights of the next step are loaded into registers during this step's MMAs.
 // blockIdx.y splits the steps into `ks` ranges whose partial sums sum_parts_kernel adds in order.
 constexpr int kQ4Step = 4, kQ4Stages = 3;  // blocks of 32 a step; steps of activations in flight
 // A token's 4 blocks of 64 bytes each 80 apart, tokens 320 apart (16 words mod 32), so that the
 // 16-byte loads of 8 lanes (2 tokens x 4 blocks) hit 32 different banks.
 constexpr int kQ4BlkStride = 80, kQ4TokStride = 320;
-constexpr int kQ4StageBytes = kMmaToks * kQ4TokStride;
+constexpr int kQ4StageBytes = kGemmToks * kQ4TokStride;
 
 __device__ __forceinline__ void mma_f16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -1322,8 +1122,8 @@ __device__ __forceinline__ uint32_t q4_pair(uint32_t w, __half2 d2) {
   return *reinterpret_cast<const uint32_t*>(&r);
 }
 
-template <int W>
-__global__ void __launch_bounds__(32 * W, 16 / W)
+constexpr int kQ4Warps = 8;
+__global__ void __launch_bounds__(32 * kQ4Warps, 2)
     gemm_q4_f16_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
                        const __half* __restrict__ xh, int nt, int ks, float* __restrict__ y, int64_t ldy,
                        float* __restrict__ part) {
@@ -1331,8 +1131,8 @@ __global__ void __launch_bounds__(32 * W, 16 / W)
   pdl_trigger();
   const int nb = cols / 32, n_steps = (nb + kQ4Step - 1) / kQ4Step;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-  const int r0 = blockIdx.x * (32 * W) + warp * 32;
-  const int t0 = blockIdx.z * kMmaToks, n_tok = min(kMmaToks, nt - t0), n_tiles = (n_tok + 7) / 8;
+  const int r0 = blockIdx.x * (32 * kQ4Warps) + warp * 32;
+  const int t0 = blockIdx.z * kGemmToks, n_tok = min(kGemmToks, nt - t0), n_tiles = (n_tok + 7) / 8;
   const int s0 = int(int64_t(n_steps) * blockIdx.y / ks), s1 = int(int64_t(n_steps) * (blockIdx.y + 1) / ks);
   int ri[4];  // the rows' first blocks (a matrix of < 2^31 blocks); rows past the last read the last
 #pragma unroll
@@ -1359,11 +1159,11 @@ __global__ void __launch_bounds__(32 * W, 16 / W)
     uint8_t* base = q4sm + ((s - s0) % kQ4Stages) * kQ4StageBytes + xdst;
     const bool kin = s * kQ4Step + xb < nb;
     const __half* src = xsrc + size_t(s) * (kQ4Step * 32);
-    for (int tok = xt; tok < n_tiles * 8; tok += 2 * W) {
+    for (int tok = xt; tok < n_tiles * 8; tok += 2 * kQ4Warps) {
       const bool in = kin && tok < n_tok;
       cp_async16(base, in ? src : xh, in);
-      base += 2 * W * kQ4TokStride;
-      src += size_t(2 * W) * cols;
+      base += 2 * kQ4Warps * kQ4TokStride;
+      src += size_t(2 * kQ4Warps) * cols;
     }
   };
   load_a(s0);  // the weights depend on no kernel before
@@ -1438,27 +1238,24 @@ __global__ void __launch_bounds__(32 * W, 16 / W)
     }
 }
 
-// PENSIEVE_CUDA_Q4_GEMM: 1 = blocks of 8 warps (256 rows), 2 = 4 warps, 3 = 16 warps.
 static void launch_q4_gemm(const DeviceWeight& w, const __half* xh, int nt, float* y, int64_t ldy, float* part,
-                           size_t part_bytes, int mode, cudaStream_t st) {
+                           size_t part_bytes, cudaStream_t st) {
   static const int n_sm = sm_count();
   constexpr int smem = kQ4Stages * kQ4StageBytes;
-  const int warps = mode == 2 ? 4 : mode == 3 ? 16 : 8;
-  const int n_steps = (w.cols / 32 + kQ4Step - 1) / kQ4Step;
-  const int row_blocks = (w.rows + 32 * warps - 1) / (32 * warps), tok_groups = (nt + kMmaToks - 1) / kMmaToks;
-  // Splits of k: as many as fill the GPU once (16 warps a multiprocessor), a step each at least,
-  // the partial sums within part_bytes.
-  int ks = std::clamp((16 / warps) * n_sm / (row_blocks * tok_groups), 1, std::min(16, n_steps));
-  while (ks > 1 && size_t(ks) * size_t(nt) * size_t(w.rows) * sizeof(float) > part_bytes) --ks;
-  const dim3 grid{unsigned(row_blocks), unsigned(ks), unsigned(tok_groups)};
   static const bool sized = [] {
-    for (auto kernel : {gemm_q4_f16_kernel<4>, gemm_q4_f16_kernel<8>, gemm_q4_f16_kernel<16>})
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "Q4_0 GEMM");
+    check(cudaFuncSetAttribute(gemm_q4_f16_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "Q4_0 GEMM");
     return true;
   }();
   (void)sized;
-  launch_pdl(warps == 4 ? gemm_q4_f16_kernel<4> : warps == 16 ? gemm_q4_f16_kernel<16> : gemm_q4_f16_kernel<8>, grid, dim3(32 * warps), size_t(smem), st, w.data, reinterpret_cast<const __half*>(w.scales), w.rows,
-             w.cols, xh, nt, ks, y, ldy, part);
+  const int n_steps = (w.cols / 32 + kQ4Step - 1) / kQ4Step;
+  const int row_blocks = (w.rows + 32 * kQ4Warps - 1) / (32 * kQ4Warps), tok_groups = (nt + kGemmToks - 1) / kGemmToks;
+  // Splits of k: as many as fill the GPU once (two blocks a multiprocessor), a step each at least,
+  // the partial sums within part_bytes.
+  int ks = std::clamp(2 * n_sm / (row_blocks * tok_groups), 1, std::min(16, n_steps));
+  while (ks > 1 && size_t(ks) * size_t(nt) * size_t(w.rows) * sizeof(float) > part_bytes) --ks;
+  const dim3 grid{unsigned(row_blocks), unsigned(ks), unsigned(tok_groups)};
+  launch_pdl(gemm_q4_f16_kernel, grid, dim3(32 * kQ4Warps), size_t(smem), st, w.data,
+             reinterpret_cast<const __half*>(w.scales), w.rows, w.cols, xh, nt, ks, y, ldy, part);
   check_launch("Q4_0 GEMM");
   if (ks > 1) {
     const int64_t n = int64_t(nt) * w.rows;
@@ -1504,6 +1301,40 @@ __global__ void dequant_f16_kernel(const uint8_t* __restrict__ W, size_t row_byt
   __half2* o = reinterpret_cast<__half2*>(out + size_t(r) * cols + size_t(s) * 32);
 #pragma unroll
   for (int j = 0; j < 16; ++j) o[j] = __floats2half2_rn(v[2 * j], v[2 * j + 1]);
+}
+
+// Embedding rows: row ids[t] of W (cols % 32 == 0) to float32 at x + t * cols, one thread a block
+// of 32 values, from a packed Q4_0 / Q8_0 copy (Packed: quants Q, scales S) or the file layout,
+// with the CPU's arithmetic ((q - 8) * d, q * d, dequant32).
+template <GgmlType T, bool Packed>
+__global__ void embed_kernel(const uint8_t* __restrict__ W, const __half* __restrict__ S, size_t row_bytes, int cols,
+                             int n, const int32_t* __restrict__ ids, float* __restrict__ x) {
+  const int nsub = cols / 32;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(n) * nsub) return;
+  const int t = int(i / nsub), s = int(i % nsub);
+  const int64_t r = ids[t];
+  float v[32];
+  if constexpr (Packed) {
+    const int64_t b = r * nsub + s;
+    const float d = __half2float(S[b]);
+    const uint8_t* q = W + b * Pack<T>::kQBytes;
+    if constexpr (T == GgmlType::Q4_0) {
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        v[j] = d * float(int(q[j] & 0xF) - 8);
+        v[j + 16] = d * float(int(q[j] >> 4) - 8);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 32; ++j) v[j] = d * float(int8_t(q[j]));
+    }
+  } else {
+    dequant32<T>(W + r * row_bytes, s, v);
+  }
+  float4* o = reinterpret_cast<float4*>(x + int64_t(t) * cols + s * 32);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) o[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
 }
 
 // x (n rows of cols floats, ldx apart) to fp16, rows packed; four values a thread where the rows
@@ -1962,8 +1793,7 @@ static void rope_store_apart(const RopeArgs& a, float* qkv, cudaStream_t st) {
 }
 
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, float* part, size_t part_bytes,
-          const RopeArgs* rope) {
+          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, const RopeArgs* rope) {
   bool rope_done = false;
   if (xq && takes_int8_x(w)) {
     // int8 activations: every token quantized by one launch (unless a fused op did), then the
@@ -1975,11 +1805,6 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
       const int64_t threads = int64_t(n_tok) * nb * 32;
       launch_pdl(quantize_x_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, stream, x, ldx, w.cols, n_tok, q, ds);
       check_launch("quantize_x");
-    }
-    if (part && w.scales) {  // a batch: the int8 tensor-core GEMM
-      if (w.type == GgmlType::Q4_0) launch_i8_mma<GgmlType::Q4_0>(w, q, ds, n_tok, y, ldy, part, part_bytes, stream);
-      else launch_i8_mma<GgmlType::Q8_0>(w, q, ds, n_tok, y, ldy, part, part_bytes, stream);
-      return;
     }
     // Q4_K/Q5_K stage every token of a launch in shared memory: as many as fit.
     const size_t per_tok = size_t(w.cols) + size_t(nb) * sizeof(float2);
@@ -2136,6 +1961,27 @@ void dequantize_f16(const DeviceWeight& w, __half* out, cudaStream_t stream) {
     default: throw Error("CUDA dequantize: no kernel for " + std::string(type_name(w.type)));
   }
   check_launch("dequantize_f16");
+}
+
+static void embed_rows(const DeviceWeight& w, const int32_t* ids, int n, float* x, cudaStream_t st) {
+  const unsigned grid = unsigned((int64_t(n) * (w.cols / 32) + 127) / 128);
+  const __half* S = reinterpret_cast<const __half*>(w.scales);
+  if (w.scales && w.type == GgmlType::Q4_0) {
+    embed_kernel<GgmlType::Q4_0, true><<<grid, 128, 0, st>>>(w.data, S, 0, w.cols, n, ids, x);
+  } else if (w.scales) {
+    embed_kernel<GgmlType::Q8_0, true><<<grid, 128, 0, st>>>(w.data, S, 0, w.cols, n, ids, x);
+  } else {
+    switch (w.type) {
+#define X(name)                                                                                                  \
+  case GgmlType::name:                                                                                           \
+    embed_kernel<GgmlType::name, false><<<grid, 128, 0, st>>>(w.data, nullptr, w.row_bytes, w.cols, n, ids, x); \
+    break;
+      PENSIEVE_CUDA_TYPES(X)
+#undef X
+      default: throw Error("CUDA embedding: no kernel for " + std::string(type_name(w.type)));
+    }
+  }
+  check_launch("embedding rows");
 }
 
 static unsigned blocks_for(int64_t n, int threads = 256) { return unsigned((n + threads - 1) / threads); }
@@ -2448,7 +2294,6 @@ class CudaBackend final : public Backend {
     graphs_on_ = env_int("PENSIEVE_CUDA_GRAPHS", graphs_on_) != 0;
     pack_on_ = env_int("PENSIEVE_CUDA_PACK", pack_on_) != 0;
     int8_on_ = env_int("PENSIEVE_CUDA_INT8", int8_on_) != 0;
-    mma_on_ = env_int("PENSIEVE_CUDA_MMA", mma_on_) != 0;
     q4_gemm_ = env_int("PENSIEVE_CUDA_Q4_GEMM", q4_gemm_);
     q6_on_ = env_int("PENSIEVE_CUDA_Q6_I8", q6_on_) != 0;
     fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
@@ -2599,13 +2444,13 @@ class CudaBackend final : public Backend {
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
     size_t n = weights_arena_.bytes + f16_cache_bytes_ + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes +
-               staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + mma_ws_.bytes;
+               staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + gemm_ws_.bytes + ids_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_->load();
   }
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + mma_ws_.bytes;
+    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + gemm_ws_.bytes + ids_.bytes;
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -2662,7 +2507,7 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
-  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_, mma_ws_;
+  mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_, gemm_ws_, ids_;
   // Matmuls of at most this many tokens (and every exact one) run as fused GEMVs; larger ones
   // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
   int gemv_max_ = kGemvMaxTokensDefault;
@@ -2671,12 +2516,9 @@ class CudaBackend final : public Backend {
   // Q4_0/Q8_0 packed at load (PENSIEVE_CUDA_PACK=0: file layout); serving GEMVs on packed weights
   // take int8 activations (PENSIEVE_CUDA_INT8=0: float32).
   bool pack_on_ = true, int8_on_ = true;
-  // Batches of 17..kI8GemmMaxTokens tokens on packed weights through the int8 tensor-core GEMM
-  // (PENSIEVE_CUDA_MMA=1). Off by default: slower than cuBLAS on the fp16 copy so far (64 streams
-  // 6.6k against 8.7k tok/s on the H100; see bench/RESULTS.md).
-  bool mma_on_ = false;
-  // Batches of 17..128 tokens on packed Q4_0: gemm_q4_f16_kernel (PENSIEVE_CUDA_Q4_GEMM=0: cuBLAS on
-  // the fp16 copy; 1, 2, 3: blocks of 8, 4 or 16 warps).
+  // Batches of 17..128 tokens on packed Q4_0 go through gemm_q4_f16_kernel where the weight has no
+  // fp16 copy (PENSIEVE_CUDA_Q4_GEMM=0: never, cuBLAS on a per-matmul copy; 2: always). At 64 tokens
+  // it is ~10% slower than cuBLAS on the cached copy on an H100 (bench/RESULTS.md).
   int q4_gemm_ = 1;
   // Q6_K matrices also repacked for the int8 GEMV (PENSIEVE_CUDA_Q6_I8=0: float32 GEMV only).
   bool q6_on_ = true;
@@ -2816,16 +2658,35 @@ float* CudaPass::buffer(Act role, size_t n) {
 }
 
 void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
-  // The embedding rows are gathered on the host from the mapped file (a few KB per token).
   qsrc_ = {};
   flush();
   const Tensor& w = *b_.host_[size_t(weight)];
   const size_t dim = size_t(w.cols());
-  const size_t bytes = ids.size() * dim * sizeof(float);
-  float* rows = reinterpret_cast<float*>(b_.rows_host_.get(bytes));
-  for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], rows + t * dim);
-  check(cudaMemcpyAsync(x, rows, bytes, cudaMemcpyHostToDevice, b_.stream_), "embedding upload");
+  if (dim % 32 != 0) {
+    // Rows of odd widths (tiny test models) are gathered on the host from the mapped file.
+    const size_t bytes = ids.size() * dim * sizeof(float);
+    float* rows = reinterpret_cast<float*>(b_.rows_host_.get(bytes));
+    for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], rows + t * dim);
+    check(cudaMemcpyAsync(x, rows, bytes, cudaMemcpyHostToDevice, b_.stream_), "embedding upload");
+    b_.rows_host_.copied(b_.stream_);
+    return;
+  }
+  // The token ids go up from pinned memory; the rows are dequantized on the GPU from its copy.
+  for (int32_t id : ids)
+    if (id < 0 || id >= w.rows())
+      throw Error("embedding: token " + std::to_string(id) + " is outside tensor '" + w.name + "' " + w.shape_string());
+  const size_t bytes = ids.size() * sizeof(int32_t);
+  b_.ids_.reserve(std::max<size_t>(bytes, 4096), "token ids");
+  int32_t* staged = reinterpret_cast<int32_t*>(b_.rows_host_.get(bytes));
+  std::copy(ids.begin(), ids.end(), staged);
+  check(cudaMemcpyAsync(b_.ids_.ptr, staged, bytes, cudaMemcpyHostToDevice, b_.stream_), "token ids upload");
   b_.rows_host_.copied(b_.stream_);
+  const DeviceWeight& dw = b_.weights_[size_t(weight)];
+  const int32_t* dids = static_cast<const int32_t*>(b_.ids_.ptr);
+  const int n = int(ids.size());
+  cudaStream_t st = b_.stream_;
+  record({12, uint64_t(weight), uint64_t(n), uint64_t(uintptr_t(dids)), uint64_t(uintptr_t(x))},
+         [=, &dw] { embed_rows(dw, dids, n, x, st); });
 }
 
 void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float eps) {
@@ -2864,11 +2725,7 @@ void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float
 
 void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy, bool exact) {
   const DeviceWeight& w = b_.weights_[size_t(weight)];
-  // Batches of up to kI8GemmMaxTokens tokens on packed Q4_0 / Q8_0: int8 activations and the
-  // tensor-core GEMM (gemm_i8_mma_kernel) instead of cuBLAS on the fp16 copy.
-  const bool mma = !exact && b_.mma_on_ && b_.int8_on_ && w.scales && n_tok > b_.gemv_max_ &&
-                   n_tok <= kI8GemmMaxTokens && w.cols % 32 == 0 && !(b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0);
-  if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0 || mma) {
+  if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0) {
     if (w.cols % 32 != 0 && !is_float_type(w.type))
       throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " rows of " + std::to_string(w.cols) +
                   " elements (not whole blocks)");
@@ -2904,25 +2761,11 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     } else {
       emit_pending();
     }
-    float* part = nullptr;
-    size_t part_bytes = 0;
-    if (mma && xq) {
-      // The k-split partial sums: up to 8 per output, within kMmaPartMax.
-      const size_t want = std::min(size_t(8) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kMmaPartMax);
-      if (b_.mma_ws_.bytes < want) {
-        qsrc_ = {};
-        flush();
-        check(cudaStreamSynchronize(b_.stream_), "workspace");
-        b_.mma_ws_.reserve(want, "the int8 GEMM workspace");
-      }
-      part = static_cast<float*>(b_.mma_ws_.ptr);
-      part_bytes = b_.mma_ws_.bytes;
-    }
     std::shared_ptr<RopeArgs> rope;
     if (xq && n_tok == 1 && b_.fuse_on_ && b_.rope_fuse_on_) rope = std::make_shared<RopeArgs>();
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
-            uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
-           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, part, part_bytes, rope.get()); });
+            uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready)},
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, rope.get()); });
     rope_slot_ = rope ? RopeSlot{ops_.size() - 1, y, w.rows, rope} : RopeSlot{};
     // What the workspace holds now, unless this matmul's output overwrote its source.
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
@@ -2930,31 +2773,31 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     if (qsrc_.x && y < qsrc_.x + (qsrc_.n_tok - 1) * qsrc_.ldx + qsrc_.cols && qsrc_.x < y_end) qsrc_ = {};
     return;
   }
-  // Batches of up to kI8GemmMaxTokens tokens on packed Q4_0: the fp16 tensor-core GEMM that
-  // dequantizes in registers (gemm_q4_f16_kernel) instead of cuBLAS on the fp16 copy.
+  // Batches of up to kGemmMaxTokens tokens on packed Q4_0 whose weight has no fp16 copy (the GPU
+  // lacks the room): the fp16 tensor-core GEMM that dequantizes in registers (gemm_q4_f16_kernel)
+  // instead of cuBLAS on a copy dequantized for each matmul.
   if (!exact && b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0 && w.scales && n_tok > b_.gemv_max_ &&
-      n_tok <= kI8GemmMaxTokens) {
+      n_tok <= kGemmMaxTokens && (b_.q4_gemm_ == 2 || !b_.cached_f16(weight))) {
     qsrc_ = {};
     emit_pending();
     const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
-    const size_t want = std::min(size_t(16) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kMmaPartMax);
-    if (b_.act_ws_.bytes < act || b_.mma_ws_.bytes < want) {
+    const size_t want = std::min(size_t(16) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kGemmPartMax);
+    if (b_.act_ws_.bytes < act || b_.gemm_ws_.bytes < want) {
       // Growing frees the old workspaces, which recorded launches may still use.
       flush();
       check(cudaStreamSynchronize(b_.stream_), "workspace");
       if (b_.act_ws_.bytes < act) b_.act_ws_.reserve(act + act / 4, "the fp16 activation workspace");
-      if (b_.mma_ws_.bytes < want) b_.mma_ws_.reserve(want, "the GEMM partial sums");
+      if (b_.gemm_ws_.bytes < want) b_.gemm_ws_.reserve(want, "the GEMM partial sums");
     }
     __half* xh = static_cast<__half*>(b_.act_ws_.ptr);
-    float* part = static_cast<float*>(b_.mma_ws_.ptr);
-    const size_t part_bytes = b_.mma_ws_.bytes;
+    float* part = static_cast<float*>(b_.gemm_ws_.ptr);
+    const size_t part_bytes = b_.gemm_ws_.bytes;
     cudaStream_t st = b_.stream_;
-    const int mode = b_.q4_gemm_;
     record({11, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
             uint64_t(ldy), uint64_t(uintptr_t(xh)), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
            [=, &w] {
              to_f16(x, ldx, w.cols, n_tok, xh, st);
-             launch_q4_gemm(w, xh, n_tok, y, ldy, part, part_bytes, mode, st);
+             launch_q4_gemm(w, xh, n_tok, y, ldy, part, part_bytes, st);
            });
     return;
   }

@@ -58,14 +58,12 @@ bool has_kernel(GgmlType t);
 // `xq` (quantized_x_bytes() of device memory) and a packed weight, x is first rounded to int8 per
 // 32-value block (scale max|x| / 127) and the dot products run on int8 (dp4a), as the CPU's
 // serving path does.
-// With `part` (device memory of part_bytes) and a packed weight, the int8 activations go through
-// the tensor-core GEMM instead (batches), `part` holding its partial sums.
 // With `rope` on (one token, the qkv matmul): RoPE and the KV store of rope_and_store_kv too, in
 // the GEMV's store where its kernel allows (else as their own kernel after it).
 struct RopeArgs;
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
           cudaStream_t stream, DeviceBuffer* staging, void* xq = nullptr, bool xq_ready = false,
-          float* part = nullptr, size_t part_bytes = 0, const RopeArgs* rope = nullptr);
+          const RopeArgs* rope = nullptr);
 // Where the per-block scales start in an int8 activation workspace.
 size_t quantized_x_scales_offset(int n_tok, int cols);
 // Fused ops (bit-identical to the separate ones), each also filling an int8 activation workspace
