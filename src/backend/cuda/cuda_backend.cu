@@ -23,11 +23,13 @@
 #include <cstdio>
 #include <cmath>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -2070,6 +2072,8 @@ static void launch_mma(dim3 grid, cudaStream_t st, const float* qkv, const SlotM
 
 // The fp16 decode kernel compiled for 4 blocks an SM (at most 128 registers a thread; 64 streams
 // 8.4k -> 8.8k tok/s); PENSIEVE_CUDA_SPLIT_MINB=1: as many registers as it wants (146, 3 blocks).
+// (Blocks of 8 warps, one 32-key chunk a warp up to 256 positions, were slower: 62.5 against 56.5
+// us a layer at 64 streams of ~190 positions on an H100.)
 static int split_minb() {
   static const int v = env_int("PENSIEVE_CUDA_SPLIT_MINB", 4);
   return v;
@@ -2213,6 +2217,42 @@ struct KvDeviceStorage final : KvPool::DeviceStorage {
 
 class CudaBackend;
 
+// A recorded launch: the callable stored in place, so that recording a pass's ~300 launches
+// allocates nothing per launch (their captures are a few pointers and sizes).
+class InlineOp {
+ public:
+  template <typename F>
+  explicit InlineOp(F&& f) {
+    using D = std::decay_t<F>;
+    static_assert(sizeof(D) <= kBytes && alignof(D) <= alignof(std::max_align_t), "capture too large for InlineOp");
+    new (buf_) D(std::forward<F>(f));
+    call_ = [](void* p) { (*static_cast<D*>(p))(); };
+    move_ = [](void* to, void* from) {
+      new (to) D(std::move(*static_cast<D*>(from)));
+      static_cast<D*>(from)->~D();
+    };
+    destroy_ = [](void* p) { static_cast<D*>(p)->~D(); };
+  }
+  InlineOp(InlineOp&& o) noexcept : call_(o.call_), move_(o.move_), destroy_(o.destroy_) {
+    move_(buf_, o.buf_);
+    o.destroy_ = nullptr;
+  }
+  InlineOp(const InlineOp&) = delete;
+  InlineOp& operator=(const InlineOp&) = delete;
+  InlineOp& operator=(InlineOp&&) = delete;
+  ~InlineOp() {
+    if (destroy_) destroy_(buf_);
+  }
+  void operator()() { call_(buf_); }
+
+ private:
+  static constexpr size_t kBytes = 192;
+  alignas(std::max_align_t) unsigned char buf_[kBytes];
+  void (*call_)(void*);
+  void (*move_)(void*, void*);
+  void (*destroy_)(void*);
+};
+
 class CudaPass final : public BackendPass {
  public:
   CudaPass(const CudaBackend& b, std::span<const PassSlot> slots);
@@ -2236,8 +2276,14 @@ class CudaPass final : public BackendPass {
   // recorded launches have a signature seen before is captured once as a CUDA graph and replayed
   // from then on (one launch instead of ~11 a layer); its kernels read positions and KV rows from
   // the metadata uploaded per pass, so the same graph serves every decode step of a batch shape.
-  // Passes that use cuBLAS run as plain launches. PENSIEVE_CUDA_GRAPHS=0 turns graphs off.
-  void record(std::initializer_list<uint64_t> sig, std::function<void()> f);
+  // Passes whose cuBLAS GEMMs take more than kBlasGraphMaxTokens tokens run as plain launches.
+  // PENSIEVE_CUDA_GRAPHS=0 turns graphs off.
+  template <typename F>
+  void record(std::initializer_list<uint64_t> sig, F&& f) {
+    sig_.push_back(uint64_t(sig.size()));
+    sig_.insert(sig_.end(), sig.begin(), sig.end());
+    ops_.emplace_back(std::forward<F>(f));
+  }
   void flush();
   // The last add, rmsnorm or silu_mul waits here, unrecorded, so that it can merge with what comes
   // next: add + rmsnorm of the same rows become one kernel, and an rmsnorm or silu_mul whose output
@@ -2277,12 +2323,12 @@ class CudaPass final : public BackendPass {
   AttnPlan plan_;
   bool profiling_ = false;
   bool timed_ = false;  // a graph launch of this pass is being timed (PENSIEVE_CUDA_STEP_TIMING)
-  std::chrono::steady_clock::time_point t_begin_{}, t_launch_{};
+  std::chrono::steady_clock::time_point t_ctor_{}, t_begin_{}, t_flush_{}, t_launch_{}, t_launched_{};
   CudaBackend& b_;
   std::unique_lock<std::mutex> lock_;
   int n_slots_;
   std::vector<uint64_t> sig_;
-  std::vector<std::function<void()>> ops_;
+  std::vector<InlineOp> ops_;
   bool graphable_ = true;
 };
 
@@ -2327,9 +2373,11 @@ class CudaBackend final : public Backend {
     for (const auto& [tokens, t] : timing_.by_tokens)
       std::fprintf(stderr,
                    "cuda step timing: %d passes of %d tokens: host to graph launch %.1f us, graph on the GPU %.1f us, "
-                   "logits copy %.1f us, whole pass %.1f us, between passes %.1f us\n",
+                   "logits copy %.1f us, whole pass %.1f us, between passes %.1f us (host: pass setup %.1f us, "
+                   "ops recorded %.1f us, cudaGraphLaunch %.1f us)\n",
                    t.n, tokens, 1e3 * t.host_ms / t.n, 1e3 * t.gpu_ms / t.n, 1e3 * t.copy_ms / t.n,
-                   1e3 * t.pass_ms / t.n, 1e3 * t.gap_ms / std::max(1, t.n - 1));
+                   1e3 * t.pass_ms / t.n, 1e3 * t.gap_ms / std::max(1, t.n_gaps), 1e3 * t.ctor_ms / t.n,
+                   1e3 * t.record_ms / t.n, 1e3 * t.launch_ms / t.n);
     for (cudaEvent_t e : {timing_.e0, timing_.e1, timing_.e2})
       if (e) cudaEventDestroy(e);
     for (auto& [sig, g] : graphs_)
@@ -2550,10 +2598,13 @@ class CudaBackend final : public Backend {
     cudaEvent_t e0 = nullptr, e1 = nullptr, e2 = nullptr;
     struct Sum {
       int n = 0;
+      int n_gaps = 0;  // passes that directly followed one of the same token count
       double host_ms = 0, gpu_ms = 0, copy_ms = 0, pass_ms = 0, gap_ms = 0;
+      double ctor_ms = 0, record_ms = 0, launch_ms = 0;  // parts of the host's time
     };
     std::map<int, Sum> by_tokens;
     std::chrono::steady_clock::time_point last_end{};
+    int last_tokens = -1;  // of the pass that ended last (-1: one not replayed from a graph)
   };
   StepTiming timing_;
   std::shared_ptr<std::atomic<size_t>> kv_bytes_ = std::make_shared<std::atomic<size_t>>(0);
@@ -2561,7 +2612,10 @@ class CudaBackend final : public Backend {
 
 CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     : b_(const_cast<CudaBackend&>(b)), lock_(b.mu_), n_slots_(int(slots.size())) {
+  if (b_.timing_.on) t_ctor_ = std::chrono::steady_clock::now();
   check(cudaSetDevice(b_.device_), "cudaSetDevice");
+  ops_.reserve(size_t(b_.cfg_.n_layers) * 12 + 16);  // a layer records ~10 launches
+  sig_.reserve(ops_.capacity() * 12);
   // Slot metadata and the block tables of the pass's sequences, in one upload.
   std::vector<SlotMeta> meta(slots.size());
   std::vector<int32_t> tables;
@@ -2968,17 +3022,11 @@ void CudaPass::emit_pending(void* xq) {
   }
 }
 
-void CudaPass::record(std::initializer_list<uint64_t> sig, std::function<void()> f) {
-  sig_.push_back(uint64_t(sig.size()));
-  sig_.insert(sig_.end(), sig.begin(), sig.end());
-  ops_.push_back(std::move(f));
-}
-
 void CudaPass::flush() {
   emit_pending();
   rope_slot_ = RopeSlot{};  // a GEMV launched from here on takes no RoPE any more
   if (ops_.empty()) return;
-  std::vector<std::function<void()>> ops = std::move(ops_);
+  std::vector<InlineOp> ops = std::move(ops_);
   std::vector<uint64_t> sig = std::move(sig_);
   ops_.clear();
   sig_.clear();
@@ -2989,6 +3037,7 @@ void CudaPass::flush() {
     run_all();
     return;
   }
+  if (b_.timing_.on) t_flush_ = std::chrono::steady_clock::now();
   auto it = b_.graphs_.find(sig);
   if (it == b_.graphs_.end()) {
     // First sight: plain launches (they also size every workspace); capture on the second.
@@ -3040,6 +3089,7 @@ void CudaPass::flush() {
     }
     check(cudaGraphLaunch(g.exec, b_.stream_), "graph launch");
     if (timed) {
+      t_launched_ = std::chrono::steady_clock::now();
       check(cudaEventRecord(tm.e1, b_.stream_), "timing event");
       timed_ = true;
     }
@@ -3064,6 +3114,7 @@ void CudaPass::read(const float* src, float* host, size_t n) {
   check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
   if (timed_) check(cudaEventRecord(b_.timing_.e2, b_.stream_), "timing event");
   check(cudaStreamSynchronize(b_.stream_), "forward pass");
+  if (!timed_) b_.timing_.last_tokens = -1;
   if (timed_) {
     timed_ = false;
     CudaBackend::StepTiming& tm = b_.timing_;
@@ -3073,12 +3124,19 @@ void CudaPass::read(const float* src, float* host, size_t n) {
     check(cudaEventElapsedTime(&gpu, tm.e0, tm.e1), "timing event");
     check(cudaEventElapsedTime(&copy, tm.e1, tm.e2), "timing event");
     auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-    if (t.n > 0) t.gap_ms += ms(tm.last_end, t_begin_);
+    if (tm.last_tokens == n_slots_) {
+      t.gap_ms += ms(tm.last_end, t_begin_);
+      ++t.n_gaps;
+    }
     t.host_ms += ms(t_begin_, t_launch_);
+    t.ctor_ms += ms(t_ctor_, t_begin_);
+    t.record_ms += ms(t_begin_, t_flush_);
+    t.launch_ms += ms(t_launch_, t_launched_);
     t.gpu_ms += gpu;
     t.copy_ms += copy;
     t.pass_ms += ms(t_begin_, now);
     tm.last_end = now;
+    tm.last_tokens = n_slots_;
     ++t.n;
   }
 }
