@@ -1060,11 +1060,34 @@ __global__ void sum_parts_kernel(const float* __restrict__ part, int ks, int nt,
   pdl_trigger();
   pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (rows % 4 == 0 && ldy % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0) {  // four outputs a thread
+    const int r4 = rows / 4;
+    if (i >= int64_t(nt) * r4) return;
+    const int64_t t = i / r4, r = (i % r4) * 4;
+    float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int k = 0; k < ks; ++k) {
+      const float4 v = *reinterpret_cast<const float4*>(part + (int64_t(k) * nt + t) * rows + r);
+      s.x += v.x;
+      s.y += v.y;
+      s.z += v.z;
+      s.w += v.w;
+    }
+    *reinterpret_cast<float4*>(y + t * ldy + r) = s;
+    return;
+  }
   if (i >= int64_t(nt) * rows) return;
   const int64_t t = i / rows, r = i % rows;
   float s = 0.0f;
   for (int k = 0; k < ks; ++k) s += part[(int64_t(k) * nt + t) * rows + r];
   y[t * ldy + r] = s;
+}
+
+// Launches sum_parts_kernel: y (nt rows of `rows`, ldy apart) = the ks partial sums in `part`.
+static void sum_parts(const float* part, int ks, int nt, int rows, float* y, int64_t ldy, cudaStream_t st) {
+  const bool vec = rows % 4 == 0 && ldy % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  const int64_t n = int64_t(nt) * (vec ? rows / 4 : rows);
+  launch_pdl(sum_parts_kernel, dim3(unsigned((n + 255) / 256)), dim3(256), 0, st, part, ks, nt, rows, y, ldy);
+  check_launch("GEMM partial sums");
 }
 
 // The current device's multiprocessor count (132 where it cannot be read).
@@ -1263,12 +1286,7 @@ static void launch_q4_gemm(const DeviceWeight& w, const __half* xh, int nt, floa
   launch_pdl(gemm_q4_f16_kernel, grid, dim3(32 * kQ4Warps), size_t(smem), st, w.data,
              reinterpret_cast<const __half*>(w.scales), w.rows, w.cols, xh, nt, ks, y, ldy, part);
   check_launch("Q4_0 GEMM");
-  if (ks > 1) {
-    const int64_t n = int64_t(nt) * w.rows;
-    launch_pdl(sum_parts_kernel, dim3(unsigned((n + 255) / 256)), dim3(256), 0, st, static_cast<const float*>(part), ks,
-               nt, w.rows, y, ldy);
-    check_launch("Q4_0 GEMM partial sums");
-  }
+  if (ks > 1) sum_parts(part, ks, nt, w.rows, y, ldy, st);
 }
 
 // Float weights of any width (tiny test models): element by element.
