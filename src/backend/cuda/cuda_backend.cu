@@ -1060,11 +1060,34 @@ __global__ void sum_parts_kernel(const float* __restrict__ part, int ks, int nt,
   pdl_trigger();
   pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (rows % 4 == 0 && ldy % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0) {  // four outputs a thread
+    const int r4 = rows / 4;
+    if (i >= int64_t(nt) * r4) return;
+    const int64_t t = i / r4, r = (i % r4) * 4;
+    float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int k = 0; k < ks; ++k) {
+      const float4 v = *reinterpret_cast<const float4*>(part + (int64_t(k) * nt + t) * rows + r);
+      s.x += v.x;
+      s.y += v.y;
+      s.z += v.z;
+      s.w += v.w;
+    }
+    *reinterpret_cast<float4*>(y + t * ldy + r) = s;
+    return;
+  }
   if (i >= int64_t(nt) * rows) return;
   const int64_t t = i / rows, r = i % rows;
   float s = 0.0f;
   for (int k = 0; k < ks; ++k) s += part[(int64_t(k) * nt + t) * rows + r];
   y[t * ldy + r] = s;
+}
+
+// Launches sum_parts_kernel: y (nt rows of `rows`, ldy apart) = the ks partial sums in `part`.
+static void sum_parts(const float* part, int ks, int nt, int rows, float* y, int64_t ldy, cudaStream_t st) {
+  const bool vec = rows % 4 == 0 && ldy % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  const int64_t n = int64_t(nt) * (vec ? rows / 4 : rows);
+  launch_pdl(sum_parts_kernel, dim3(unsigned((n + 255) / 256)), dim3(256), 0, st, part, ks, nt, rows, y, ldy);
+  check_launch("GEMM partial sums");
 }
 
 // The current device's multiprocessor count (132 where it cannot be read).
@@ -1087,13 +1110,14 @@ static int sm_count() {
 // 8 nibbles) of rows g, g + 8, g + 16, g + 24 at block kb + t, and each word gives the A fragments
 // of two MMAs (its low and its high nibbles); the B fragments are the matching activations of
 // block kb + t, 8 consecutive fp16 values, one 16-byte shared-memory load for two MMAs.
-// A block: kQ4Warps warps of 32 rows (two MMA row tiles each) over up to 64 tokens (blockIdx.z: the
-// next 64), in steps of 4 blocks of 32 (128 columns). Every warp of the block uses the same
-// activations, staged in shared memory three steps deep (cp.async), so that the activations read
-// from L2 per weight byte fall with the rows a block takes (64 tokens: 2 bytes a column a token
-// against 0.56 a column a row);
-// each warp's weights of the next step are loaded into registers during this step's MMAs.
-// blockIdx.y splits the steps into `ks` ranges whose partial sums sum_parts_kernel adds in order.
+// A block: kQ4Warps warps of 32 rows (two MMA row tiles each) over 64 tokens (zeros past the last;
+// blockIdx.z: the next 64), in steps of 4 blocks of 32 (128 columns). Every warp of the block uses
+// the same activations, staged in shared memory three steps deep (cp.async), so that the
+// activations read from L2 per weight byte fall with the rows a block takes (64 tokens: 2 bytes a
+// column a token against 0.56 a column a row); each warp's weights of the next step are loaded into
+// registers during this step's MMAs. blockIdx.y splits the steps into `ks` ranges whose partial
+// sums sum_parts_kernel adds in order. Per MMA: a byte permute and three half-precision ops a
+// weight pair amortised over the 8 token tiles, a quarter of a 16-byte shared load.
 constexpr int kQ4Step = 4, kQ4Stages = 3;  // blocks of 32 a step; steps of activations in flight
 // A token's 4 blocks of 64 bytes each 80 apart, tokens 320 apart (16 words mod 32), so that the
 // 16-byte loads of 8 lanes (2 tokens x 4 blocks) hit 32 different banks.
@@ -1119,13 +1143,16 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // Nibbles 0-3 of bytes 0 and 1 of w (after the byte swap below: bytes 0 and 2) as fp16 (q - 8) * d.
 __device__ __forceinline__ uint32_t q4_pair(uint32_t w, __half2 d2) {
   const uint32_t h = (w & 0x000F000Fu) | 0x64006400u;  // 1024 + q, exactly
-  const __half2 v = __hsub2(*reinterpret_cast<const __half2*>(&h), __float2half2_rn(1032.0f));
+  constexpr uint32_t k1032 = 0x64086408u;                 // 1032 in both halves
+  const __half2 v = __hsub2(*reinterpret_cast<const __half2*>(&h), *reinterpret_cast<const __half2*>(&k1032));
   const __half2 r = __hmul2(v, d2);
   return *reinterpret_cast<const uint32_t*>(&r);
 }
 
-constexpr int kQ4Warps = 8;
-__global__ void __launch_bounds__(32 * kQ4Warps, 2)
+// 8 warps of 32 rows (2 MMA row tiles) each, one block a multiprocessor: up to 255 registers a
+// thread (176 used; with 128, two blocks a multiprocessor, the kernel spills and runs ~15% slower).
+constexpr int kQ4Warps = 8, kQ4Tiles = 2;
+__global__ void __launch_bounds__(32 * kQ4Warps, 1)
     gemm_q4_f16_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S, int rows, int cols,
                        const __half* __restrict__ xh, int nt, int ks, float* __restrict__ y, int64_t ldy,
                        float* __restrict__ part) {
@@ -1133,27 +1160,28 @@ __global__ void __launch_bounds__(32 * kQ4Warps, 2)
   pdl_trigger();
   const int nb = cols / 32, n_steps = (nb + kQ4Step - 1) / kQ4Step;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-  const int r0 = blockIdx.x * (32 * kQ4Warps) + warp * 32;
+  const int r0 = blockIdx.x * (16 * kQ4Tiles * kQ4Warps) + warp * 16 * kQ4Tiles;
   const int t0 = blockIdx.z * kGemmToks, n_tok = min(kGemmToks, nt - t0), n_tiles = (n_tok + 7) / 8;
   const int s0 = int(int64_t(n_steps) * blockIdx.y / ks), s1 = int(int64_t(n_steps) * (blockIdx.y + 1) / ks);
-  int ri[4];  // the rows' first blocks (a matrix of < 2^31 blocks); rows past the last read the last
+  constexpr int R = 2 * kQ4Tiles;  // rows a thread: g, g + 8, g + 16, ...
+  int ri[R];  // the rows' first blocks (a matrix of < 2^31 blocks); rows past the last read the last
 #pragma unroll
-  for (int i = 0; i < 4; ++i) ri[i] = min(r0 + g + 8 * i, rows - 1) * nb;
-  uint4 qn[4];
-  __half dn[4];
+  for (int i = 0; i < R; ++i) ri[i] = min(r0 + g + 8 * i, rows - 1) * nb;
+  uint4 qn[R];
+  __half dn[R];
   auto load_a = [&](int s) {
     const int kb = s * kQ4Step + tq;
     const bool in = kb < nb;
     const int kc = in ? kb : nb - 1;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < R; ++i) {
       qn[i] = __ldcs(reinterpret_cast<const uint4*>(Q) + ri[i] + kc);
       dn[i] = in ? S[ri[i] + kc] : __float2half(0.0f);  // a block past the last counts 0
     }
   };
-  // A step's activations: n_tiles * 8 tokens x 4 blocks x 4 parts of 16 bytes (zeros past the
+  // A step's activations: 64 tokens x 4 blocks x 4 parts of 16 bytes (zeros past the
   // last token or block), as one cp.async group. This thread's parts are part xp of block xb of
-  // tokens xt, xt + 2 W, ... (the block size a multiple of 16 threads).
+  // tokens xt, xt + 2 kQ4Warps, ... (the block size a multiple of 16 threads).
   const int xp = threadIdx.x % 4, xb = (threadIdx.x / 4) % kQ4Step, xt = threadIdx.x / (4 * kQ4Step);
   const __half* xsrc = xh + size_t(t0 + xt) * cols + xb * 32 + 8 * xp;
   const int xdst = xt * kQ4TokStride + xb * kQ4BlkStride + 16 * xp;
@@ -1161,7 +1189,7 @@ __global__ void __launch_bounds__(32 * kQ4Warps, 2)
     uint8_t* base = q4sm + ((s - s0) % kQ4Stages) * kQ4StageBytes + xdst;
     const bool kin = s * kQ4Step + xb < nb;
     const __half* src = xsrc + size_t(s) * (kQ4Step * 32);
-    for (int tok = xt; tok < n_tiles * 8; tok += 2 * kQ4Warps) {
+    for (int tok = xt; tok < kGemmToks; tok += 2 * kQ4Warps) {
       const bool in = kin && tok < n_tok;
       cp_async16(base, in ? src : xh, in);
       base += 2 * kQ4Warps * kQ4TokStride;
@@ -1175,18 +1203,18 @@ __global__ void __launch_bounds__(32 * kQ4Warps, 2)
     if (s0 + k < s1) load_x(s0 + k);
     cp_async_commit();
   }
-  float acc[2][8][4];
+  float acc[kQ4Tiles][8][4];
 #pragma unroll
-  for (int m = 0; m < 2; ++m)
+  for (int m = 0; m < kQ4Tiles; ++m)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[m][j][i] = 0.0f;
   for (int s = s0; s < s1; ++s) {
-    uint32_t w[4][4];  // rows g, g + 8, g + 16, g + 24; words with bytes 1 and 2 swapped
-    __half2 d2[4];
+    uint32_t w[R][4];  // rows g, g + 8, g + 16, ...; words with bytes 1 and 2 swapped
+    __half2 d2[R];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < R; ++i) {
       const uint32_t* q = reinterpret_cast<const uint32_t*>(&qn[i]);
 #pragma unroll
       for (int k = 0; k < 4; ++k) w[i][k] = __byte_perm(q[k], 0, 0x3120);
@@ -1201,9 +1229,9 @@ __global__ void __launch_bounds__(32 * kQ4Warps, 2)
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
       // Part p: words 2 (p % 2) and 2 (p % 2) + 1, low nibbles (p < 2) or high.
-      uint32_t a[2][2][4];  // [row tile][word][fragment]
+      uint32_t a[kQ4Tiles][2][4];  // [row tile][word][fragment]
 #pragma unroll
-      for (int m = 0; m < 2; ++m)
+      for (int m = 0; m < kQ4Tiles; ++m)
 #pragma unroll
         for (int k = 0; k < 2; ++k) {
           const int wi = 2 * (p % 2) + k, sh = p < 2 ? 0 : 4;
@@ -1214,11 +1242,10 @@ __global__ void __launch_bounds__(32 * kQ4Warps, 2)
           a[m][k][3] = q4_pair(hi >> 8, d2[2 * m + 1]);
         }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        if (j >= n_tiles) break;
+      for (int j = 0; j < 8; ++j) {  // all 64 tokens (zeros past the last): no branch in the loop
         const uint4 b = *reinterpret_cast<const uint4*>(xs + 8 * j * kQ4TokStride + 16 * p);
 #pragma unroll
-        for (int m = 0; m < 2; ++m) {
+        for (int m = 0; m < kQ4Tiles; ++m) {
           mma_f16(acc[m][j], a[m][0], b.x, b.y);
           mma_f16(acc[m][j], a[m][1], b.z, b.w);
         }
@@ -1226,7 +1253,7 @@ __global__ void __launch_bounds__(32 * kQ4Warps, 2)
     }
   }
 #pragma unroll
-  for (int m = 0; m < 2; ++m)
+  for (int m = 0; m < kQ4Tiles; ++m)
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       if (j >= n_tiles) break;
@@ -1243,28 +1270,23 @@ __global__ void __launch_bounds__(32 * kQ4Warps, 2)
 static void launch_q4_gemm(const DeviceWeight& w, const __half* xh, int nt, float* y, int64_t ldy, float* part,
                            size_t part_bytes, cudaStream_t st) {
   static const int n_sm = sm_count();
-  constexpr int smem = kQ4Stages * kQ4StageBytes;
+  constexpr int smem = kQ4Stages * kQ4StageBytes, rows_a_block = 16 * kQ4Tiles * kQ4Warps;
   static const bool sized = [] {
     check(cudaFuncSetAttribute(gemm_q4_f16_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "Q4_0 GEMM");
     return true;
   }();
   (void)sized;
   const int n_steps = (w.cols / 32 + kQ4Step - 1) / kQ4Step;
-  const int row_blocks = (w.rows + 32 * kQ4Warps - 1) / (32 * kQ4Warps), tok_groups = (nt + kGemmToks - 1) / kGemmToks;
-  // Splits of k: as many as fill the GPU once (two blocks a multiprocessor), a step each at least,
-  // the partial sums within part_bytes.
-  int ks = std::clamp(2 * n_sm / (row_blocks * tok_groups), 1, std::min(16, n_steps));
+  const int row_blocks = (w.rows + rows_a_block - 1) / rows_a_block, tok_groups = (nt + kGemmToks - 1) / kGemmToks;
+  // Splits of k: as many as fill the GPU once (a block a multiprocessor), a step each at least, the
+  // partial sums within part_bytes.
+  int ks = std::clamp(n_sm / (row_blocks * tok_groups), 1, std::min(16, n_steps));
   while (ks > 1 && size_t(ks) * size_t(nt) * size_t(w.rows) * sizeof(float) > part_bytes) --ks;
   const dim3 grid{unsigned(row_blocks), unsigned(ks), unsigned(tok_groups)};
   launch_pdl(gemm_q4_f16_kernel, grid, dim3(32 * kQ4Warps), size_t(smem), st, w.data,
              reinterpret_cast<const __half*>(w.scales), w.rows, w.cols, xh, nt, ks, y, ldy, part);
   check_launch("Q4_0 GEMM");
-  if (ks > 1) {
-    const int64_t n = int64_t(nt) * w.rows;
-    launch_pdl(sum_parts_kernel, dim3(unsigned((n + 255) / 256)), dim3(256), 0, st, static_cast<const float*>(part), ks,
-               nt, w.rows, y, ldy);
-    check_launch("Q4_0 GEMM partial sums");
-  }
+  if (ks > 1) sum_parts(part, ks, nt, w.rows, y, ldy, st);
 }
 
 // Float weights of any width (tiny test models): element by element.
@@ -2564,9 +2586,9 @@ class CudaBackend final : public Backend {
   // Q4_0/Q8_0 packed at load (PENSIEVE_CUDA_PACK=0: file layout); serving GEMVs on packed weights
   // take int8 activations (PENSIEVE_CUDA_INT8=0: float32).
   bool pack_on_ = true, int8_on_ = true;
-  // Batches of 17..128 tokens on packed Q4_0 go through gemm_q4_f16_kernel where the weight has no
-  // fp16 copy (PENSIEVE_CUDA_Q4_GEMM=0: never, cuBLAS on a per-matmul copy; 2: always). At 64 tokens
-  // it is ~10% slower than cuBLAS on the cached copy on an H100 (bench/RESULTS.md).
+  // Batches of 17..64 tokens on packed Q4_0, and of 65..128 where the weight has no fp16 copy, go
+  // through gemm_q4_f16_kernel (PENSIEVE_CUDA_Q4_GEMM=0: never, cuBLAS on the fp16 copy; 2: every
+  // batch of 17..128). At 64 tokens it takes 82 us a Phi-3 layer against cuBLAS's 108 on an H100.
   int q4_gemm_ = 1;
   // Q6_K matrices also repacked for the int8 GEMV (PENSIEVE_CUDA_Q6_I8=0: float32 GEMV only).
   bool q6_on_ = true;
@@ -2827,11 +2849,11 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     if (qsrc_.x && y < qsrc_.x + (qsrc_.n_tok - 1) * qsrc_.ldx + qsrc_.cols && qsrc_.x < y_end) qsrc_ = {};
     return;
   }
-  // Batches of up to kGemmMaxTokens tokens on packed Q4_0 whose weight has no fp16 copy (the GPU
-  // lacks the room): the fp16 tensor-core GEMM that dequantizes in registers (gemm_q4_f16_kernel)
-  // instead of cuBLAS on a copy dequantized for each matmul.
+  // Batches on packed Q4_0 of up to kGemmToks tokens, or up to kGemmMaxTokens where the weight has
+  // no fp16 copy (the GPU lacks the room): the fp16 tensor-core GEMM that dequantizes in registers
+  // (gemm_q4_f16_kernel, which reads the weights once a 64 tokens) instead of cuBLAS on the copy.
   if (!exact && b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0 && w.scales && n_tok > b_.gemv_max_ &&
-      n_tok <= kGemmMaxTokens && (b_.q4_gemm_ == 2 || !b_.cached_f16(weight))) {
+      n_tok <= kGemmMaxTokens && (b_.q4_gemm_ == 2 || n_tok <= kGemmToks || !b_.cached_f16(weight))) {
     qsrc_ = {};
     emit_pending();
     const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
