@@ -1054,7 +1054,9 @@ static bool packs(GgmlType t) { return t == GgmlType::Q4_0 || t == GgmlType::Q8_
 constexpr int kGemmToks = 64, kGemmMaxTokens = 128;
 constexpr size_t kGemmPartMax = size_t(32) << 20;
 
-// y[t * ldy + r] = sum over s < ks, in order, of part[(s * nt + t) * rows + r].
+// y[t * ldy + r] = sum over s < ks, in order, of part[(s * nt + t) * rows + r]. The partial sums
+// are read through L2 (ld.global.cg): the GEMM that writes them may still run under PDL, and a
+// plain load of a const __restrict__ pointer may be scheduled before pdl_wait().
 __global__ void sum_parts_kernel(const float* __restrict__ part, int ks, int nt, int rows, float* __restrict__ y,
                                  int64_t ldy) {
   pdl_trigger();
@@ -1066,7 +1068,7 @@ __global__ void sum_parts_kernel(const float* __restrict__ part, int ks, int nt,
     const int64_t t = i / r4, r = (i % r4) * 4;
     float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     for (int k = 0; k < ks; ++k) {
-      const float4 v = *reinterpret_cast<const float4*>(part + (int64_t(k) * nt + t) * rows + r);
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(part + (int64_t(k) * nt + t) * rows + r));
       s.x += v.x;
       s.y += v.y;
       s.z += v.z;
@@ -1078,7 +1080,7 @@ __global__ void sum_parts_kernel(const float* __restrict__ part, int ks, int nt,
   if (i >= int64_t(nt) * rows) return;
   const int64_t t = i / rows, r = i % rows;
   float s = 0.0f;
-  for (int k = 0; k < ks; ++k) s += part[(int64_t(k) * nt + t) * rows + r];
+  for (int k = 0; k < ks; ++k) s += __ldcg(part + (int64_t(k) * nt + t) * rows + r);
   y[t * ldy + r] = s;
 }
 
@@ -1362,10 +1364,8 @@ __global__ void embed_kernel(const uint8_t* __restrict__ W, const __half* __rest
 }
 
 // x (n rows of cols floats, ldx apart) to fp16, rows packed; four values a thread where the rows
-// allow 16-byte loads.
+// allow 16-byte loads. A plain launch: it starts once the kernel that wrote x has finished.
 __global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int cols, int n, __half* __restrict__ out) {
-  pdl_trigger();
-  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (cols % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
     const int c4 = cols / 4;
@@ -1385,7 +1385,7 @@ __global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int cols
 static void to_f16(const float* x, int64_t ldx, int cols, int n, __half* out, cudaStream_t st) {
   const bool vec = cols % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const int64_t threads = vec ? int64_t(n) * (cols / 4) : int64_t(n) * cols;
-  launch_pdl(to_f16_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, st, x, ldx, cols, n, out);
+  to_f16_kernel<<<unsigned((threads + 255) / 256), 256, 0, st>>>(x, ldx, cols, n, out);
   check_launch("to_f16");
 }
 
