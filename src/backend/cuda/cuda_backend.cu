@@ -1126,7 +1126,9 @@ constexpr int kQ4Step = 4, kQ4Stages = 3;  // blocks of 32 a step; steps of acti
 constexpr int kQ4BlkStride = 80, kQ4TokStride = 320;
 constexpr int kQ4StageBytes = kGemmToks * kQ4TokStride;
 
-__device__ __forceinline__ void mma_f16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+// c += a b on tensor cores: a 16 x 16 fp16 A fragment, a 16 x 8 fp16 B fragment, float32 c (also
+// the attention tiles' MMA, cuda_attention.cuh).
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -1248,8 +1250,8 @@ __global__ void __launch_bounds__(32 * kQ4Warps, 1)
         const uint4 b = *reinterpret_cast<const uint4*>(xs + 8 * j * kQ4TokStride + 16 * p);
 #pragma unroll
         for (int m = 0; m < kQ4Tiles; ++m) {
-          mma_f16(acc[m][j], a[m][0], b.x, b.y);
-          mma_f16(acc[m][j], a[m][1], b.z, b.w);
+          mma16816(acc[m][j], a[m][0], b.x, b.y);
+          mma16816(acc[m][j], a[m][1], b.z, b.w);
         }
       }
     }
