@@ -65,7 +65,7 @@ __device__ __forceinline__ void tile_round_int8(const float* o, int ld, int n, i
 // tx + 16 j of the same queries.
 template <int DJ>
 __global__ void __launch_bounds__(kTileThreads)
-    attention_tile_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
+    attention_tile_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                           const int32_t* __restrict__ tables, const AttnTile* __restrict__ tiles, int layer, int n_heads,
                           int n_kv_heads, int window, float scale, float* __restrict__ out, int8_t* __restrict__ xq,
                           float2* __restrict__ xds) {
@@ -232,7 +232,7 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 // 16-byte aligned.
 template <int HD>
 __global__ void __launch_bounds__(kTileThreads)
-    attention_mma_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
+    attention_mma_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                          const int32_t* __restrict__ tables, const AttnTile* __restrict__ tiles, int layer, int n_heads,
                          int n_kv_heads, int window, float scale, float* __restrict__ out, int8_t* __restrict__ xq,
                          float2* __restrict__ xds) {
@@ -446,7 +446,7 @@ constexpr int kSplitWarps = 4;
 // 16-byte aligned.
 template <int HD, bool F32, int MINB>
 __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
-    attention_split_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
+    attention_split_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
                            int n_heads, int n_kv_heads, int window, float scale, float* __restrict__ out,
                            int8_t* __restrict__ xq, float2* __restrict__ xds) {

@@ -83,7 +83,10 @@ __device__ __forceinline__ float warp_sum(float v) {
 // kernel before it still runs; it issues its weight loads, which depend on nothing, and then
 // pdl_wait() blocks until the previous kernel has finished and its writes are visible. A kernel
 // that feeds a GEMV calls pdl_trigger() first so that the GEMV's blocks may be scheduled early.
-// Without the launch attribute both are no-ops.
+// Without the launch attribute both are no-ops. Such a kernel reads what the kernels before it
+// write through plain pointers or __ldcg, never through a const __restrict__ one: those loads may
+// take the read-only path (ld.global.nc), which assumes the data does not change while the kernel
+// runs, and under PDL it does (a Q4_0 GEMM reading its activations that way gave wrong results).
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -250,7 +253,7 @@ struct Lane<GgmlType::Q6_K> {
 // matrices of few rows); their sums are added in warp order, whatever nt is.
 template <GgmlType T, int R, int KS>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
-                                const float* __restrict__ x, int64_t ldx, float* __restrict__ y,
+                                const float* x, int64_t ldx, float* __restrict__ y,
                                 int64_t ldy, int nt) {
   using L = Lane<T>;
   static_assert(kGemvWarps % KS == 0);
@@ -381,7 +384,7 @@ struct Pack<GgmlType::Q8_0> {
 };
 
 // x rounded to int8 per 32-value block: xq[t * cols + c], and per block {d, sum(q)} (the sum exact).
-__global__ void quantize_x_kernel(const float* __restrict__ x, int64_t ldx, int cols, int nt,
+__global__ void quantize_x_kernel(const float* x, int64_t ldx, int cols, int nt,
                                   int8_t* __restrict__ xq, float2* __restrict__ xds) {
   pdl_trigger();
   pdl_wait();
@@ -550,8 +553,8 @@ static void launch_packed(const DeviceWeight& w, const float* x, int64_t ldx, co
 
 // The int8 GEMVs' staging of a launch's activations in shared memory: nt tokens of `cols` int8
 // values at sx, then their per-32-value {d, sum(q)}, whose start it returns; the block waits for it.
-__device__ __forceinline__ const float2* stage_x_i8(uint4* sx, const int8_t* __restrict__ xq,
-                                                    const float2* __restrict__ xds, int nt, int cols) {
+__device__ __forceinline__ const float2* stage_x_i8(uint4* sx, const int8_t* xq, const float2* xds, int nt,
+                                                    int cols) {
   const int n16 = nt * cols / 16, nds = nt * (cols / 32);
   float2* sds = reinterpret_cast<float2*>(sx + n16);
   for (int i = threadIdx.x; i < n16; i += blockDim.x) sx[i] = reinterpret_cast<const uint4*>(xq)[i];
@@ -637,8 +640,8 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
 // gemv_packed_kernel<T, true, 1>.
 template <class B, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
-    gemv_i8_smem_kernel(typename B::Src src, int rows, int cols, const int8_t* __restrict__ xq,
-                        const float2* __restrict__ xds, float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope) {
+    gemv_i8_smem_kernel(typename B::Src src, int rows, int cols, const int8_t* xq, const float2* xds,
+                        float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope) {
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
@@ -778,8 +781,8 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
 template <GgmlType T, int U, bool ROPE = false>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_k_i8_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int rows, int cols,
-                       const int8_t* __restrict__ xq, const float2* __restrict__ xds, float* __restrict__ y,
-                       int64_t ldy, int nt, RopeArgs rope) {
+                       const int8_t* xq, const float2* xds, float* __restrict__ y, int64_t ldy, int nt,
+                       RopeArgs rope) {
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32, nsb = cols / QK_K;
@@ -1466,7 +1469,7 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
 // sums run in rmsnorm_kernel's order, so the float results equal the unfused ops' bit for bit.
 template <int Kind>
 __global__ void __launch_bounds__(kNormThreads)
-    norm_fused_kernel(float* __restrict__ x, const float* __restrict__ a, const float* __restrict__ w,
+    norm_fused_kernel(float* __restrict__ x, const float* a, const float* __restrict__ w,
                       float* __restrict__ y, int dim, float eps, int8_t* __restrict__ xq,
                       float2* __restrict__ xds) {
   pdl_trigger();
@@ -1717,7 +1720,7 @@ __device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const fl
 
 // Attention of token blockIdx.x, head blockIdx.y over its sequence's positions: each warp takes
 // every kAttnWarps-th position with an online softmax, then the warps' partial results merge.
-__global__ void attention_kernel(const float* __restrict__ qkv, const SlotMeta* __restrict__ slots,
+__global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                                  const int32_t* __restrict__ tables, int layer, int n_heads, int n_kv_heads,
                                  int head_dim, int window, float scale, float* __restrict__ out,
                                  int8_t* __restrict__ xq, float2* __restrict__ xds) {
