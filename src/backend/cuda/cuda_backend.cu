@@ -31,7 +31,6 @@
 #include <new>
 #include <type_traits>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_kernels.cuh"
@@ -1028,25 +1027,28 @@ __global__ void pack_kernel(const uint8_t* __restrict__ raw, int64_t n_blocks, u
 }
 
 // Packed W to fp16, one thread per block.
+// A packed Q4_0 / Q8_0 block (quants q, scale d) as 32 float32 values, with the file layout's
+// arithmetic (dequant32): d (q - 8), d q.
+template <GgmlType T>
+__device__ __forceinline__ void dequant_packed32(const uint8_t* q, float d, float* v) {
+  if constexpr (T == GgmlType::Q4_0) {
+    dequant32_nibbles<false>(q, d, 0.0f, v);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) v[j] = d * float(int8_t(q[j]));
+  }
+}
+
 template <GgmlType T>
 __global__ void dequant_packed_f16_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S,
                                           int64_t n_blocks, __half* __restrict__ out) {
-  constexpr int kQ = Pack<T>::kQBytes;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_blocks) return;
-  const float d = __half2float(S[i]);
-  const uint8_t* q = Q + i * kQ;
+  float v[32];
+  dequant_packed32<T>(Q + i * Pack<T>::kQBytes, __half2float(S[i]), v);
   __half* o = out + i * 32;
-  if constexpr (T == GgmlType::Q4_0) {
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      o[j] = __float2half_rn(d * float(int(q[j] & 0xF) - 8));
-      o[j + 16] = __float2half_rn(d * float(int(q[j] >> 4) - 8));
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < 32; ++j) o[j] = __float2half_rn(d * float(int8_t(q[j])));
-  }
+  for (int j = 0; j < 32; ++j) o[j] = __float2half_rn(v[j]);
 }
 
 static bool packs(GgmlType t) { return t == GgmlType::Q4_0 || t == GgmlType::Q8_0; }
@@ -1348,18 +1350,7 @@ __global__ void embed_kernel(const uint8_t* __restrict__ W, const __half* __rest
   float v[32];
   if constexpr (Packed) {
     const int64_t b = r * nsub + s;
-    const float d = __half2float(S[b]);
-    const uint8_t* q = W + b * Pack<T>::kQBytes;
-    if constexpr (T == GgmlType::Q4_0) {
-#pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        v[j] = d * float(int(q[j] & 0xF) - 8);
-        v[j + 16] = d * float(int(q[j] >> 4) - 8);
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < 32; ++j) v[j] = d * float(int8_t(q[j]));
-    }
+    dequant_packed32<T>(W + b * Pack<T>::kQBytes, __half2float(S[b]), v);
   } else {
     dequant32<T>(W + r * row_bytes, s, v);
   }
@@ -2312,6 +2303,8 @@ class CudaPass final : public BackendPass {
     ops_.emplace_back(std::forward<F>(f));
   }
   void flush();
+  // Makes d at least `need` bytes (reserving `size`), after the launches recorded so far have run.
+  void grow(DeviceBuffer& d, size_t need, size_t size, const char* what);
   // The last add, rmsnorm or silu_mul waits here, unrecorded, so that it can merge with what comes
   // next: add + rmsnorm of the same rows become one kernel, and an rmsnorm or silu_mul whose output
   // an int8 GEMV reads also writes that GEMV's int8 activations. Every other op records it first.
@@ -2495,25 +2488,22 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaPass>(*this, slots);
   }
 
-  // Page-locked, so that the logits copy needs no staging (pageable memory where that fails).
+  // Page-locked, so that the logits copy needs no staging (pageable memory where that fails);
+  // free_host tells the two apart by asking CUDA whether it allocated the block.
   void* alloc_host(size_t bytes) const override {
     void* p = nullptr;
     if (cudaSetDevice(device_) == cudaSuccess && cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess) return p;
     cudaGetLastError();
-    p = Backend::alloc_host(bytes);
-    std::lock_guard<std::mutex> g(mu_);
-    pageable_.insert(p);
-    return p;
+    return Backend::alloc_host(bytes);
   }
   void free_host(void* p) const override {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      if (pageable_.erase(p)) {
-        Backend::free_host(p);
-        return;
-      }
+    unsigned flags = 0;
+    if (cudaHostGetFlags(&flags, p) == cudaSuccess) {
+      cudaFreeHost(p);
+      return;
     }
-    cudaFreeHost(p);
+    cudaGetLastError();
+    Backend::free_host(p);
   }
 
   size_t device_bytes() const override {
@@ -2616,7 +2606,6 @@ class CudaBackend final : public Backend {
   std::vector<std::unique_ptr<DeviceBuffer>> f16_cache_;
   size_t f16_cache_bytes_ = 0;
   mutable PinnedBuffer meta_host_, rows_host_;
-  mutable std::unordered_set<void*> pageable_;  // alloc_host's fallbacks
   // PENSIEVE_CUDA_STEP_TIMING=1: for each pass that replays a graph, by its token count: the host
   // time from the pass's start to the graph launch, the graph's GPU time (events around it), the
   // logits copy's GPU time and the whole pass, averaged and printed to stderr when the backend goes.
@@ -2727,14 +2716,18 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   }
 }
 
+void CudaPass::grow(DeviceBuffer& d, size_t need, size_t size, const char* what) {
+  if (d.bytes >= need) return;
+  // Growing frees the old buffer, which recorded launches may still use: they run first.
+  qsrc_ = {};
+  flush();
+  check(cudaStreamSynchronize(b_.stream_), "workspace");
+  d.reserve(size, what);
+}
+
 float* CudaPass::buffer(Act role, size_t n) {
   DeviceBuffer& d = b_.bufs_[size_t(role)];
-  if (d.bytes < n * sizeof(float)) {
-    qsrc_ = {};
-    flush();
-    check(cudaStreamSynchronize(b_.stream_), "buffer");
-    d.reserve(n * sizeof(float) + (n * sizeof(float)) / 4, "activations");
-  }
+  grow(d, n * sizeof(float), n * sizeof(float) + (n * sizeof(float)) / 4, "activations");
   return static_cast<float*>(d.ptr);
 }
 
@@ -2816,13 +2809,8 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     bool ready = false;
     if (!exact && b_.int8_on_ && takes_int8_x(w)) {
       const size_t need = quantized_x_bytes(n_tok, w.cols);
-      if (b_.xq_ws_.bytes < need) {
-        // Growing frees the old workspace, which recorded launches may still use.
-        qsrc_ = {};
-        flush();
-        check(cudaStreamSynchronize(b_.stream_), "workspace");
-        b_.xq_ws_.reserve(std::max(need, quantized_x_bytes(kGemvMaxTokensDefault, 8192)), "the int8 activation workspace");
-      }
+      grow(b_.xq_ws_, need, std::max(need, quantized_x_bytes(kGemvMaxTokensDefault, 8192)),
+           "the int8 activation workspace");
       xq = b_.xq_ws_.ptr;
       const Pending& p = pend_;
       if (p.kind == Pend::None && qsrc_.xq == xq && qsrc_.x == x && qsrc_.ldx == ldx && qsrc_.n_tok == n_tok &&
@@ -2863,13 +2851,8 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     emit_pending();
     const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
     const size_t want = std::min(size_t(16) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kGemmPartMax);
-    if (b_.act_ws_.bytes < act || b_.gemm_ws_.bytes < want) {
-      // Growing frees the old workspaces, which recorded launches may still use.
-      flush();
-      check(cudaStreamSynchronize(b_.stream_), "workspace");
-      if (b_.act_ws_.bytes < act) b_.act_ws_.reserve(act + act / 4, "the fp16 activation workspace");
-      if (b_.gemm_ws_.bytes < want) b_.gemm_ws_.reserve(want, "the GEMM partial sums");
-    }
+    grow(b_.act_ws_, act, act + act / 4, "the fp16 activation workspace");
+    grow(b_.gemm_ws_, want, want, "the GEMM partial sums");
     __half* xh = static_cast<__half*>(b_.act_ws_.ptr);
     float* part = static_cast<float*>(b_.gemm_ws_.ptr);
     const size_t part_bytes = b_.gemm_ws_.bytes;
@@ -2894,13 +2877,8 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   const size_t ws = b_.max_weight_elems_ * sizeof(__half);
   const __half* cached = b_.cached_f16(weight);  // on first use: dequantized now, into a new buffer
   const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
-  if ((!cached && b_.f16_ws_.bytes < ws) || b_.act_ws_.bytes < act) {
-    // Growing frees the old workspaces, which recorded launches may still use.
-    flush();
-    check(cudaStreamSynchronize(b_.stream_), "workspace");
-    if (!cached && b_.f16_ws_.bytes < ws) b_.f16_ws_.reserve(ws, "the fp16 weight workspace");
-    if (b_.act_ws_.bytes < act) b_.act_ws_.reserve(act + act / 4, "the fp16 activation workspace");
-  }
+  if (!cached) grow(b_.f16_ws_, ws, ws, "the fp16 weight workspace");
+  grow(b_.act_ws_, act, act + act / 4, "the fp16 activation workspace");
   __half* xh = static_cast<__half*>(b_.act_ws_.ptr);
   __half* wtmp = cached ? nullptr : static_cast<__half*>(b_.f16_ws_.ptr);
   cudaStream_t st = b_.stream_;
@@ -3141,8 +3119,9 @@ void CudaPass::read(const float* src, float* host, size_t n) {
   check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
   if (timed_) check(cudaEventRecord(b_.timing_.e2, b_.stream_), "timing event");
   check(cudaStreamSynchronize(b_.stream_), "forward pass");
-  if (!timed_) b_.timing_.last_tokens = -1;
-  if (timed_) {
+  if (!timed_) {
+    b_.timing_.last_tokens = -1;
+  } else {
     timed_ = false;
     CudaBackend::StepTiming& tm = b_.timing_;
     CudaBackend::StepTiming::Sum& t = tm.by_tokens[n_slots_];
