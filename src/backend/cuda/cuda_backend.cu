@@ -580,6 +580,23 @@ __device__ __forceinline__ void store_row_sums(const float (&acc)[N], int nt, fl
 // of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
 // rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
 // k and v rows go to its KV rows there. One launch a layer less in a decode step.
+// The KV cache on the GPU (its own layout; the CPU's rows are position-major): a block holds, for
+// each layer, its keys and then its values (block_size * row_bytes bytes further on), each as
+// n_kv_heads runs of block_size head rows (hdb bytes: head_dim elements), so that the keys of one
+// head at a block's positions are contiguous for the attention kernels. kv_key: the key row of kv
+// head h at offset `off` of `block`.
+__device__ __forceinline__ uint8_t* kv_key(const SlotMeta& s, int block, int layer, int off, int h, int hdb) {
+  return static_cast<uint8_t*>(s.kv_base) + size_t(block) * s.block_bytes +
+         size_t(layer * 2) * size_t(s.block_size) * s.row_bytes + (size_t(h) * s.block_size + off) * size_t(hdb);
+}
+// Element i (of the kv_dim) of the key (which 0) or value (1) of slot s's own position.
+__device__ __forceinline__ void kv_put(const SlotMeta& s, int layer, int which, int i, int head_dim, float v) {
+  uint8_t* row = kv_key(s, s.block, layer, s.off, i / head_dim, head_dim * (s.f32 ? 4 : 2)) +
+                 (which ? size_t(s.block_size) * s.row_bytes : 0);
+  if (s.f32) reinterpret_cast<float*>(row)[i % head_dim] = v;
+  else reinterpret_cast<__half*>(row)[i % head_dim] = __float2half_rn(v);
+}
+
 struct RopeArgs {
   bool on = false;
   const SlotMeta* slot = nullptr;
@@ -621,12 +638,8 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
   }
   y[r] = out;
   if (r >= q_dim) {
-    uint8_t* krow = reinterpret_cast<uint8_t*>(sm.kv_base) + size_t(sm.block) * sm.block_bytes +
-                    (size_t(rope.layer * 2) * sm.block_size + sm.off) * sm.row_bytes;
-    uint8_t* row = r < q_dim + kv_dim ? krow : krow + size_t(sm.block_size) * sm.row_bytes;
-    const int i = r < q_dim + kv_dim ? r - q_dim : r - q_dim - kv_dim;
-    if (sm.f32) reinterpret_cast<float*>(row)[i] = out;
-    else reinterpret_cast<__half*>(row)[i] = __float2half_rn(out);
+    const bool key = r < q_dim + kv_dim;
+    kv_put(sm, rope.layer, key ? 0 : 1, key ? r - q_dim : r - q_dim - kv_dim, hd, out);
   }
 }
 
@@ -1745,21 +1758,13 @@ __global__ void rope_store_token_kernel(float* __restrict__ qkv, const SlotMeta*
     rope_rotate(row + size_t(h) * head_dim, k, half, style_half, cs[k], sns[k]);
   }
   __syncthreads();
-  uint8_t* krow = reinterpret_cast<uint8_t*>(s.kv_base) + size_t(s.block) * s.block_bytes +
-                  (size_t(layer * 2) * s.block_size + s.off) * s.row_bytes;
-  uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
   const float* k = row + q_dim;
   const float* vv = row + q_dim + kv_dim;
   // The k heads of this block, as element range [e0, e1) of the token's k (and v) row.
   const int e0 = max(h0 - n_heads, 0) * head_dim, e1 = max(h1 - n_heads, 0) * head_dim;
   for (int i = e0 + threadIdx.x; i < e1; i += blockDim.x) {
-    if (s.f32) {
-      reinterpret_cast<float*>(krow)[i] = k[i];
-      reinterpret_cast<float*>(vrow)[i] = vv[i];
-    } else {
-      reinterpret_cast<__half*>(krow)[i] = __float2half_rn(k[i]);
-      reinterpret_cast<__half*>(vrow)[i] = __float2half_rn(vv[i]);
-    }
+    kv_put(s, layer, 0, i, head_dim, k[i]);
+    kv_put(s, layer, 1, i, head_dim, vv[i]);
   }
 }
 
@@ -1786,20 +1791,12 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
   if (h < n_heads) return;
   __syncthreads();
   const int kh = h - n_heads;
-  uint8_t* krow = reinterpret_cast<uint8_t*>(s.kv_base) + size_t(s.block) * s.block_bytes +
-                  (size_t(layer * 2) * s.block_size + s.off) * s.row_bytes;
-  uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
   const float* k = row + q_dim;
   const float* vv = row + q_dim + kv_dim;
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
     const int i = kh * head_dim + d;
-    if (s.f32) {
-      reinterpret_cast<float*>(krow)[i] = k[i];
-      reinterpret_cast<float*>(vrow)[i] = vv[i];
-    } else {
-      reinterpret_cast<__half*>(krow)[i] = __float2half_rn(k[i]);
-      reinterpret_cast<__half*>(vrow)[i] = __float2half_rn(vv[i]);
-    }
+    kv_put(s, layer, 0, i, head_dim, k[i]);
+    kv_put(s, layer, 1, i, head_dim, vv[i]);
   }
 }
 
@@ -1862,7 +1859,7 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
   const int group = n_heads / n_kv_heads;
   const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * head_dim;
-  const size_t koff = size_t(h / group) * head_dim;
+  const int kvh = h / group, hdb = head_dim * (s.f32 ? 4 : 2);
   float qr[D], acc[D];
 #pragma unroll
   for (int i = 0; i < D; ++i) {
@@ -1872,18 +1869,17 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
   }
   float m = -INFINITY, l = 0.0f;
   const int start = window > 0 ? max(0, s.pos - window + 1) : 0;
-  const uint8_t* base = reinterpret_cast<const uint8_t*>(s.kv_base);
   for (int p = start + warp; p <= s.pos; p += kAttnWarps) {
     const int block = tables[s.table + p / s.block_size], off = p % s.block_size;
-    const uint8_t* krow = base + size_t(block) * s.block_bytes + (size_t(layer * 2) * s.block_size + off) * s.row_bytes;
+    const uint8_t* krow = kv_key(s, block, layer, off, kvh, hdb);
     const uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
     float part = 0.0f;
 #pragma unroll
     for (int i = 0; i < D; ++i) {
       const int d = lane + 32 * i;
       if (d < head_dim) {
-        const float k = s.f32 ? reinterpret_cast<const float*>(krow)[koff + d]
-                              : __half2float(reinterpret_cast<const __half*>(krow)[koff + d]);
+        const float k = s.f32 ? reinterpret_cast<const float*>(krow)[d]
+                              : __half2float(reinterpret_cast<const __half*>(krow)[d]);
         part = fmaf(qr[i], k, part);
       }
     }
@@ -1895,8 +1891,8 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
     for (int i = 0; i < D; ++i) {
       const int d = lane + 32 * i;
       if (d < head_dim) {
-        const float v = s.f32 ? reinterpret_cast<const float*>(vrow)[koff + d]
-                              : __half2float(reinterpret_cast<const __half*>(vrow)[koff + d]);
+        const float v = s.f32 ? reinterpret_cast<const float*>(vrow)[d]
+                              : __half2float(reinterpret_cast<const __half*>(vrow)[d]);
         acc[i] = acc[i] * corr + e * v;
       }
     }
