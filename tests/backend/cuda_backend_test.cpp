@@ -122,56 +122,66 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
         continue;
       if (cols == 416 && type != GgmlType::Q4_0 && type != GgmlType::Q8_0) continue;
       HostWeight w = make_weight(type, rows, cols, rng);
-      auto gpu = make_cuda_backend(cfg, 0);
-      const int id = gpu->add_weight(w.t, WeightUse::Matmul);
-      gpu->finish_load();
-      ThreadPool pool(1);
-      for (int n : token_counts) {
-        if (n == 100 && rows == 3072) continue;  // two token tiles of the Q4_0 GEMM: the small shapes suffice
-        // Strides wider than the rows, as in the model; n = 3 takes an unaligned one (staged copy).
-        const int64_t ldx = n == 3 ? cols + 1 : cols + 4, ldy = rows + 3;
-        const std::vector<float> x = random_floats(size_t(n) * ldx, rng);
-        // The serving GEMV on Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K takes x rounded to int8 per 32-value block (scale
-        // max|x| / 127, ties to even): its reference multiplies by that rounded x.
-        const std::vector<float> xi8 = int8_blocks(x, n, ldx, cols);
-        auto reference = [&](const std::vector<float>& xs) {
-          std::vector<float> ref(size_t(n) * rows);
-          for (int t = 0; t < n; ++t)
-            for (int r = 0; r < rows; ++r) {
-              double s = 0;
-              for (int c = 0; c < cols; ++c) s += double(w.deq[size_t(r) * cols + c]) * xs[size_t(t) * ldx + c];
-              ref[size_t(t) * rows + r] = float(s);
+      // Q4_K and Q5_K: the int8 GEMV on the repacked copy, and on the file layout (a GPU without
+      // the room for the copy, PENSIEVE_CUDA_KPACK=0).
+      const bool k45 = type == GgmlType::Q4_K || type == GgmlType::Q5_K;
+      for (const char* kpack : {"1", "0"}) {
+        if (!k45 && kpack[0] == '0') continue;
+        setenv("PENSIEVE_CUDA_KPACK", kpack, 1);
+        auto gpu = make_cuda_backend(cfg, 0);
+        unsetenv("PENSIEVE_CUDA_KPACK");
+        const int id = gpu->add_weight(w.t, WeightUse::Matmul);
+        gpu->finish_load();
+        ThreadPool pool(1);
+        for (int n : token_counts) {
+          if (kpack[0] == '0' && n > 16) continue;  // the GEMM paths do not read the copy
+          if (n == 100 && rows == 3072) continue;  // two token tiles of the Q4_0 GEMM: the small shapes suffice
+          // Strides wider than the rows, as in the model; n = 3 takes an unaligned one (staged copy).
+          const int64_t ldx = n == 3 ? cols + 1 : cols + 4, ldy = rows + 3;
+          const std::vector<float> x = random_floats(size_t(n) * ldx, rng);
+          // The serving GEMV on Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K takes x rounded to int8 per 32-value block (scale
+          // max|x| / 127, ties to even): its reference multiplies by that rounded x.
+          const std::vector<float> xi8 = int8_blocks(x, n, ldx, cols);
+          auto reference = [&](const std::vector<float>& xs) {
+            std::vector<float> ref(size_t(n) * rows);
+            for (int t = 0; t < n; ++t)
+              for (int r = 0; r < rows; ++r) {
+                double s = 0;
+                for (int c = 0; c < cols; ++c) s += double(w.deq[size_t(r) * cols + c]) * xs[size_t(t) * ldx + c];
+                ref[size_t(t) * rows + r] = float(s);
+              }
+            return ref;
+          };
+          const std::vector<float> ref_f32 = reference(x), ref_i8 = reference(xi8);
+          for (bool exact : {true, false}) {
+            auto pass = gpu->begin_pass({}, pool);
+            float* dx = pass->buffer(Act::XN, x.size());
+            float* dy = pass->buffer(Act::Tmp, size_t(n) * ldy);
+            pass->write(dx, x.data(), x.size());
+            std::vector<float> poison(size_t(n) * ldy, NAN);
+            pass->write(dy, poison.data(), poison.size());
+            pass->matmul(id, dx, ldx, n, dy, ldy, exact);
+            std::vector<float> got(size_t(n) * ldy), packed(size_t(n) * rows);
+            pass->read(dy, got.data(), got.size());
+            for (int t = 0; t < n; ++t)
+              std::copy_n(got.begin() + t * ldy, rows, packed.begin() + size_t(t) * rows);
+            // GEMV: float32 arithmetic (on int8-rounded x for the serving Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K path); the
+            // cuBLAS path rounds weights and activations to fp16.
+            // Batches of 17..128 tokens on Q4_0: the fp16 tensor-core GEMM, which rounds as the cuBLAS path does.
+            const bool gemm = !exact && n > 16;
+            const bool q4 = gemm && n <= 128 && type == GgmlType::Q4_0;
+            const bool i8 = !exact && !gemm && (type == GgmlType::Q4_0 || type == GgmlType::Q8_0 || type == GgmlType::Q4_K ||
+                                                type == GgmlType::Q5_K || type == GgmlType::Q6_K);
+            const double err = rel_err(packed, i8 ? ref_i8 : ref_f32);
+            const double bound = gemm ? 3e-3 : 1e-5;
+            std::printf("[ matmul %-5s %4dx%-4d n=%-3d %s%s ] rel err %.3g\n", std::string(type_name(type)).c_str(),
+                        rows, cols, n, q4 ? "gemm-q4" : gemm ? "gemm" : i8 ? "gemv-i8" : "gemv",
+                        k45 && i8 ? (kpack[0] == '1' ? " repacked" : " file layout") : "", err);
+            EXPECT_LT(err, bound) << type_name(type) << " " << rows << "x" << cols << " n=" << n << " KPACK=" << kpack;
+            // The int8 rounding itself stays within what the CPU's 8-bit serving path loses.
+            if (i8) {
+              EXPECT_LT(rel_err(packed, ref_f32), 2e-2) << type_name(type) << " " << rows << "x" << cols;
             }
-          return ref;
-        };
-        const std::vector<float> ref_f32 = reference(x), ref_i8 = reference(xi8);
-        for (bool exact : {true, false}) {
-          auto pass = gpu->begin_pass({}, pool);
-          float* dx = pass->buffer(Act::XN, x.size());
-          float* dy = pass->buffer(Act::Tmp, size_t(n) * ldy);
-          pass->write(dx, x.data(), x.size());
-          std::vector<float> poison(size_t(n) * ldy, NAN);
-          pass->write(dy, poison.data(), poison.size());
-          pass->matmul(id, dx, ldx, n, dy, ldy, exact);
-          std::vector<float> got(size_t(n) * ldy), packed(size_t(n) * rows);
-          pass->read(dy, got.data(), got.size());
-          for (int t = 0; t < n; ++t)
-            std::copy_n(got.begin() + t * ldy, rows, packed.begin() + size_t(t) * rows);
-          // GEMV: float32 arithmetic (on int8-rounded x for the serving Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K path); the
-          // cuBLAS path rounds weights and activations to fp16.
-          // Batches of 17..128 tokens on Q4_0: the fp16 tensor-core GEMM, which rounds as the cuBLAS path does.
-          const bool gemm = !exact && n > 16;
-          const bool q4 = gemm && n <= 128 && type == GgmlType::Q4_0;
-          const bool i8 = !exact && !gemm && (type == GgmlType::Q4_0 || type == GgmlType::Q8_0 || type == GgmlType::Q4_K ||
-                                              type == GgmlType::Q5_K || type == GgmlType::Q6_K);
-          const double err = rel_err(packed, i8 ? ref_i8 : ref_f32);
-          const double bound = gemm ? 3e-3 : 1e-5;
-          std::printf("[ matmul %-5s %4dx%-4d n=%-3d %s ] rel err %.3g\n", std::string(type_name(type)).c_str(),
-                      rows, cols, n, q4 ? "gemm-q4" : gemm ? "gemm" : i8 ? "gemv-i8" : "gemv", err);
-          EXPECT_LT(err, bound) << type_name(type) << " " << rows << "x" << cols << " n=" << n;
-          // The int8 rounding itself stays within what the CPU's 8-bit serving path loses.
-          if (i8) {
-            EXPECT_LT(rel_err(packed, ref_f32), 2e-2) << type_name(type) << " " << rows << "x" << cols;
           }
         }
       }

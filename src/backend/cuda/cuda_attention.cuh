@@ -30,11 +30,11 @@ inline size_t tile_smem_bytes(int hd) {
                           size_t(kTileQ) * kTilePStride);
 }
 
-__device__ __forceinline__ const uint8_t* kv_row(const SlotMeta& s, const int32_t* __restrict__ tables, int layer,
-                                                 int p) {
-  const int block = tables[s.table + p / s.block_size], off = p % s.block_size;
-  return reinterpret_cast<const uint8_t*>(s.kv_base) + size_t(block) * s.block_bytes +
-         (size_t(layer * 2) * s.block_size + off) * s.row_bytes;
+// The key row of kv head kvh at position p of slot s's sequence (kv_key's layout; hdb bytes a head
+// row); its value row is block_size * row_bytes further on.
+__device__ __forceinline__ const uint8_t* kv_head_row(const SlotMeta& s, const int32_t* __restrict__ tables, int layer,
+                                                      int p, int kvh, int hdb) {
+  return kv_key(s, tables[s.table + p / s.block_size], layer, p % s.block_size, kvh, hdb);
 }
 
 // Rounds the rows of `o` (n rows of hd floats, `ld` apart, in shared memory) to int8 per 32-value
@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(kTileThreads)
   const SlotMeta s = slots[tile.t0];
   const int pos0 = s.pos, pos_last = s.pos + tile.n - 1;
   const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD, ld = q_dim + 2 * kv_dim;
-  const size_t koff = size_t(h / (n_heads / n_kv_heads)) * HD;
+  const int kvh = h / (n_heads / n_kv_heads);
   for (int i = tid; i < kTileQ * HD; i += kTileThreads) {
     const int r = i / HD, d = i % HD;
     sQ[r * HP + d] = r < tile.n ? qkv[size_t(tile.t0 + r) * ld + size_t(h) * HD + d] : 0.0f;
@@ -105,14 +105,14 @@ __global__ void __launch_bounds__(kTileThreads)
       const int r = i / (HD / 2), d = 2 * (i % (HD / 2)), p = kt + r;
       float2 k = make_float2(0.0f, 0.0f), v = k;
       if (p <= pos_last) {
-        const uint8_t* krow = kv_row(s, tables, layer, p);
+        const uint8_t* krow = kv_head_row(s, tables, layer, p, kvh, HD * (s.f32 ? 4 : 2));
         const uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
         if (s.f32) {
-          k = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(krow) + koff + d);
-          v = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(vrow) + koff + d);
+          k = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(krow) + d);
+          v = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(vrow) + d);
         } else {
-          k = __half22float2(*reinterpret_cast<const __half2*>(reinterpret_cast<const __half*>(krow) + koff + d));
-          v = __half22float2(*reinterpret_cast<const __half2*>(reinterpret_cast<const __half*>(vrow) + koff + d));
+          k = __half22float2(*reinterpret_cast<const __half2*>(reinterpret_cast<const __half*>(krow) + d));
+          v = __half22float2(*reinterpret_cast<const __half2*>(reinterpret_cast<const __half*>(vrow) + d));
         }
       }
       sK[r * HP + d] = k.x;
@@ -248,7 +248,7 @@ __global__ void __launch_bounds__(kTileThreads)
   const SlotMeta s = slots[tile.t0];
   const int pos0 = s.pos, pos_last = s.pos + tile.n - 1;
   const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD, ld = q_dim + 2 * kv_dim;
-  const size_t koff = size_t(h / (n_heads / n_kv_heads)) * HD;
+  const int kvh = h / (n_heads / n_kv_heads);
   for (int i = tid; i < kMmaQ * (HD / 2); i += kTileThreads) {
     const int r = i / (HD / 2), d = 2 * (i % (HD / 2));
     float2 v = make_float2(0.0f, 0.0f);
@@ -290,15 +290,15 @@ __global__ void __launch_bounds__(kTileThreads)
   auto load_tile = [&](int kt) {
     const int p = kt + kr;
     const bool in = p <= pos_last;
-    const uint8_t* krow = in ? kv_row(s, tables, layer, p) : nullptr;
+    const uint8_t* krow = in ? kv_head_row(s, tables, layer, p, kvh, HD * 2) : nullptr;
 #pragma unroll
     for (int c = 0; c < NPC; ++c) {
       const int d = 8 * (kp0 + 2 * c);
       kreg[c] = vreg[c] = make_uint4(0, 0, 0, 0);
       if (in) {
-        kreg[c] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow) + koff + d);
+        kreg[c] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow) + d);
         vreg[c] = *reinterpret_cast<const uint4*>(
-            reinterpret_cast<const __half*>(krow + size_t(s.block_size) * s.row_bytes) + koff + d);
+            reinterpret_cast<const __half*>(krow + size_t(s.block_size) * s.row_bytes) + d);
       }
     }
   };
@@ -459,7 +459,7 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
   if (bool(s.f32) != F32) return;  // the other launch's token (a pass mixing f16 and f32 caches)
   const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * HD;
-  const size_t koff = size_t(h / (n_heads / n_kv_heads)) * HD;
+  const int kvh = h / (n_heads / n_kv_heads);
   __shared__ __align__(16) float sq[HD];
   for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
   __syncthreads();
@@ -471,12 +471,12 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
   for (int c0 = (start / 32 + warp) * 32; c0 <= s.pos; c0 += 32 * kSplitWarps) {
     const int p = c0 + lane;
     const bool ok = p >= start && p <= s.pos;
-    const uint8_t* krow = ok ? kv_row(s, tables, layer, p) : nullptr;
+    const uint8_t* krow = ok ? kv_head_row(s, tables, layer, p, kvh, HD * (F32 ? 4 : 2)) : nullptr;
     float score = -INFINITY;
     if (ok) {
       float part = 0.0f;
       if constexpr (F32) {
-        const float4* k4 = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(krow) + koff);
+        const float4* k4 = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(krow));
         float4 kr[HD / 4];
 #pragma unroll
         for (int d = 0; d < HD / 4; ++d) kr[d] = k4[d];
@@ -488,7 +488,7 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
           part = fmaf(sq[4 * d + 3], kr[d].w, part);
         }
       } else {
-        const uint4* k8 = reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow) + koff);
+        const uint4* k8 = reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow));
         uint4 kr[HD / 8];
 #pragma unroll
         for (int d = 0; d < HD / 8; ++d) kr[d] = k8[d];
@@ -534,11 +534,11 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
       if (use) {
         const uint8_t* vrow = reinterpret_cast<const uint8_t*>(row);
         if constexpr (F32) {
-          const uint4* v4 = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(vrow) + koff + 8 * grp);
+          const uint4* v4 = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(vrow) + 8 * grp);
           vr[st][0] = v4[0];
           vr[st][F32 ? 1 : 0] = v4[1];
         } else {
-          vr[st][0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(vrow) + koff + 8 * grp);
+          vr[st][0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(vrow) + 8 * grp);
         }
       }
     }

@@ -562,10 +562,11 @@ __device__ __forceinline__ const float2* stage_x_i8(uint4* sx, const int8_t* xq,
   return sds;
 }
 // A warp's row r: each token's sum over the lanes into y[t * ldy + r].
-__device__ __forceinline__ void store_row_sums(const float (&acc)[kGemvTokens], int nt, float* __restrict__ y,
-                                               int64_t ldy, int r, int lane) {
+template <int N>
+__device__ __forceinline__ void store_row_sums(const float (&acc)[N], int nt, float* __restrict__ y, int64_t ldy, int r,
+                                               int lane) {
 #pragma unroll
-  for (int t = 0; t < kGemvTokens; ++t) {
+  for (int t = 0; t < N; ++t) {
     if (t < nt) {
       const float s = warp_sum(acc[t]);
       if (lane == 0) y[t * ldy + r] = s;
@@ -579,6 +580,23 @@ __device__ __forceinline__ void store_row_sums(const float (&acc)[kGemvTokens], 
 // of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
 // rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
 // k and v rows go to its KV rows there. One launch a layer less in a decode step.
+// The KV cache on the GPU (its own layout; the CPU's rows are position-major): a block holds, for
+// each layer, its keys and then its values (block_size * row_bytes bytes further on), each as
+// n_kv_heads runs of block_size head rows (hdb bytes: head_dim elements), so that the keys of one
+// head at a block's positions are contiguous for the attention kernels. kv_key: the key row of kv
+// head h at offset `off` of `block`.
+__device__ __forceinline__ uint8_t* kv_key(const SlotMeta& s, int block, int layer, int off, int h, int hdb) {
+  return static_cast<uint8_t*>(s.kv_base) + size_t(block) * s.block_bytes +
+         size_t(layer * 2) * size_t(s.block_size) * s.row_bytes + (size_t(h) * s.block_size + off) * size_t(hdb);
+}
+// Element i (of the kv_dim) of the key (which 0) or value (1) of slot s's own position.
+__device__ __forceinline__ void kv_put(const SlotMeta& s, int layer, int which, int i, int head_dim, float v) {
+  uint8_t* row = kv_key(s, s.block, layer, s.off, i / head_dim, head_dim * (s.f32 ? 4 : 2)) +
+                 (which ? size_t(s.block_size) * s.row_bytes : 0);
+  if (s.f32) reinterpret_cast<float*>(row)[i % head_dim] = v;
+  else reinterpret_cast<__half*>(row)[i % head_dim] = __float2half_rn(v);
+}
+
 struct RopeArgs {
   bool on = false;
   const SlotMeta* slot = nullptr;
@@ -620,12 +638,8 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
   }
   y[r] = out;
   if (r >= q_dim) {
-    uint8_t* krow = reinterpret_cast<uint8_t*>(sm.kv_base) + size_t(sm.block) * sm.block_bytes +
-                    (size_t(rope.layer * 2) * sm.block_size + sm.off) * sm.row_bytes;
-    uint8_t* row = r < q_dim + kv_dim ? krow : krow + size_t(sm.block_size) * sm.row_bytes;
-    const int i = r < q_dim + kv_dim ? r - q_dim : r - q_dim - kv_dim;
-    if (sm.f32) reinterpret_cast<float*>(row)[i] = out;
-    else reinterpret_cast<__half*>(row)[i] = __float2half_rn(out);
+    const bool key = r < q_dim + kv_dim;
+    kv_put(sm, rope.layer, key ? 0 : 1, key ? r - q_dim : r - q_dim - kv_dim, hd, out);
   }
 }
 
@@ -634,10 +648,12 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
 // loads, so more warps fit on an SM. One row a warp, lane l taking the row's 32-value blocks l,
 // l + 32, ..., U of them loaded together. B, the weights' layout, holds a lane's U blocks:
 // B::Src (the matrix, a kernel argument), B(src, row, nb) (the row), load(u, b) (block b into slot
-// u), and dot(u, xw, ds, acc) (acc plus the block's product with the int8 x block xw of scale
-// ds.x and sum ds.y). With PackBlocks, the same sums, in the same order, as
+// u), dot(u, xw, ds, acc) (acc plus the block's product with the int8 x block xw of scale ds.x and
+// sum ds.y) and kOneToken (i8_kernel below). With PackBlocks, the same sums, in the same order, as
 // gemv_packed_kernel<T, true, 1>.
-template <class B, bool ROPE = false>
+// ONE: a launch of one token (the decode step's), whose kernel holds one accumulator, not
+// kGemvTokens: fewer registers, so more blocks an SM.
+template <class B, bool ROPE = false, bool ONE = ROPE>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_i8_smem_kernel(typename B::Src src, int rows, int cols, const int8_t* xq, const float2* xds,
                         float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope) {
@@ -659,9 +675,11 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   load(lane);
   pdl_wait();
   const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
-  float acc[kGemvTokens];
+  constexpr int kT = ONE ? 1 : kGemvTokens;
+  if (ONE) nt = 1;
+  float acc[kT];
 #pragma unroll
-  for (int t = 0; t < kGemvTokens; ++t) acc[t] = 0.0f;
+  for (int t = 0; t < kT; ++t) acc[t] = 0.0f;
   for (int b0 = lane; b0 < nb; b0 += 32 * B::kU) {
     if (b0 != lane) load(b0);
 #pragma unroll
@@ -669,7 +687,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       const int b = b0 + 32 * u;
       if (b >= nb) break;
 #pragma unroll
-      for (int t = 0; t < kGemvTokens; ++t) {
+      for (int t = 0; t < kT; ++t) {
         if (t >= nt) break;
         const uint4* xp = sx + (t * cols + b * 32) / 16;
         const uint4 xa = xp[0], xb = xp[1];
@@ -695,6 +713,7 @@ struct PackBlocks {
   using P = Pack<T>;
   using Src = PackSrc;
   static constexpr int kU = U;
+  static constexpr bool kOneToken = false;
   const uint4* qrow;
   const __half* srow;
   uint4 q[U][P::kWords];
@@ -742,31 +761,37 @@ static bool rope_fits(const RopeArgs* rope, int nt, int rows) {
   return rope && rope->on && nt == 1 && rows % kPackWarps == 0 && rope->head_dim % kPackWarps == 0;
 }
 
+// PENSIEVE_CUDA_GEMV_ONE=0: one-token launches take the kGemvTokens-token int8 GEMV kernels too.
+static bool gemv_one_on() {
+  static const bool on = env_int("PENSIEVE_CUDA_GEMV_ONE", 1) != 0;
+  return on;
+}
+// The gemv_i8_smem_kernel instantiation for policy B: with the RoPE + KV store, for one token where
+// B::kOneToken (the repacked K-quants: 88-115 registers a thread for 8 tokens, 60-72 for one; on
+// the H100 a Q4_K_M decode token's graph takes 1,556 against 1,784 us, the Q6_K output GEMV 30.9
+// against 38.6; Q4_0 and Q8_0, 72 and 68 registers, were 1.3% and 0.8% slower with it), or for up
+// to kGemvTokens.
+template <class B>
+static auto i8_kernel(bool rope, int nt) {
+  return rope                                          ? gemv_i8_smem_kernel<B, true, true>
+         : nt == 1 && B::kOneToken && gemv_one_on()    ? gemv_i8_smem_kernel<B, false, true>
+                                                       : gemv_i8_smem_kernel<B, false, false>;
+}
+
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
                            int nt, cudaStream_t stream, const RopeArgs* rope = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (!pack_smem() || pack_rows() != 1 || smem > kSmemXMax) return false;
-  const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
-  const __half* S = reinterpret_cast<const __half*>(w.scales);
+  const bool ro = rope && rope->on;
+  if (ro && !rope_fits(rope, nt, w.rows)) return false;
   const int U = pack_unroll();
-  const dim3 block(32 * kPackWarps);
-  const RopeArgs none;
-  const PackSrc src{w.data, S};
-  if (rope && rope->on) {
-    if (!rope_fits(rope, nt, w.rows)) return false;
-    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 4>, true>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y,
-               ldy, nt, *rope);
-  } else if (U == 2) {
-    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 2>>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy,
-               nt, none);
-  } else if (U == 8) {
-    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 8>>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy,
-               nt, none);
-  } else {
-    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 4>>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy,
-               nt, none);
-  }
+  const auto kernel = ro || U == 4 ? i8_kernel<PackBlocks<T, 4>>(ro, nt)
+                      : U == 2      ? gemv_i8_smem_kernel<PackBlocks<T, 2>>
+                                    : gemv_i8_smem_kernel<PackBlocks<T, 8>>;
+  launch_pdl(kernel, dim3(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), dim3(32 * kPackWarps), smem, stream,
+             PackSrc{w.data, reinterpret_cast<const __half*>(w.scales)}, w.rows, w.cols, xq, xds, y, ldy, nt,
+             ro ? *rope : RopeArgs{});
   return true;
 }
 
@@ -914,6 +939,7 @@ template <int U>
 struct Q6Blocks {
   using Src = Q6Pack;
   static constexpr int kU = U;
+  static constexpr bool kOneToken = true;
   const uint4* qrow;
   const uint2* hrow;
   const uint16_t* srow;
@@ -977,19 +1003,142 @@ static void pack_q6(const DeviceWeight& w, uint8_t* out, cudaStream_t stream) {
   check_launch("Q6_K packing");
 }
 
-// The K-quant int8 GEMVs; with `rope` on, also its RoPE + KV store (false where they cannot).
-static bool launch_q6_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
-                         cudaStream_t stream, const RopeArgs* rope = nullptr) {
+// ---------------------------------------------------------------------------------------------
+// Q4_K and Q5_K for the int8 GEMV: a second copy repacked at load, as Q6_K's, so that a lane reads
+// whole 32-element sub-blocks with aligned loads and no 6-bit scale unpacking. Per sub-block i of
+// the matrix (row-major): 16 bytes of low nibbles at Q + 16 i (byte j: element j in its low nibble,
+// element j + 16 in its high one, as packed Q4_0), the 6-bit scale and min at SM + 2 i (sc | m << 8),
+// for Q5_K the 32 fifth bits at H + 4 i (element 4 k + m's at bit 8 m + k, element 16 + 4 k + m's
+// at bit 8 m + 4 + k, so that a shift and a mask put them beside four nibbles), and the
+// super-block's fp16 d and dmin at D + 4 (i / 8). 18.5 (Q4_K) and 22.5 (Q5_K) bytes a sub-block
+// against the file's 18 and 22.
+struct KPack {
+  const uint8_t* q;
+  const uint32_t* h;  // Q5_K only
+  const uint16_t* sm;
+  const __half2* d;
+};
+static size_t kpack_bytes(int64_t n_blocks, bool five) {
+  const size_t nb = size_t(n_blocks);
+  return q6_align(nb * 16) + (five ? q6_align(nb * 4) : 0) + q6_align(nb * 2) + q6_align(nb / 8 * 4);
+}
+static KPack kpack_parts(const uint8_t* base, int64_t n_blocks, bool five) {
+  const size_t nb = size_t(n_blocks), hb = five ? q6_align(nb * 4) : 0;
+  KPack P;
+  P.q = base;
+  P.h = five ? reinterpret_cast<const uint32_t*>(base + q6_align(nb * 16)) : nullptr;
+  P.sm = reinterpret_cast<const uint16_t*>(base + q6_align(nb * 16) + hb);
+  P.d = reinterpret_cast<const __half2*>(base + q6_align(nb * 16) + hb + q6_align(nb * 2));
+  return P;
+}
+
+// File-layout Q4_K / Q5_K (rows of nsb super-blocks, row_bytes apart) to KPack; one thread per
+// sub-block.
+template <bool kFive>
+__global__ void pack_k_kernel(const uint8_t* __restrict__ raw, size_t row_bytes, int nb, int64_t n_blocks,
+                              uint8_t* __restrict__ Q, uint32_t* __restrict__ H, uint16_t* __restrict__ SM,
+                              __half2* __restrict__ D) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_blocks) return;
+  const int64_t r = i / nb;
+  const int b = int(i % nb), j = b % 8;
+  const uint8_t* blk = raw + size_t(r) * row_bytes + size_t(b / 8) * (kFive ? sizeof(block_q5_K) : sizeof(block_q4_K));
+  const uint8_t* qh = blk + 4 + K_SCALE_SIZE;
+  const uint8_t* qs = (kFive ? qh + QK_K / 8 : qh) + (j / 2) * 32;
+  int q[32];
+#pragma unroll
+  for (int l = 0; l < 32; ++l) {
+    q[l] = (qs[l] >> (4 * (j % 2))) & 0xF;
+    if constexpr (kFive) q[l] |= ((qh[l] >> j) & 1) << 4;
+  }
+#pragma unroll
+  for (int l = 0; l < 16; ++l) Q[i * 16 + l] = uint8_t((q[l] & 0xF) | ((q[l + 16] & 0xF) << 4));
+  if constexpr (kFive) {
+    uint32_t hw = 0;
+#pragma unroll
+    for (int e = 0; e < 32; ++e) hw |= uint32_t(q[e] >> 4) << (8 * (e % 4) + (e % 16) / 4 + 4 * (e / 16));
+    H[i] = hw;
+  }
+  int sc, mn;
+  k4_scale_min(blk + 4, j, &sc, &mn);
+  SM[i] = uint16_t(sc | (mn << 8));
+  if (j == 0) D[i / 8] = __halves2half2(__ushort_as_half(ld16(blk)), __ushort_as_half(ld16(blk + 2)));
+}
+
+// gemv_i8_smem_kernel's blocks of a KPack: a sub-block adds dx (d sc sum(q qx) - dmin m sum(qx)),
+// the sums exact in int32 (sum(qx) is the activations' block sum, ds.y).
+template <bool kFive, int U>
+struct KBlocks {
+  using Src = KPack;
+  static constexpr int kU = U;
+  static constexpr bool kOneToken = true;
+  const uint4* qrow;
+  const uint32_t* hrow;
+  const uint16_t* srow;
+  const __half2* drow;
+  uint4 q[U];
+  uint32_t hb[U];
+  uint32_t sm[U];
+  float2 d[U];
+  __device__ __forceinline__ KBlocks(const KPack& P, size_t row, int nb)
+      : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(kFive ? P.h + row * size_t(nb) : nullptr),
+        srow(P.sm + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
+  __device__ __forceinline__ void load(int u, int b) {
+    q[u] = __ldcs(&qrow[b]);
+    if constexpr (kFive) hb[u] = __ldcs(&hrow[b]);
+    sm[u] = __ldcs(&srow[b]);
+    d[u] = __half22float2(drow[b / 8]);
+  }
+  __device__ __forceinline__ float dot(int u, const int (&xw)[8], float2 ds, float acc) const {
+    const uint32_t w[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
+    int dot = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      uint32_t lo = w[i] & 0x0F0F0F0Fu, hi = (w[i] >> 4) & 0x0F0F0F0Fu;
+      if constexpr (kFive) {
+        lo |= ((hb[u] >> i) & 0x01010101u) << 4;
+        hi |= ((hb[u] >> (4 + i)) & 0x01010101u) << 4;
+      }
+      dot = __dp4a(int(lo), xw[i], dot);
+      dot = __dp4a(int(hi), xw[4 + i], dot);
+    }
+    const float sc = float(sm[u] & 0xFF), mn = float(sm[u] >> 8);
+    return fmaf(ds.x, d[u].x * sc * float(dot) - d[u].y * mn * ds.y, acc);
+  }
+};
+
+// The int8 GEMV of a repacked copy (Q6Pack, KPack); with `rope` on, also its RoPE + KV store
+// (false where they cannot, or where the weight has no repacked copy).
+static bool launch_repack_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
+                             int nt, cudaStream_t stream, const RopeArgs* rope = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
-  if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.q6) return false;
+  if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.repack) return false;
   const bool ro = rope && rope->on;
   if (ro && !rope_fits(rope, nt, w.rows)) return false;
-  const unsigned grid = unsigned((w.rows + kPackWarps - 1) / kPackWarps);
-  const Q6Pack P = q6_parts(w.q6, int64_t(w.rows) * (w.cols / 32));
-  const RopeArgs none;
-  launch_pdl(ro ? gemv_i8_smem_kernel<Q6Blocks<4>, true> : gemv_i8_smem_kernel<Q6Blocks<4>, false>, dim3(grid),
-             dim3(32 * kPackWarps), smem, stream, P, w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : none);
+  const dim3 grid(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), block(32 * kPackWarps);
+  const int64_t nb = int64_t(w.rows) * (w.cols / 32);
+  const RopeArgs& ra = ro ? *rope : RopeArgs{};
+  auto go = [&](auto kernel, const auto& src) {
+    launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, ra);
+  };
+  if (w.type == GgmlType::Q6_K) go(i8_kernel<Q6Blocks<4>>(ro, nt), q6_parts(w.repack, nb));
+  else if (w.type == GgmlType::Q5_K) go(i8_kernel<KBlocks<true, 4>>(ro, nt), kpack_parts(w.repack, nb, true));
+  else go(i8_kernel<KBlocks<false, 4>>(ro, nt), kpack_parts(w.repack, nb, false));
   return true;
+}
+
+static void pack_k(const DeviceWeight& w, uint8_t* out) {
+  const int nb = w.cols / 32;
+  const int64_t n = int64_t(w.rows) * nb;
+  const bool five = w.type == GgmlType::Q5_K;
+  const KPack P = kpack_parts(out, n, five);
+  auto* H = const_cast<uint32_t*>(P.h);
+  auto* SM = const_cast<uint16_t*>(P.sm);
+  auto* D = const_cast<__half2*>(P.d);
+  const unsigned grid = unsigned((n + 255) / 256);
+  if (five) pack_k_kernel<true><<<grid, 256>>>(w.data, w.row_bytes, nb, n, out, H, SM, D);
+  else pack_k_kernel<false><<<grid, 256>>>(w.data, w.row_bytes, nb, n, out, H, SM, D);
+  check_launch("Q4_K/Q5_K packing");
 }
 
 template <GgmlType T>
@@ -1002,6 +1151,8 @@ static void launch_k_i8_t(const DeviceWeight& w, const int8_t* xq, const float2*
              smem, stream, w.data, w.row_bytes, w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : none);
 }
 
+// The file-layout K-quant int8 GEMV (Q4_K, Q5_K without a repacked copy); with `rope` on, also its
+// RoPE + KV store (false where they cannot).
 static bool launch_k_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy, int nt,
                         cudaStream_t stream, const RopeArgs* rope = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
@@ -1607,21 +1758,13 @@ __global__ void rope_store_token_kernel(float* __restrict__ qkv, const SlotMeta*
     rope_rotate(row + size_t(h) * head_dim, k, half, style_half, cs[k], sns[k]);
   }
   __syncthreads();
-  uint8_t* krow = reinterpret_cast<uint8_t*>(s.kv_base) + size_t(s.block) * s.block_bytes +
-                  (size_t(layer * 2) * s.block_size + s.off) * s.row_bytes;
-  uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
   const float* k = row + q_dim;
   const float* vv = row + q_dim + kv_dim;
   // The k heads of this block, as element range [e0, e1) of the token's k (and v) row.
   const int e0 = max(h0 - n_heads, 0) * head_dim, e1 = max(h1 - n_heads, 0) * head_dim;
   for (int i = e0 + threadIdx.x; i < e1; i += blockDim.x) {
-    if (s.f32) {
-      reinterpret_cast<float*>(krow)[i] = k[i];
-      reinterpret_cast<float*>(vrow)[i] = vv[i];
-    } else {
-      reinterpret_cast<__half*>(krow)[i] = __float2half_rn(k[i]);
-      reinterpret_cast<__half*>(vrow)[i] = __float2half_rn(vv[i]);
-    }
+    kv_put(s, layer, 0, i, head_dim, k[i]);
+    kv_put(s, layer, 1, i, head_dim, vv[i]);
   }
 }
 
@@ -1648,20 +1791,12 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
   if (h < n_heads) return;
   __syncthreads();
   const int kh = h - n_heads;
-  uint8_t* krow = reinterpret_cast<uint8_t*>(s.kv_base) + size_t(s.block) * s.block_bytes +
-                  (size_t(layer * 2) * s.block_size + s.off) * s.row_bytes;
-  uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
   const float* k = row + q_dim;
   const float* vv = row + q_dim + kv_dim;
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
     const int i = kh * head_dim + d;
-    if (s.f32) {
-      reinterpret_cast<float*>(krow)[i] = k[i];
-      reinterpret_cast<float*>(vrow)[i] = vv[i];
-    } else {
-      reinterpret_cast<__half*>(krow)[i] = __float2half_rn(k[i]);
-      reinterpret_cast<__half*>(vrow)[i] = __float2half_rn(vv[i]);
-    }
+    kv_put(s, layer, 0, i, head_dim, k[i]);
+    kv_put(s, layer, 1, i, head_dim, vv[i]);
   }
 }
 
@@ -1724,7 +1859,7 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
   const int group = n_heads / n_kv_heads;
   const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * head_dim;
-  const size_t koff = size_t(h / group) * head_dim;
+  const int kvh = h / group, hdb = head_dim * (s.f32 ? 4 : 2);
   float qr[D], acc[D];
 #pragma unroll
   for (int i = 0; i < D; ++i) {
@@ -1734,18 +1869,17 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
   }
   float m = -INFINITY, l = 0.0f;
   const int start = window > 0 ? max(0, s.pos - window + 1) : 0;
-  const uint8_t* base = reinterpret_cast<const uint8_t*>(s.kv_base);
   for (int p = start + warp; p <= s.pos; p += kAttnWarps) {
     const int block = tables[s.table + p / s.block_size], off = p % s.block_size;
-    const uint8_t* krow = base + size_t(block) * s.block_bytes + (size_t(layer * 2) * s.block_size + off) * s.row_bytes;
+    const uint8_t* krow = kv_key(s, block, layer, off, kvh, hdb);
     const uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
     float part = 0.0f;
 #pragma unroll
     for (int i = 0; i < D; ++i) {
       const int d = lane + 32 * i;
       if (d < head_dim) {
-        const float k = s.f32 ? reinterpret_cast<const float*>(krow)[koff + d]
-                              : __half2float(reinterpret_cast<const __half*>(krow)[koff + d]);
+        const float k = s.f32 ? reinterpret_cast<const float*>(krow)[d]
+                              : __half2float(reinterpret_cast<const __half*>(krow)[d]);
         part = fmaf(qr[i], k, part);
       }
     }
@@ -1757,8 +1891,8 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
     for (int i = 0; i < D; ++i) {
       const int d = lane + 32 * i;
       if (d < head_dim) {
-        const float v = s.f32 ? reinterpret_cast<const float*>(vrow)[koff + d]
-                              : __half2float(reinterpret_cast<const __half*>(vrow)[koff + d]);
+        const float v = s.f32 ? reinterpret_cast<const float*>(vrow)[d]
+                              : __half2float(reinterpret_cast<const __half*>(vrow)[d]);
         acc[i] = acc[i] * corr + e * v;
       }
     }
@@ -1834,11 +1968,12 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
       const int nt = std::min(step, n_tok - t0);
       const int8_t* qt = q + size_t(t0) * size_t(w.cols);
       const float2* dt = ds + size_t(t0) * size_t(nb);
-      if (w.type == GgmlType::Q6_K) {
-        if (rope && rope->on && launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
+      if (w.repack) {
+        if (rope && rope->on && launch_repack_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
           rope_done = true;
-        } else if (!launch_q6_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
-          throw Error("CUDA matmul: Q6_K int8 GEMV of " + std::to_string(nt) + " tokens x " + std::to_string(w.cols));
+        } else if (!launch_repack_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream)) {
+          throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " int8 GEMV of " + std::to_string(nt) +
+                      " tokens x " + std::to_string(w.cols));
         }
       } else if (w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) {
         if (rope && rope->on && launch_k_i8(w, qt, dt, y + t0 * ldy, ldy, nt, stream, rope)) {
@@ -1954,7 +2089,7 @@ static bool q4k_i8_on() {
 }
 bool takes_int8_x(const DeviceWeight& w) {
   // Q4_K: one token's int8 activations must fit the shared-memory staging.
-  if (w.q6) return size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2) <= kSmemXMax;
+  if (w.repack) return size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2) <= kSmemXMax;
   return w.scales != nullptr || ((w.type == GgmlType::Q4_K || w.type == GgmlType::Q5_K) && w.cols % QK_K == 0 && q4k_i8_on() &&
                                  size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2) <= kSmemXMax);
 }
@@ -2362,6 +2497,7 @@ class CudaBackend final : public Backend {
     int8_on_ = env_int("PENSIEVE_CUDA_INT8", int8_on_) != 0;
     q4_gemm_ = env_int("PENSIEVE_CUDA_Q4_GEMM", q4_gemm_);
     q6_on_ = env_int("PENSIEVE_CUDA_Q6_I8", q6_on_) != 0;
+    kpack_on_ = env_int("PENSIEVE_CUDA_KPACK", kpack_on_) != 0;
     fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
@@ -2426,19 +2562,36 @@ class CudaBackend final : public Backend {
     auto packed = [&](const Tensor* t) { return pack_on_ && packs(t->type) && t->cols() % 32 == 0; };
     auto n_blocks = [](const Tensor* t) { return int64_t(t->rows()) * (t->cols() / 32); };
     auto qbytes = [](const Tensor* t, int64_t nb) { return size_t(nb) * (t->type == GgmlType::Q4_0 ? 16 : 32); };
-    // Q6_K keeps its file layout and gains a repacked copy for the int8 GEMV.
-    auto q6 = [&](const Tensor* t) { return q6_on_ && int8_on_ && t->type == GgmlType::Q6_K && t->cols() % QK_K == 0; };
-    size_t total = 0, staging = 0;
+    // Q6_K, Q4_K and Q5_K keep their file layout and gain a repacked copy for the int8 GEMV, where
+    // the GPU keeps max(2 GiB, 10%) free after all of them (else none: the GEMVs read the file
+    // layout, slower).
+    bool repack_on = true;
+    auto repack_bytes = [&](const Tensor* t) -> size_t {
+      if (!repack_on || !int8_on_ || t->cols() % QK_K != 0) return 0;
+      if (t->type == GgmlType::Q6_K && q6_on_) return align(q6_pack_bytes(n_blocks(t)));
+      if ((t->type == GgmlType::Q4_K || t->type == GgmlType::Q5_K) && kpack_on_ && q4k_i8_on())
+        return align(kpack_bytes(n_blocks(t), t->type == GgmlType::Q5_K));
+      return 0;
+    };
+    size_t total = 0, staging = 0, extra = 0;
     for (const Tensor* t : host_) {
       if (packed(t)) {
         total += align(qbytes(t, n_blocks(t))) + align(size_t(n_blocks(t)) * 2);
         staging = std::max(staging, t->nbytes);
       } else {
         total += align(t->nbytes);
-        if (q6(t)) total += align(q6_pack_bytes(n_blocks(t)));
+        extra += repack_bytes(t);
       }
     }
     for (const auto& v : vectors_) total += align(v.size() * sizeof(float));
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) cudaGetLastError();
+    if (free_b < total + extra + std::max<size_t>(size_t(2) << 30, total_b / 10)) {
+      repack_on = false;
+      extra = 0;
+    }
+    repack_bytes_ = extra;
+    total += extra;
     weights_arena_.reserve(std::max<size_t>(total, 256), "the model's weights");
     DeviceBuffer raw;
     if (staging) raw.reserve(staging, "the weight upload staging");
@@ -2469,11 +2622,12 @@ class CudaBackend final : public Backend {
       check(cudaMemcpy(p, t->data, t->nbytes, cudaMemcpyHostToDevice), "weight upload");
       weights_.push_back({t->type, int(t->rows()), int(t->cols()), t->row_bytes(), p});
       p += align(t->nbytes);
-      if (q6(t)) {
-        pack_q6(weights_.back(), p, nullptr);
-        check(cudaDeviceSynchronize(), "Q6_K packing");
-        weights_.back().q6 = p;
-        p += align(q6_pack_bytes(n_blocks(t)));
+      if (const size_t rb = repack_bytes(t)) {
+        if (t->type == GgmlType::Q6_K) pack_q6(weights_.back(), p, nullptr);
+        else pack_k(weights_.back(), p);
+        check(cudaDeviceSynchronize(), "weight repacking");
+        weights_.back().repack = p;
+        p += rb;
       }
     }
     for (const auto& v : vectors_) {
@@ -2519,7 +2673,9 @@ class CudaBackend final : public Backend {
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    return device_name_ + ": weights " + gib(weight_bytes_) + ", fp16 weight cache " + gib(f16_cache_bytes_) +
+    return device_name_ + ": weights " + gib(weight_bytes_) +
+           (repack_bytes_ ? " (" + gib(repack_bytes_) + " of them repacked K-quant copies)" : std::string()) +
+           ", fp16 weight cache " + gib(f16_cache_bytes_) +
            ", KV pools " + gib(kv_bytes_->load()) + ", workspace " +
            gib(f16_ws_.bytes + acts) + "; " + gib(free_b) + " free of " + gib(total_b);
   }
@@ -2570,6 +2726,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer weights_arena_, rope_;
   float mscale_ = 1.0f;
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
+  size_t repack_bytes_ = 0;  // of weight_bytes_: the K-quants' copies for the int8 GEMVs
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
   mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_, gemm_ws_, ids_;
@@ -2587,6 +2744,7 @@ class CudaBackend final : public Backend {
   int q4_gemm_ = 1;
   // Q6_K matrices also repacked for the int8 GEMV (PENSIEVE_CUDA_Q6_I8=0: float32 GEMV only).
   bool q6_on_ = true;
+  bool kpack_on_ = true;  // PENSIEVE_CUDA_KPACK=0: Q4_K / Q5_K GEMVs read the file layout
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;

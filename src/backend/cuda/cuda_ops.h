@@ -36,9 +36,9 @@ struct DeviceWeight {
   size_t row_bytes;
   const uint8_t* data;
   const uint8_t* scales = nullptr;
-  // Q6_K (cols % 256 == 0): a second, repacked copy for the int8 GEMV (Q6Pack in cuda_backend.cu),
-  // beside the file-layout one that the float32 and fp16 paths read.
-  const uint8_t* q6 = nullptr;
+  // Q6_K, Q4_K, Q5_K (cols % 256 == 0): a second, repacked copy for the int8 GEMV (Q6Pack, KPack in
+  // cuda_backend.cu), beside the file-layout one that the float32 and fp16 paths read.
+  const uint8_t* repack = nullptr;
 };
 
 // Bytes of the int8 activation workspace gemv() needs for n_tok tokens of `cols` values.
