@@ -1605,7 +1605,8 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
 }
 
 // Fused producers of a GEMV's input, each also rounding its output to int8 per 32-value block
-// exactly as quantize_x_kernel does (when xq is set) for the int8 GEMV that reads it.
+// exactly as quantize_x_kernel does (when xq is set) for the int8 GEMV that reads it, or writing it
+// in fp16 as to_f16_kernel does (when xh is set: rows of dim, for a tensor-core GEMM).
 // Kind 1: x += a, then y = rmsnorm(x) * w; kind 2: y = rmsnorm(x) * w. One block of kNormThreads
 // per row; dim % 32 == 0, dim <= 4 * kNormThreads * kNormVec, every pointer 16-byte aligned. The
 // sums run in rmsnorm_kernel's order, so the float results equal the unfused ops' bit for bit.
@@ -1613,7 +1614,7 @@ template <int Kind>
 __global__ void __launch_bounds__(kNormThreads)
     norm_fused_kernel(float* __restrict__ x, const float* a, const float* __restrict__ w,
                       float* __restrict__ y, int dim, float eps, int8_t* __restrict__ xq,
-                      float2* __restrict__ xds) {
+                      float2* __restrict__ xds, __half* __restrict__ xh) {
   pdl_trigger();
   const size_t row = blockIdx.x;
   float4* xr = reinterpret_cast<float4*>(x + row * dim);
@@ -1651,6 +1652,11 @@ __global__ void __launch_bounds__(kNormThreads)
       o.z = v[j].z * scale * g[j].z;
       o.w = v[j].w * scale * g[j].w;
       yr[i] = o;
+      if (xh) {
+        __half2* oh = reinterpret_cast<__half2*>(xh + row * dim) + 2 * i;
+        oh[0] = __floats2half2_rn(o.x, o.y);
+        oh[1] = __floats2half2_rn(o.z, o.w);
+      }
     }
     if (xq) {
       // Eight neighbouring threads hold one 32-value block (n4 % 8 == 0: a group is all in or out).
@@ -1673,9 +1679,10 @@ __global__ void __launch_bounds__(kNormThreads)
 }
 
 // silu_mul_kernel's g = silu(g) * u over rows of 2 ff (ff % 32 == 0), one warp per 32 values,
-// also rounding the result to int8 as quantize_x_kernel does.
+// also rounding the result to int8 as quantize_x_kernel does, or (xh) writing it in fp16 (rows of
+// ff) as to_f16_kernel does.
 __global__ void silu_quant_kernel(float* __restrict__ g, int rows, int ff, int8_t* __restrict__ xq,
-                                  float2* __restrict__ xds) {
+                                  float2* __restrict__ xds, __half* __restrict__ xh) {
   pdl_trigger();
   pdl_wait();
   const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
@@ -1687,6 +1694,10 @@ __global__ void silu_quant_kernel(float* __restrict__ g, int rows, int ff, int8_
   const float a = row[c];
   const float v = a / (1.0f + expf(-a)) * row[ff + c];
   row[c] = v;
+  if (xh) {
+    xh[int64_t(t) * ff + c] = __float2half_rn(v);
+    return;
+  }
   float amax = fabsf(v);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
@@ -2067,19 +2078,19 @@ bool norm_fusable(const float* x, const float* a, const float* w, const float* y
           reinterpret_cast<uintptr_t>(y)) % 16 == 0;
 }
 void norm_fused(float* x, const float* a, const float* w, float* y, int rows, int dim, float eps, void* xq,
-                cudaStream_t st) {
+                cudaStream_t st, __half* xh) {
   if (rows <= 0) return;
   int8_t* q = static_cast<int8_t*>(xq);
   float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, dim)) : nullptr;
-  if (a) launch_pdl(norm_fused_kernel<1>, dim3(rows), dim3(kNormThreads), 0, st, x, a, w, y, dim, eps, q, ds);
-  else launch_pdl(norm_fused_kernel<2>, dim3(rows), dim3(kNormThreads), 0, st, x, static_cast<const float*>(nullptr), w, y, dim, eps, q, ds);
+  if (a) launch_pdl(norm_fused_kernel<1>, dim3(rows), dim3(kNormThreads), 0, st, x, a, w, y, dim, eps, q, ds, xh);
+  else launch_pdl(norm_fused_kernel<2>, dim3(rows), dim3(kNormThreads), 0, st, x, static_cast<const float*>(nullptr), w, y, dim, eps, q, ds, xh);
   check_launch("rmsnorm (fused)");
 }
-void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st) {
+void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st, __half* xh) {
   int8_t* q = static_cast<int8_t*>(xq);
-  float2* ds = reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, ff));
+  float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, ff)) : nullptr;
   const int64_t threads = int64_t(rows) * (ff / 32) * 32;
-  launch_pdl(silu_quant_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, st, g, rows, ff, q, ds);
+  launch_pdl(silu_quant_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, st, g, rows, ff, q, ds, xh);
   check_launch("silu_mul (fused)");
 }
 // PENSIEVE_CUDA_Q4K_I8=0: Q4_K and Q5_K GEMVs take float32 activations.
@@ -2454,7 +2465,11 @@ class CudaPass final : public BackendPass {
     float eps = 0.0f;
     size_t n = 0;  // add: values
   };
-  void emit_pending(void* xq = nullptr);
+  void emit_pending(void* xq = nullptr, __half* xh = nullptr);
+  // emit_pending() for a GEMM on fp16 activations x (n_tok rows of `cols`, ldx apart): where the
+  // pending rmsnorm or silu_mul produces x and the fp16 workspace holds them already, it also
+  // writes them there in fp16 (true: no to_f16 needed).
+  bool emit_pending_f16(const float* x, int64_t ldx, int n_tok, int cols);
   void record_attention(int layer, const float* qkv, float* out, void* xq);
   // Which activations the int8 workspace holds now (so that matmuls of the same input, e.g.
   // separate q, k and v, quantize it once); cleared by every op that may change them.
@@ -2544,8 +2559,9 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda:" + std::to_string(device_); }
 
-  int add_weight(const Tensor& t, WeightUse) override {
+  int add_weight(const Tensor& t, WeightUse use) override {
     host_.push_back(&t);
+    matmul_use_.push_back(use != WeightUse::Rows);
     return int(host_.size()) - 1;
   }
   int add_vector(std::vector<float> v) override {
@@ -2562,25 +2578,27 @@ class CudaBackend final : public Backend {
     auto packed = [&](const Tensor* t) { return pack_on_ && packs(t->type) && t->cols() % 32 == 0; };
     auto n_blocks = [](const Tensor* t) { return int64_t(t->rows()) * (t->cols() / 32); };
     auto qbytes = [](const Tensor* t, int64_t nb) { return size_t(nb) * (t->type == GgmlType::Q4_0 ? 16 : 32); };
-    // Q6_K, Q4_K and Q5_K keep their file layout and gain a repacked copy for the int8 GEMV, where
-    // the GPU keeps max(2 GiB, 10%) free after all of them (else none: the GEMVs read the file
-    // layout, slower).
+    // Q6_K, Q4_K and Q5_K matrices keep their file layout and gain a repacked copy for the int8
+    // GEMV, where the GPU keeps max(2 GiB, 10%) free after all of them (else none: the GEMVs read
+    // the file layout, slower); embedding tables read as rows only need none.
     bool repack_on = true;
-    auto repack_bytes = [&](const Tensor* t) -> size_t {
-      if (!repack_on || !int8_on_ || t->cols() % QK_K != 0) return 0;
+    auto repack_bytes = [&](size_t i) -> size_t {
+      const Tensor* t = host_[i];
+      if (!repack_on || !int8_on_ || !matmul_use_[i] || t->cols() % QK_K != 0) return 0;
       if (t->type == GgmlType::Q6_K && q6_on_) return align(q6_pack_bytes(n_blocks(t)));
       if ((t->type == GgmlType::Q4_K || t->type == GgmlType::Q5_K) && kpack_on_ && q4k_i8_on())
         return align(kpack_bytes(n_blocks(t), t->type == GgmlType::Q5_K));
       return 0;
     };
     size_t total = 0, staging = 0, extra = 0;
-    for (const Tensor* t : host_) {
+    for (size_t i = 0; i < host_.size(); ++i) {
+      const Tensor* t = host_[i];
       if (packed(t)) {
         total += align(qbytes(t, n_blocks(t))) + align(size_t(n_blocks(t)) * 2);
         staging = std::max(staging, t->nbytes);
       } else {
         total += align(t->nbytes);
-        extra += repack_bytes(t);
+        extra += repack_bytes(i);
       }
     }
     for (const auto& v : vectors_) total += align(v.size() * sizeof(float));
@@ -2596,7 +2614,8 @@ class CudaBackend final : public Backend {
     DeviceBuffer raw;
     if (staging) raw.reserve(staging, "the weight upload staging");
     uint8_t* p = static_cast<uint8_t*>(weights_arena_.ptr);
-    for (const Tensor* t : host_) {
+    for (size_t i = 0; i < host_.size(); ++i) {
+      const Tensor* t = host_[i];
       if (!has_kernel(t->type))
         throw Error(t->name + ": weight type " + std::string(type_name(t->type)) + " has no CUDA kernel");
       max_weight_elems_ = std::max(max_weight_elems_, size_t(t->rows()) * size_t(t->cols()));
@@ -2622,7 +2641,7 @@ class CudaBackend final : public Backend {
       check(cudaMemcpy(p, t->data, t->nbytes, cudaMemcpyHostToDevice), "weight upload");
       weights_.push_back({t->type, int(t->rows()), int(t->cols()), t->row_bytes(), p});
       p += align(t->nbytes);
-      if (const size_t rb = repack_bytes(t)) {
+      if (const size_t rb = repack_bytes(i)) {
         if (t->type == GgmlType::Q6_K) pack_q6(weights_.back(), p, nullptr);
         else pack_k(weights_.back(), p);
         check(cudaDeviceSynchronize(), "weight repacking");
@@ -2720,6 +2739,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::vector<const Tensor*> host_;
+  std::vector<bool> matmul_use_;  // of host_: read by matmuls (not only as embedding rows)
   std::vector<std::vector<float>> vectors_;
   std::vector<DeviceWeight> weights_;
   std::vector<float*> dvectors_;
@@ -3006,7 +3026,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   if (!exact && b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0 && w.scales && n_tok > b_.gemv_max_ &&
       n_tok <= kGemmMaxTokens && (b_.q4_gemm_ == 2 || n_tok <= kGemmToks || !b_.cached_f16(weight))) {
     qsrc_ = {};
-    emit_pending();
+    const bool f16 = emit_pending_f16(x, ldx, n_tok, w.cols);
     const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
     const size_t want = std::min(size_t(16) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kGemmPartMax);
     grow(b_.act_ws_, act, act + act / 4, "the fp16 activation workspace");
@@ -3016,9 +3036,9 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     const size_t part_bytes = b_.gemm_ws_.bytes;
     cudaStream_t st = b_.stream_;
     record({11, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
-            uint64_t(ldy), uint64_t(uintptr_t(xh)), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
+            uint64_t(ldy), uint64_t(uintptr_t(xh)), uint64_t(uintptr_t(part)), uint64_t(part_bytes), uint64_t(f16)},
            [=, &w] {
-             to_f16(x, ldx, w.cols, n_tok, xh, st);
+             if (!f16) to_f16(x, ldx, w.cols, n_tok, xh, st);
              launch_q4_gemm(w, xh, n_tok, y, ldy, part, part_bytes, st);
            });
     return;
@@ -3029,7 +3049,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   // replays as one graph, cuBLAS's kernels included (PENSIEVE_CUDA_BLAS_GRAPHS=0: such passes run
   // as plain launches).
   qsrc_ = {};
-  emit_pending();
+  const bool f16 = emit_pending_f16(x, ldx, n_tok, w.cols);
   // A prefill's GEMMs keep the GPU busy far longer than their launches take: no graph.
   if (!b_.blas_graphs_on_ || n_tok > kBlasGraphMaxTokens) graphable_ = false;
   const size_t ws = b_.max_weight_elems_ * sizeof(__half);
@@ -3042,14 +3062,14 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   cudaStream_t st = b_.stream_;
   cublasHandle_t blas = b_.blas_;
   record({10, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
-          uint64_t(ldy), uint64_t(uintptr_t(cached)), uint64_t(uintptr_t(wtmp)), uint64_t(uintptr_t(xh))},
+          uint64_t(ldy), uint64_t(uintptr_t(cached)), uint64_t(uintptr_t(wtmp)), uint64_t(uintptr_t(xh)), uint64_t(f16)},
          [=, &w] {
            const __half* wh = cached;
            if (!wh) {
              dequantize_f16(w, wtmp, st);
              wh = wtmp;
            }
-           to_f16(x, ldx, w.cols, n_tok, xh, st);
+           if (!f16) to_f16(x, ldx, w.cols, n_tok, xh, st);
            const float alpha = 1.0f, beta = 0.0f;
            check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, n_tok, w.cols, &alpha, wh, CUDA_R_16F,
                                    w.cols, xh, CUDA_R_16F, w.cols, &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F,
@@ -3150,7 +3170,18 @@ void CudaPass::silu_mul(float* g, int rows, int ff) {
   record({7, uint64_t(uintptr_t(g)), uint64_t(rows), uint64_t(ff)}, [=] { cuda::silu_mul(g, rows, ff, st); });
 }
 
-void CudaPass::emit_pending(void* xq) {
+bool CudaPass::emit_pending_f16(const float* x, int64_t ldx, int n_tok, int cols) {
+  const Pending& p = pend_;
+  const bool fits = b_.act_ws_.bytes >= size_t(n_tok) * size_t(cols) * sizeof(__half);
+  const bool norm = (p.kind == Pend::Norm || p.kind == Pend::AddNorm) && p.y == x && ldx == p.dim &&
+                    n_tok == p.rows && cols == p.dim;
+  const bool silu = p.kind == Pend::Silu && p.x == x && ldx == 2 * int64_t(p.dim) && n_tok == p.rows && cols == p.dim;
+  const bool take = fits && b_.fuse_on_ && (norm || silu);
+  emit_pending(nullptr, take ? static_cast<__half*>(b_.act_ws_.ptr) : nullptr);
+  return take;
+}
+
+void CudaPass::emit_pending(void* xq, __half* xh) {
   const Pending p = pend_;
   pend_ = Pending{};
   cudaStream_t st = b_.stream_;
@@ -3166,17 +3197,18 @@ void CudaPass::emit_pending(void* xq) {
       std::memcpy(&eb, &p.eps, sizeof eb);
       const float* a = p.kind == Pend::AddNorm ? p.a : nullptr;
       record({8, uint64_t(uintptr_t(p.x)), uint64_t(uintptr_t(a)), uint64_t(uintptr_t(p.w)), uint64_t(uintptr_t(p.y)),
-              uint64_t(p.rows), uint64_t(p.dim), eb, uint64_t(uintptr_t(xq))},
-             [=] { norm_fused(p.x, a, p.w, p.y, p.rows, p.dim, p.eps, xq, st); });
+              uint64_t(p.rows), uint64_t(p.dim), eb, uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(xh))},
+             [=] { norm_fused(p.x, a, p.w, p.y, p.rows, p.dim, p.eps, xq, st, xh); });
       return;
     }
     case Pend::Attn:
       record_attention(p.dim, p.a, p.y, xq);
       return;
     case Pend::Silu:
-      if (xq) {
-        record({9, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim), uint64_t(uintptr_t(xq))},
-               [=] { silu_quant(p.x, p.rows, p.dim, xq, st); });
+      if (xq || xh) {
+        record({9, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim), uint64_t(uintptr_t(xq)),
+                uint64_t(uintptr_t(xh))},
+               [=] { silu_quant(p.x, p.rows, p.dim, xq, st, xh); });
       } else {
         record({7, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim)},
                [=] { cuda::silu_mul(p.x, p.rows, p.dim, st); });
