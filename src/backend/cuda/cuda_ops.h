@@ -74,7 +74,9 @@ bool norm_fusable(const float* x, const float* a, const float* w, const float* y
 // tensor-core GEMM; xq null).
 void norm_fused(float* x, const float* a, const float* w, float* y, int rows, int dim, float eps, void* xq,
                 cudaStream_t st, __half* xh = nullptr);
-void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st, __half* xh = nullptr);
+// silu_quant with ks > 0: g and u are the sums of a Q4_0 GEMM's ks partial sums at `part`.
+void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st, __half* xh = nullptr,
+                const float* part = nullptr, int ks = 0);
 // Median device-to-device copy rate of `bytes`, counting bytes read plus bytes written.
 double copy_bandwidth(int device, size_t bytes);
 
