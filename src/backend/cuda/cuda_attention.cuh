@@ -449,7 +449,7 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     attention_split_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
                            int n_heads, int n_kv_heads, int window, float scale, float* __restrict__ out,
-                           int8_t* __restrict__ xq, float2* __restrict__ xds) {
+                           int8_t* __restrict__ xq, float2* __restrict__ xds, __half* __restrict__ xh) {
   pdl_trigger();
   pdl_wait();
   constexpr int G = HD / 8, P = 32 / G;
@@ -585,7 +585,7 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
   }
   __syncthreads();
   merge_warp_parts(sm, sl, &sacc[0][0], HD, HD, out + size_t(t) * q_dim + size_t(h) * HD, HD % 32 == 0 ? xq : nullptr,
-                   xds, size_t(t) * q_dim + size_t(h) * HD);
+                   xds, size_t(t) * q_dim + size_t(h) * HD, xh);
 }
 
 }  // namespace pensieve::cuda

@@ -1427,26 +1427,34 @@ __global__ void __launch_bounds__(32 * kQ4Warps, 1)
     }
 }
 
-static void launch_q4_gemm(const DeviceWeight& w, const __half* xh, int nt, float* y, int64_t ldy, float* part,
-                           size_t part_bytes, cudaStream_t st) {
+constexpr int kQ4RowsABlock = 16 * kQ4Tiles * kQ4Warps;
+// The Q4_0 GEMM's splits of k for nt tokens: as many as fill the GPU once (a block a
+// multiprocessor), a step each at least, the partial sums within part_bytes.
+static int q4_gemm_splits(const DeviceWeight& w, int nt, size_t part_bytes) {
   static const int n_sm = sm_count();
-  constexpr int smem = kQ4Stages * kQ4StageBytes, rows_a_block = 16 * kQ4Tiles * kQ4Warps;
+  const int n_steps = (w.cols / 32 + kQ4Step - 1) / kQ4Step;
+  const int row_blocks = (w.rows + kQ4RowsABlock - 1) / kQ4RowsABlock, tok_groups = (nt + kGemmToks - 1) / kGemmToks;
+  int ks = std::clamp(n_sm / (row_blocks * tok_groups), 1, std::min(16, n_steps));
+  while (ks > 1 && size_t(ks) * size_t(nt) * size_t(w.rows) * sizeof(float) > part_bytes) --ks;
+  return ks;
+}
+
+// y = the GEMM, or with ks > 1 and !sum only its partial sums in `part` (for the next op to add).
+static void launch_q4_gemm(const DeviceWeight& w, const __half* xh, int nt, float* y, int64_t ldy, float* part,
+                           size_t part_bytes, cudaStream_t st, bool sum = true) {
+  constexpr int smem = kQ4Stages * kQ4StageBytes;
   static const bool sized = [] {
     check(cudaFuncSetAttribute(gemm_q4_f16_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "Q4_0 GEMM");
     return true;
   }();
   (void)sized;
-  const int n_steps = (w.cols / 32 + kQ4Step - 1) / kQ4Step;
-  const int row_blocks = (w.rows + rows_a_block - 1) / rows_a_block, tok_groups = (nt + kGemmToks - 1) / kGemmToks;
-  // Splits of k: as many as fill the GPU once (a block a multiprocessor), a step each at least, the
-  // partial sums within part_bytes.
-  int ks = std::clamp(n_sm / (row_blocks * tok_groups), 1, std::min(16, n_steps));
-  while (ks > 1 && size_t(ks) * size_t(nt) * size_t(w.rows) * sizeof(float) > part_bytes) --ks;
+  const int ks = q4_gemm_splits(w, nt, part_bytes);
+  const int row_blocks = (w.rows + kQ4RowsABlock - 1) / kQ4RowsABlock, tok_groups = (nt + kGemmToks - 1) / kGemmToks;
   const dim3 grid{unsigned(row_blocks), unsigned(ks), unsigned(tok_groups)};
   launch_pdl(gemm_q4_f16_kernel, grid, dim3(32 * kQ4Warps), size_t(smem), st, w.data,
              reinterpret_cast<const __half*>(w.scales), w.rows, w.cols, xh, nt, ks, y, ldy, part);
   check_launch("Q4_0 GEMM");
-  if (ks > 1) sum_parts(part, ks, nt, w.rows, y, ldy, st);
+  if (ks > 1 && sum) sum_parts(part, ks, nt, w.rows, y, ldy, st);
 }
 
 // Float weights of any width (tiny test models): element by element.
@@ -1605,7 +1613,8 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
 }
 
 // Fused producers of a GEMV's input, each also rounding its output to int8 per 32-value block
-// exactly as quantize_x_kernel does (when xq is set) for the int8 GEMV that reads it.
+// exactly as quantize_x_kernel does (when xq is set) for the int8 GEMV that reads it, or writing it
+// in fp16 as to_f16_kernel does (when xh is set: rows of dim, for a tensor-core GEMM).
 // Kind 1: x += a, then y = rmsnorm(x) * w; kind 2: y = rmsnorm(x) * w. One block of kNormThreads
 // per row; dim % 32 == 0, dim <= 4 * kNormThreads * kNormVec, every pointer 16-byte aligned. The
 // sums run in rmsnorm_kernel's order, so the float results equal the unfused ops' bit for bit.
@@ -1613,7 +1622,7 @@ template <int Kind>
 __global__ void __launch_bounds__(kNormThreads)
     norm_fused_kernel(float* __restrict__ x, const float* a, const float* __restrict__ w,
                       float* __restrict__ y, int dim, float eps, int8_t* __restrict__ xq,
-                      float2* __restrict__ xds) {
+                      float2* __restrict__ xds, __half* __restrict__ xh) {
   pdl_trigger();
   const size_t row = blockIdx.x;
   float4* xr = reinterpret_cast<float4*>(x + row * dim);
@@ -1651,6 +1660,11 @@ __global__ void __launch_bounds__(kNormThreads)
       o.z = v[j].z * scale * g[j].z;
       o.w = v[j].w * scale * g[j].w;
       yr[i] = o;
+      if (xh) {
+        __half2* oh = reinterpret_cast<__half2*>(xh + row * dim) + 2 * i;
+        oh[0] = __floats2half2_rn(o.x, o.y);
+        oh[1] = __floats2half2_rn(o.z, o.w);
+      }
     }
     if (xq) {
       // Eight neighbouring threads hold one 32-value block (n4 % 8 == 0: a group is all in or out).
@@ -1673,9 +1687,11 @@ __global__ void __launch_bounds__(kNormThreads)
 }
 
 // silu_mul_kernel's g = silu(g) * u over rows of 2 ff (ff % 32 == 0), one warp per 32 values,
-// also rounding the result to int8 as quantize_x_kernel does.
+// also rounding the result to int8 as quantize_x_kernel does, or (xh) writing it in fp16 (rows of
+// ff) as to_f16_kernel does. With ks > 0, g and u are read as the ks partial sums of the Q4_0 GEMM
+// that made them (part, rows of 2 ff) and the ops after read only g.
 __global__ void silu_quant_kernel(float* __restrict__ g, int rows, int ff, int8_t* __restrict__ xq,
-                                  float2* __restrict__ xds) {
+                                  float2* __restrict__ xds, __half* __restrict__ xh, const float* part, int ks) {
   pdl_trigger();
   pdl_wait();
   const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
@@ -1684,9 +1700,24 @@ __global__ void silu_quant_kernel(float* __restrict__ g, int rows, int ff, int8_
   const int t = int(gw / nb), b = int(gw % nb);
   float* row = g + int64_t(t) * 2 * ff;
   const int c = b * 32 + lane;
-  const float a = row[c];
-  const float v = a / (1.0f + expf(-a)) * row[ff + c];
+  float a = 0.0f, u = 0.0f;
+  if (ks > 0) {  // gate and up as the GEMM's partial sums, added in sum_parts_kernel's order
+    for (int k = 0; k < ks; ++k) {
+      const float* pr = part + (int64_t(k) * rows + t) * 2 * ff;
+      a += __ldcg(pr + c);
+      u += __ldcg(pr + ff + c);
+    }
+  } else {
+    a = row[c];
+    u = row[ff + c];
+  }
+  const float v = a / (1.0f + expf(-a)) * u;
   row[c] = v;
+  if (xh) {
+    xh[int64_t(t) * ff + c] = __float2half_rn(v);
+    return;
+  }
+  if (!xq) return;
   float amax = fabsf(v);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
@@ -1815,7 +1846,7 @@ constexpr int kMaxHeadDim = 256;
 template <int NW>
 __device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const float (&sl)[NW], const float* sacc, int ld,
                                                  int hd, float* __restrict__ o, int8_t* __restrict__ xq,
-                                                 float2* __restrict__ xds, size_t c0) {
+                                                 float2* __restrict__ xds, size_t c0, __half* __restrict__ xh = nullptr) {
   const int lane = threadIdx.x % 32;
   float M = -INFINITY;
   for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w]);
@@ -1828,6 +1859,7 @@ __device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const fl
       if (sl[w] > 0.0f) sum += sacc[w * ld + d] * expf(sm[w] - M);
     const float val = sum / L;
     o[d] = val;
+    if (xh) xh[c0 + d] = __float2half_rn(val);
     if (xq) {
       float amax = fabsf(val);
 #pragma unroll
@@ -2067,19 +2099,20 @@ bool norm_fusable(const float* x, const float* a, const float* w, const float* y
           reinterpret_cast<uintptr_t>(y)) % 16 == 0;
 }
 void norm_fused(float* x, const float* a, const float* w, float* y, int rows, int dim, float eps, void* xq,
-                cudaStream_t st) {
+                cudaStream_t st, __half* xh) {
   if (rows <= 0) return;
   int8_t* q = static_cast<int8_t*>(xq);
   float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, dim)) : nullptr;
-  if (a) launch_pdl(norm_fused_kernel<1>, dim3(rows), dim3(kNormThreads), 0, st, x, a, w, y, dim, eps, q, ds);
-  else launch_pdl(norm_fused_kernel<2>, dim3(rows), dim3(kNormThreads), 0, st, x, static_cast<const float*>(nullptr), w, y, dim, eps, q, ds);
+  if (a) launch_pdl(norm_fused_kernel<1>, dim3(rows), dim3(kNormThreads), 0, st, x, a, w, y, dim, eps, q, ds, xh);
+  else launch_pdl(norm_fused_kernel<2>, dim3(rows), dim3(kNormThreads), 0, st, x, static_cast<const float*>(nullptr), w, y, dim, eps, q, ds, xh);
   check_launch("rmsnorm (fused)");
 }
-void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st) {
+void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st, __half* xh, const float* part, int ks) {
   int8_t* q = static_cast<int8_t*>(xq);
-  float2* ds = reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, ff));
+  float2* ds = q ? reinterpret_cast<float2*>(q + quantized_x_scales_offset(rows, ff)) : nullptr;
   const int64_t threads = int64_t(rows) * (ff / 32) * 32;
-  launch_pdl(silu_quant_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, st, g, rows, ff, q, ds);
+  launch_pdl(silu_quant_kernel, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, st, g, rows, ff, q, ds, xh,
+             part, ks);
   check_launch("silu_mul (fused)");
 }
 // PENSIEVE_CUDA_Q4K_I8=0: Q4_K and Q5_K GEMVs take float32 activations.
@@ -2235,21 +2268,22 @@ static int split_minb() {
 template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
-                         float2* ds, int kv) {
+                         float2* ds, int kv, __half* xh) {
   if ((kv & 1) && split_minb() == 4)
     launch_pdl(attention_split_kernel<HD, false, 4>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
-               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh);
   else if (kv & 1)
     launch_pdl(attention_split_kernel<HD, false, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
-               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh);
   if (kv & 2)
     launch_pdl(attention_split_kernel<HD, true, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
-               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh);
 }
 
-// With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it.
+// With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it; with
+// xh (every token a lone one: plan.n_tiles == 0), also written in fp16 for the GEMM that reads it.
 void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, int n_slots, int layer,
-               const ModelConfig& cfg, float* out, cudaStream_t st, void* xq, const AttnPlan& plan) {
+               const ModelConfig& cfg, float* out, cudaStream_t st, void* xq, const AttnPlan& plan, __half* xh) {
   if (cfg.head_dim > kMaxHeadDim)
     throw Error("CUDA attention: head_dim " + std::to_string(cfg.head_dim) + " > " + std::to_string(kMaxHeadDim));
   const int q_dim = cfg.n_heads * cfg.head_dim;
@@ -2292,14 +2326,14 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
   if (plan.n_lone > 0) {
     const dim3 grid(plan.n_lone, cfg.n_heads);
     switch (cfg.head_dim / 16) {
-      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
-      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
-      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
-      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
-      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
-      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
-      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
-      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
+      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
+      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
+      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
+      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
+      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
+      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
+      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
     }
     check_launch("attention (split)");
   }
@@ -2453,9 +2487,15 @@ class CudaPass final : public BackendPass {
     int rows = 0, dim = 0;     // norm: rows x dim; silu: rows x ff; attention: dim = the layer
     float eps = 0.0f;
     size_t n = 0;  // add: values
+    const float* part = nullptr;  // silu: g and u as a Q4_0 GEMM's ks partial sums (PartsSlot)
+    int ks = 0;
   };
-  void emit_pending(void* xq = nullptr);
-  void record_attention(int layer, const float* qkv, float* out, void* xq);
+  void emit_pending(void* xq = nullptr, __half* xh = nullptr);
+  // emit_pending() for a GEMM on fp16 activations x (n_tok rows of `cols`, ldx apart): where the
+  // pending rmsnorm or silu_mul produces x and the fp16 workspace holds them already, it also
+  // writes them there in fp16 (true: no to_f16 needed).
+  bool emit_pending_f16(const float* x, int64_t ldx, int n_tok, int cols);
+  void record_attention(int layer, const float* qkv, float* out, void* xq, __half* xh = nullptr);
   // Which activations the int8 workspace holds now (so that matmuls of the same input, e.g.
   // separate q, k and v, quantize it once); cleared by every op that may change them.
   struct QuantSrc {
@@ -2474,6 +2514,16 @@ class CudaPass final : public BackendPass {
     std::shared_ptr<RopeArgs> args;
   };
   RopeSlot rope_slot_;
+  // The last recorded op while it is the sum of a Q4_0 GEMM's partial sums into y (rows of `rows`
+  // floats, ldy apart): a silu_mul of y that follows drops it and adds the parts itself.
+  struct PartsSlot {
+    size_t op = SIZE_MAX, sig_at = 0;
+    const float* y = nullptr;
+    int64_t ldy = 0;
+    const float* part = nullptr;
+    int ks = 0, nt = 0, rows = 0;
+  };
+  PartsSlot parts_slot_;
   Pending pend_;
   AttnPlan plan_;
   bool profiling_ = false;
@@ -2498,6 +2548,7 @@ class CudaBackend final : public Backend {
     q4_gemm_ = env_int("PENSIEVE_CUDA_Q4_GEMM", q4_gemm_);
     q6_on_ = env_int("PENSIEVE_CUDA_Q6_I8", q6_on_) != 0;
     kpack_on_ = env_int("PENSIEVE_CUDA_KPACK", kpack_on_) != 0;
+    parts_fuse_on_ = env_int("PENSIEVE_CUDA_PARTS_FUSE", parts_fuse_on_) != 0;
     fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
@@ -2544,8 +2595,9 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda:" + std::to_string(device_); }
 
-  int add_weight(const Tensor& t, WeightUse) override {
+  int add_weight(const Tensor& t, WeightUse use) override {
     host_.push_back(&t);
+    matmul_use_.push_back(use != WeightUse::Rows);
     return int(host_.size()) - 1;
   }
   int add_vector(std::vector<float> v) override {
@@ -2562,25 +2614,27 @@ class CudaBackend final : public Backend {
     auto packed = [&](const Tensor* t) { return pack_on_ && packs(t->type) && t->cols() % 32 == 0; };
     auto n_blocks = [](const Tensor* t) { return int64_t(t->rows()) * (t->cols() / 32); };
     auto qbytes = [](const Tensor* t, int64_t nb) { return size_t(nb) * (t->type == GgmlType::Q4_0 ? 16 : 32); };
-    // Q6_K, Q4_K and Q5_K keep their file layout and gain a repacked copy for the int8 GEMV, where
-    // the GPU keeps max(2 GiB, 10%) free after all of them (else none: the GEMVs read the file
-    // layout, slower).
+    // Q6_K, Q4_K and Q5_K matrices keep their file layout and gain a repacked copy for the int8
+    // GEMV, where the GPU keeps max(2 GiB, 10%) free after all of them (else none: the GEMVs read
+    // the file layout, slower); embedding tables read as rows only need none.
     bool repack_on = true;
-    auto repack_bytes = [&](const Tensor* t) -> size_t {
-      if (!repack_on || !int8_on_ || t->cols() % QK_K != 0) return 0;
+    auto repack_bytes = [&](size_t i) -> size_t {
+      const Tensor* t = host_[i];
+      if (!repack_on || !int8_on_ || !matmul_use_[i] || t->cols() % QK_K != 0) return 0;
       if (t->type == GgmlType::Q6_K && q6_on_) return align(q6_pack_bytes(n_blocks(t)));
       if ((t->type == GgmlType::Q4_K || t->type == GgmlType::Q5_K) && kpack_on_ && q4k_i8_on())
         return align(kpack_bytes(n_blocks(t), t->type == GgmlType::Q5_K));
       return 0;
     };
     size_t total = 0, staging = 0, extra = 0;
-    for (const Tensor* t : host_) {
+    for (size_t i = 0; i < host_.size(); ++i) {
+      const Tensor* t = host_[i];
       if (packed(t)) {
         total += align(qbytes(t, n_blocks(t))) + align(size_t(n_blocks(t)) * 2);
         staging = std::max(staging, t->nbytes);
       } else {
         total += align(t->nbytes);
-        extra += repack_bytes(t);
+        extra += repack_bytes(i);
       }
     }
     for (const auto& v : vectors_) total += align(v.size() * sizeof(float));
@@ -2596,7 +2650,8 @@ class CudaBackend final : public Backend {
     DeviceBuffer raw;
     if (staging) raw.reserve(staging, "the weight upload staging");
     uint8_t* p = static_cast<uint8_t*>(weights_arena_.ptr);
-    for (const Tensor* t : host_) {
+    for (size_t i = 0; i < host_.size(); ++i) {
+      const Tensor* t = host_[i];
       if (!has_kernel(t->type))
         throw Error(t->name + ": weight type " + std::string(type_name(t->type)) + " has no CUDA kernel");
       max_weight_elems_ = std::max(max_weight_elems_, size_t(t->rows()) * size_t(t->cols()));
@@ -2622,7 +2677,7 @@ class CudaBackend final : public Backend {
       check(cudaMemcpy(p, t->data, t->nbytes, cudaMemcpyHostToDevice), "weight upload");
       weights_.push_back({t->type, int(t->rows()), int(t->cols()), t->row_bytes(), p});
       p += align(t->nbytes);
-      if (const size_t rb = repack_bytes(t)) {
+      if (const size_t rb = repack_bytes(i)) {
         if (t->type == GgmlType::Q6_K) pack_q6(weights_.back(), p, nullptr);
         else pack_k(weights_.back(), p);
         check(cudaDeviceSynchronize(), "weight repacking");
@@ -2720,6 +2775,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::vector<const Tensor*> host_;
+  std::vector<bool> matmul_use_;  // of host_: read by matmuls (not only as embedding rows)
   std::vector<std::vector<float>> vectors_;
   std::vector<DeviceWeight> weights_;
   std::vector<float*> dvectors_;
@@ -2745,6 +2801,7 @@ class CudaBackend final : public Backend {
   // Q6_K matrices also repacked for the int8 GEMV (PENSIEVE_CUDA_Q6_I8=0: float32 GEMV only).
   bool q6_on_ = true;
   bool kpack_on_ = true;  // PENSIEVE_CUDA_KPACK=0: Q4_K / Q5_K GEMVs read the file layout
+  bool parts_fuse_on_ = true;  // PENSIEVE_CUDA_PARTS_FUSE=0: silu_mul never adds GEMM partial sums
   // add + rmsnorm, rmsnorm + int8 rounding and silu_mul + int8 rounding as single kernels
   // (PENSIEVE_CUDA_FUSE=0: separate).
   bool fuse_on_ = true;
@@ -3006,7 +3063,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   if (!exact && b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0 && w.scales && n_tok > b_.gemv_max_ &&
       n_tok <= kGemmMaxTokens && (b_.q4_gemm_ == 2 || n_tok <= kGemmToks || !b_.cached_f16(weight))) {
     qsrc_ = {};
-    emit_pending();
+    const bool f16 = emit_pending_f16(x, ldx, n_tok, w.cols);
     const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
     const size_t want = std::min(size_t(16) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kGemmPartMax);
     grow(b_.act_ws_, act, act + act / 4, "the fp16 activation workspace");
@@ -3015,12 +3072,24 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     float* part = static_cast<float*>(b_.gemm_ws_.ptr);
     const size_t part_bytes = b_.gemm_ws_.bytes;
     cudaStream_t st = b_.stream_;
+    // The partial sums are added by an op of their own, which a silu_mul may take over.
+    const int ks = q4_gemm_splits(w, n_tok, part_bytes);
+    const bool apart = ks > 1 && b_.fuse_on_ && b_.parts_fuse_on_;
     record({11, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
-            uint64_t(ldy), uint64_t(uintptr_t(xh)), uint64_t(uintptr_t(part)), uint64_t(part_bytes)},
+            uint64_t(ldy), uint64_t(uintptr_t(xh)), uint64_t(uintptr_t(part)), uint64_t(part_bytes), uint64_t(f16),
+            uint64_t(apart)},
            [=, &w] {
-             to_f16(x, ldx, w.cols, n_tok, xh, st);
-             launch_q4_gemm(w, xh, n_tok, y, ldy, part, part_bytes, st);
+             if (!f16) to_f16(x, ldx, w.cols, n_tok, xh, st);
+             launch_q4_gemm(w, xh, n_tok, y, ldy, part, part_bytes, st, !apart);
            });
+    if (apart) {
+      const size_t sig_at = sig_.size();
+      const int rows = w.rows;
+      record({13, uint64_t(uintptr_t(part)), uint64_t(ks), uint64_t(n_tok), uint64_t(rows), uint64_t(uintptr_t(y)),
+              uint64_t(ldy)},
+             [=] { sum_parts(part, ks, n_tok, rows, y, ldy, st); });
+      parts_slot_ = {ops_.size() - 1, sig_at, y, ldy, part, ks, n_tok, rows};
+    }
     return;
   }
   // Prefill and wide batches: the weight in fp16 (its cached copy, else dequantized into a workspace
@@ -3029,7 +3098,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   // replays as one graph, cuBLAS's kernels included (PENSIEVE_CUDA_BLAS_GRAPHS=0: such passes run
   // as plain launches).
   qsrc_ = {};
-  emit_pending();
+  const bool f16 = emit_pending_f16(x, ldx, n_tok, w.cols);
   // A prefill's GEMMs keep the GPU busy far longer than their launches take: no graph.
   if (!b_.blas_graphs_on_ || n_tok > kBlasGraphMaxTokens) graphable_ = false;
   const size_t ws = b_.max_weight_elems_ * sizeof(__half);
@@ -3042,14 +3111,14 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   cudaStream_t st = b_.stream_;
   cublasHandle_t blas = b_.blas_;
   record({10, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
-          uint64_t(ldy), uint64_t(uintptr_t(cached)), uint64_t(uintptr_t(wtmp)), uint64_t(uintptr_t(xh))},
+          uint64_t(ldy), uint64_t(uintptr_t(cached)), uint64_t(uintptr_t(wtmp)), uint64_t(uintptr_t(xh)), uint64_t(f16)},
          [=, &w] {
            const __half* wh = cached;
            if (!wh) {
              dequantize_f16(w, wtmp, st);
              wh = wtmp;
            }
-           to_f16(x, ldx, w.cols, n_tok, xh, st);
+           if (!f16) to_f16(x, ldx, w.cols, n_tok, xh, st);
            const float alpha = 1.0f, beta = 0.0f;
            check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, n_tok, w.cols, &alpha, wh, CUDA_R_16F,
                                    w.cols, xh, CUDA_R_16F, w.cols, &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F,
@@ -3112,7 +3181,7 @@ void CudaPass::attention(int layer, const float* qkv, float* out) {
   record_attention(layer, qkv, out, nullptr);
 }
 
-void CudaPass::record_attention(int layer, const float* qkv, float* out, void* xq) {
+void CudaPass::record_attention(int layer, const float* qkv, float* out, void* xq, __half* xh) {
   const size_t meta_bytes = size_t(n_slots_) * sizeof(SlotMeta);
   const size_t table_off = (meta_bytes + 255) & ~size_t(255);
   if (b_.cfg_.head_dim > kMaxHeadDim)
@@ -3125,8 +3194,9 @@ void CudaPass::record_attention(int layer, const float* qkv, float* out, void* x
   const AttnPlan plan = plan_;
   record({5, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(uintptr_t(tables)), uint64_t(n),
           uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(plan.tiles)),
-          uint64_t(plan.n_tiles), uint64_t(plan.mma), uint64_t(plan.kv), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone)},
-         [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq, plan); });
+          uint64_t(plan.n_tiles), uint64_t(plan.mma), uint64_t(plan.kv), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone),
+          uint64_t(uintptr_t(xh))},
+         [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq, plan, xh); });
 }
 
 void CudaPass::add(float* x, const float* y, size_t n) {
@@ -3144,13 +3214,36 @@ void CudaPass::silu_mul(float* g, int rows, int ff) {
   emit_pending();
   if (b_.fuse_on_ && ff % 32 == 0) {
     pend_ = Pending{Pend::Silu, g, nullptr, nullptr, nullptr, rows, ff, 0.0f, 0};
+    const PartsSlot ps = parts_slot_;
+    if (ps.op + 1 == ops_.size() && ps.y == g && ps.ldy == 2 * int64_t(ff) && ps.nt == rows && ps.rows == 2 * ff) {
+      ops_.pop_back();  // the parts are added here instead
+      sig_.resize(ps.sig_at);
+      pend_.part = ps.part;
+      pend_.ks = ps.ks;
+    }
+    parts_slot_ = PartsSlot{};
     return;
   }
   cudaStream_t st = b_.stream_;
   record({7, uint64_t(uintptr_t(g)), uint64_t(rows), uint64_t(ff)}, [=] { cuda::silu_mul(g, rows, ff, st); });
 }
 
-void CudaPass::emit_pending(void* xq) {
+bool CudaPass::emit_pending_f16(const float* x, int64_t ldx, int n_tok, int cols) {
+  const Pending& p = pend_;
+  const bool fits = b_.act_ws_.bytes >= size_t(n_tok) * size_t(cols) * sizeof(__half);
+  const bool norm = (p.kind == Pend::Norm || p.kind == Pend::AddNorm) && p.y == x && ldx == p.dim &&
+                    n_tok == p.rows && cols == p.dim;
+  const bool silu = p.kind == Pend::Silu && p.x == x && ldx == 2 * int64_t(p.dim) && n_tok == p.rows && cols == p.dim;
+  // Attention: where every token goes through the split kernel (a decode step).
+  const int q_dim = b_.cfg_.n_heads * b_.cfg_.head_dim;
+  const bool attn = p.kind == Pend::Attn && p.y == x && ldx == q_dim && n_tok == n_slots_ && cols == q_dim &&
+                    plan_.tiles && plan_.n_tiles == 0 && plan_.n_lone == n_slots_;
+  const bool take = fits && b_.fuse_on_ && (norm || silu || attn);
+  emit_pending(nullptr, take ? static_cast<__half*>(b_.act_ws_.ptr) : nullptr);
+  return take;
+}
+
+void CudaPass::emit_pending(void* xq, __half* xh) {
   const Pending p = pend_;
   pend_ = Pending{};
   cudaStream_t st = b_.stream_;
@@ -3166,17 +3259,18 @@ void CudaPass::emit_pending(void* xq) {
       std::memcpy(&eb, &p.eps, sizeof eb);
       const float* a = p.kind == Pend::AddNorm ? p.a : nullptr;
       record({8, uint64_t(uintptr_t(p.x)), uint64_t(uintptr_t(a)), uint64_t(uintptr_t(p.w)), uint64_t(uintptr_t(p.y)),
-              uint64_t(p.rows), uint64_t(p.dim), eb, uint64_t(uintptr_t(xq))},
-             [=] { norm_fused(p.x, a, p.w, p.y, p.rows, p.dim, p.eps, xq, st); });
+              uint64_t(p.rows), uint64_t(p.dim), eb, uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(xh))},
+             [=] { norm_fused(p.x, a, p.w, p.y, p.rows, p.dim, p.eps, xq, st, xh); });
       return;
     }
     case Pend::Attn:
-      record_attention(p.dim, p.a, p.y, xq);
+      record_attention(p.dim, p.a, p.y, xq, xh);
       return;
     case Pend::Silu:
-      if (xq) {
-        record({9, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim), uint64_t(uintptr_t(xq))},
-               [=] { silu_quant(p.x, p.rows, p.dim, xq, st); });
+      if (xq || xh || p.ks) {
+        record({9, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim), uint64_t(uintptr_t(xq)),
+                uint64_t(uintptr_t(xh)), uint64_t(uintptr_t(p.part)), uint64_t(p.ks)},
+               [=] { silu_quant(p.x, p.rows, p.dim, xq, st, xh, p.part, p.ks); });
       } else {
         record({7, uint64_t(uintptr_t(p.x)), uint64_t(p.rows), uint64_t(p.dim)},
                [=] { cuda::silu_mul(p.x, p.rows, p.dim, st); });
@@ -3188,6 +3282,7 @@ void CudaPass::emit_pending(void* xq) {
 void CudaPass::flush() {
   emit_pending();
   rope_slot_ = RopeSlot{};  // a GEMV launched from here on takes no RoPE any more
+  parts_slot_ = PartsSlot{};
   if (ops_.empty()) return;
   std::vector<InlineOp> ops = std::move(ops_);
   std::vector<uint64_t> sig = std::move(sig_);

@@ -1,5 +1,6 @@
 // Host-side declarations of the CUDA backend's device buffers and op launchers (cuda_backend.cu).
 #pragma once
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
@@ -69,9 +70,13 @@ size_t quantized_x_scales_offset(int n_tok, int cols);
 // Fused ops (bit-identical to the separate ones), each also filling an int8 activation workspace
 // for the next GEMV when xq is set: [x += a;] y = rmsnorm(x) * w, and g = silu(g) * u.
 bool norm_fusable(const float* x, const float* a, const float* w, const float* y, int dim);
+// With xh (fp16, rows x dim or rows x ff), they also write their output there in fp16 (for a
+// tensor-core GEMM; xq null).
 void norm_fused(float* x, const float* a, const float* w, float* y, int rows, int dim, float eps, void* xq,
-                cudaStream_t st);
-void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st);
+                cudaStream_t st, __half* xh = nullptr);
+// silu_quant with ks > 0: g and u are the sums of a Q4_0 GEMM's ks partial sums at `part`.
+void silu_quant(float* g, int rows, int ff, void* xq, cudaStream_t st, __half* xh = nullptr,
+                const float* part = nullptr, int ks = 0);
 // Median device-to-device copy rate of `bytes`, counting bytes read plus bytes written.
 double copy_bandwidth(int device, size_t bytes);
 
