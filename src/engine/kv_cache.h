@@ -38,8 +38,9 @@ class KvPool {
   size_t bytes_per_row() const { return row_bytes_; }
 
   // Where a GPU backend keeps this pool's keys and values (the same blocks and block numbers as the
-  // host storage, which then stays untouched; the layout within a block is the backend's). Made by that backend on first use, freed with the
-  // pool; the block manager and the scheduler never see the difference.
+  // host storage, which then stays untouched; the layout within a block is the backend's). Made by
+  // that backend on first use, freed with the pool; the block manager and the scheduler never see
+  // the difference.
   struct DeviceStorage {
     virtual ~DeviceStorage() = default;
   };

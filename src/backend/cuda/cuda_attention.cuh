@@ -222,7 +222,6 @@ inline size_t mma_smem_bytes(int hd) {
   return sizeof(__half) * (size_t(kMmaQ + kTileK) * size_t(hd + kMmaPad) + size_t(hd) * (kTileK + kMmaPad));
 }
 
-
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&h);

@@ -1,7 +1,8 @@
 // The CUDA backend: weights copied once to the GPU in their file layout (Q4_0 and Q8_0 repacked:
-// quants contiguous and 16-byte aligned, scales apart; Q6_K kept and also repacked into a second,
-// aligned copy for the int8 GEMV), every op of the forward pass run there on one stream, keys and
-// values in a device copy of each KV pool, and only the logits copied back (the per-pass metadata
+// quants contiguous and 16-byte aligned, scales apart; Q6_K, Q4_K and Q5_K kept and, where there is
+// room, also repacked into a second, aligned copy for the int8 GEMV), every op of the forward pass
+// run there on one stream, keys and values in a device copy of each KV pool (in a layout of its
+// own within a block), and only the logits copied back (the per-pass metadata
 // and token ids go up from pinned memory without a wait; the embedding rows are dequantized there).
 // Decode matmuls (and every float32-exact one) are fused dequantize-GEMVs, several tokens per read
 // of the row: serving ones on Q4_0, Q8_0, Q4_K, Q5_K and Q6_K round the activations to int8 per 32
@@ -574,12 +575,6 @@ __device__ __forceinline__ void store_row_sums(const float (&acc)[N], int nt, fl
   }
 }
 
-// RoPE and the KV store of a one-token qkv GEMV done in its store (the ROPE instantiations of
-// gemv_i8_smem_kernel and gemv_k_i8_kernel):
-// the block's 4 warps take two rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
-// of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
-// rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
-// k and v rows go to its KV rows there. One launch a layer less in a decode step.
 // The KV cache on the GPU (its own layout; the CPU's rows are position-major): a block holds, for
 // each layer, its keys and then its values (block_size * row_bytes bytes further on), each as
 // n_kv_heads runs of block_size head rows (hdb bytes: head_dim elements), so that the keys of one
@@ -597,6 +592,12 @@ __device__ __forceinline__ void kv_put(const SlotMeta& s, int layer, int which, 
   else reinterpret_cast<__half*>(row)[i % head_dim] = __float2half_rn(v);
 }
 
+// RoPE and the KV store of a one-token qkv GEMV done in its store (the ROPE instantiations of
+// gemv_i8_smem_kernel and gemv_k_i8_kernel):
+// the block's 4 warps take two rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
+// of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
+// rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
+// k and v rows go to its KV rows there. One launch a layer less in a decode step.
 struct RopeArgs {
   bool on = false;
   const SlotMeta* slot = nullptr;
@@ -1177,7 +1178,6 @@ __global__ void pack_kernel(const uint8_t* __restrict__ raw, int64_t n_blocks, u
   for (int j = 0; j < kQ; ++j) Q[i * kQ + j] = b[2 + j];
 }
 
-// Packed W to fp16, one thread per block.
 // A packed Q4_0 / Q8_0 block (quants q, scale d) as 32 float32 values, with the file layout's
 // arithmetic (dequant32): d (q - 8), d q.
 template <GgmlType T>
@@ -1190,6 +1190,7 @@ __device__ __forceinline__ void dequant_packed32(const uint8_t* q, float d, floa
   }
 }
 
+// Packed W to fp16, one thread per block.
 template <GgmlType T>
 __global__ void dequant_packed_f16_kernel(const uint8_t* __restrict__ Q, const __half* __restrict__ S,
                                           int64_t n_blocks, __half* __restrict__ out) {
@@ -1764,6 +1765,7 @@ __device__ __forceinline__ void rope_rotate(float* v, int k, int half, int style
   v[ia] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
   v[ib] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
 }
+
 // Rotates heads blockIdx.y * hg .. + hg - 1 (q heads, then k heads) of token blockIdx.x, the
 // token's cos / sin computed once per block; the k heads among them are then written with their v
 // heads into the token's KV rows.
