@@ -9,7 +9,9 @@
 // values (in the kernel that produces them where it can) and use dp4a with 16-byte weight loads;
 // exact ones and the other types stay float32 (Q4_K, Q6_K: two rows a warp, coalesced; others: one
 // row a warp). Larger matmuls use an fp16 copy of the weight (cached on first use when the GPU has room,
-// else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out). A pass's
+// else dequantized into a workspace) and cuBLAS (fp16 in, fp32 accumulate and out), except batches
+// of 17-64 tokens on Q4_0 (a batched decode step): a GEMM that dequantizes in registers for the
+// tensor cores (wgmma with its k splits summed in a cluster on Hopper, mma.sync elsewhere). A pass's
 // launches are recorded and replayed as a CUDA graph once the same pass recurs (a decode token's
 // int8 qkv GEMV doing the RoPE and KV store in its store); the GEMVs and the
 // kernels around them use programmatic dependent launch so that each starts its weight loads
@@ -3333,7 +3335,8 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   }
   // Batches on packed Q4_0 of up to kGemmToks tokens, or up to kGemmMaxTokens where the weight has
   // no fp16 copy (the GPU lacks the room): the fp16 tensor-core GEMM that dequantizes in registers
-  // (gemm_q4_f16_kernel, which reads the weights once a 64 tokens) instead of cuBLAS on the copy.
+  // (gemm_q4_wgmma_kernel on Hopper, else gemm_q4_f16_kernel; each reads the weights once a 64
+  // tokens) instead of cuBLAS on the copy.
   if (!exact && b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0 && w.scales && n_tok > b_.gemv_max_ &&
       n_tok <= kGemmMaxTokens && (b_.q4_gemm_ == 2 || n_tok <= kGemmToks || !b_.cached_f16(weight))) {
     qsrc_ = {};
@@ -3341,7 +3344,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     const size_t act = size_t(n_tok) * size_t(w.cols) * sizeof(__half);
     const size_t want = std::min(size_t(16) * size_t(n_tok) * size_t(w.rows) * sizeof(float), kGemmPartMax);
     grow(b_.act_ws_, act, act + act / 4, "the fp16 activation workspace");
-    grow(b_.gemm_ws_, want, want, "the GEMM partial sums");
+    if (!wgmma_on()) grow(b_.gemm_ws_, want, want, "the GEMM partial sums");  // the wgmma kernel leaves none
     __half* xh = static_cast<__half*>(b_.act_ws_.ptr);
     float* part = static_cast<float*>(b_.gemm_ws_.ptr);
     const size_t part_bytes = b_.gemm_ws_.bytes;
