@@ -41,8 +41,13 @@ if [[ -n "${PENSIEVE_GPU_BIN:-}" ]]; then
   bin="$PENSIEVE_GPU_BIN"
   export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 else
+  # This GPU's architecture; on Hopper (compute capability 9.0) its sm_90a form, which the wgmma
+  # kernels need ("native" would give plain sm_90).
+  cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')"
+  native=native
+  [[ "$cap" == 90 ]] && native=90a-real
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPENSIEVE_BENCH=OFF \
-    -DCMAKE_CUDA_ARCHITECTURES="${PENSIEVE_CUDA_ARCH:-native}" >/dev/null ||
+    -DCMAKE_CUDA_ARCHITECTURES="${PENSIEVE_CUDA_ARCH:-$native}" >/dev/null ||
     { echo "gpu-check: configure failed; on a machine without the -dev packages use --pack elsewhere"; exit 1; }
   cmake --build build-gpu --target pensieve test_backend
   bin=build-gpu
