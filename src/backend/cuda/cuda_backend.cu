@@ -31,6 +31,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <unordered_map>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -2863,7 +2864,7 @@ class CudaBackend final : public Backend {
                    1e3 * t.record_ms / t.n, 1e3 * t.launch_ms / t.n);
     for (cudaEvent_t e : {timing_.e0, timing_.e1, timing_.e2})
       if (e) cudaEventDestroy(e);
-    for (auto& [sig, g] : graphs_)
+    for (auto& [h, g] : graphs_)
       if (g.exec) cudaGraphExecDestroy(g.exec);
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
@@ -3091,10 +3092,13 @@ class CudaBackend final : public Backend {
   int attn_mode_ = 1;
   bool blas_graphs_on_ = true;
   struct GraphEntry {
+    std::vector<uint64_t> sig;
     cudaGraphExec_t exec = nullptr;  // null: seen once, not captured yet (or capture failed)
     bool failed = false;
   };
-  std::map<std::vector<uint64_t>, GraphEntry> graphs_;
+  // By a hash of the signature (a pass's is ~3,000 words: comparing it once, not at every level
+  // of a tree, keeps the lookup to a few microseconds).
+  std::unordered_multimap<uint64_t, GraphEntry> graphs_;
   // Scratch a pass reuses (a pass holds mu_): its recorded launches and their signature, and a
   // second pair that flush() runs from while the pass may go on recording; the RoPE arguments of
   // its qkv GEMVs (a deque: stable addresses); what its constructor uploads.
@@ -3605,7 +3609,13 @@ void CudaPass::flush() {
     return;
   }
   if (b_.timing_.on) t_flush_ = std::chrono::steady_clock::now();
-  auto it = b_.graphs_.find(sig);
+  // FNV-1a over the words, four interleaved lanes (shorter dependency chains), then combined.
+  uint64_t lane[4] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full};
+  for (size_t i = 0; i < sig.size(); ++i) lane[i % 4] = (lane[i % 4] ^ sig[i]) * 0x100000001b3ull;
+  const uint64_t hash = ((lane[0] * 31 + lane[1]) * 31 + lane[2]) * 31 + lane[3];
+  auto it = b_.graphs_.end();
+  for (auto [lo, hi] = b_.graphs_.equal_range(hash); lo != hi; ++lo)
+    if (lo->second.sig == sig) it = lo;
   if (it == b_.graphs_.end()) {
     // First sight: plain launches (they also size every workspace); capture on the second.
     if (b_.graphs_.size() >= 32) {
@@ -3613,7 +3623,7 @@ void CudaPass::flush() {
         if (g.exec) cudaGraphExecDestroy(g.exec);
       b_.graphs_.clear();
     }
-    b_.graphs_.emplace(std::move(sig), CudaBackend::GraphEntry{});
+    b_.graphs_.emplace(hash, CudaBackend::GraphEntry{std::move(sig)});
     run_all();
     return;
   }
