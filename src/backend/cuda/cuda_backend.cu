@@ -29,12 +29,13 @@
 #include <cstdlib>
 #include <cstddef>
 #include <cstring>
+#include <deque>
 #include <map>
+#include <unordered_map>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <type_traits>
-#include <unordered_map>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_kernels.cuh"
@@ -2786,7 +2787,7 @@ class CudaPass final : public BackendPass {
     size_t op = SIZE_MAX;
     const float* y = nullptr;
     int rows = 0;
-    std::shared_ptr<RopeArgs> args;
+    RopeArgs* args = nullptr;  // in the backend's pass_rope_, valid until the next pass starts
   };
   RopeSlot rope_slot_;
   // The last recorded op while it is the sum of a Q4_0 GEMM's partial sums into y (rows of `rows`
@@ -2807,8 +2808,9 @@ class CudaPass final : public BackendPass {
   CudaBackend& b_;
   std::unique_lock<std::mutex> lock_;
   int n_slots_;
-  std::vector<uint64_t> sig_;
-  std::vector<InlineOp> ops_;
+  // The backend's (its passes run one at a time): reused, so that a pass allocates nothing.
+  std::vector<uint64_t>& sig_;
+  std::vector<InlineOp>& ops_;
   bool graphable_ = true;
 };
 
@@ -2862,7 +2864,7 @@ class CudaBackend final : public Backend {
                    1e3 * t.record_ms / t.n, 1e3 * t.launch_ms / t.n);
     for (cudaEvent_t e : {timing_.e0, timing_.e1, timing_.e2})
       if (e) cudaEventDestroy(e);
-    for (auto& [sig, g] : graphs_)
+    for (auto& [h, g] : graphs_)
       if (g.exec) cudaGraphExecDestroy(g.exec);
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
@@ -3090,10 +3092,23 @@ class CudaBackend final : public Backend {
   int attn_mode_ = 1;
   bool blas_graphs_on_ = true;
   struct GraphEntry {
+    std::vector<uint64_t> sig;
     cudaGraphExec_t exec = nullptr;  // null: seen once, not captured yet (or capture failed)
     bool failed = false;
   };
-  std::map<std::vector<uint64_t>, GraphEntry> graphs_;
+  // By a hash of the signature (a pass's is ~3,000 words: comparing it once, not at every level
+  // of a tree, keeps the lookup to a few microseconds).
+  std::unordered_multimap<uint64_t, GraphEntry> graphs_;
+  // Scratch a pass reuses (a pass holds mu_): its recorded launches and their signature, and a
+  // second pair that flush() runs from while the pass may go on recording; the RoPE arguments of
+  // its qkv GEMVs (a deque: stable addresses); what its constructor uploads.
+  std::vector<InlineOp> pass_ops_[2];
+  std::vector<uint64_t> pass_sig_[2];
+  std::deque<RopeArgs> pass_rope_;
+  std::vector<SlotMeta> pass_meta_;
+  std::vector<int32_t> pass_tables_, pass_lone_;
+  std::vector<AttnTile> pass_tiles_;
+  std::vector<std::pair<const SequenceState*, int>> pass_table_of_;
   std::vector<std::unique_ptr<DeviceBuffer>> f16_cache_;
   size_t f16_cache_bytes_ = 0;
   mutable PinnedBuffer meta_host_, rows_host_;
@@ -3118,15 +3133,25 @@ class CudaBackend final : public Backend {
 };
 
 CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
-    : b_(const_cast<CudaBackend&>(b)), lock_(b.mu_), n_slots_(int(slots.size())) {
+    : b_(const_cast<CudaBackend&>(b)),
+      lock_(b.mu_),
+      n_slots_(int(slots.size())),
+      sig_(b_.pass_sig_[0]),
+      ops_(b_.pass_ops_[0]) {
   if (b_.timing_.on) t_ctor_ = std::chrono::steady_clock::now();
   check(cudaSetDevice(b_.device_), "cudaSetDevice");
+  ops_.clear();  // empty already, unless a pass before threw
+  sig_.clear();
   ops_.reserve(size_t(b_.cfg_.n_layers) * 12 + 16);  // a layer records ~10 launches
   sig_.reserve(ops_.capacity() * 12);
+  b_.pass_rope_.clear();
   // Slot metadata and the block tables of the pass's sequences, in one upload.
-  std::vector<SlotMeta> meta(slots.size());
-  std::vector<int32_t> tables;
-  std::unordered_map<const SequenceState*, int> table_of;
+  std::vector<SlotMeta>& meta = b_.pass_meta_;
+  std::vector<int32_t>& tables = b_.pass_tables_;
+  auto& table_of = b_.pass_table_of_;  // each sequence's table offset (a pass has few sequences)
+  meta.assign(slots.size(), SlotMeta{});
+  tables.clear();
+  table_of.clear();
   for (size_t i = 0; i < slots.size(); ++i) {
     const PassSlot& s = slots[i];
     const KvPool& pool = *s.seq->pool;
@@ -3137,10 +3162,11 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
       *b_.kv_bytes_ += st->buf.bytes;
       pool.set_device_storage(std::move(st));
     }
-    auto it = table_of.find(s.seq);
-    if (it == table_of.end()) {
-      it = table_of.emplace(s.seq, int(tables.size())).first;
+    auto it = std::find_if(table_of.rbegin(), table_of.rend(), [&](const auto& e) { return e.first == s.seq; });
+    if (it == table_of.rend()) {
+      table_of.emplace_back(s.seq, int(tables.size()));
       tables.insert(tables.end(), s.seq->blocks.begin(), s.seq->blocks.end());
+      it = table_of.rbegin();
     }
     const int bs = pool.block_size();
     SlotMeta& m = meta[i];
@@ -3158,8 +3184,10 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   if (tables.empty()) tables.push_back(0);
   // The attention plan: runs of 2 or more tokens of one sequence at consecutive positions go as
   // tiles of up to kTileQ, other tokens one block each.
-  std::vector<AttnTile> tiles;
-  std::vector<int32_t> lone;
+  std::vector<AttnTile>& tiles = b_.pass_tiles_;
+  std::vector<int32_t>& lone = b_.pass_lone_;
+  tiles.clear();
+  lone.clear();
   const bool tiled = b_.attn_mode_ != 0 && tiled_attention(b_.cfg_);
   if (tiled) {
     for (size_t i = 0; i < slots.size();) {
@@ -3321,11 +3349,10 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     } else {
       emit_pending();
     }
-    std::shared_ptr<RopeArgs> rope;
-    if (xq && n_tok == 1 && b_.fuse_on_ && b_.rope_fuse_on_) rope = std::make_shared<RopeArgs>();
+    RopeArgs* rope = xq && n_tok == 1 && b_.fuse_on_ && b_.rope_fuse_on_ ? &b_.pass_rope_.emplace_back() : nullptr;
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
             uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready)},
-           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, rope.get()); });
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, rope); });
     rope_slot_ = rope ? RopeSlot{ops_.size() - 1, y, w.rows, rope} : RopeSlot{};
     // What the workspace holds now, unless this matmul's output overwrote its source.
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
@@ -3561,10 +3588,19 @@ void CudaPass::flush() {
   rope_slot_ = RopeSlot{};  // a GEMV launched from here on takes no RoPE any more
   parts_slot_ = PartsSlot{};
   if (ops_.empty()) return;
-  std::vector<InlineOp> ops = std::move(ops_);
-  std::vector<uint64_t> sig = std::move(sig_);
-  ops_.clear();
-  sig_.clear();
+  // Run from the second pair, emptied at every way out (capacity kept); recording goes on in ops_.
+  std::vector<InlineOp>& ops = b_.pass_ops_[1];
+  std::vector<uint64_t>& sig = b_.pass_sig_[1];
+  ops.swap(ops_);
+  sig.swap(sig_);
+  struct Done {
+    std::vector<InlineOp>& ops;
+    std::vector<uint64_t>& sig;
+    ~Done() {
+      ops.clear();
+      sig.clear();
+    }
+  } done{ops, sig};
   auto run_all = [&] {
     for (auto& f : ops) f();
   };
@@ -3573,7 +3609,13 @@ void CudaPass::flush() {
     return;
   }
   if (b_.timing_.on) t_flush_ = std::chrono::steady_clock::now();
-  auto it = b_.graphs_.find(sig);
+  // FNV-1a over the words, four interleaved lanes (shorter dependency chains), then combined.
+  uint64_t lane[4] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full};
+  for (size_t i = 0; i < sig.size(); ++i) lane[i % 4] = (lane[i % 4] ^ sig[i]) * 0x100000001b3ull;
+  const uint64_t hash = ((lane[0] * 31 + lane[1]) * 31 + lane[2]) * 31 + lane[3];
+  auto it = b_.graphs_.end();
+  for (auto [lo, hi] = b_.graphs_.equal_range(hash); lo != hi; ++lo)
+    if (lo->second.sig == sig) it = lo;
   if (it == b_.graphs_.end()) {
     // First sight: plain launches (they also size every workspace); capture on the second.
     if (b_.graphs_.size() >= 32) {
@@ -3581,7 +3623,7 @@ void CudaPass::flush() {
         if (g.exec) cudaGraphExecDestroy(g.exec);
       b_.graphs_.clear();
     }
-    b_.graphs_.emplace(std::move(sig), CudaBackend::GraphEntry{});
+    b_.graphs_.emplace(hash, CudaBackend::GraphEntry{std::move(sig)});
     run_all();
     return;
   }
