@@ -436,6 +436,13 @@ __global__ void __launch_bounds__(kTileThreads)
 }
 
 constexpr int kSplitWarps = 4;
+// Decode steps of at most this many tokens prefetch their first keys and values before the wait
+// (a 64-token step's ~100 MB would compete with the GEMM still running).
+constexpr int kSplitEarly = 4;
+
+__device__ __forceinline__ void prefetch_l2_line(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
 
 // Token tokens[blockIdx.x], head blockIdx.y: warp w takes the 32-key chunks w, w + kSplitWarps, ...
 // of the token's window (chunks counted from position 0). Lane j scores key j of a chunk over the
@@ -448,17 +455,32 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     attention_split_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
                            int n_heads, int n_kv_heads, int window, float scale, float* __restrict__ out,
-                           int8_t* __restrict__ xq, float2* __restrict__ xds, __half* __restrict__ xh) {
+                           int8_t* __restrict__ xq, float2* __restrict__ xds, __half* __restrict__ xh, int early) {
   pdl_trigger();
-  pdl_wait();
   constexpr int G = HD / 8, P = 32 / G;
   const int t = tokens[blockIdx.x], h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, grp = lane % G, kk = lane / G;
-  const SlotMeta s = slots[t];
+  const SlotMeta s = slots[t];  // the pass's metadata: uploaded before its first kernel
+  const int kvh = h / (n_heads / n_kv_heads);
+  const int start = window > 0 ? max(0, s.pos - window + 1) : 0;
+  if (early && bool(s.f32) == F32) {
+    // The keys and values of the warp's first chunk, asked of L2 before the wait for the qkv
+    // kernel: earlier passes wrote them (all but the token's own row), so the DRAM round trip
+    // overlaps that kernel's tail.
+    const int p = (start / 32 + warp) * 32 + lane;
+    if (p >= start && p <= s.pos) {
+      const uint8_t* k = kv_head_row(s, tables, layer, p, kvh, HD * (F32 ? 4 : 2));
+      const uint8_t* v = k + size_t(s.block_size) * s.row_bytes;
+      prefetch_l2_line(k);
+      prefetch_l2_line(k + HD * (F32 ? 4 : 2) - 1);
+      prefetch_l2_line(v);
+      prefetch_l2_line(v + HD * (F32 ? 4 : 2) - 1);
+    }
+  }
+  pdl_wait();
   if (bool(s.f32) != F32) return;  // the other launch's token (a pass mixing f16 and f32 caches)
   const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * HD;
-  const int kvh = h / (n_heads / n_kv_heads);
   __shared__ __align__(16) float sq[HD];
   for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
   __syncthreads();
@@ -466,7 +488,6 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
   float m = -INFINITY, l = 0.0f;
-  const int start = window > 0 ? max(0, s.pos - window + 1) : 0;
   for (int c0 = (start / 32 + warp) * 32; c0 <= s.pos; c0 += 32 * kSplitWarps) {
     const int p = c0 + lane;
     const bool ok = p >= start && p <= s.pos;

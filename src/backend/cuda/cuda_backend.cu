@@ -2541,19 +2541,26 @@ static int split_minb() {
   return v;
 }
 
+// PENSIEVE_CUDA_SPLIT_EARLY=0: no prefetch of the keys and values before the wait.
+static bool split_early() {
+  static const bool on = env_int("PENSIEVE_CUDA_SPLIT_EARLY", 1) != 0;
+  return on;
+}
+
 template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
                          float2* ds, int kv, __half* xh) {
+  const int early = int(grid.x) <= kSplitEarly && split_early();
   if ((kv & 1) && split_minb() == 4)
     launch_pdl(attention_split_kernel<HD, false, 4>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
-               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh);
+               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh, early);
   else if (kv & 1)
     launch_pdl(attention_split_kernel<HD, false, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
-               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh);
+               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh, early);
   if (kv & 2)
     launch_pdl(attention_split_kernel<HD, true, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
-               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh);
+               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh, early);
 }
 
 // With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it; with
