@@ -31,11 +31,11 @@
 #include <cstring>
 #include <deque>
 #include <map>
-#include <unordered_map>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <type_traits>
+#include <unordered_map>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_kernels.cuh"
