@@ -1160,9 +1160,15 @@ static bool launch_repack_i8(const DeviceWeight& w, const int8_t* xq, const floa
   auto go = [&](auto kernel, const auto& src) {
     launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, ra);
   };
-  if (w.type == GgmlType::Q6_K) go(i8_kernel<Q6Blocks<4>>(ro, nt), q6_parts(w.repack, nb));
-  else if (w.type == GgmlType::Q5_K) go(i8_kernel<KBlocks<true, 4>>(ro, nt), kpack_parts(w.repack, nb, true));
-  else go(i8_kernel<KBlocks<false, 4>>(ro, nt), kpack_parts(w.repack, nb, false));
+  auto with = [&]<int U>() {
+    if (w.type == GgmlType::Q6_K) go(i8_kernel<Q6Blocks<U>>(ro, nt), q6_parts(w.repack, nb));
+    else if (w.type == GgmlType::Q5_K) go(i8_kernel<KBlocks<true, U>>(ro, nt), kpack_parts(w.repack, nb, true));
+    else go(i8_kernel<KBlocks<false, U>>(ro, nt), kpack_parts(w.repack, nb, false));
+  };
+  static const int u = env_pick("PENSIEVE_CUDA_KPACK_UNROLL", 4, 2, 8, 4);
+  if (u == 2) with.template operator()<2>();
+  else if (u == 8) with.template operator()<8>();
+  else with.template operator()<4>();
   return true;
 }
 
