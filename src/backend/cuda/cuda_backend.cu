@@ -1165,8 +1165,10 @@ static bool launch_repack_i8(const DeviceWeight& w, const int8_t* xq, const floa
     else if (w.type == GgmlType::Q5_K) go(i8_kernel<KBlocks<true, U>>(ro, nt), kpack_parts(w.repack, nb, true));
     else go(i8_kernel<KBlocks<false, U>>(ro, nt), kpack_parts(w.repack, nb, false));
   };
-  static const int u = env_pick("PENSIEVE_CUDA_KPACK_UNROLL", 4, 2, 8, 4);
-  if (u == 2) with.template operator()<2>();
+  static const int uk = env_int("PENSIEVE_CUDA_KPACK_UNROLL", 4), u6 = env_int("PENSIEVE_CUDA_Q6_UNROLL", 4);
+  const int u = w.type == GgmlType::Q6_K ? u6 : uk;
+  if (u == 1) with.template operator()<1>();
+  else if (u == 2) with.template operator()<2>();
   else if (u == 8) with.template operator()<8>();
   else with.template operator()<4>();
   return true;
