@@ -164,13 +164,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r0 + r >= rows) break;
-#pragma unroll
-    for (int t = 0; t < kGemvTokens; ++t) {
-      if (t < nt) {
-        const float s = warp_sum(acc[r][t]);
-        if (lane == 0) y[t * ldy + r0 + r] = s;
-      }
-    }
+    store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
   }
 }
 
@@ -206,19 +200,6 @@ __device__ __forceinline__ const float2* stage_x_i8(uint4* sx, const int8_t* xq,
   __syncthreads();
   return sds;
 }
-// A warp's row r: each token's sum over the lanes into y[t * ldy + r].
-template <int N>
-__device__ __forceinline__ void store_row_sums(const float (&acc)[N], int nt, float* __restrict__ y, int64_t ldy, int r,
-                                               int lane) {
-#pragma unroll
-  for (int t = 0; t < N; ++t) {
-    if (t < nt) {
-      const float s = warp_sum(acc[t]);
-      if (lane == 0) y[t * ldy + r] = s;
-    }
-  }
-}
-
 // The KV cache on the GPU (its own layout; the CPU's rows are position-major): a block holds, for
 // each layer, its keys and then its values (block_size * row_bytes bytes further on), each as
 // n_kv_heads runs of block_size head rows (hdb bytes: head_dim elements), so that the keys of one
