@@ -751,11 +751,13 @@ static bool launch_repack_i8(const DeviceWeight& w, const int8_t* xq, const floa
   // Q4_K_M token's graph took 1,487-1,491 us with two against 1,527-1,531 with four, 1,613 with
   // one and 1,748 with eight). Q6_K keeps four (its 8192-column down GEMV was slower with two).
   static const int uk = env_pick("PENSIEVE_CUDA_KPACK_UNROLL", 2, 2, 4, 2);
+  auto kquant = [&]<int U>() {
+    if (w.type == GgmlType::Q5_K) go(i8_kernel<KBlocks<true, U>>(ro, nt), kpack_parts(w.repack, nb, true));
+    else go(i8_kernel<KBlocks<false, U>>(ro, nt), kpack_parts(w.repack, nb, false));
+  };
   if (w.type == GgmlType::Q6_K) go(i8_kernel<Q6Blocks<4>>(ro, nt), q6_parts(w.repack, nb));
-  else if (w.type == GgmlType::Q5_K && uk == 4) go(i8_kernel<KBlocks<true, 4>>(ro, nt), kpack_parts(w.repack, nb, true));
-  else if (w.type == GgmlType::Q5_K) go(i8_kernel<KBlocks<true, 2>>(ro, nt), kpack_parts(w.repack, nb, true));
-  else if (uk == 4) go(i8_kernel<KBlocks<false, 4>>(ro, nt), kpack_parts(w.repack, nb, false));
-  else go(i8_kernel<KBlocks<false, 2>>(ro, nt), kpack_parts(w.repack, nb, false));
+  else if (uk == 4) kquant.template operator()<4>();
+  else kquant.template operator()<2>();
   return true;
 }
 
