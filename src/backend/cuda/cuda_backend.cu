@@ -86,6 +86,19 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// A warp's row r: each token's sum over the lanes into y[t * ldy + r].
+template <int N>
+__device__ __forceinline__ void store_row_sums(const float (&acc)[N], int nt, float* __restrict__ y, int64_t ldy, int r,
+                                               int lane) {
+#pragma unroll
+  for (int t = 0; t < N; ++t) {
+    if (t < nt) {
+      const float s = warp_sum(acc[t]);
+      if (lane == 0) y[t * ldy + r] = s;
+    }
+  }
+}
+
 // Programmatic dependent launch (sm_90): a GEMV launched with launch_pdl() may start while the
 // kernel before it still runs; it issues its weight loads, which depend on nothing, and then
 // pdl_wait() blocks until the previous kernel has finished and its writes are visible. A kernel
@@ -356,13 +369,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r0 + r >= rows) break;
-#pragma unroll
-    for (int t = 0; t < kGemvTokens; ++t) {
-      if (t < nt) {
-        const float s = warp_sum(acc[r][t]);
-        if (lane == 0) y[t * ldy + r0 + r] = s;
-      }
-    }
+    store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
   }
 }
 

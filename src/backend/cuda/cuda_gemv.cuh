@@ -164,13 +164,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r0 + r >= rows) break;
-#pragma unroll
-    for (int t = 0; t < kGemvTokens; ++t) {
-      if (t < nt) {
-        const float s = warp_sum(acc[r][t]);
-        if (lane == 0) y[t * ldy + r0 + r] = s;
-      }
-    }
+    store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
   }
 }
 
@@ -206,19 +200,6 @@ __device__ __forceinline__ const float2* stage_x_i8(uint4* sx, const int8_t* xq,
   __syncthreads();
   return sds;
 }
-// A warp's row r: each token's sum over the lanes into y[t * ldy + r].
-template <int N>
-__device__ __forceinline__ void store_row_sums(const float (&acc)[N], int nt, float* __restrict__ y, int64_t ldy, int r,
-                                               int lane) {
-#pragma unroll
-  for (int t = 0; t < N; ++t) {
-    if (t < nt) {
-      const float s = warp_sum(acc[t]);
-      if (lane == 0) y[t * ldy + r] = s;
-    }
-  }
-}
-
 // The KV cache on the GPU (its own layout; the CPU's rows are position-major): a block holds, for
 // each layer, its keys and then its values (block_size * row_bytes bytes further on), each as
 // n_kv_heads runs of block_size head rows (hdb bytes: head_dim elements), so that the keys of one
@@ -770,11 +751,13 @@ static bool launch_repack_i8(const DeviceWeight& w, const int8_t* xq, const floa
   // Q4_K_M token's graph took 1,487-1,491 us with two against 1,527-1,531 with four, 1,613 with
   // one and 1,748 with eight). Q6_K keeps four (its 8192-column down GEMV was slower with two).
   static const int uk = env_pick("PENSIEVE_CUDA_KPACK_UNROLL", 2, 2, 4, 2);
+  auto kquant = [&]<int U>() {
+    if (w.type == GgmlType::Q5_K) go(i8_kernel<KBlocks<true, U>>(ro, nt), kpack_parts(w.repack, nb, true));
+    else go(i8_kernel<KBlocks<false, U>>(ro, nt), kpack_parts(w.repack, nb, false));
+  };
   if (w.type == GgmlType::Q6_K) go(i8_kernel<Q6Blocks<4>>(ro, nt), q6_parts(w.repack, nb));
-  else if (w.type == GgmlType::Q5_K && uk == 4) go(i8_kernel<KBlocks<true, 4>>(ro, nt), kpack_parts(w.repack, nb, true));
-  else if (w.type == GgmlType::Q5_K) go(i8_kernel<KBlocks<true, 2>>(ro, nt), kpack_parts(w.repack, nb, true));
-  else if (uk == 4) go(i8_kernel<KBlocks<false, 4>>(ro, nt), kpack_parts(w.repack, nb, false));
-  else go(i8_kernel<KBlocks<false, 2>>(ro, nt), kpack_parts(w.repack, nb, false));
+  else if (uk == 4) kquant.template operator()<4>();
+  else kquant.template operator()<2>();
   return true;
 }
 
