@@ -56,6 +56,22 @@ float dot_f16(const uint16_t* a, const float* b, int n) {
   return s;
 }
 
+static __m256 load_i8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+float dot_i8(const int8_t* a, const float* b, int n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(load_i8(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(load_i8(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += float(a[i]) * b[i];
+  return s;
+}
+
 void axpy(float a, const float* x, float* y, int n) {
   const __m256 va = _mm256_set1_ps(a);
   int i = 0;
@@ -70,6 +86,14 @@ void axpy_f16(float a, const uint16_t* x, float* y, int n) {
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += a * f16_to_f32(x[i]);
+}
+
+void axpy_i8(float a, const int8_t* x, float* y, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_i8(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * float(x[i]);
 }
 
 // The scalar tails go through the same vector exp (one padded lane group) so every element of a

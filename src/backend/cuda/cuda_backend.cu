@@ -754,12 +754,8 @@ __global__ void rope_store_token_kernel(float* __restrict__ qkv, const SlotMeta*
   __syncthreads();
   const float* k = row + q_dim;
   const float* vv = row + q_dim + kv_dim;
-  // The k heads of this block, as element range [e0, e1) of the token's k (and v) row.
-  const int e0 = max(h0 - n_heads, 0) * head_dim, e1 = max(h1 - n_heads, 0) * head_dim;
-  for (int i = e0 + threadIdx.x; i < e1; i += blockDim.x) {
-    kv_put(s, layer, 0, i, head_dim, k[i]);
-    kv_put(s, layer, 1, i, head_dim, vv[i]);
-  }
+  // The k heads of this block, and their v heads.
+  kv_put_heads(s, layer, k, vv, max(h0 - n_heads, 0), max(h1 - n_heads, 0), head_dim, n_kv_heads);
 }
 
 // Rotates head blockIdx.y (q heads, then k heads) of token blockIdx.x; a k head's block then writes
@@ -785,13 +781,7 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
   if (h < n_heads) return;
   __syncthreads();
   const int kh = h - n_heads;
-  const float* k = row + q_dim;
-  const float* vv = row + q_dim + kv_dim;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    const int i = kh * head_dim + d;
-    kv_put(s, layer, 0, i, head_dim, k[i]);
-    kv_put(s, layer, 1, i, head_dim, vv[i]);
-  }
+  kv_put_heads(s, layer, row + q_dim, row + q_dim + kv_dim, kh, kh + 1, head_dim, n_kv_heads);
 }
 
 constexpr int kAttnWarps = 4;
@@ -854,7 +844,7 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
   const int group = n_heads / n_kv_heads;
   const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * head_dim;
-  const int kvh = h / group, hdb = head_dim * (s.f32 ? 4 : 2);
+  const int kvh = h / group, hdb = head_dim * (s.q8 ? 1 : s.f32 ? 4 : 2);
   float qr[D], acc[D];
 #pragma unroll
   for (int i = 0; i < D; ++i) {
@@ -868,28 +858,32 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
     const int block = tables[s.table + p / s.block_size], off = p % s.block_size;
     const uint8_t* krow = kv_key(s, block, layer, off, kvh, hdb);
     const uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
+    // A Q8 row's values times its scale (1 for the others).
+    float dk = 1.0f, dv = 1.0f;
+    if (s.q8) {
+      const float* sk = kv_q8_scale(s, block, layer, off, kvh, head_dim, n_kv_heads);
+      dk = sk[0];
+      dv = *reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(sk) + size_t(s.block_size) * s.row_bytes);
+    }
+    auto elem = [&](const uint8_t* row, int d) {
+      return s.q8 ? float(reinterpret_cast<const int8_t*>(row)[d])
+             : s.f32 ? reinterpret_cast<const float*>(row)[d]
+                     : __half2float(reinterpret_cast<const __half*>(row)[d]);
+    };
     float part = 0.0f;
 #pragma unroll
     for (int i = 0; i < D; ++i) {
       const int d = lane + 32 * i;
-      if (d < head_dim) {
-        const float k = s.f32 ? reinterpret_cast<const float*>(krow)[d]
-                              : __half2float(reinterpret_cast<const __half*>(krow)[d]);
-        part = fmaf(qr[i], k, part);
-      }
+      if (d < head_dim) part = fmaf(qr[i], elem(krow, d), part);
     }
-    const float score = warp_sum(part) * scale;
+    const float score = warp_sum(part) * dk * scale;
     const float m_new = fmaxf(m, score);
     const float corr = expf(m - m_new), e = expf(score - m_new);
     l = l * corr + e;
 #pragma unroll
     for (int i = 0; i < D; ++i) {
       const int d = lane + 32 * i;
-      if (d < head_dim) {
-        const float v = s.f32 ? reinterpret_cast<const float*>(vrow)[d]
-                              : __half2float(reinterpret_cast<const __half*>(vrow)[d]);
-        acc[i] = acc[i] * corr + e * v;
-      }
+      if (d < head_dim) acc[i] = acc[i] * corr + e * dv * elem(vrow, d);
     }
     m = m_new;
   }
@@ -1180,8 +1174,8 @@ void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const
 struct AttnPlan {
   const AttnTile* tiles = nullptr;
   int n_tiles = 0;
-  bool mma = false;  // the tiles on tensor cores (every KV row fp16)
-  int kv = 1;         // the caches of the pass: 1 fp16, 2 float32, 3 both
+  bool mma = false;  // the tiles on tensor cores (no float32 KV rows)
+  int kv = 1;         // the caches of the pass: 1 fp16, 2 float32, 4 Q8, or several of them
   const int32_t* lone = nullptr;
   int n_lone = 0;
 };
@@ -1204,19 +1198,24 @@ static void launch_tile(dim3 grid, cudaStream_t st, const float* qkv, const Slot
              cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
 }
 
+// One launch for the tiles of each kind of cache in the pass (kv: 1 fp16, 4 Q8).
 template <int HD>
 static void launch_mma(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                        const AttnTile* tiles, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
-                       float2* ds) {
+                       float2* ds, int kv) {
   const size_t smem = mma_smem_bytes(HD);
   static const bool raised = [&] {
-    check(cudaFuncSetAttribute(attention_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-          "attention smem limit");
+    for (auto kernel : {attention_mma_kernel<HD, false>, attention_mma_kernel<HD, true>})
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attention smem limit");
     return true;
   }();
   (void)raised;
-  launch_pdl(attention_mma_kernel<HD>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
-             cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+  if (kv & 1)
+    launch_pdl(attention_mma_kernel<HD, false>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+  if (kv & 4)
+    launch_pdl(attention_mma_kernel<HD, true>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
 }
 
 // The fp16 decode kernel compiled for 4 blocks an SM (at most 128 registers a thread; 64 streams
@@ -1239,15 +1238,15 @@ static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const Slo
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
                          float2* ds, int kv, __half* xh) {
   const int early = int(grid.x) <= kSplitEarly && split_early();
-  if ((kv & 1) && split_minb() == 4)
-    launch_pdl(attention_split_kernel<HD, false, 4>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
-               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh, early);
-  else if (kv & 1)
-    launch_pdl(attention_split_kernel<HD, false, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
-               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh, early);
-  if (kv & 2)
-    launch_pdl(attention_split_kernel<HD, true, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
-               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh, early);
+  auto go = [&](auto kernel) {
+    launch_pdl(kernel, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer, cfg.n_heads, cfg.n_kv_heads,
+               cfg.sliding_window, scale, out, q, ds, xh, early);
+  };
+  if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>);
+  else if (kv & 1) go(attention_split_kernel<HD, 0, 1>);
+  if (kv & 2) go(attention_split_kernel<HD, 1, 1>);
+  if ((kv & 4) && split_minb() == 4) go(attention_split_kernel<HD, 2, 4>);
+  else if (kv & 4) go(attention_split_kernel<HD, 2, 1>);
 }
 
 // With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it; with
@@ -1269,14 +1268,14 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
   if (plan.n_tiles > 0 && plan.mma) {
     const dim3 grid(plan.n_tiles, cfg.n_heads);
     switch (cfg.head_dim / 16) {
-      case 1: launch_mma<16>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 2: launch_mma<32>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 3: launch_mma<48>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 4: launch_mma<64>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 5: launch_mma<80>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 6: launch_mma<96>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 7: launch_mma<112>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      default: launch_mma<128>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 1: launch_mma<16>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 2: launch_mma<32>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 3: launch_mma<48>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 4: launch_mma<64>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 5: launch_mma<80>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 6: launch_mma<96>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 7: launch_mma<112>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      default: launch_mma<128>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
     }
     check_launch("attention (tiles, mma)");
   } else if (plan.n_tiles > 0) {
@@ -1868,7 +1867,8 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     m.block_bytes = int64_t(pool.bytes_per_block());
     m.row_bytes = int64_t(pool.bytes_per_row());
     m.block_size = bs;
-    m.f32 = pool.is_f32();
+    m.f32 = pool.type() == KvType::F32;
+    m.q8 = pool.type() == KvType::Q8;
     m.pos = s.pos;
     m.table = it->second;
     m.block = s.seq->blocks[size_t(s.pos / bs)];
@@ -1912,9 +1912,10 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     plan_.n_tiles = int(tiles.size());
     plan_.lone = reinterpret_cast<const int32_t*>(base + lone_off);
     plan_.n_lone = int(lone.size());
-    const bool any16 = std::any_of(meta.begin(), meta.end(), [](const SlotMeta& m) { return !m.f32; });
-    const bool any32 = std::any_of(meta.begin(), meta.end(), [](const SlotMeta& m) { return m.f32; });
-    plan_.kv = (any16 ? 1 : 0) | (any32 ? 2 : 0);
+    int kinds = 0;
+    for (const SlotMeta& m : meta) kinds |= m.f32 ? 2 : m.q8 ? 4 : 1;
+    const bool any32 = (kinds & 2) != 0;
+    plan_.kv = kinds;
     plan_.mma = b_.attn_mode_ == 1 && !any32;
   }
   check(cudaMemcpyAsync(b_.meta_.ptr, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
@@ -2148,7 +2149,8 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   const RopeSlot rs = rope_slot_;
   rope_slot_ = RopeSlot{};
   const int qkv_rows = (cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
-  if (n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows) {
+  // (Not into a Q8 cache: its rows are rounded per head, which the GEMV's warps of one row each cannot.)
+  if (n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows && !b_.pass_meta_[0].q8) {
     // Done by the qkv GEMV just recorded (RopeArgs), which reads these when it runs.
     RopeArgs& a = *rs.args;
     a.on = true;
