@@ -556,16 +556,21 @@ TEST_P(CudaModel, FusedOpsEqualSeparateOps) {
   REQUIRE_GPU();
   const auto refs = test::read_references(test::testdata_dir() / GetParam());
   const std::vector<int32_t> prompt = test::longest_prompt(refs);
-  std::vector<std::vector<std::vector<float>>> runs;
   ThreadPool pool(1);
-  for (const char* fuse : {"0", "1"}) {
-    setenv("PENSIEVE_CUDA_FUSE", fuse, 1);
-    const auto model = Model::load(model_path(GetParam()), "cuda");
-    runs.push_back(test::solo_greedy_logits(*model, prompt, 4, /*exact=*/false, pool, KvType::F16));
+  // A Q8 cache too: fused, the decode attention rounds and stores the token's rows (not the RoPE
+  // kernel).
+  for (KvType kv : {KvType::F16, KvType::Q8}) {
+    SCOPED_TRACE(kv_type_name(kv));
+    std::vector<std::vector<std::vector<float>>> runs;
+    for (const char* fuse : {"0", "1"}) {
+      setenv("PENSIEVE_CUDA_FUSE", fuse, 1);
+      const auto model = Model::load(model_path(GetParam()), "cuda");
+      runs.push_back(test::solo_greedy_logits(*model, prompt, 4, /*exact=*/false, pool, kv));
+    }
+    unsetenv("PENSIEVE_CUDA_FUSE");
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_TRUE(runs[0][i] == runs[1][i]) << "step " << i;
   }
-  unsetenv("PENSIEVE_CUDA_FUSE");
-  ASSERT_EQ(runs[0].size(), runs[1].size());
-  for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_TRUE(runs[0][i] == runs[1][i]) << "step " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(TestData, CudaModel, ::testing::ValuesIn(model_dirs()),

@@ -486,7 +486,11 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
 // keys a step), and the P partial sums of a dim group are added at the end. HD % 16 == 0, KV rows
 // 16-byte aligned. KV: the cache kind this launch serves (0 fp16, 1 float32, 2 Q8: 8-byte loads of
 // values, each key's score and value weight times its row's scale); other tokens' blocks return.
-template <int HD, int KV, int MINB>
+// STORE (Q8, a one-token pass whose qkv GEMV did the RoPE and left the KV store): the token's own
+// key and value rows are rounded here from its qkv row, read from shared memory, and written to the
+// cache by the first head of each kv group. (Kept out of the other instantiations: the choice
+// between shared and global rows in the loop made them ~1% slower.)
+template <int HD, int KV, int MINB, bool STORE = false>
 __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     attention_split_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
@@ -520,8 +524,21 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
   const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * HD;
   __shared__ __align__(16) float sq[HD];
+  __shared__ __align__(16) int8_t own[2][HD];
+  __shared__ float own_d[2];
   for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
+  if (STORE && warp < 2)
+    warp_round_q8(q - size_t(h) * HD + q_dim + (warp ? kv_dim : 0) + size_t(kvh) * HD, HD, own[warp], &own_d[warp]);
   __syncthreads();
+  if (STORE && h % (n_heads / n_kv_heads) == 0 && warp < 2) {
+    const size_t vo = size_t(s.block_size) * s.row_bytes;
+    int8_t* row = reinterpret_cast<int8_t*>(kv_key(s, s.block, layer, s.off, kvh, HD) + (warp ? vo : 0));
+    for (int d = lane; d < HD; d += 32) row[d] = own[warp][d];
+    if (lane == 0)
+      *reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(kv_q8_scale(s, s.block, layer, s.off, kvh, HD, n_kv_heads)) +
+                                (warp ? vo : 0)) = own_d[warp];
+  }
+  const int own_pos = STORE ? s.pos : -1;  // the position read from shared memory
   float acc[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
@@ -529,14 +546,21 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
   for (int c0 = (start / 32 + warp) * 32; c0 <= s.pos; c0 += 32 * kSplitWarps) {
     const int p = c0 + lane;
     const bool ok = p >= start && p <= s.pos;
-    const uint8_t* krow = ok ? kv_head_row(s, tables, layer, p, kvh, HD * EB) : nullptr;
+    const uint8_t* krow = !ok                    ? nullptr
+                          : STORE && p == own_pos ? reinterpret_cast<const uint8_t*>(own[0])
+                                                  : kv_head_row(s, tables, layer, p, kvh, HD * EB);
     float score = -INFINITY, dv = 0.0f;  // dv: Q8, the scale of key p's value row
     if (ok) {
       float part = 0.0f, dk = 1.0f;
       if constexpr (Q8) {
-        const float* sk = kv_head_scale(s, tables, layer, p, kvh, HD, n_kv_heads);
-        dk = sk[0];
-        dv = sk[s.block_size * s.row_bytes / 4];
+        if (STORE && p == own_pos) {
+          dk = own_d[0];
+          dv = own_d[1];
+        } else {
+          const float* sk = kv_head_scale(s, tables, layer, p, kvh, HD, n_kv_heads);
+          dk = sk[0];
+          dv = sk[s.block_size * s.row_bytes / 4];
+        }
         const uint4* k16 = reinterpret_cast<const uint4*>(krow);
         uint4 kr[HD / 16];
 #pragma unroll
@@ -589,7 +613,9 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[i] *= corr;
     const unsigned long long vrow_mine =
-        ok ? reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes) : 0ull;
+        !ok                     ? 0ull
+        : STORE && p == own_pos ? reinterpret_cast<unsigned long long>(own[1])
+                                : reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes);
     // Keys kk, kk + P, ... of the chunk; every lane runs every step (the shuffles), lanes past G P
     // and keys outside the window add nothing.
     constexpr int STEPS = (32 + P - 1) / P;

@@ -1178,6 +1178,7 @@ struct AttnPlan {
   int kv = 1;         // the caches of the pass: 1 fp16, 2 float32, 4 Q8, or several of them
   const int32_t* lone = nullptr;
   int n_lone = 0;
+  bool q8_store = false;  // the lone tokens' Q8 rows are the attention's to store (their qkv GEMV did the RoPE)
 };
 
 // Whether the tiled and split kernels serve this model (else attention_kernel does).
@@ -1236,7 +1237,7 @@ static bool split_early() {
 template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
-                         float2* ds, int kv, __half* xh) {
+                         float2* ds, int kv, __half* xh, bool q8_store) {
   const int early = int(grid.x) <= kSplitEarly && split_early();
   auto go = [&](auto kernel) {
     launch_pdl(kernel, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer, cfg.n_heads, cfg.n_kv_heads,
@@ -1245,8 +1246,10 @@ static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const Slo
   if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>);
   else if (kv & 1) go(attention_split_kernel<HD, 0, 1>);
   if (kv & 2) go(attention_split_kernel<HD, 1, 1>);
-  if ((kv & 4) && split_minb() == 4) go(attention_split_kernel<HD, 2, 4>);
-  else if (kv & 4) go(attention_split_kernel<HD, 2, 1>);
+  if ((kv & 4) && split_minb() == 4)
+    go(q8_store ? attention_split_kernel<HD, 2, 4, true> : attention_split_kernel<HD, 2, 4>);
+  else if (kv & 4)
+    go(q8_store ? attention_split_kernel<HD, 2, 1, true> : attention_split_kernel<HD, 2, 1>);
 }
 
 // With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it; with
@@ -1295,14 +1298,14 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
   if (plan.n_lone > 0) {
     const dim3 grid(plan.n_lone, cfg.n_heads);
     switch (cfg.head_dim / 16) {
-      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
+      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
+      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
+      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
+      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
+      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
+      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
+      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
+      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
     }
     check_launch("attention (split)");
   }
@@ -2149,8 +2152,12 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   const RopeSlot rs = rope_slot_;
   rope_slot_ = RopeSlot{};
   const int qkv_rows = (cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
-  // (Not into a Q8 cache: its rows are rounded per head, which the GEMV's warps of one row each cannot.)
-  if (n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows && !b_.pass_meta_[0].q8) {
+  // A Q8 cache's rows are rounded per head, which the GEMV's warps of one row each cannot: there the
+  // decode attention kernel stores them (attention_split_kernel; not attention_kernel).
+  const bool q8 = b_.pass_meta_[0].q8;
+  plan_.q8_store = false;
+  if (n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows && (!q8 || plan_.tiles)) {
+    plan_.q8_store = q8;
     // Done by the qkv GEMV just recorded (RopeArgs), which reads these when it runs.
     RopeArgs& a = *rs.args;
     a.on = true;
@@ -2195,7 +2202,7 @@ void CudaPass::record_attention(int layer, const float* qkv, float* out, void* x
   record({5, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(uintptr_t(tables)), uint64_t(n),
           uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(plan.tiles)),
           uint64_t(plan.n_tiles), uint64_t(plan.mma), uint64_t(plan.kv), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone),
-          uint64_t(uintptr_t(xh))},
+          uint64_t(uintptr_t(xh)), uint64_t(plan.q8_store)},
          [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq, plan, xh); });
 }
 

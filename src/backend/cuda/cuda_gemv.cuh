@@ -229,9 +229,22 @@ __device__ __forceinline__ void kv_put(const SlotMeta& s, int layer, int which, 
   else reinterpret_cast<__half*>(row)[i % head_dim] = __float2half_rn(v);
 }
 
+// A warp rounds head row x (hd floats) to a Q8 cache row: q[d] = round(x[d] * 127 / max|x|) and
+// *d = max|x| / 127, as the CPU's kv_store_q8.
+__device__ __forceinline__ void warp_round_q8(const float* x, int hd, int8_t* q, float* d) {
+  const int lane = threadIdx.x % 32;
+  float amax = 0.0f;
+  for (int i = lane; i < hd; i += 32) amax = fmaxf(amax, fabsf(x[i]));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  for (int i = lane; i < hd; i += 32) q[i] = int8_t(__float2int_rn(x[i] * id));
+  if (lane == 0) *d = amax / 127.0f;
+}
+
 // The keys and values of kv heads [h0, h1) of slot s's own position (k and v: the token's kv_dim
-// floats each) into its cache rows; every thread of the block calls it. Q8 rows get a warp each:
-// scale max|x| / 127 and round(x * 127 / max|x|), as the CPU's kv_store_q8.
+// floats each) into its cache rows; every thread of the block calls it. Q8 rows get a warp each
+// (warp_round_q8).
 __device__ __forceinline__ void kv_put_heads(const SlotMeta& s, int layer, const float* k, const float* v, int h0, int h1,
                                              int head_dim, int n_kv_heads) {
   if (!s.q8) {
@@ -241,21 +254,13 @@ __device__ __forceinline__ void kv_put_heads(const SlotMeta& s, int layer, const
     }
     return;
   }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  const int warp = threadIdx.x / 32, nw = blockDim.x / 32;
   const size_t other = size_t(s.block_size) * s.row_bytes;
   for (int item = warp; item < 2 * (h1 - h0); item += nw) {
     const int h = h0 + item / 2, which = item % 2;
-    const float* x = (which ? v : k) + size_t(h) * head_dim;
-    float amax = 0.0f;
-    for (int d = lane; d < head_dim; d += 32) amax = fmaxf(amax, fabsf(x[d]));
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
     int8_t* row = reinterpret_cast<int8_t*>(kv_key(s, s.block, layer, s.off, h, head_dim) + (which ? other : 0));
-    for (int d = lane; d < head_dim; d += 32) row[d] = int8_t(__float2int_rn(x[d] * id));
-    if (lane == 0)
-      *reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(kv_q8_scale(s, s.block, layer, s.off, h, head_dim, n_kv_heads)) +
-                                (which ? other : 0)) = amax / 127.0f;
+    uint8_t* d = reinterpret_cast<uint8_t*>(kv_q8_scale(s, s.block, layer, s.off, h, head_dim, n_kv_heads));
+    warp_round_q8((which ? v : k) + size_t(h) * head_dim, head_dim, row, reinterpret_cast<float*>(d + (which ? other : 0)));
   }
 }
 
@@ -305,7 +310,7 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
     out = d % 2 == 0 ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
   }
   y[r] = out;
-  if (r >= q_dim) {
+  if (r >= q_dim && !sm.q8) {  // a Q8 cache's rows: stored by the decode attention (attention_split_kernel)
     const bool key = r < q_dim + kv_dim;
     kv_put(sm, rope.layer, key ? 0 : 1, key ? r - q_dim : r - q_dim - kv_dim, hd, out);
   }
