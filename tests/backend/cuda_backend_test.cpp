@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -334,8 +335,13 @@ constexpr KvType kKvTypes[] = {KvType::F16, KvType::F32, KvType::Q8};
 
 TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
   REQUIRE_GPU();
-  for (const char* attn : {"1", "2", "0"}) {
+  // "split": the tiles on tensor cores and every lone token's attention split over a block a 32-key
+  // chunk (flash decoding; the 150-position sequence's decode token over 5 blocks, some empty).
+  for (const char* mode : {"1", "2", "0", "split"}) {
+    const bool split = std::strcmp(mode, "split") == 0;
+    const char* attn = split ? "1" : mode;
     setenv("PENSIEVE_CUDA_ATTN", attn, 1);
+    setenv("PENSIEVE_CUDA_SPLIT_CHUNKS", split ? "1" : "8", 1);
     for (int variant = 0; variant < 3; ++variant) {
       std::mt19937 rng(100 + variant);
       ModelConfig cfg = small_config();
@@ -412,7 +418,7 @@ TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
         const double e_dec = rel_err(decs[nk + f], decs[f]);
         std::printf("[ rope+attention kernels %s variant %d kv %s ] rope rel err %.3g, attention rel err %.3g, "
                     "decode attention rel err %.3g\n",
-                    attn, variant, kv_type_name(kKvTypes[f]), e_rope, e_att, e_dec);
+                    mode, variant, kv_type_name(kKvTypes[f]), e_rope, e_att, e_dec);
         EXPECT_LT(e_rope, 1e-5);
         // An fp16 or Q8 cache's tiles run on tensor cores, q, the probabilities and Q8's widened
         // rows rounded to fp16; a Q8 row rounded from a key or value the backends' RoPE left one
@@ -425,6 +431,7 @@ TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
     }
   }
   unsetenv("PENSIEVE_CUDA_ATTN");
+  unsetenv("PENSIEVE_CUDA_SPLIT_CHUNKS");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -475,6 +475,22 @@ constexpr int kSplitWarps = 4;
 // (a 64-token step's ~100 MB would compete with the GEMM still running).
 constexpr int kSplitEarly = 4;
 
+// Flash decoding: a lone token's window is split over split_blocks() blocks a head (blockIdx.z),
+// one for each `chunks` 32-key chunks, at most kMaxSplit, so that one token's attention over a long
+// context fills the GPU; the count depends on the token's own position only (a token gets the same
+// bits alone or batched). Worker w = z * kSplitWarps + warp of n = blocks * kSplitWarps takes chunks
+// w, w + n, ...; each block leaves its warps' merged maximum, sum and unnormalised output in the
+// pass's workspace, and the last of the token's blocks to finish merges them in block order.
+constexpr int kMaxSplit = 16;
+__host__ __device__ inline int split_blocks(int pos, int window, int chunks) {
+  const int start = window > 0 ? (pos - window + 1 > 0 ? pos - window + 1 : 0) : 0;
+  const int n = pos / 32 - start / 32 + 1;
+  const int b = chunks > 0 ? (n + chunks - 1) / chunks : 1;
+  return b < kMaxSplit ? b : kMaxSplit;
+}
+// Floats of one block's partial result: its maximum, its sum and hd unnormalised outputs.
+__host__ __device__ constexpr int split_part_floats(int hd) { return hd + 2; }
+
 __device__ __forceinline__ void prefetch_l2_line(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
@@ -495,7 +511,8 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     attention_split_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
                            int n_heads, int n_kv_heads, int window, float scale, float* __restrict__ out,
-                           int8_t* __restrict__ xq, float2* __restrict__ xds, __half* __restrict__ xh, int early) {
+                           int8_t* __restrict__ xq, float2* __restrict__ xds, __half* __restrict__ xh, int early,
+                           int split_chunks, int* __restrict__ counters, float* __restrict__ parts) {
   pdl_trigger();
   constexpr bool F32 = KV == 1, Q8 = KV == 2;
   constexpr int G = HD / 8, P = 32 / G, EB = F32 ? 4 : Q8 ? 1 : 2;  // EB: bytes an element
@@ -505,11 +522,14 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
   const int kvh = h / (n_heads / n_kv_heads);
   const int start = window > 0 ? max(0, s.pos - window + 1) : 0;
   const int kind = s.f32 ? 1 : s.q8 ? 2 : 0;
+  const int nb = split_blocks(s.pos, window, split_chunks), z = blockIdx.z;
+  if (z >= nb) return;  // a shorter window than the pass's longest
+  const int worker = z * kSplitWarps + warp, stride = 32 * kSplitWarps * nb;
   if (early && kind == KV) {
     // The keys and values of the warp's first chunk, asked of L2 before the wait for the qkv
     // kernel: earlier passes wrote them (all but the token's own row), so the DRAM round trip
     // overlaps that kernel's tail.
-    const int p = (start / 32 + warp) * 32 + lane;
+    const int p = (start / 32 + worker) * 32 + lane;
     if (p >= start && p <= s.pos) {
       const uint8_t* k = kv_head_row(s, tables, layer, p, kvh, HD * EB);
       const uint8_t* v = k + size_t(s.block_size) * s.row_bytes;
@@ -526,11 +546,13 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
   __shared__ __align__(16) float sq[HD];
   __shared__ __align__(16) int8_t own[2][HD];
   __shared__ float own_d[2];
+  // STORE: the block whose chunks hold the token's own position rounds, reads and stores its rows.
+  const bool mine = STORE && z == (s.pos / 32 - start / 32) % (kSplitWarps * nb) / kSplitWarps;
   for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
-  if (STORE && warp < 2)
+  if (mine && warp < 2)
     warp_round_q8(q - size_t(h) * HD + q_dim + (warp ? kv_dim : 0) + size_t(kvh) * HD, HD, own[warp], &own_d[warp]);
   __syncthreads();
-  if (STORE && h % (n_heads / n_kv_heads) == 0 && warp < 2) {
+  if (mine && h % (n_heads / n_kv_heads) == 0 && warp < 2) {
     const size_t vo = size_t(s.block_size) * s.row_bytes;
     int8_t* row = reinterpret_cast<int8_t*>(kv_key(s, s.block, layer, s.off, kvh, HD) + (warp ? vo : 0));
     for (int d = lane; d < HD; d += 32) row[d] = own[warp][d];
@@ -538,12 +560,12 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
       *reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(kv_q8_scale(s, s.block, layer, s.off, kvh, HD, n_kv_heads)) +
                                 (warp ? vo : 0)) = own_d[warp];
   }
-  const int own_pos = STORE ? s.pos : -1;  // the position read from shared memory
+  const int own_pos = mine ? s.pos : -1;  // the position read from shared memory
   float acc[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
   float m = -INFINITY, l = 0.0f;
-  for (int c0 = (start / 32 + warp) * 32; c0 <= s.pos; c0 += 32 * kSplitWarps) {
+  for (int c0 = (start / 32 + worker) * 32; c0 <= s.pos; c0 += stride) {
     const int p = c0 + lane;
     const bool ok = p >= start && p <= s.pos;
     const uint8_t* krow = !ok                    ? nullptr
@@ -690,8 +712,49 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     for (int i = 0; i < 8; ++i) sacc[warp][8 * lane + i] = acc[i];
   }
   __syncthreads();
-  merge_warp_parts(sm, sl, &sacc[0][0], HD, HD, out + size_t(t) * q_dim + size_t(h) * HD, HD % 32 == 0 ? xq : nullptr,
-                   xds, size_t(t) * q_dim + size_t(h) * HD, xh);
+  const size_t c0 = size_t(t) * q_dim + size_t(h) * HD;
+  if (nb == 1) {
+    merge_warp_parts(sm, sl, &sacc[0][0], HD, HD, out + c0, HD % 32 == 0 ? xq : nullptr, xds, c0, xh);
+    return;
+  }
+  // Split: this block's partial (its warps merged as merge_warp_parts does, unnormalised), then the
+  // token's last block to finish merges the blocks' in order.
+  constexpr int PF = split_part_floats(HD);
+  float* mine_parts = parts + (size_t(blockIdx.x) * n_heads + h) * kMaxSplit * PF;
+  float M = -INFINITY, L = 0.0f;
+  for (int w = 0; w < kSplitWarps; ++w) M = fmaxf(M, sm[w]);
+  for (int w = 0; w < kSplitWarps; ++w)
+    if (sl[w] > 0.0f) L += sl[w] * expf(sm[w] - M);
+  float* part = mine_parts + z * PF;
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    float sum = 0.0f;
+    for (int w = 0; w < kSplitWarps; ++w)
+      if (sl[w] > 0.0f) sum += sacc[w][d] * expf(sm[w] - M);
+    part[2 + d] = sum;
+  }
+  if (threadIdx.x == 0) part[0] = M, part[1] = L;
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  int* counter = counters + size_t(blockIdx.x) * n_heads + h;
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == nb - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  float Mz = -INFINITY, Lz = 0.0f;
+  for (int b = 0; b < nb; ++b) Mz = fmaxf(Mz, __ldcg(mine_parts + b * PF));
+  for (int b = 0; b < nb; ++b) {
+    const float lb = __ldcg(mine_parts + b * PF + 1);
+    if (lb > 0.0f) Lz += lb * expf(__ldcg(mine_parts + b * PF) - Mz);
+  }
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; ++b)
+      if (__ldcg(mine_parts + b * PF + 1) > 0.0f)
+        sum += __ldcg(mine_parts + b * PF + 2 + d) * expf(__ldcg(mine_parts + b * PF) - Mz);
+    store_attn_out(sum / Lz, d, lane, out + c0, HD % 32 == 0 ? xq : nullptr, xds, c0, xh);
+  }
+  if (threadIdx.x == 0) *counter = 0;  // for the next layer (the same workspace)
 }
 
 }  // namespace pensieve::cuda

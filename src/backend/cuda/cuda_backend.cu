@@ -796,6 +796,29 @@ constexpr int kMaxHeadDim = 256;
 // values o[d] (the block's threads taking d = threadIdx.x, + blockDim.x, ...). With xq, the output
 // is also rounded to int8 for the next matmul as quantize_x_kernel does: element c0 + d goes to
 // xq, its 32-value block's {d, sum(q)} to xds (hd % 32 == 0: a warp holds whole blocks).
+// Output element d of an attention (val) into o[d], and for the matmul that reads it: xh in fp16,
+// xq rounded to int8 per 32-value block as quantize_x_kernel does (every lane of the warp calls it,
+// for 32 consecutive d).
+__device__ __forceinline__ void store_attn_out(float val, int d, int lane, float* __restrict__ o,
+                                               int8_t* __restrict__ xq, float2* __restrict__ xds, size_t c0,
+                                               __half* __restrict__ xh) {
+  o[d] = val;
+  if (xh) xh[c0 + d] = __float2half_rn(val);
+  if (xq) {
+    float amax = fabsf(val);
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
+    const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int q = __float2int_rn(val * id);
+    const size_t c = c0 + d;
+    xq[c] = int8_t(q);
+    int qs = q;
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, k);
+    if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
+  }
+}
+
 template <int NW>
 __device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const float (&sl)[NW], const float* sacc, int ld,
                                                  int hd, float* __restrict__ o, int8_t* __restrict__ xq,
@@ -810,22 +833,7 @@ __device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const fl
     float sum = 0.0f;
     for (int w = 0; w < NW; ++w)
       if (sl[w] > 0.0f) sum += sacc[w * ld + d] * expf(sm[w] - M);
-    const float val = sum / L;
-    o[d] = val;
-    if (xh) xh[c0 + d] = __float2half_rn(val);
-    if (xq) {
-      float amax = fabsf(val);
-#pragma unroll
-      for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
-      const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-      const int q = __float2int_rn(val * id);
-      const size_t c = c0 + d;
-      xq[c] = int8_t(q);
-      int qs = q;
-#pragma unroll
-      for (int k = 16; k > 0; k >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, k);
-      if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
-    }
+    store_attn_out(sum / L, d, lane, o, xq, xds, c0, xh);
   }
 }
 
@@ -1179,6 +1187,11 @@ struct AttnPlan {
   const int32_t* lone = nullptr;
   int n_lone = 0;
   bool q8_store = false;  // the lone tokens' Q8 rows are the attention's to store (their qkv GEMV did the RoPE)
+  // Flash decoding (split_blocks): 32-key chunks a block, the most blocks a lone token takes, and the
+  // workspace of the split tokens' counters and partial results.
+  int split_chunks = 0, split = 1;
+  int* split_counters = nullptr;
+  float* split_parts = nullptr;
 };
 
 // Whether the tiled and split kernels serve this model (else attention_kernel does).
@@ -1237,11 +1250,14 @@ static bool split_early() {
 template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
-                         float2* ds, int kv, __half* xh, bool q8_store) {
+                         float2* ds, __half* xh, const AttnPlan& plan) {
   const int early = int(grid.x) <= kSplitEarly && split_early();
+  const int kv = plan.kv;
+  const bool q8_store = plan.q8_store;
   auto go = [&](auto kernel) {
     launch_pdl(kernel, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer, cfg.n_heads, cfg.n_kv_heads,
-               cfg.sliding_window, scale, out, q, ds, xh, early);
+               cfg.sliding_window, scale, out, q, ds, xh, early, plan.split_chunks, plan.split_counters,
+               plan.split_parts);
   };
   if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>);
   else if (kv & 1) go(attention_split_kernel<HD, 0, 1>);
@@ -1296,16 +1312,16 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
     check_launch("attention (tiles)");
   }
   if (plan.n_lone > 0) {
-    const dim3 grid(plan.n_lone, cfg.n_heads);
+    const dim3 grid(plan.n_lone, cfg.n_heads, plan.split);
     switch (cfg.head_dim / 16) {
-      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
-      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
-      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
-      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
-      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
-      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
-      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
-      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh, plan.q8_store); break;
+      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
     }
     check_launch("attention (split)");
   }
@@ -1525,6 +1541,7 @@ class CudaBackend final : public Backend {
     fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
+    split_chunks_ = std::max(0, env_int("PENSIEVE_CUDA_SPLIT_CHUNKS", split_chunks_));
     blas_graphs_on_ = env_int("PENSIEVE_CUDA_BLAS_GRAPHS", blas_graphs_on_) != 0;
     timing_.on = env_int("PENSIEVE_CUDA_STEP_TIMING", timing_.on) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
@@ -1786,6 +1803,12 @@ class CudaBackend final : public Backend {
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
   int attn_mode_ = 1;
+  // Flash decoding: a lone token's attention takes a block a head for every this many 32-key chunks
+  // of its window (PENSIEVE_CUDA_SPLIT_CHUNKS; 0: one block a head). On the H100, a Phi-3-mini Q4_0
+  // token after 3,968 tokens of context: 2,987 us of graph with one block a head, 1,921-1,931 with
+  // 8 chunks a block, 1,953 with 4, 2,023 with 16.
+  int split_chunks_ = 8;
+  DeviceBuffer split_ws_;  // AttnPlan's split_counters and split_parts
   bool blas_graphs_on_ = true;
   struct GraphEntry {
     std::vector<uint64_t> sig;
@@ -1920,6 +1943,21 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     const bool any32 = (kinds & 2) != 0;
     plan_.kv = kinds;
     plan_.mma = b_.attn_mode_ == 1 && !any32;
+    plan_.split_chunks = b_.split_chunks_;
+    plan_.split = 1;
+    for (int32_t i : lone)
+      plan_.split = std::max(plan_.split, split_blocks(meta[size_t(i)].pos, b_.cfg_.sliding_window, b_.split_chunks_));
+    if (plan_.split > 1) {
+      const size_t pairs = lone.size() * size_t(b_.cfg_.n_heads);
+      const size_t counters = (pairs * sizeof(int) + 255) & ~size_t(255);
+      const size_t need = counters + pairs * kMaxSplit * split_part_floats(b_.cfg_.head_dim) * sizeof(float);
+      const size_t had = b_.split_ws_.bytes;
+      grow(b_.split_ws_, need, need, "the decode attention's partial results");
+      if (b_.split_ws_.bytes != had)
+        check(cudaMemsetAsync(b_.split_ws_.ptr, 0, b_.split_ws_.bytes, b_.stream_), "split counters");
+      plan_.split_counters = static_cast<int*>(b_.split_ws_.ptr);
+      plan_.split_parts = reinterpret_cast<float*>(static_cast<uint8_t*>(b_.split_ws_.ptr) + counters);
+    }
   }
   check(cudaMemcpyAsync(b_.meta_.ptr, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
   b_.meta_host_.copied(b_.stream_);
@@ -2202,7 +2240,8 @@ void CudaPass::record_attention(int layer, const float* qkv, float* out, void* x
   record({5, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(uintptr_t(tables)), uint64_t(n),
           uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(plan.tiles)),
           uint64_t(plan.n_tiles), uint64_t(plan.mma), uint64_t(plan.kv), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone),
-          uint64_t(uintptr_t(xh)), uint64_t(plan.q8_store)},
+          uint64_t(uintptr_t(xh)), uint64_t(plan.q8_store), uint64_t(plan.split), uint64_t(plan.split_chunks),
+          uint64_t(uintptr_t(plan.split_parts))},
          [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq, plan, xh); });
 }
 
