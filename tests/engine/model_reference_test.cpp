@@ -75,61 +75,57 @@ bool has_quantized_weights(const Model& model) {
   return false;
 }
 
-TEST_P(ModelReference, ExactActivationsMatchReference) {
-  PENSIEVE_REQUIRE_TESTDATA();
-  const fs::path dir = test::testdata_dir() / GetParam();
+// Every reference of the parameter's model in one computing mode: how far its logits are from the
+// reference's (printed), handed to `check` with the model and the run.
+template <class Check>
+void compare_references(const std::string& param, bool exact, std::optional<KvType> kv, const char* label,
+                        Check check) {
+  const fs::path dir = test::testdata_dir() / param;
   const auto model = Model::load((fs::exists(dir / "model.gguf") ? dir / "model.gguf" : dir).string());
   ThreadPool pool(2);
   for (const auto& ref : test::read_references(dir)) {
     SCOPED_TRACE(ref.name);
-    const PassResult r = run_reference(*model, ref, true, pool);
+    const PassResult r = run_reference(*model, ref, exact, pool, kv);
     const auto c = test::compare_logits(r.logits, ref.logits, size_t(model->config().n_vocab));
-    std::printf("[ %s %s exact ] relative L2 %.3g, argmax mismatches %d/%d\n", GetParam().c_str(),
-                ref.name.c_str(), c.rel_l2, c.argmax_mismatches, c.positions);
+    std::printf("[ %s %s %s ] relative L2 %.3g, argmax mismatches %d/%d\n", param.c_str(), ref.name.c_str(), label,
+                c.rel_l2, c.argmax_mismatches, c.positions);
+    check(*model, ref, r, c);
+  }
+}
+
+TEST_P(ModelReference, ExactActivationsMatchReference) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  auto check = [](const Model&, const auto& ref, const auto& r, const auto& c) {
     EXPECT_LE(c.rel_l2, kExactBound);
     EXPECT_EQ(c.argmax_mismatches, 0);
     EXPECT_EQ(r.greedy, ref.greedy_next16);
-  }
+  };
+  compare_references(GetParam(), true, std::nullopt, "exact", check);
 }
 
 TEST_P(ModelReference, ServingPathWithinItsBound) {
   PENSIEVE_REQUIRE_TESTDATA();
-  const fs::path dir = test::testdata_dir() / GetParam();
-  const auto model = Model::load((fs::exists(dir / "model.gguf") ? dir / "model.gguf" : dir).string());
-  const bool quantized = has_quantized_weights(*model);
-  ThreadPool pool(2);
-  for (const auto& ref : test::read_references(dir)) {
-    SCOPED_TRACE(ref.name);
-    const PassResult r = run_reference(*model, ref, false, pool);
-    const auto c = test::compare_logits(r.logits, ref.logits, size_t(model->config().n_vocab));
-    std::printf("[ %s %s serving ] relative L2 %.3g, argmax mismatches %d/%d\n", GetParam().c_str(),
-                ref.name.c_str(), c.rel_l2, c.argmax_mismatches, c.positions);
-    if (quantized) {
+  auto check = [](const Model& model, const auto&, const auto&, const auto& c) {
+    if (has_quantized_weights(model)) {
       EXPECT_LE(c.rel_l2, 5e-2);
       EXPECT_LE(c.argmax_mismatches, c.positions * 15 / 100);
     } else {
       EXPECT_LE(c.rel_l2, 2e-3);
       EXPECT_EQ(c.argmax_mismatches, 0);
     }
-  }
+  };
+  compare_references(GetParam(), false, std::nullopt, "serving", check);
 }
 
 // The Q8 cache (int8 keys and values, a scale a head row) with float32 activations: its rounding
 // alone moves the logits, within a bound.
 TEST_P(ModelReference, Q8CacheWithinItsBound) {
   PENSIEVE_REQUIRE_TESTDATA();
-  const fs::path dir = test::testdata_dir() / GetParam();
-  const auto model = Model::load((fs::exists(dir / "model.gguf") ? dir / "model.gguf" : dir).string());
-  ThreadPool pool(2);
-  for (const auto& ref : test::read_references(dir)) {
-    SCOPED_TRACE(ref.name);
-    const PassResult r = run_reference(*model, ref, true, pool, KvType::Q8);
-    const auto c = test::compare_logits(r.logits, ref.logits, size_t(model->config().n_vocab));
-    std::printf("[ %s %s q8 cache ] relative L2 %.3g, argmax mismatches %d/%d\n", GetParam().c_str(),
-                ref.name.c_str(), c.rel_l2, c.argmax_mismatches, c.positions);
+  auto check = [](const Model&, const auto&, const auto&, const auto& c) {
     EXPECT_LE(c.rel_l2, kQ8CacheBound);
     EXPECT_LE(c.argmax_mismatches, c.positions * 10 / 100);
-  }
+  };
+  compare_references(GetParam(), true, KvType::Q8, "q8 cache", check);
 }
 
 // Three sequences through one paged pool, batched in changing company: a long prompt prefilled in

@@ -328,7 +328,8 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
         const int p = start + j;
         const void* v = kv.value(table[size_t(p / bs)], layer, p % bs);
         if (type == KvType::F32) kernels::axpy(scores[size_t(j)], static_cast<const float*>(v) + koff, o, hd);
-        else if (type == KvType::Q8) kernels::axpy_i8(scores[size_t(j)] * q8_scale(v), static_cast<const int8_t*>(v) + koff, o, hd);
+        else if (type == KvType::Q8)
+          kernels::axpy_i8(scores[size_t(j)] * q8_scale(v), static_cast<const int8_t*>(v) + koff, o, hd);
         else kernels::axpy_f16(scores[size_t(j)], static_cast<const uint16_t*>(v) + koff, o, hd);
       }
     }

@@ -871,7 +871,7 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
     if (s.q8) {
       const float* sk = kv_q8_scale(s, block, layer, off, kvh, head_dim, n_kv_heads);
       dk = sk[0];
-      dv = *reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(sk) + size_t(s.block_size) * s.row_bytes);
+      dv = sk[s.block_size * s.row_bytes / 4];
     }
     auto elem = [&](const uint8_t* row, int d) {
       return s.q8 ? float(reinterpret_cast<const int8_t*>(row)[d])
