@@ -27,10 +27,20 @@ inline std::vector<std::vector<int32_t>> batch_prompts(const std::vector<int32_t
           std::vector<int32_t>(longest.begin(), longest.begin() + std::ptrdiff_t(head))};
 }
 
+// The computing modes the batching tests run: float32 activations and cache, the serving path's
+// (int8 / fp16 activations, fp16 cache), and float32 activations with the Q8 cache.
+struct Mode {
+  bool exact;
+  KvType kv;
+  const char* name;
+};
+inline constexpr Mode kModes[] = {{true, KvType::F32, "exact"}, {false, KvType::F16, "serving"},
+                                  {true, KvType::Q8, "exact, q8 cache"}};
+
 // `steps` rows of logits: the prompt in one pass, then greedy decoding one token at a time.
 inline std::vector<std::vector<float>> solo_greedy_logits(const Model& model, const std::vector<int32_t>& prompt,
-                                                          int steps, bool exact, ThreadPool& pool) {
-  SequenceState st(model.config(), int(prompt.size()) + steps, exact);
+                                                          int steps, bool exact, ThreadPool& pool, KvType kv) {
+  SequenceState st(model.config(), int(prompt.size()) + steps, kv);
   st.exact_activations = exact;
   std::vector<std::vector<float>> out;
   std::vector<float> logits;
@@ -46,9 +56,10 @@ inline std::vector<std::vector<float>> solo_greedy_logits(const Model& model, co
 // solo_greedy_logits of each prompt.
 inline std::vector<std::vector<std::vector<float>>> solo_greedy_logits(const Model& model,
                                                                        const std::vector<std::vector<int32_t>>& prompts,
-                                                                       int steps, bool exact, ThreadPool& pool) {
+                                                                       int steps, bool exact, ThreadPool& pool,
+                                                                       KvType kv) {
   std::vector<std::vector<std::vector<float>>> solo;
-  for (const auto& prompt : prompts) solo.push_back(solo_greedy_logits(model, prompt, steps, exact, pool));
+  for (const auto& prompt : prompts) solo.push_back(solo_greedy_logits(model, prompt, steps, exact, pool, kv));
   return solo;
 }
 

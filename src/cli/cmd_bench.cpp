@@ -25,6 +25,8 @@ struct BenchArgs {
   std::string device = "cpu";
   int pp = 512, tg = 128, reps = 3, threads = 0;
   int streams = 0;  // parallel sequences for the batched-decode test (0: skip)
+  std::string kv_type = "f16";
+  int depth = 0;  // tokens in the cache before the decode test
   bool json = false;
 };
 
@@ -49,19 +51,21 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Prompt-processing speed: one forward pass over n random tokens from an empty cache.
-double run_pp(const Model& m, const std::vector<int32_t>& toks, ThreadPool& pool) {
-  SequenceState st(m.config(), int(toks.size()) + 1, false);
+double run_pp(const Model& m, const std::vector<int32_t>& toks, KvType kv, ThreadPool& pool) {
+  SequenceState st(m.config(), int(toks.size()) + 1, kv);
   std::vector<float> logits;
   const auto t0 = std::chrono::steady_clock::now();
   m.forward(st, toks, false, logits, pool);
   return double(toks.size()) / seconds_since(t0);
 }
 
-// Generation speed: n single-token forward passes from an empty cache.
-double run_tg(const Model& m, const std::vector<int32_t>& toks, ThreadPool& pool) {
-  SequenceState st(m.config(), int(toks.size()) + 1, false);
+// Generation speed: n single-token forward passes after `context` (untimed; none: an empty cache).
+double run_tg(const Model& m, const std::vector<int32_t>& toks, KvType kv, ThreadPool& pool,
+              const std::vector<int32_t>& context = {}) {
+  SequenceState st(m.config(), int(context.size() + toks.size()) + 1, kv);
   HostFloats logits(m.backend());  // as the scheduler's
   float* out = logits.get(size_t(m.config().n_vocab));
+  if (!context.empty()) m.forward(st, context, false, out, pool);
   const auto t0 = std::chrono::steady_clock::now();
   for (int32_t t : toks) m.forward(st, std::span<const int32_t>(&t, 1), false, out, pool);
   return double(toks.size()) / seconds_since(t0);
@@ -70,12 +74,13 @@ double run_tg(const Model& m, const std::vector<int32_t>& toks, ThreadPool& pool
 // Batched decode: `streams` sequences each prefilled with `prompt` tokens (one pass for all), then
 // `gen` steps in which every sequence decodes one token in a single batched pass. Returns
 // generated tokens per second over the decode steps.
-double run_streams(const Model& m, int streams, int prompt, int gen, std::mt19937& rng, ThreadPool& pool) {
+double run_streams(const Model& m, int streams, int prompt, int gen, KvType kv_type, std::mt19937& rng,
+                   ThreadPool& pool) {
   const ModelConfig& cfg = m.config();
   std::uniform_int_distribution<int32_t> pick(1, cfg.n_vocab - 1);
   const int bs = KvPool::kDefaultBlockSize;
   const int per_seq = (prompt + gen + bs) / bs;
-  KvPool kv(cfg, per_seq * streams, bs, false);
+  KvPool kv(cfg, per_seq * streams, bs, kv_type);
   std::vector<std::unique_ptr<SequenceState>> seqs;
   std::vector<std::vector<int32_t>> toks(static_cast<size_t>(streams));
   for (int s = 0; s < streams; ++s) {
@@ -128,8 +133,9 @@ int run_bench(const BenchArgs& a) {
   // Warm-up: page the weights in and settle the thread pool; on a GPU a prefill of the measured
   // size, so that its one-time costs (buffers, the GEMM library's choice of kernels for the shape)
   // stay out of the first repetition.
-  run_pp(*model, random_tokens(gpu && a.pp > 0 ? a.pp : std::min(a.pp > 0 ? a.pp : 16, 32)), pool);
-  run_tg(*model, random_tokens(4), pool);
+  const KvType kv = parse_kv_type(a.kv_type);
+  run_pp(*model, random_tokens(gpu && a.pp > 0 ? a.pp : std::min(a.pp > 0 ? a.pp : 16, 32)), kv, pool);
+  run_tg(*model, random_tokens(4), kv, pool);
 
   // Decode is judged against the fastest plain read of the very bytes it reads: the same weight
   // matrices, in the same order, split the same way over the same threads, probed right after each
@@ -148,13 +154,13 @@ int run_bench(const BenchArgs& a) {
   };
   std::vector<double> streams;
   for (int r = 0; r < a.reps; ++r) {
-    if (a.pp > 0) pp.push_back(run_pp(*model, random_tokens(a.pp), pool));
+    if (a.pp > 0) pp.push_back(run_pp(*model, random_tokens(a.pp), kv, pool));
     if (a.tg > 0) {
-      tg.push_back(run_tg(*model, random_tokens(a.tg), pool));
+      tg.push_back(run_tg(*model, random_tokens(a.tg), kv, pool, random_tokens(a.depth)));
       bw.push_back(probe());
       frac.push_back(bw.back() > 0 ? tg.back() * bytes_per_tok / (bw.back() * 1e9) : 0.0);
     }
-    if (a.streams > 0) streams.push_back(run_streams(*model, a.streams, 128, a.tg > 0 ? a.tg : 128, rng, pool));
+    if (a.streams > 0) streams.push_back(run_streams(*model, a.streams, 128, a.tg > 0 ? a.tg : 128, kv, rng, pool));
   }
   const Stat ss = mean_sd(streams);
   const std::string gpu_memory = gpu ? model->backend().memory_report() : "";
@@ -165,7 +171,7 @@ int run_bench(const BenchArgs& a) {
 
   if (a.json) {
     nlohmann::json j = {{"model", a.model},          {"threads", threads},
-                        {"n_prompt", a.pp},          {"n_gen", a.tg},
+                        {"n_prompt", a.pp},          {"n_gen", a.tg},           {"depth", a.depth},
                         {"repetitions", a.reps},     {"pp_tok_s", ps.mean},
                         {"pp_sd", ps.sd},            {"tg_tok_s", ts.mean},
                         {"tg_sd", ts.sd},            {"load_s", load_s},           {"prepare_s", prepare_s},
@@ -176,16 +182,22 @@ int run_bench(const BenchArgs& a) {
                         {"decode_bandwidth_fraction_sd", fs.sd},
                         {"device", model->backend().name()},
                         {"streams", a.streams},      {"streams_tok_s", ss.mean},
-                        {"streams_sd", ss.sd},       {"gpu_memory", gpu_memory}};
+                        {"streams_sd", ss.sd},       {"gpu_memory", gpu_memory},
+                        {"kv_type", a.kv_type}};
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
   std::printf("model        %s (%.2f GB of weights read per token)\n", a.model.c_str(), bytes_per_tok / 1e9);
   std::printf("device       %s\n", model->backend().name().c_str());
   if (!gpu) std::printf("threads      %d\n", threads);
+  if (a.kv_type != "f16") std::printf("KV cache     %s\n", a.kv_type.c_str());
   std::printf("load         %.3f s (then %.3f s preparing the weights)\n", load_s, prepare_s);
   if (a.pp > 0) std::printf("pp%-4d       %8.2f ± %.2f tok/s\n", a.pp, ps.mean, ps.sd);
-  if (a.tg > 0) std::printf("tg%-4d       %8.2f ± %.2f tok/s\n", a.tg, ts.mean, ts.sd);
+  if (a.tg > 0 && a.depth > 0)
+    std::printf("tg%-4d @ d%-6d %8.2f ± %.2f tok/s (after %d tokens of context)\n", a.tg, a.depth, ts.mean, ts.sd,
+                a.depth);
+  else if (a.tg > 0)
+    std::printf("tg%-4d       %8.2f ± %.2f tok/s\n", a.tg, ts.mean, ts.sd);
   if (a.streams > 0)
     std::printf("%d streams   %8.2f ± %.2f generated tok/s (128 prompt + %d new each, one batched pass a step)\n",
                 a.streams, ss.mean, ss.sd, a.tg > 0 ? a.tg : 128);
@@ -214,6 +226,12 @@ const CommandRegistrar bench_command(
       sub.add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
       sub.add_option("--streams", a->streams,
                      "Parallel sequences for a batched-decode test, 128 prompt tokens each (0: skip)")
+          ->capture_default_str();
+      sub.add_option("-d,--depth", a->depth, "Tokens in the cache before the decode test (its context; default 0)")
+          ->check(CLI::NonNegativeNumber)
+          ->capture_default_str();
+      sub.add_option("--kv-type", a->kv_type, "What the KV cache holds: f16, f32 or q8 (int8, a scale a head row)")
+          ->check(CLI::IsMember({"f16", "f32", "q8"}))
           ->capture_default_str();
       sub.add_flag("--json", a->json, "Print one JSON object");
       return [a] { return run_bench(*a); };

@@ -42,7 +42,7 @@ int run_logits(const LogitsOptions& o) {
   auto model = Model::load(o.model, o.device);
   const ModelConfig& cfg = model->config();
   ThreadPool pool(o.threads > 0 ? o.threads : physical_core_count());
-  SequenceState st(cfg, int(ids.size()) + std::max(0, o.generate), o.kv_type == "f32");
+  SequenceState st(cfg, int(ids.size()) + std::max(0, o.generate), parse_kv_type(o.kv_type));
   st.exact_activations = o.activations == "exact";
   std::vector<float> logits;
   model->forward(st, ids, true, logits, pool);
@@ -77,7 +77,7 @@ const CommandRegistrar logits_command(
       app.add_option("--threads", o->threads, "Threads (default: physical cores)");
       app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N (default cpu)");
       app.add_option("--kv-type", o->kv_type, "KV cache precision (default f32 for this check)")
-          ->check(CLI::IsMember({"f32", "f16"}));
+          ->check(CLI::IsMember({"f32", "f16", "q8"}));
       app.add_option("--activations", o->activations,
                      "exact: float32 into every matmul (default); int8: the serving path's 8-bit activations")
           ->check(CLI::IsMember({"exact", "int8"}));

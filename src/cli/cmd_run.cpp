@@ -17,7 +17,7 @@ struct RunOptions {
   uint64_t seed = 0;
   int threads = 0;
   int context = 0;
-  std::string device = "cpu";
+  std::string device = "cpu", kv_cache_type = "f16";
   std::vector<std::string> stop;
   bool metrics = false;
 };
@@ -28,6 +28,7 @@ int run(const RunOptions& o) {
   eo.context = o.context;
   eo.chat_template_file = o.chat_template;
   eo.device = o.device;
+  eo.kv_type = parse_kv_type(o.kv_cache_type);
   const std::string path = o.model.empty() ? demo_model_path() : o.model;
   auto inst = ModelInstance::load(path, eo);
 
@@ -84,6 +85,8 @@ const CommandRegistrar run_command("run", "Generate text from a prompt or a chat
   app.add_option("--threads", o->threads, "Threads (default: physical cores)");
   app.add_option("--ctx", o->context, "Context length (default: min(trained, 4096))");
   app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N (default cpu)");
+  app.add_option("--kv-cache-type", o->kv_cache_type, "What the KV cache holds: f16 (default), f32, or q8 (int8 with a scale a head row: half the memory of f16)")
+      ->check(CLI::IsMember({"f16", "f32", "q8"}));
   app.add_option("--stop", o->stop, "Stop string (repeatable)");
   app.add_flag("--metrics", o->metrics, "Print load time, token counts, speeds and peak RSS to stderr");
   return [o, p, c] {

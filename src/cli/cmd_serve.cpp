@@ -30,7 +30,7 @@ using namespace pensieve::server;
 
 struct ServeFlags {
   std::vector<std::string> models, api_keys, aliases;
-  std::string config, host, api_key_file, state_dir, id, chat_template, device;
+  std::string config, host, api_key_file, state_dir, id, chat_template, device, kv_cache_type;
   std::optional<int> port, max_output_tokens, max_waiting, max_running, max_batch_tokens, request_timeout_ms,
       context, threads;
   std::optional<double> kv_cache_gb;
@@ -70,6 +70,7 @@ ServerConfig effective_config(const ServeFlags& f, bool* serve_store = nullptr) 
   if (f.max_running) cfg.max_running = *f.max_running;
   if (f.max_batch_tokens) cfg.max_batch_tokens = *f.max_batch_tokens;
   if (f.kv_cache_gb) cfg.kv_cache_gb = *f.kv_cache_gb;
+  if (!f.kv_cache_type.empty()) cfg.kv_cache_type = f.kv_cache_type;
   if (f.request_timeout_ms) cfg.request_timeout_ms = *f.request_timeout_ms;
   if (f.max_body_bytes) cfg.max_body_bytes = *f.max_body_bytes;
   if (f.max_connections) cfg.max_connections = *f.max_connections;
@@ -183,6 +184,7 @@ void load_models(ServerContext& ctx, HttpServer& server, bool serve_store, int t
       opts.max_waiting = cfg.max_waiting;
       opts.max_batch_tokens = cfg.max_batch_tokens;
       opts.kv_cache_bytes = size_t(cfg.kv_cache_gb * double(1ull << 30));
+      opts.kv_type = parse_kv_type(cfg.kv_cache_type);
       if (spec && !spec->keep_alive.empty()) src.keep_alive = parse_keep_alive(spec->keep_alive);
       return src;
     };
@@ -280,6 +282,8 @@ const CommandRegistrar serve_command{
       sub.add_option("--kv-cache-gb", f->kv_cache_gb,
                      "KV cache per model in GiB (default: the context x 4 sequences, capped by free memory)")
           ->check(CLI::NonNegativeNumber);
+      sub.add_option("--kv-cache-type", f->kv_cache_type, "What the KV cache holds: f16 (default), f32, or q8 (int8 with a scale a head row: half the memory of f16)")
+          ->check(CLI::IsMember({"f16", "f32", "q8"}));
       sub.add_option("--request-timeout-ms", f->request_timeout_ms, "End a request after this long");
       sub.add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (default 32 MiB)");
       sub.add_option("--max-connections", f->max_connections, "Open connections before new ones are closed (default 512)");

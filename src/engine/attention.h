@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/kv_cache.h"
+
 namespace pensieve::kernels {
 
 constexpr int kAttnGroup = 4;
@@ -23,8 +25,9 @@ struct AttnRows {
   const void* const* key_rows;
   const void* const* value_rows;
   int first;
-  bool f32;     // float32 rows, else IEEE half
-  int64_t off;  // elements
+  KvType type;
+  int64_t off;       // elements
+  int64_t scale_at;  // Q8: bytes from a row's start to this head's scale
 };
 
 // `scores` is scratch. True where attend_group runs (AVX-512 and head_dim a multiple of 16); elsewhere the caller keeps

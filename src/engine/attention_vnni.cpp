@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "engine/attention.h"
 #include "engine/kernels.h"
@@ -16,23 +17,37 @@ namespace {
 
 constexpr int kMaxVec = 6;  // 16-float vectors of a query's output held in registers per pass
 
-template <bool kF32>
+template <KvType T>
 inline __m512 load16(const void* row, int64_t i) {
-  if constexpr (kF32) return _mm512_loadu_ps(static_cast<const float*>(row) + i);
+  if constexpr (T == KvType::F32) return _mm512_loadu_ps(static_cast<const float*>(row) + i);
+  if constexpr (T == KvType::Q8)
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(row) + i))));
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i)));
 }
 
-template <bool kF32, int V>
+// A row's factor: Q8's scale of the head, else 1.
+template <KvType T>
+inline float row_scale(const void* row, const AttnRows& rows) {
+  if constexpr (T != KvType::Q8) return 1.0f;
+  float d;
+  std::memcpy(&d, static_cast<const uint8_t*>(row) + rows.scale_at, sizeof d);
+  return d;
+}
+
+template <KvType T, int V>
 void values(const AttnQuery* qs, int n, const AttnRows& rows, const float* const* s, int lo, int hi, int64_t d0) {
   __m512 o[kAttnGroup][V];
   for (int g = 0; g < n; ++g)
     for (int v = 0; v < V; ++v) o[g][v] = _mm512_setzero_ps();
   for (int p = lo; p <= hi; ++p) {
     __m512 x[V];
-    for (int v = 0; v < V; ++v) x[v] = load16<kF32>(rows.value_rows[p - rows.first], rows.off + d0 + 16 * v);
+    const void* row = rows.value_rows[p - rows.first];
+    for (int v = 0; v < V; ++v) x[v] = load16<T>(row, rows.off + d0 + 16 * v);
+    const float d = row_scale<T>(row, rows);
     for (int g = 0; g < n; ++g) {
       if (p < qs[g].lo || p > qs[g].hi) continue;
-      const __m512 w = _mm512_set1_ps(s[g][p - qs[g].lo]);
+      const __m512 w = _mm512_set1_ps(T == KvType::Q8 ? s[g][p - qs[g].lo] * d : s[g][p - qs[g].lo]);
       for (int v = 0; v < V; ++v) o[g][v] = _mm512_fmadd_ps(w, x[v], o[g][v]);
     }
   }
@@ -40,7 +55,7 @@ void values(const AttnQuery* qs, int n, const AttnRows& rows, const float* const
     for (int v = 0; v < V; ++v) _mm512_storeu_ps(qs[g].out + d0 + 16 * v, o[g][v]);
 }
 
-template <bool kF32>
+template <KvType T>
 void attend(const AttnQuery* qs, int n, const AttnRows& rows, int head_dim, float scale, std::vector<float>& scores) {
   int lo = qs[0].lo, hi = qs[0].hi;
   size_t total = 0;
@@ -56,24 +71,25 @@ void attend(const AttnQuery* qs, int n, const AttnRows& rows, int head_dim, floa
   // dimension order, then one reduction).
   for (int p = lo; p <= hi; ++p) {
     const void* k = rows.key_rows[p - rows.first];
+    const float d = scale * row_scale<T>(k, rows);
     for (int g = 0; g < n; ++g) {
       if (p < qs[g].lo || p > qs[g].hi) continue;
-      __m512 acc = _mm512_mul_ps(load16<kF32>(k, rows.off), _mm512_loadu_ps(qs[g].q));
+      __m512 acc = _mm512_mul_ps(load16<T>(k, rows.off), _mm512_loadu_ps(qs[g].q));
       for (int v = 1; v < nv; ++v)
-        acc = _mm512_fmadd_ps(load16<kF32>(k, rows.off + 16 * v), _mm512_loadu_ps(qs[g].q + 16 * v), acc);
-      s[g][p - qs[g].lo] = scale * _mm512_reduce_add_ps(acc);
+        acc = _mm512_fmadd_ps(load16<T>(k, rows.off + 16 * v), _mm512_loadu_ps(qs[g].q + 16 * v), acc);
+      s[g][p - qs[g].lo] = d * _mm512_reduce_add_ps(acc);
     }
   }
   for (int g = 0; g < n; ++g) softmax(s[g], qs[g].hi - qs[g].lo + 1);
   // Values, position by position into outputs held in registers.
   for (int d0 = 0; d0 < nv; d0 += kMaxVec) {
     switch (std::min(kMaxVec, nv - d0)) {
-      case 1: values<kF32, 1>(qs, n, rows, s, lo, hi, 16 * d0); break;
-      case 2: values<kF32, 2>(qs, n, rows, s, lo, hi, 16 * d0); break;
-      case 3: values<kF32, 3>(qs, n, rows, s, lo, hi, 16 * d0); break;
-      case 4: values<kF32, 4>(qs, n, rows, s, lo, hi, 16 * d0); break;
-      case 5: values<kF32, 5>(qs, n, rows, s, lo, hi, 16 * d0); break;
-      default: values<kF32, 6>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      case 1: values<T, 1>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      case 2: values<T, 2>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      case 3: values<T, 3>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      case 4: values<T, 4>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      case 5: values<T, 5>(qs, n, rows, s, lo, hi, 16 * d0); break;
+      default: values<T, 6>(qs, n, rows, s, lo, hi, 16 * d0); break;
     }
   }
 }
@@ -82,8 +98,11 @@ void attend(const AttnQuery* qs, int n, const AttnRows& rows, int head_dim, floa
 
 void attend_group(const AttnQuery* qs, int n, const AttnRows& rows, int head_dim, float scale,
                   std::vector<float>& scores) {
-  if (rows.f32) attend<true>(qs, n, rows, head_dim, scale, scores);
-  else attend<false>(qs, n, rows, head_dim, scale, scores);
+  switch (rows.type) {
+    case KvType::F32: attend<KvType::F32>(qs, n, rows, head_dim, scale, scores); break;
+    case KvType::Q8: attend<KvType::Q8>(qs, n, rows, head_dim, scale, scores); break;
+    default: attend<KvType::F16>(qs, n, rows, head_dim, scale, scores); break;
+  }
 }
 
 }  // namespace pensieve::kernels::vnni

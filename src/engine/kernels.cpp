@@ -104,9 +104,13 @@ float dot(const float* a, const float* b, int n) { return simd() ? avx2::dot(a, 
 float dot_f16(const uint16_t* a, const float* b, int n) {
   return simd() ? avx2::dot_f16(a, b, n) : ref::dot_f16(a, b, n);
 }
+float dot_i8(const int8_t* a, const float* b, int n) { return simd() ? avx2::dot_i8(a, b, n) : ref::dot_i8(a, b, n); }
 void axpy(float a, const float* x, float* y, int n) { simd() ? avx2::axpy(a, x, y, n) : ref::axpy(a, x, y, n); }
 void axpy_f16(float a, const uint16_t* x, float* y, int n) {
   simd() ? avx2::axpy_f16(a, x, y, n) : ref::axpy_f16(a, x, y, n);
+}
+void axpy_i8(float a, const int8_t* x, float* y, int n) {
+  simd() ? avx2::axpy_i8(a, x, y, n) : ref::axpy_i8(a, x, y, n);
 }
 void softmax(float* x, int n) { simd() ? avx2::softmax(x, n) : ref::softmax(x, n); }
 void silu_mul(float* gate, const float* up, int n) {

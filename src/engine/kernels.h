@@ -35,8 +35,10 @@ size_t quantize_row(GgmlType t, const float* src, void* dst, int64_t n);
 void rmsnorm(const float* x, const float* weight, float* y, int n, float eps);
 float dot(const float* a, const float* b, int n);
 float dot_f16(const uint16_t* a, const float* b, int n);  // a in IEEE half
+float dot_i8(const int8_t* a, const float* b, int n);    // a: int8 (a Q8 KV cache head row)
 void axpy(float a, const float* x, float* y, int n);       // y += a * x
 void axpy_f16(float a, const uint16_t* x, float* y, int n);
+void axpy_i8(float a, const int8_t* x, float* y, int n);
 void softmax(float* x, int n);                             // in place, numerically stable
 void silu_mul(float* gate, const float* up, int n);        // gate = silu(gate) * up
 void f32_to_f16_row(const float* x, uint16_t* y, int n);

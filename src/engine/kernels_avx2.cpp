@@ -40,21 +40,38 @@ float dot(const float* a, const float* b, int n) {
   return s;
 }
 
-static __m256 load_f16(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+// Eight elements of a half or int8 row widened to float, and one of them.
+static __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+static __m256 load8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
+static float load1(uint16_t v) { return f16_to_f32(v); }
+static float load1(int8_t v) { return float(v); }
 
-float dot_f16(const uint16_t* a, const float* b, int n) {
+// dot and axpy with the row a widened from half or int8.
+template <class T>
+static float dot_widened(const T* a, const float* b, int n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   int i = 0;
   for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(load_f16(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(load_f16(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s0 = _mm256_fmadd_ps(load8(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(load8(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
   }
   float s = hsum(_mm256_add_ps(s0, s1));
-  for (; i < n; ++i) s += f16_to_f32(a[i]) * b[i];
+  for (; i < n; ++i) s += load1(a[i]) * b[i];
   return s;
 }
+template <class T>
+static void axpy_widened(float a, const T* x, float* y, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * load1(x[i]);
+}
+
+float dot_f16(const uint16_t* a, const float* b, int n) { return dot_widened(a, b, n); }
+float dot_i8(const int8_t* a, const float* b, int n) { return dot_widened(a, b, n); }
 
 void axpy(float a, const float* x, float* y, int n) {
   const __m256 va = _mm256_set1_ps(a);
@@ -64,13 +81,8 @@ void axpy(float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
-void axpy_f16(float a, const uint16_t* x, float* y, int n) {
-  const __m256 va = _mm256_set1_ps(a);
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a * f16_to_f32(x[i]);
-}
+void axpy_f16(float a, const uint16_t* x, float* y, int n) { axpy_widened(a, x, y, n); }
+void axpy_i8(float a, const int8_t* x, float* y, int n) { axpy_widened(a, x, y, n); }
 
 // The scalar tails go through the same vector exp (one padded lane group) so every element of a
 // row is computed the same way.

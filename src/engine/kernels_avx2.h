@@ -11,8 +11,10 @@ namespace pensieve::kernels::avx2 {
 void rmsnorm(const float* x, const float* weight, float* y, int n, float eps);
 float dot(const float* a, const float* b, int n);
 float dot_f16(const uint16_t* a, const float* b, int n);
+float dot_i8(const int8_t* a, const float* b, int n);
 void axpy(float a, const float* x, float* y, int n);
 void axpy_f16(float a, const uint16_t* x, float* y, int n);
+void axpy_i8(float a, const int8_t* x, float* y, int n);
 void softmax(float* x, int n);
 void silu_mul(float* gate, const float* up, int n);
 void f32_to_f16_row(const float* x, uint16_t* y, int n);

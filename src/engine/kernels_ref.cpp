@@ -56,12 +56,22 @@ float dot_f16(const uint16_t* a, const float* b, int n) {
   return float(s);
 }
 
+float dot_i8(const int8_t* a, const float* b, int n) {
+  double s = 0.0;
+  for (int i = 0; i < n; ++i) s += double(a[i]) * b[i];
+  return float(s);
+}
+
 void axpy(float a, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
 void axpy_f16(float a, const uint16_t* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * f16_to_f32(x[i]);
+}
+
+void axpy_i8(float a, const int8_t* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] += a * float(x[i]);
 }
 
 void softmax(float* x, int n) {

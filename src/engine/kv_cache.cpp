@@ -1,19 +1,60 @@
 #include "engine/kv_cache.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <string>
 
 #include "util/error.h"
 
 namespace pensieve {
 
-KvPool::KvPool(const ModelConfig& cfg, int n_blocks, int block_size, bool f32)
+const char* kv_type_name(KvType t) {
+  switch (t) {
+    case KvType::F32: return "f32";
+    case KvType::Q8: return "q8";
+    default: return "f16";
+  }
+}
+
+KvType parse_kv_type(const std::string& s) {
+  if (s == "f16") return KvType::F16;
+  if (s == "f32") return KvType::F32;
+  if (s == "q8") return KvType::Q8;
+  throw Error("KV cache type '" + s + "': expected f16, f32 or q8");
+}
+
+void kv_store_q8(const float* x, int n_heads, int head_dim, void* row) {
+  auto* q = static_cast<int8_t*>(row);
+  uint8_t* d = reinterpret_cast<uint8_t*>(q + size_t(n_heads) * size_t(head_dim));
+  for (int h = 0; h < n_heads; ++h) {
+    const float* v = x + size_t(h) * size_t(head_dim);
+    float amax = 0.0f;
+    for (int i = 0; i < head_dim; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < head_dim; ++i) q[size_t(h) * size_t(head_dim) + size_t(i)] = int8_t(std::nearbyint(v[i] * id));
+    const float scale = amax / 127.0f;
+    std::memcpy(d + size_t(h) * sizeof(float), &scale, sizeof scale);
+  }
+}
+
+// Bytes of one cache row (a position's keys, or its values, of one layer).
+static size_t kv_row_bytes(const ModelConfig& cfg, KvType type) {
+  const size_t kv_dim = size_t(cfg.n_kv_heads) * size_t(cfg.head_dim);
+  switch (type) {
+    case KvType::F32: return kv_dim * 4;
+    case KvType::Q8: return kv_dim + size_t(cfg.n_kv_heads) * sizeof(float);
+    default: return kv_dim * 2;
+  }
+}
+
+KvPool::KvPool(const ModelConfig& cfg, int n_blocks, int block_size, KvType type)
     : n_blocks_(n_blocks),
       block_size_(block_size),
       kv_dim_(cfg.n_kv_heads * cfg.head_dim),
-      f32_(f32),
-      row_bytes_(size_t(kv_dim_) * (f32 ? 4 : 2)),
-      block_bytes_(block_bytes(cfg, block_size, f32)) {
+      type_(type),
+      row_bytes_(kv_row_bytes(cfg, type)),
+      block_bytes_(block_bytes(cfg, block_size, type)) {
   if (n_blocks <= 0 || block_size <= 0)
     throw Error("KV cache: " + std::to_string(n_blocks) + " blocks of " + std::to_string(block_size) +
                 " positions is not a cache");
@@ -21,9 +62,8 @@ KvPool::KvPool(const ModelConfig& cfg, int n_blocks, int block_size, bool f32)
   data_.reset(new uint8_t[bytes()]);
 }
 
-size_t KvPool::block_bytes(const ModelConfig& cfg, int block_size, bool f32) {
-  return size_t(cfg.n_layers) * 2 * size_t(block_size) * size_t(cfg.n_kv_heads) * size_t(cfg.head_dim) *
-         (f32 ? 4 : 2);
+size_t KvPool::block_bytes(const ModelConfig& cfg, int block_size, KvType type) {
+  return size_t(cfg.n_layers) * 2 * size_t(block_size) * kv_row_bytes(cfg, type);
 }
 
 uint64_t kv_block_hash(uint64_t parent, std::span<const int32_t> tokens) {

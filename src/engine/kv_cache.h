@@ -13,6 +13,7 @@
 #include <list>
 #include <memory>
 #include <span>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -20,18 +21,31 @@
 
 namespace pensieve {
 
+// What a cache row holds: IEEE half (the default), float32, or int8 with a float scale per head
+// row (Q8: a row is kv_dim int8 values, then n_kv_heads float scales; head h's values are
+// round(x / d) with d = max|x| / 127 over its head_dim values, as the activations' int8 rounding).
+enum class KvType { F16, F32, Q8 };
+// "f16", "f32", "q8"; parse_kv_type throws on anything else, naming the accepted values.
+const char* kv_type_name(KvType t);
+KvType parse_kv_type(const std::string& s);
+
+// A Q8 cache row from kv_dim = n_heads * head_dim floats: each head's int8 values, then the
+// heads' scales.
+void kv_store_q8(const float* x, int n_heads, int head_dim, void* row);
+
 class KvPool {
  public:
   static constexpr int kDefaultBlockSize = 16;
 
   // Storage is reserved, not touched: pages are committed as blocks are first written.
-  KvPool(const ModelConfig& cfg, int n_blocks, int block_size = kDefaultBlockSize, bool f32 = false);
+  KvPool(const ModelConfig& cfg, int n_blocks, int block_size = kDefaultBlockSize, KvType type = KvType::F16);
   // Bytes one block takes for this model.
-  static size_t block_bytes(const ModelConfig& cfg, int block_size, bool f32);
+  static size_t block_bytes(const ModelConfig& cfg, int block_size, KvType type);
 
   int n_blocks() const { return n_blocks_; }
   int block_size() const { return block_size_; }
-  bool is_f32() const { return f32_; }
+  KvType type() const { return type_; }
+  bool is_f32() const { return type_ == KvType::F32; }
   int kv_dim() const { return kv_dim_; }
   size_t bytes() const { return size_t(n_blocks_) * block_bytes_; }
   size_t bytes_per_block() const { return block_bytes_; }
@@ -47,7 +61,8 @@ class KvPool {
   DeviceStorage* device_storage() const { return device_.get(); }
   void set_device_storage(std::unique_ptr<DeviceStorage> s) const { device_ = std::move(s); }
 
-  // Row of kv_dim elements (uint16_t half or float) of `layer` at offset `off` of `block`.
+  // Row of kv_dim elements (uint16_t half, float, or Q8's int8 values and scales) of `layer` at
+  // offset `off` of `block`.
   void* key(int block, int layer, int off) const { return row(block, layer, off, 0); }
   void* value(int block, int layer, int off) const { return row(block, layer, off, 1); }
 
@@ -57,7 +72,7 @@ class KvPool {
            (size_t(layer * 2 + which) * size_t(block_size_) + size_t(off)) * row_bytes_;
   }
   int n_blocks_, block_size_, kv_dim_;
-  bool f32_;
+  KvType type_;
   size_t row_bytes_, block_bytes_;
   std::unique_ptr<uint8_t[]> data_;
   mutable std::unique_ptr<DeviceStorage> device_;

@@ -30,10 +30,10 @@ std::string blk(int l, const char* name) { return "blk." + std::to_string(l) + "
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-SequenceState::SequenceState(const ModelConfig& cfg, int capacity, bool kv_f32) {
+SequenceState::SequenceState(const ModelConfig& cfg, int capacity, KvType kv_type) {
   const int bs = KvPool::kDefaultBlockSize;
   const int n = std::max(1, (capacity + bs - 1) / bs);
-  own_pool = std::make_unique<KvPool>(cfg, n, bs, kv_f32);
+  own_pool = std::make_unique<KvPool>(cfg, n, bs, kv_type);
   pool = own_pool.get();
   for (int b = 0; b < n; ++b) blocks.push_back(b);
 }

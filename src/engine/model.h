@@ -21,7 +21,7 @@ namespace pensieve {
 // built on a shared pool its blocks are managed by the caller (the scheduler), which must give it
 // room for every position a forward pass writes.
 struct SequenceState {
-  SequenceState(const ModelConfig& cfg, int capacity, bool kv_f32);
+  SequenceState(const ModelConfig& cfg, int capacity, KvType kv_type);
   explicit SequenceState(KvPool& shared) : pool(&shared) {}
 
   int capacity() const { return int(blocks.size()) * pool->block_size(); }

@@ -122,7 +122,7 @@ std::shared_ptr<ModelInstance> ModelInstance::load(const std::string& path, cons
     so.max_waiting = opts.max_waiting;
     so.max_batch_tokens = opts.max_batch_tokens;
     so.kv_cache_bytes = opts.kv_cache_bytes;
-    so.kv_f32 = opts.kv_f32;
+    so.kv_type = opts.kv_type;
     m.scheduler = std::make_shared<Scheduler>(m.model, *m.tokenizer, m.stop_ids, m.context, *m.pool, so);
   }
   m.load_seconds = seconds_since(t0);

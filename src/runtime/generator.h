@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/kv_cache.h"
 #include "engine/model_config.h"
 
 namespace pensieve {
@@ -24,7 +25,7 @@ using GrammarPtr = std::shared_ptr<const Grammar>;
 struct EngineOptions {
   int threads = 0;        // 0: physical core count
   int context = 0;        // 0: min(model's trained context, 4096)
-  bool kv_f32 = false;    // KV cache in float32 instead of float16
+  KvType kv_type = KvType::F16;  // what the KV cache holds
   std::string id;         // model id; default: from metadata or file name
   std::string device = "cpu";  // auto, cpu, cuda or cuda:N (engine/model.h, backend/backend.h)
   // The scheduler (runtime/scheduler.h): sequences batched per step, jobs queued behind them,

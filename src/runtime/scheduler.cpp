@@ -79,7 +79,7 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, const Tokenizer& tokeni
   if (opts_.max_running < 1 || opts_.max_batch_tokens < 1 || opts_.max_waiting < 0 || opts_.kv_block_size < 1)
     throw Error("scheduler: max_running and max_batch_tokens must be at least 1");
   const int bs = opts_.kv_block_size;
-  const size_t block = KvPool::block_bytes(cfg, bs, opts_.kv_f32);
+  const size_t block = KvPool::block_bytes(cfg, bs, opts_.kv_type);
   const size_t per_context = size_t((context_ + bs - 1) / bs) * block;
   size_t bytes = opts_.kv_cache_bytes;
   if (bytes == 0) {
@@ -92,7 +92,7 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, const Tokenizer& tokeni
     throw Error("KV cache of " + std::to_string(bytes >> 20) + " MiB cannot hold one sequence of the " +
                 std::to_string(context_) + "-token context (" + std::to_string((per_context + block) >> 20) +
                 " MiB): raise kv_cache_gb or lower the context");
-  kv_ = std::make_unique<KvPool>(cfg, n_blocks, bs, opts_.kv_f32);
+  kv_ = std::make_unique<KvPool>(cfg, n_blocks, bs, opts_.kv_type);
   blocks_ = std::make_unique<BlockManager>(n_blocks);
   const std::vector<int32_t> name(cfg.name.begin(), cfg.name.end());  // blocks of other models never match
   salt_ = kv_block_hash(0x5eed, name);

@@ -84,7 +84,7 @@ struct SchedulerOptions {
   int max_batch_tokens = 512;  // tokens per forward pass (decode tokens + prefill chunks)
   size_t kv_cache_bytes = 0;   // 0: room for the context x 4 sequences, capped by free memory
   int kv_block_size = 16;
-  bool kv_f32 = false;
+  KvType kv_type = KvType::F16;
 };
 
 class Scheduler : public GenerationService {

@@ -7,6 +7,7 @@
 #include <toml++/toml.h>
 
 #include "backend/backend.h"
+#include "engine/kv_cache.h"
 #include "runtime/model_manager.h"
 #include "util/error.h"
 
@@ -86,6 +87,16 @@ void read_limits(ServerConfig& cfg, const fs::path& file, const toml::table& t) 
       const auto v = node.value<double>();
       if (!v || *v < 0) throw Error(where(file, node) + ": 'kv_cache_gb' must be a number >= 0");
       cfg.kv_cache_gb = *v;
+    }
+    else if (key == "kv_cache_type") {
+      const auto v = node.value<std::string>();
+      if (!v) throw Error(where(file, node) + ": 'kv_cache_type' must be \"f16\", \"f32\" or \"q8\"");
+      try {
+        parse_kv_type(*v);
+      } catch (const Error& e) {
+        throw Error(where(file, node) + ": " + e.what());
+      }
+      cfg.kv_cache_type = *v;
     }
     else if (key == "request_timeout_ms") cfg.request_timeout_ms = int_of(file, node, key, 1);
     else if (key == "ping_interval_ms") cfg.ping_interval_ms = int_of(file, node, key, 10);
@@ -190,6 +201,10 @@ void apply_environment(ServerConfig& cfg) {
     if (!*v || *end || !(x >= 0)) throw Error(std::string("PENSIEVE_KV_CACHE_GB='") + v + "': expected a number >= 0");
     cfg.kv_cache_gb = x;
   }
+  if (has("PENSIEVE_KV_CACHE_TYPE")) {
+    cfg.kv_cache_type = std::getenv("PENSIEVE_KV_CACHE_TYPE");
+    parse_kv_type(cfg.kv_cache_type);  // names the accepted values
+  }
   if (has("PENSIEVE_REQUEST_TIMEOUT_MS")) cfg.request_timeout_ms = env_int("PENSIEVE_REQUEST_TIMEOUT_MS", 1);
   if (has("PENSIEVE_MAX_CONNECTIONS")) cfg.max_connections = env_int("PENSIEVE_MAX_CONNECTIONS", 1);
   if (has("PENSIEVE_HEADER_TIMEOUT_MS")) cfg.header_timeout_ms = env_int("PENSIEVE_HEADER_TIMEOUT_MS", 1);
@@ -251,6 +266,7 @@ std::string config_to_toml(const ServerConfig& cfg) {
   toml::table limits{{"max_body_bytes", cfg.max_body_bytes}, {"max_output_tokens", cfg.max_output_tokens},
                      {"max_waiting", cfg.max_waiting}, {"max_running", cfg.max_running},
                      {"max_batch_tokens", cfg.max_batch_tokens}, {"kv_cache_gb", cfg.kv_cache_gb},
+                     {"kv_cache_type", cfg.kv_cache_type},
                      {"request_timeout_ms", cfg.request_timeout_ms},
                      {"ping_interval_ms", cfg.ping_interval_ms},
                      {"shutdown_grace_ms", cfg.shutdown_grace_ms}, {"max_connections", cfg.max_connections},

@@ -38,6 +38,7 @@ struct ServerConfig {
   int max_running = 64;         // sequences one model batches per step
   int max_batch_tokens = 512;   // tokens per forward pass (decode tokens + prompt chunks)
   double kv_cache_gb = 0;       // KV cache per model; 0 = context x 4 sequences, capped by free memory
+  std::string kv_cache_type = "f16";  // f16, f32 or q8 (int8 with a scale a head row)
   int request_timeout_ms = 600000;
   int ping_interval_ms = 5000;  // SSE ping while a stream waits for the model
   int shutdown_grace_ms = 15000;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -330,10 +331,17 @@ TEST(CudaOps, VectorOpsMatchTheCpu) {
 // interleaved in one pool, prefilled in one pass (the tiled kernels), then a second pass with a
 // decode token (the split kernel) and a 3-token continuation (a tile); with PENSIEVE_CUDA_ATTN=0
 // the one-block-a-token kernel does all, with 2 the float32 tiles serve the fp16 cache too.
+constexpr KvType kKvTypes[] = {KvType::F16, KvType::F32, KvType::Q8};
+
 TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
   REQUIRE_GPU();
-  for (const char* attn : {"1", "2", "0"}) {
+  // "split": the tiles on tensor cores and every lone token's attention split over a block a 32-key
+  // chunk (flash decoding; the 150-position sequence's decode token over 5 blocks, some empty).
+  for (const char* mode : {"1", "2", "0", "split"}) {
+    const bool split = std::strcmp(mode, "split") == 0;
+    const char* attn = split ? "1" : mode;
     setenv("PENSIEVE_CUDA_ATTN", attn, 1);
+    setenv("PENSIEVE_CUDA_SPLIT_CHUNKS", split ? "1" : "8", 1);
     for (int variant = 0; variant < 3; ++variant) {
       std::mt19937 rng(100 + variant);
       ModelConfig cfg = small_config();
@@ -362,8 +370,8 @@ TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
       for (bool use_gpu : {false, true}) {
         auto b = use_gpu ? make_cuda_backend(cfg, 0) : make_cpu_backend(cfg);
         b->finish_load();
-        for (bool f32 : {false, true}) {
-          KvPool kv(cfg, 60, 4, f32);
+        for (KvType kt : kKvTypes) {
+          KvPool kv(cfg, 60, 4, kt);
           std::vector<std::unique_ptr<SequenceState>> seqs;
           for (int s = 0; s < 2; ++s) seqs.push_back(std::make_unique<SequenceState>(kv));
           for (int i = 0; i < 60; ++i) seqs[size_t(i % 5 == 1 ? 1 : 0)]->blocks.push_back(i);
@@ -403,22 +411,27 @@ TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
         }
       }
       // The rope ran once per layer on the same buffer (twice rotated): compare both backends.
-      for (int f = 0; f < 2; ++f) {
-        const double e_rope = rel_err(rotated[size_t(2 + f)], rotated[size_t(f)]);
-        const double e_att = rel_err(outs[size_t(2 + f)], outs[size_t(f)]);
-        const double e_dec = rel_err(decs[size_t(2 + f)], decs[size_t(f)]);
+      const size_t nk = std::size(kKvTypes);
+      for (size_t f = 0; f < nk; ++f) {
+        const double e_rope = rel_err(rotated[nk + f], rotated[f]);
+        const double e_att = rel_err(outs[nk + f], outs[f]);
+        const double e_dec = rel_err(decs[nk + f], decs[f]);
         std::printf("[ rope+attention kernels %s variant %d kv %s ] rope rel err %.3g, attention rel err %.3g, "
                     "decode attention rel err %.3g\n",
-                    attn, variant, f ? "f32" : "f16", e_rope, e_att, e_dec);
+                    mode, variant, kv_type_name(kKvTypes[f]), e_rope, e_att, e_dec);
         EXPECT_LT(e_rope, 1e-5);
-        // An fp16 cache's tiles run on tensor cores, q and the probabilities rounded to fp16.
-        const double tile_bound = f == 0 && attn[0] == '1' ? 1e-3 : 1e-5;
+        // An fp16 or Q8 cache's tiles run on tensor cores, q, the probabilities and Q8's widened
+        // rows rounded to fp16; a Q8 row rounded from a key or value the backends' RoPE left one
+        // bit apart may round to a neighbouring int8 value.
+        const bool q8 = kKvTypes[f] == KvType::Q8;
+        const double tile_bound = q8 ? 2e-3 : kKvTypes[f] == KvType::F16 && attn[0] == '1' ? 1e-3 : 1e-5;
         EXPECT_LT(e_att, tile_bound);
         EXPECT_LT(e_dec, tile_bound);
       }
     }
   }
   unsetenv("PENSIEVE_CUDA_ATTN");
+  unsetenv("PENSIEVE_CUDA_SPLIT_CHUNKS");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,11 +466,12 @@ TEST_P(CudaModel, SameLogitsAndGreedyTokensAsTheCpu) {
   const ModelConfig& cfg = cpu->config();
   ThreadPool pool(2);
   for (const auto& ref : test::read_references(test::testdata_dir() / GetParam())) {
-    for (bool exact : {true, false}) {
+    for (const test::Mode& mode : test::kModes) {
+      const bool exact = mode.exact;
       std::vector<std::vector<float>> logits;
       std::vector<std::vector<int32_t>> greedy;
       for (const Model* m : {cpu.get(), gpu.get()}) {
-        SequenceState st(cfg, int(ref.input_ids.size()) + 16, /*kv_f32=*/exact);
+        SequenceState st(cfg, int(ref.input_ids.size()) + 16, mode.kv);
         st.exact_activations = exact;
         std::vector<float> l;
         m->forward(st, ref.input_ids, true, l, pool);
@@ -473,11 +487,14 @@ TEST_P(CudaModel, SameLogitsAndGreedyTokensAsTheCpu) {
       }
       const double err = rel_err(logits[1], logits[0]);
       std::printf("[ %s %s %s ] GPU vs CPU logits rel err %.3g, greedy %s\n", GetParam().c_str(), ref.name.c_str(),
-                  exact ? "exact" : "serving", err, greedy[0] == greedy[1] ? "equal" : "DIFFERENT");
+                  mode.name, err, greedy[0] == greedy[1] ? "equal" : "DIFFERENT");
       // Exact: both float32 up to summation order. Serving: the CPU quantizes activations to 8
-      // bits and the GPU's prefill rounds to fp16, each ~1e-3 per matmul.
-      EXPECT_LT(err, exact ? 1e-4 : 5e-2) << ref.name;
-      if (exact) {
+      // bits and the GPU's prefill rounds to fp16, each ~1e-3 per matmul. Q8 cache: the same int8
+      // rows but where the backends' keys and values, a bit apart, round to neighbouring values,
+      // and the GPU's prefill widens the rows to fp16.
+      const bool q8 = mode.kv == KvType::Q8;
+      EXPECT_LT(err, q8 ? 1e-2 : exact ? 1e-4 : 5e-2) << ref.name;
+      if (exact && !q8) {
         EXPECT_EQ(greedy[0], greedy[1]) << ref.name;
       }
     }
@@ -496,11 +513,12 @@ TEST_P(CudaModel, BatchedDecodeEqualsSoloDecode) {
   ASSERT_GE(longest.size(), 12u);
   const std::vector<std::vector<int32_t>> prompts = test::batch_prompts(longest, 12);
   constexpr int kSteps = 5;
-  for (bool exact : {true, false}) {
-    SCOPED_TRACE(exact ? "exact" : "serving");
-    const auto solo = test::solo_greedy_logits(*model, prompts, kSteps, exact, pool);
+  for (const test::Mode& mode : test::kModes) {
+    SCOPED_TRACE(mode.name);
+    const bool exact = mode.exact;
+    const auto solo = test::solo_greedy_logits(*model, prompts, kSteps, exact, pool, mode.kv);
     // The same prompts prefilled together, then decoded together, from one shared pool.
-    KvPool kv(cfg, 64, 4, exact);
+    KvPool kv(cfg, 64, 4, mode.kv);
     BlockManager blocks(64);
     const auto seqs = test::pool_sequences(kv, prompts.size(), exact);
     std::vector<std::vector<int32_t>> tokens = prompts;
@@ -525,7 +543,7 @@ TEST_P(CudaModel, BatchedDecodeEqualsSoloDecode) {
                                     solo[s][size_t(step)].begin()));
       }
     }
-    std::printf("[ %s batched vs solo %s ] worst rel err %.3g\n", GetParam().c_str(), exact ? "exact" : "serving", worst);
+    std::printf("[ %s batched vs solo %s ] worst rel err %.3g\n", GetParam().c_str(), mode.name, worst);
     // Serving: a batch's prefill may take the fp16 GEMM path where a lone one takes the GEMV,
     // which on Q4_0 / Q8_0 rounds activations to int8 (as the CPU's serving path does): the two
     // roundings differ by up to ~4e-2 on these 256-wide models, as far as GPU and CPU may differ.
@@ -545,16 +563,21 @@ TEST_P(CudaModel, FusedOpsEqualSeparateOps) {
   REQUIRE_GPU();
   const auto refs = test::read_references(test::testdata_dir() / GetParam());
   const std::vector<int32_t> prompt = test::longest_prompt(refs);
-  std::vector<std::vector<std::vector<float>>> runs;
   ThreadPool pool(1);
-  for (const char* fuse : {"0", "1"}) {
-    setenv("PENSIEVE_CUDA_FUSE", fuse, 1);
-    const auto model = Model::load(model_path(GetParam()), "cuda");
-    runs.push_back(test::solo_greedy_logits(*model, prompt, 4, /*exact=*/false, pool));
+  // A Q8 cache too: fused, the decode attention rounds and stores the token's rows (not the RoPE
+  // kernel).
+  for (KvType kv : {KvType::F16, KvType::Q8}) {
+    SCOPED_TRACE(kv_type_name(kv));
+    std::vector<std::vector<std::vector<float>>> runs;
+    for (const char* fuse : {"0", "1"}) {
+      setenv("PENSIEVE_CUDA_FUSE", fuse, 1);
+      const auto model = Model::load(model_path(GetParam()), "cuda");
+      runs.push_back(test::solo_greedy_logits(*model, prompt, 4, /*exact=*/false, pool, kv));
+    }
+    unsetenv("PENSIEVE_CUDA_FUSE");
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_TRUE(runs[0][i] == runs[1][i]) << "step " << i;
   }
-  unsetenv("PENSIEVE_CUDA_FUSE");
-  ASSERT_EQ(runs[0].size(), runs[1].size());
-  for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_TRUE(runs[0][i] == runs[1][i]) << "step " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(TestData, CudaModel, ::testing::ValuesIn(model_dirs()),

@@ -1,9 +1,10 @@
-// attend_group (engine/attention.h) against attention computed in double precision, for half and
-// float cache rows, and the batch invariance the batched forward pass relies on.
+// attend_group (engine/attention.h) against attention computed in double precision, for half, float
+// and Q8 cache rows, and the batch invariance the batched forward pass relies on.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -16,30 +17,52 @@ namespace {
 
 namespace K = kernels;
 
+// Random rows of `positions` positions in a cache of the given type; kf and vf hold the values the
+// cache rows stand for (rounded to half, or Q8's int8 times its scale).
 struct Cache {
   int kv_dim;
-  bool f32;
-  std::vector<std::vector<float>> kf, vf;       // float rows
-  std::vector<std::vector<uint16_t>> kh, vh;    // half rows
+  KvType type;
+  std::vector<std::vector<float>> kf, vf;         // what the rows hold, as float
+  std::vector<std::vector<uint8_t>> kr, vr;       // the rows as stored (half, float or Q8 bytes)
   std::vector<const void*> keys, values;
-  Cache(int positions, int kv_dim_, bool f32_, uint32_t seed) : kv_dim(kv_dim_), f32(f32_) {
+  Cache(int positions, int kv_dim_, int heads, KvType type_, uint32_t seed) : kv_dim(kv_dim_), type(type_) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> g(0.0f, 1.0f);
+    const int hd = kv_dim / heads;
+    auto store = [&](std::vector<float>& x) {
+      std::vector<uint8_t> row;
+      if (type == KvType::F32) {
+        row.resize(x.size() * 4);
+        std::memcpy(row.data(), x.data(), row.size());
+      } else if (type == KvType::F16) {
+        row.resize(x.size() * 2);
+        for (size_t i = 0; i < x.size(); ++i) {
+          const uint16_t h = f32_to_f16(x[i]);
+          std::memcpy(row.data() + 2 * i, &h, 2);
+          x[i] = f16_to_f32(h);
+        }
+      } else {
+        row.resize(x.size() + size_t(heads) * 4);
+        kv_store_q8(x.data(), heads, hd, row.data());
+        for (size_t i = 0; i < x.size(); ++i) {
+          float d;
+          std::memcpy(&d, row.data() + x.size() + (i / size_t(hd)) * 4, 4);
+          x[i] = d * float(int8_t(row[i]));
+        }
+      }
+      return row;
+    };
     for (int p = 0; p < positions; ++p) {
       std::vector<float> k(static_cast<size_t>(kv_dim)), v(static_cast<size_t>(kv_dim));
       for (auto& x : k) x = g(rng);
       for (auto& x : v) x = g(rng);
-      std::vector<uint16_t> k16(k.size()), v16(v.size());
-      for (size_t i = 0; i < k.size(); ++i) {
-        k16[i] = f32_to_f16(k[i]), v16[i] = f32_to_f16(v[i]);
-        if (!f32) k[i] = f16_to_f32(k16[i]), v[i] = f16_to_f32(v16[i]);
-      }
-      kf.push_back(k), vf.push_back(v), kh.push_back(k16), vh.push_back(v16);
+      kr.push_back(store(k)), vr.push_back(store(v));
+      kf.push_back(k), vf.push_back(v);
     }
-    for (int p = 0; p < positions; ++p) {
-      keys.push_back(f32 ? static_cast<const void*>(kf[size_t(p)].data()) : kh[size_t(p)].data());
-      values.push_back(f32 ? static_cast<const void*>(vf[size_t(p)].data()) : vh[size_t(p)].data());
-    }
+    for (int p = 0; p < positions; ++p) keys.push_back(kr[size_t(p)].data()), values.push_back(vr[size_t(p)].data());
+  }
+  K::AttnRows rows(int first, int64_t off, int hd) const {
+    return {keys.data() + first, values.data() + first, first, type, off, int64_t(kv_dim) + off / hd * 4};
   }
 };
 
@@ -63,10 +86,10 @@ TEST(Attention, GroupsMatchDoublePrecisionAndDoNotDependOnTheGroup) {
   if (!K::attend_group_available(96)) GTEST_SKIP() << "no AVX-512 (or PENSIEVE_NO_VNNI set)";
   EXPECT_FALSE(K::attend_group_available(72));
   uint32_t seed = 10;
-  for (bool f32 : {false, true})
+  for (KvType type : {KvType::F16, KvType::F32, KvType::Q8})
     for (int hd : {16, 64, 96, 128, 256}) {
       const int positions = 77, heads = 2, kv_dim = heads * hd;
-      Cache c(positions, kv_dim, f32, ++seed);
+      Cache c(positions, kv_dim, heads, type, ++seed);
       std::mt19937 rng(++seed);
       std::normal_distribution<float> g(0.0f, 1.0f);
       const float scale = 1.0f / std::sqrt(float(hd));
@@ -82,21 +105,21 @@ TEST(Attention, GroupsMatchDoublePrecisionAndDoNotDependOnTheGroup) {
           qs[i] = {q.data() + i * hd, together.data() + i * hd, window ? std::max(0, pos - window + 1) : 0, pos};
           first = std::min(first, qs[i].lo);
         }
-        const K::AttnRows rows{c.keys.data() + first, c.values.data() + first, first, f32, int64_t(hd)};
+        const K::AttnRows rows = c.rows(first, hd, hd);
         std::vector<float> scratch;
         K::attend_group(qs, 4, rows, hd, scale, scratch);
         for (int i = 0; i < 4; ++i) {
           const auto want = reference(c, qs[i].q, qs[i].lo, qs[i].hi, hd, hd, scale);
           for (int d = 0; d < hd; ++d)
             ASSERT_NEAR(together[size_t(i * hd + d)], want[size_t(d)], 2e-5 * (std::fabs(want[size_t(d)]) + 1.0))
-                << "f32 " << f32 << " hd " << hd << " window " << window << " query " << i << " dim " << d;
+                << kv_type_name(type) << " hd " << hd << " window " << window << " query " << i << " dim " << d;
           K::AttnQuery one = qs[i];
           one.out = alone.data();
-          const K::AttnRows own{c.keys.data() + one.lo, c.values.data() + one.lo, one.lo, f32, int64_t(hd)};
+          const K::AttnRows own = c.rows(one.lo, hd, hd);
           K::attend_group(&one, 1, own, hd, scale, scratch);
           for (int d = 0; d < hd; ++d)
             ASSERT_EQ(alone[size_t(d)], together[size_t(i * hd + d)])
-                << "f32 " << f32 << " hd " << hd << " query " << i << ": its group changed its result";
+                << kv_type_name(type) << " hd " << hd << " query " << i << ": its group changed its result";
         }
       }
     }

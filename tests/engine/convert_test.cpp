@@ -349,7 +349,7 @@ TEST_P(ConvertedReference, LogitsWithinTheTypeBound) {
   ThreadPool pool(2);
   for (const auto& ref : test::read_references(dir)) {
     SCOPED_TRACE(ref.name);
-    SequenceState st(model->config(), int(ref.input_ids.size() + ref.greedy_next16.size()), true);
+    SequenceState st(model->config(), int(ref.input_ids.size() + ref.greedy_next16.size()), KvType::F32);
     st.exact_activations = true;
     std::vector<float> logits;
     model->forward(st, ref.input_ids, true, logits, pool);

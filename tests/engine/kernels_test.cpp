@@ -3,6 +3,7 @@
 // derived from the activation rounding.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -54,6 +55,13 @@ TEST(KernelsSimd, VectorOpsMatchReference) {
     for (int i = 0; i < n; ++i) mag += std::fabs(x[size_t(i)] * w[size_t(i)]);
     EXPECT_NEAR(K::avx2::dot(x.data(), w.data(), n), K::ref::dot(x.data(), w.data(), n), 1e-6 * mag + 1e-6);
     EXPECT_NEAR(K::avx2::dot_f16(h.data(), x.data(), n), K::ref::dot_f16(h.data(), x.data(), n), 1e-6 * mag + 1e-6);
+    std::vector<int8_t> q(static_cast<size_t>(n));
+    double qmag = 0;
+    for (int i = 0; i < n; ++i) {
+      q[size_t(i)] = int8_t(std::lround(std::clamp(w[size_t(i)] * 40.0f, -127.0f, 127.0f)));
+      qmag += std::fabs(double(q[size_t(i)]) * x[size_t(i)]);
+    }
+    EXPECT_NEAR(K::avx2::dot_i8(q.data(), x.data(), n), K::ref::dot_i8(q.data(), x.data(), n), 1e-6 * qmag + 1e-6);
 
     // FMA rounds once where the reference rounds twice: bound by the size of the terms.
     y1 = u, y2 = u;
@@ -66,6 +74,12 @@ TEST(KernelsSimd, VectorOpsMatchReference) {
     K::avx2::axpy_f16(-1.5f, h.data(), y2.data(), n);
     for (int i = 0; i < n; ++i)
       ASSERT_NEAR(y2[size_t(i)], y1[size_t(i)], 2e-7f * (std::fabs(u[size_t(i)]) + std::fabs(1.5f * w[size_t(i)]) + 1e-6f));
+
+    y1 = u, y2 = u;
+    K::ref::axpy_i8(0.02f, q.data(), y1.data(), n);
+    K::avx2::axpy_i8(0.02f, q.data(), y2.data(), n);
+    for (int i = 0; i < n; ++i)
+      ASSERT_NEAR(y2[size_t(i)], y1[size_t(i)], 2e-7f * (std::fabs(u[size_t(i)]) + std::fabs(0.02f * q[size_t(i)]) + 1e-6f));
 
     y1 = x, y2 = x;
     for (auto* v : {&y1, &y2}) (*v)[0] = -INFINITY;  // a masked score

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <random>
+#include <cstring>
 #include <set>
 
 #include "util/error.h"
@@ -24,9 +25,13 @@ TEST(KvPool, BlocksAndRowsDoNotOverlap) {
   cfg.n_layers = 3;
   cfg.n_kv_heads = 2;
   cfg.head_dim = 4;
-  KvPool pool(cfg, 5, 4, /*f32=*/true);
-  EXPECT_EQ(pool.bytes(), size_t(5) * KvPool::block_bytes(cfg, 4, true));
-  EXPECT_EQ(KvPool::block_bytes(cfg, 4, true), size_t(3 * 2 * 4 * 8 * 4));
+  KvPool pool(cfg, 5, 4, KvType::F32);
+  EXPECT_EQ(pool.bytes(), size_t(5) * KvPool::block_bytes(cfg, 4, KvType::F32));
+  EXPECT_EQ(KvPool::block_bytes(cfg, 4, KvType::F32), size_t(3 * 2 * 4 * 8 * 4));
+  // Q8: a row is 8 int8 values and 2 float scales; f16 rows half the float ones.
+  EXPECT_EQ(KvPool::block_bytes(cfg, 4, KvType::Q8), size_t(3 * 2 * 4 * (8 + 2 * 4)));
+  EXPECT_EQ(KvPool(cfg, 5, 4, KvType::Q8).bytes_per_row(), size_t(16));
+  EXPECT_EQ(KvPool::block_bytes(cfg, 4, KvType::F16), size_t(3 * 2 * 4 * 8 * 2));
   std::set<const void*> rows;
   for (int b = 0; b < 5; ++b)
     for (int l = 0; l < 3; ++l)
@@ -45,7 +50,22 @@ TEST(KvPool, BlocksAndRowsDoNotOverlap) {
           ASSERT_EQ(static_cast<float*>(pool.key(b, l, off))[i], float(b * 1000 + l * 100 + off * 10 + i));
           ASSERT_EQ(static_cast<float*>(pool.value(b, l, off))[i], -float(b * 1000 + l * 100 + off * 10 + i));
         }
-  EXPECT_THROW(KvPool(cfg, 0, 4, false), Error);
+  EXPECT_THROW(KvPool(cfg, 0, 4, KvType::F16), Error);
+}
+
+TEST(KvPool, TypesParseAndQ8RowsRoundPerHead) {
+  for (KvType t : {KvType::F16, KvType::F32, KvType::Q8}) EXPECT_EQ(parse_kv_type(kv_type_name(t)), t);
+  EXPECT_THROW(parse_kv_type("q4"), Error);
+  // Two heads of 4: each head's int8 values are x * 127 / max|x| rounded, its scale max|x| / 127.
+  const float x[8] = {1.0f, -0.5f, 0.25f, 2.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  uint8_t row[8 + 2 * 4];
+  kv_store_q8(x, 2, 4, row);
+  const int8_t want[8] = {64, -32, 16, 127, 0, 0, 0, 0};  // 63.5 and 15.875 round to even and up
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(int8_t(row[i]), want[i]) << i;
+  float d[2];
+  std::memcpy(d, row + 8, sizeof d);
+  EXPECT_FLOAT_EQ(d[0], 2.0f / 127.0f);
+  EXPECT_EQ(d[1], 0.0f);
 }
 
 TEST(KvBlockHash, CoversParentAndEveryToken) {

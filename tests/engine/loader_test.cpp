@@ -380,7 +380,7 @@ TEST(Loader, MlxEightBitFolderComputesTheFloatModel) {
   ThreadPool pool(2);
   for (const auto& ref : test::read_references(ref_dir)) {
     SCOPED_TRACE(ref.name);
-    SequenceState st(model->config(), int(ref.input_ids.size()), true);
+    SequenceState st(model->config(), int(ref.input_ids.size()), KvType::F32);
     st.exact_activations = true;
     std::vector<float> logits;
     model->forward(st, ref.input_ids, true, logits, pool);
@@ -513,7 +513,7 @@ TEST(Loader, Llama3RopeSurvivesConversion) {
   const std::vector<int32_t> ids = {5, 17, 300, 42, 9, 101, 77, 250, 3, 64, 128, 200, 11, 400, 8, 90,
                                     33, 7, 150, 260};
   std::vector<float> la, lb;
-  SequenceState sa(a->config(), int(ids.size()), true), sb(b->config(), int(ids.size()), true);
+  SequenceState sa(a->config(), int(ids.size()), KvType::F32), sb(b->config(), int(ids.size()), KvType::F32);
   sa.exact_activations = sb.exact_activations = true;
   a->forward(sa, ids, true, la, pool);
   b->forward(sb, ids, true, lb, pool);
@@ -524,7 +524,7 @@ TEST(Loader, Llama3RopeSurvivesConversion) {
   cfg["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};
   std::ofstream(dir / "config.json") << cfg.dump();
   const auto plain = Model::load(dir.string());
-  SequenceState sp(plain->config(), int(ids.size()), true);
+  SequenceState sp(plain->config(), int(ids.size()), KvType::F32);
   sp.exact_activations = true;
   std::vector<float> lp;
   plain->forward(sp, ids, true, lp, pool);

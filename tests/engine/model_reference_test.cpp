@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 #include <filesystem>
 
 #include "engine/model.h"
@@ -28,6 +29,7 @@ namespace fs = std::filesystem;
 // happens with llama.cpp's identical activation scheme). Bound: relative L2 <= 5e-2 and the argmax
 // equal at >= 85% of positions; float weights (F32) must stay within 2e-3 and agree everywhere.
 constexpr double kExactBound = 1e-4;
+constexpr double kQ8CacheBound = 3e-2;
 
 std::vector<std::string> model_dirs() {
   std::vector<std::string> out;
@@ -49,9 +51,11 @@ struct PassResult {
   std::vector<int32_t> greedy;
 };
 
-PassResult run_reference(const Model& model, const test::Reference& ref, bool exact, ThreadPool& pool) {
+PassResult run_reference(const Model& model, const test::Reference& ref, bool exact, ThreadPool& pool,
+                         std::optional<KvType> kv = std::nullopt) {
   const ModelConfig& cfg = model.config();
-  SequenceState st(cfg, int(ref.input_ids.size() + ref.greedy_next16.size()), /*kv_f32=*/exact);
+  SequenceState st(cfg, int(ref.input_ids.size() + ref.greedy_next16.size()),
+                   kv ? *kv : exact ? KvType::F32 : KvType::F16);
   st.exact_activations = exact;
   PassResult r;
   model.forward(st, ref.input_ids, true, r.logits, pool);
@@ -71,48 +75,62 @@ bool has_quantized_weights(const Model& model) {
   return false;
 }
 
-TEST_P(ModelReference, ExactActivationsMatchReference) {
-  PENSIEVE_REQUIRE_TESTDATA();
-  const fs::path dir = test::testdata_dir() / GetParam();
+// Every reference of the parameter's model in one computing mode: how far its logits are from the
+// reference's (printed), handed to `check` with the model and the run.
+template <class Check>
+void compare_references(const std::string& param, bool exact, std::optional<KvType> kv, const char* label,
+                        Check check) {
+  const fs::path dir = test::testdata_dir() / param;
   const auto model = Model::load((fs::exists(dir / "model.gguf") ? dir / "model.gguf" : dir).string());
   ThreadPool pool(2);
   for (const auto& ref : test::read_references(dir)) {
     SCOPED_TRACE(ref.name);
-    const PassResult r = run_reference(*model, ref, true, pool);
+    const PassResult r = run_reference(*model, ref, exact, pool, kv);
     const auto c = test::compare_logits(r.logits, ref.logits, size_t(model->config().n_vocab));
-    std::printf("[ %s %s exact ] relative L2 %.3g, argmax mismatches %d/%d\n", GetParam().c_str(),
-                ref.name.c_str(), c.rel_l2, c.argmax_mismatches, c.positions);
+    std::printf("[ %s %s %s ] relative L2 %.3g, argmax mismatches %d/%d\n", param.c_str(), ref.name.c_str(), label,
+                c.rel_l2, c.argmax_mismatches, c.positions);
+    check(*model, ref, r, c);
+  }
+}
+
+TEST_P(ModelReference, ExactActivationsMatchReference) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  auto check = [](const Model&, const auto& ref, const auto& r, const auto& c) {
     EXPECT_LE(c.rel_l2, kExactBound);
     EXPECT_EQ(c.argmax_mismatches, 0);
     EXPECT_EQ(r.greedy, ref.greedy_next16);
-  }
+  };
+  compare_references(GetParam(), true, std::nullopt, "exact", check);
 }
 
 TEST_P(ModelReference, ServingPathWithinItsBound) {
   PENSIEVE_REQUIRE_TESTDATA();
-  const fs::path dir = test::testdata_dir() / GetParam();
-  const auto model = Model::load((fs::exists(dir / "model.gguf") ? dir / "model.gguf" : dir).string());
-  const bool quantized = has_quantized_weights(*model);
-  ThreadPool pool(2);
-  for (const auto& ref : test::read_references(dir)) {
-    SCOPED_TRACE(ref.name);
-    const PassResult r = run_reference(*model, ref, false, pool);
-    const auto c = test::compare_logits(r.logits, ref.logits, size_t(model->config().n_vocab));
-    std::printf("[ %s %s serving ] relative L2 %.3g, argmax mismatches %d/%d\n", GetParam().c_str(),
-                ref.name.c_str(), c.rel_l2, c.argmax_mismatches, c.positions);
-    if (quantized) {
+  auto check = [](const Model& model, const auto&, const auto&, const auto& c) {
+    if (has_quantized_weights(model)) {
       EXPECT_LE(c.rel_l2, 5e-2);
       EXPECT_LE(c.argmax_mismatches, c.positions * 15 / 100);
     } else {
       EXPECT_LE(c.rel_l2, 2e-3);
       EXPECT_EQ(c.argmax_mismatches, 0);
     }
-  }
+  };
+  compare_references(GetParam(), false, std::nullopt, "serving", check);
+}
+
+// The Q8 cache (int8 keys and values, a scale a head row) with float32 activations: its rounding
+// alone moves the logits, within a bound.
+TEST_P(ModelReference, Q8CacheWithinItsBound) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  auto check = [](const Model&, const auto&, const auto&, const auto& c) {
+    EXPECT_LE(c.rel_l2, kQ8CacheBound);
+    EXPECT_LE(c.argmax_mismatches, c.positions * 10 / 100);
+  };
+  compare_references(GetParam(), true, KvType::Q8, "q8 cache", check);
 }
 
 // Three sequences through one paged pool, batched in changing company: a long prompt prefilled in
 // chunks while a short one decodes, then all decoding together. Every sequence's logits at every
-// step must be bit-for-bit those of running it alone, in both computing modes.
+// step must be bit-for-bit those of running it alone, in every computing mode.
 TEST_P(ModelReference, BatchedPassesEqualSoloPasses) {
   PENSIEVE_REQUIRE_TESTDATA();
   const fs::path dir = test::testdata_dir() / GetParam();
@@ -125,12 +143,13 @@ TEST_P(ModelReference, BatchedPassesEqualSoloPasses) {
   ASSERT_GE(longest.size(), 20u);
   const std::vector<std::vector<int32_t>> prompts = test::batch_prompts(longest, 20);
   constexpr int kSteps = 6;
-  for (bool exact : {true, false}) {
-    SCOPED_TRACE(exact ? "exact" : "serving");
+  for (const test::Mode& mode : test::kModes) {
+    SCOPED_TRACE(mode.name);
+    const bool exact = mode.exact;
     // Alone: the prompt in one pass, then greedy decoding; the logits of each step.
-    const auto solo = test::solo_greedy_logits(*model, prompts, kSteps, exact, pool);
+    const auto solo = test::solo_greedy_logits(*model, prompts, kSteps, exact, pool, mode.kv);
     // Batched: one pool, block tables interleaved by allocating as the sequences grow.
-    KvPool kv(cfg, 64, 4, exact);
+    KvPool kv(cfg, 64, 4, mode.kv);
     BlockManager blocks(64);
     const auto seqs = test::pool_sequences(kv, prompts.size(), exact);
     for (size_t s = 0; s < prompts.size(); ++s) seqs[s]->rope_horizon = int(prompts[s].size());

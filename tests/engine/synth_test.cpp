@@ -268,7 +268,7 @@ TEST(SynthMlx, FolderComputesItsDequantizedWeights) {
     ThreadPool pool(2);
     const std::vector<int32_t> ids = {1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889};
     auto run = [&](const Model& model, bool exact) {
-      SequenceState st(model.config(), int(ids.size()), true);
+      SequenceState st(model.config(), int(ids.size()), KvType::F32);
       st.exact_activations = exact;
       std::vector<float> logits;
       model.forward(st, ids, true, logits, pool);

@@ -56,9 +56,10 @@ std::vector<Answer> run_together(const ModelInstance& m, const std::vector<Gener
   return out;
 }
 
-std::vector<Answer> solo_answers(int max_tokens, std::vector<GenerateRequest>* reqs_out) {
+std::vector<Answer> solo_answers(int max_tokens, std::vector<GenerateRequest>* reqs_out, KvType kv = KvType::F16) {
   EngineOptions o;
   o.max_running = 1;
+  o.kv_type = kv;
   auto m = load(o);
   std::vector<Answer> out;
   for (const char* q : kQuestions) {
@@ -97,7 +98,7 @@ TEST(Scheduler, PreemptionWhenTheCacheIsFullKeepsOutputs) {
   o.context = 128;
   auto probe = load(o);
   // Room for one full context and a little more: six sequences of ~80 positions cannot all fit.
-  o.kv_cache_bytes = KvPool::block_bytes(probe->config(), 16, false) * 12;
+  o.kv_cache_bytes = KvPool::block_bytes(probe->config(), 16, KvType::F16) * 12;
   auto m = load(o);
   const auto together = run_together(*m, reqs);
   m->service()->wait_idle(std::chrono::seconds(10));
@@ -106,6 +107,25 @@ TEST(Scheduler, PreemptionWhenTheCacheIsFullKeepsOutputs) {
   EXPECT_GT(s.preemptions, 0);
   EXPECT_EQ(s.kv_blocks_used, 0);
   EXPECT_EQ(s.kv_blocks_total, 12);
+}
+
+// The 8-bit cache: the same bytes hold about twice the blocks, and batching still changes nothing.
+TEST(Scheduler, Q8CacheHoldsMoreBlocksAndBatchesAsSolo) {
+  std::vector<GenerateRequest> reqs;
+  const auto solo = solo_answers(40, &reqs, KvType::Q8);
+  EngineOptions o;
+  o.context = 128;
+  auto probe = load(o);
+  const ModelConfig& cfg = probe->config();
+  o.kv_cache_bytes = KvPool::block_bytes(cfg, 16, KvType::F16) * 24;
+  o.kv_type = KvType::Q8;
+  auto m = load(o);
+  const auto together = run_together(*m, reqs);
+  m->service()->wait_idle(std::chrono::seconds(10));
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(together[i].text, solo[i].text) << kQuestions[i];
+  const ServiceStats s = m->service()->stats();
+  EXPECT_EQ(s.kv_blocks_total, int(o.kv_cache_bytes / KvPool::block_bytes(cfg, 16, KvType::Q8)));
+  EXPECT_GT(s.kv_blocks_total, 24 * 3 / 2);
 }
 
 TEST(Scheduler, PrefixCacheServesARepeatedPrompt) {

@@ -48,6 +48,7 @@ header_timeout_ms = 2000
 idle_timeout_ms = 3000
 max_header_bytes = 8192
 max_requests_per_key = 4
+kv_cache_type = "q8"
 [[models]]
 path = "a.gguf"
 id = "a"
@@ -67,6 +68,8 @@ path = "b.gguf"
   EXPECT_EQ(cfg.idle_timeout_ms, 3000);
   EXPECT_EQ(cfg.max_header_bytes, 8192);
   EXPECT_EQ(cfg.max_requests_per_key, 4);
+  EXPECT_EQ(cfg.kv_cache_type, "q8");
+  EXPECT_NE(config_to_toml(cfg).find("kv_cache_type = 'q8'"), std::string::npos) << config_to_toml(cfg);
   EXPECT_NE(config_to_toml(cfg).find("max_header_bytes = 8192"), std::string::npos) << config_to_toml(cfg);
   EXPECT_NE(config_to_toml(cfg).find("max_requests_per_key = 4"), std::string::npos);
   ASSERT_EQ(cfg.models.size(), 2u);
@@ -85,6 +88,7 @@ TEST(Config, ErrorsNameTheLine) {
   EXPECT_NE(load_error("[limits]\nmax_waiting = -1\n").find(":2:"), std::string::npos);
   EXPECT_NE(load_error("[limits]\nmax_connections = 0\n").find(":2:"), std::string::npos);
   EXPECT_NE(load_error("[limits]\nmax_header_bytes = 100\n").find(":2:"), std::string::npos);
+  EXPECT_NE(load_error("[limits]\nkv_cache_type = \"q4\"\n").find(":2: KV cache type 'q4'"), std::string::npos);
 }
 
 TEST(Config, EnvironmentOverridesTheFile) {
@@ -107,6 +111,12 @@ TEST(Config, EnvironmentOverridesTheFile) {
   setenv("PENSIEVE_PORT", "abc", 1);
   EXPECT_THROW(apply_environment(cfg), pensieve::Error);
   unsetenv("PENSIEVE_PORT");
+  setenv("PENSIEVE_KV_CACHE_TYPE", "q8", 1);
+  apply_environment(cfg);
+  EXPECT_EQ(cfg.kv_cache_type, "q8");
+  setenv("PENSIEVE_KV_CACHE_TYPE", "int4", 1);
+  EXPECT_THROW(apply_environment(cfg), pensieve::Error);
+  unsetenv("PENSIEVE_KV_CACHE_TYPE");
   unsetenv("PENSIEVE_MODEL");
   unsetenv("PENSIEVE_MAX_OUTPUT_TOKENS");
 }

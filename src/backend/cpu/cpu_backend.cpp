@@ -272,9 +272,12 @@ void CpuPass::rope_and_store_kv(int layer, float* qkv) {
     const KvPool& kv = *s.seq->pool;
     const int bs = kv.block_size();
     const int block = s.seq->blocks[size_t(s.pos / bs)], off = s.pos % bs;
-    if (kv.is_f32()) {
+    if (kv.type() == KvType::F32) {
       std::memcpy(kv.key(block, layer, off), k, sizeof(float) * kv_dim);
       std::memcpy(kv.value(block, layer, off), v, sizeof(float) * kv_dim);
+    } else if (kv.type() == KvType::Q8) {
+      kv_store_q8(k, cfg.n_kv_heads, hd, kv.key(block, layer, off));
+      kv_store_q8(v, cfg.n_kv_heads, hd, kv.value(block, layer, off));
     } else {
       kernels::f32_to_f16_row(k, static_cast<uint16_t*>(kv.key(block, layer, off)), kv_dim);
       kernels::f32_to_f16_row(v, static_cast<uint16_t*>(kv.value(block, layer, off)), kv_dim);
@@ -297,18 +300,26 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
       const PassSlot& s = slots_[size_t(t)];
       const KvPool& kv = *s.seq->pool;
       const std::vector<int32_t>& table = s.seq->blocks;
-      const bool f32 = kv.is_f32();
+      const KvType type = kv.type();
       const int bs = kv.block_size();
       const int start = a.first(s.pos);
       const float* q = qkv + size_t(t) * qkv_dim + size_t(h) * hd;
       const size_t koff = size_t(h / group) * hd;
+      const size_t scale_at = size_t(kv.kv_dim()) + size_t(h / group) * sizeof(float);  // Q8: the head's scale
+      auto q8_scale = [&](const void* row) {
+        float d;
+        std::memcpy(&d, static_cast<const uint8_t*>(row) + scale_at, sizeof d);
+        return d;
+      };
       const int n = s.pos - start + 1;
       scores.resize(size_t(n));
       for (int j = 0; j < n; ++j) {
         const int p = start + j;
         const void* k = kv.key(table[size_t(p / bs)], layer, p % bs);
-        scores[size_t(j)] = scale * (f32 ? kernels::dot(static_cast<const float*>(k) + koff, q, hd)
-                                         : kernels::dot_f16(static_cast<const uint16_t*>(k) + koff, q, hd));
+        scores[size_t(j)] = type == KvType::F32 ? scale * kernels::dot(static_cast<const float*>(k) + koff, q, hd)
+                            : type == KvType::Q8
+                                ? scale * q8_scale(k) * kernels::dot_i8(static_cast<const int8_t*>(k) + koff, q, hd)
+                                : scale * kernels::dot_f16(static_cast<const uint16_t*>(k) + koff, q, hd);
       }
       kernels::softmax(scores.data(), n);
       float* o = out + size_t(t) * q_dim + size_t(h) * hd;
@@ -316,7 +327,9 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
       for (int j = 0; j < n; ++j) {
         const int p = start + j;
         const void* v = kv.value(table[size_t(p / bs)], layer, p % bs);
-        if (f32) kernels::axpy(scores[size_t(j)], static_cast<const float*>(v) + koff, o, hd);
+        if (type == KvType::F32) kernels::axpy(scores[size_t(j)], static_cast<const float*>(v) + koff, o, hd);
+        else if (type == KvType::Q8)
+          kernels::axpy_i8(scores[size_t(j)] * q8_scale(v), static_cast<const int8_t*>(v) + koff, o, hd);
         else kernels::axpy_f16(scores[size_t(j)], static_cast<const uint16_t*>(v) + koff, o, hd);
       }
     }
@@ -368,8 +381,9 @@ void CpuPass::attention_groups(int layer, const float* qkv, float* out, const At
         qs[i] = {qkv + size_t(t) * qkv_dim + size_t(h) * hd, out + size_t(t) * q_dim + size_t(h) * hd,
                  a.first(pos), pos};
       }
-      const kernels::AttnRows rows{g.keys.data(), g.values.data(), g.first, slots_[size_t(g.t0)].seq->pool->is_f32(),
-                                   int64_t(h / group) * hd};
+      const KvPool& kv = *slots_[size_t(g.t0)].seq->pool;
+      const kernels::AttnRows rows{g.keys.data(), g.values.data(), g.first, kv.type(), int64_t(h / group) * hd,
+                                   int64_t(kv.kv_dim()) + int64_t(h / group) * int64_t(sizeof(float))};
       kernels::attend_group(qs, g.n, rows, hd, scale, scores);
     }
   });

@@ -37,6 +37,12 @@ __device__ __forceinline__ const uint8_t* kv_head_row(const SlotMeta& s, const i
   return kv_key(s, tables[s.table + p / s.block_size], layer, p % s.block_size, kvh, hdb);
 }
 
+// The scale of that key row in a Q8 cache (its value's: block_size * row_bytes further on).
+__device__ __forceinline__ const float* kv_head_scale(const SlotMeta& s, const int32_t* __restrict__ tables, int layer,
+                                                      int p, int kvh, int hd, int n_kv_heads) {
+  return kv_q8_scale(s, tables[s.table + p / s.block_size], layer, p % s.block_size, kvh, hd, n_kv_heads);
+}
+
 // Rounds the rows of `o` (n rows of hd floats, `ld` apart, in shared memory) to int8 per 32-value
 // block as quantize_x_kernel does, for the GEMV that reads the attention output. Row r is token
 // t0 + r; one warp per (row, block).
@@ -105,9 +111,15 @@ __global__ void __launch_bounds__(kTileThreads)
       const int r = i / (HD / 2), d = 2 * (i % (HD / 2)), p = kt + r;
       float2 k = make_float2(0.0f, 0.0f), v = k;
       if (p <= pos_last) {
-        const uint8_t* krow = kv_head_row(s, tables, layer, p, kvh, HD * (s.f32 ? 4 : 2));
+        const uint8_t* krow = kv_head_row(s, tables, layer, p, kvh, HD * (s.q8 ? 1 : s.f32 ? 4 : 2));
         const uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
-        if (s.f32) {
+        if (s.q8) {
+          const float* sk = kv_head_scale(s, tables, layer, p, kvh, HD, n_kv_heads);
+          const float dk = sk[0], dv = sk[s.block_size * s.row_bytes / 4];
+          const char2 kq = *reinterpret_cast<const char2*>(krow + d), vq = *reinterpret_cast<const char2*>(vrow + d);
+          k = make_float2(dk * float(kq.x), dk * float(kq.y));
+          v = make_float2(dv * float(vq.x), dv * float(vq.y));
+        } else if (s.f32) {
           k = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(krow) + d);
           v = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(vrow) + d);
         } else {
@@ -229,7 +241,9 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 
 // Head blockIdx.y of tile blockIdx.x (tiles of up to kMmaQ tokens); HD % 16 == 0, KV rows fp16 and
 // 16-byte aligned.
-template <int HD>
+// Q8: the tiles of Q8 caches, whose rows are widened to fp16 (value x scale) as they are loaded;
+// a launch skips the other kind's tiles.
+template <int HD, bool Q8>
 __global__ void __launch_bounds__(kTileThreads)
     attention_mma_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                          const int32_t* __restrict__ tables, const AttnTile* __restrict__ tiles, int layer, int n_heads,
@@ -245,6 +259,7 @@ __global__ void __launch_bounds__(kTileThreads)
   const AttnTile tile = tiles[blockIdx.x];
   const int h = blockIdx.y, tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const SlotMeta s = slots[tile.t0];
+  if (bool(s.q8) != Q8) return;
   const int pos0 = s.pos, pos_last = s.pos + tile.n - 1;
   const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD, ld = q_dim + 2 * kv_dim;
   const int kvh = h / (n_heads / n_kv_heads);
@@ -289,15 +304,35 @@ __global__ void __launch_bounds__(kTileThreads)
   auto load_tile = [&](int kt) {
     const int p = kt + kr;
     const bool in = p <= pos_last;
-    const uint8_t* krow = in ? kv_head_row(s, tables, layer, p, kvh, HD * 2) : nullptr;
+    const uint8_t* krow = in ? kv_head_row(s, tables, layer, p, kvh, HD * (Q8 ? 1 : 2)) : nullptr;
+    const uint8_t* vrow = in ? krow + size_t(s.block_size) * s.row_bytes : nullptr;
+    float dk = 0.0f, dv = 0.0f;
+    if (Q8 && in) {
+      const float* sk = kv_head_scale(s, tables, layer, p, kvh, HD, n_kv_heads);
+      dk = sk[0];
+      dv = sk[s.block_size * s.row_bytes / 4];
+    }
+    // 8 int8 values times their row's scale, as 8 halves.
+    auto widen = [](uint2 q, float d) {
+      const int8_t* b = reinterpret_cast<const int8_t*>(&q);
+      uint4 r;
+      __half2* h2 = reinterpret_cast<__half2*>(&r);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) h2[e] = __floats2half2_rn(d * float(b[2 * e]), d * float(b[2 * e + 1]));
+      return r;
+    };
 #pragma unroll
     for (int c = 0; c < NPC; ++c) {
       const int d = 8 * (kp0 + 2 * c);
       kreg[c] = vreg[c] = make_uint4(0, 0, 0, 0);
       if (in) {
-        kreg[c] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow) + d);
-        vreg[c] = *reinterpret_cast<const uint4*>(
-            reinterpret_cast<const __half*>(krow + size_t(s.block_size) * s.row_bytes) + d);
+        if constexpr (Q8) {
+          kreg[c] = widen(*reinterpret_cast<const uint2*>(krow + d), dk);
+          vreg[c] = widen(*reinterpret_cast<const uint2*>(vrow + d), dv);
+        } else {
+          kreg[c] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow) + d);
+          vreg[c] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(vrow) + d);
+        }
       }
     }
   };
@@ -440,6 +475,22 @@ constexpr int kSplitWarps = 4;
 // (a 64-token step's ~100 MB would compete with the GEMM still running).
 constexpr int kSplitEarly = 4;
 
+// Flash decoding: a lone token's window is split over split_blocks() blocks a head (blockIdx.z),
+// one for each `chunks` 32-key chunks, at most kMaxSplit, so that one token's attention over a long
+// context fills the GPU; the count depends on the token's own position only (a token gets the same
+// bits alone or batched). Worker w = z * kSplitWarps + warp of n = blocks * kSplitWarps takes chunks
+// w, w + n, ...; each block leaves its warps' merged maximum, sum and unnormalised output in the
+// pass's workspace, and the last of the token's blocks to finish merges them in block order.
+constexpr int kMaxSplit = 16;
+__host__ __device__ inline int split_blocks(int pos, int window, int chunks) {
+  const int start = window > 0 ? (pos - window + 1 > 0 ? pos - window + 1 : 0) : 0;
+  const int n = pos / 32 - start / 32 + 1;
+  const int b = chunks > 0 ? (n + chunks - 1) / chunks : 1;
+  return b < kMaxSplit ? b : kMaxSplit;
+}
+// Floats of one block's partial result: its maximum, its sum and hd unnormalised outputs.
+__host__ __device__ constexpr int split_part_floats(int hd) { return hd + 2; }
+
 __device__ __forceinline__ void prefetch_l2_line(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
@@ -449,53 +500,100 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
 // whole head (16-byte loads of its row); then the warp adds the chunk's values with 16-byte loads:
 // lane l takes dims 8 (l % G) .. + 7 of keys l / G, l / G + P, ... (G = HD / 8 groups, P = 32 / G
 // keys a step), and the P partial sums of a dim group are added at the end. HD % 16 == 0, KV rows
-// 16-byte aligned.
-template <int HD, bool F32, int MINB>
+// 16-byte aligned. KV: the cache kind this launch serves (0 fp16, 1 float32, 2 Q8: 8-byte loads of
+// values, each key's score and value weight times its row's scale); other tokens' blocks return.
+// STORE (Q8, a one-token pass whose qkv GEMV did the RoPE and left the KV store): the token's own
+// key and value rows are rounded here from its qkv row, read from shared memory, and written to the
+// cache by the first head of each kv group. (Kept out of the other instantiations: the choice
+// between shared and global rows in the loop made them ~1% slower.)
+template <int HD, int KV, int MINB, bool STORE = false>
 __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     attention_split_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
                            int n_heads, int n_kv_heads, int window, float scale, float* __restrict__ out,
-                           int8_t* __restrict__ xq, float2* __restrict__ xds, __half* __restrict__ xh, int early) {
+                           int8_t* __restrict__ xq, float2* __restrict__ xds, __half* __restrict__ xh, int early,
+                           int split_chunks, int* __restrict__ counters, float* __restrict__ parts) {
   pdl_trigger();
-  constexpr int G = HD / 8, P = 32 / G;
+  constexpr bool F32 = KV == 1, Q8 = KV == 2;
+  constexpr int G = HD / 8, P = 32 / G, EB = F32 ? 4 : Q8 ? 1 : 2;  // EB: bytes an element
   const int t = tokens[blockIdx.x], h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, grp = lane % G, kk = lane / G;
   const SlotMeta s = slots[t];  // the pass's metadata: uploaded before its first kernel
   const int kvh = h / (n_heads / n_kv_heads);
   const int start = window > 0 ? max(0, s.pos - window + 1) : 0;
-  if (early && bool(s.f32) == F32) {
+  const int kind = s.f32 ? 1 : s.q8 ? 2 : 0;
+  const int nb = split_blocks(s.pos, window, split_chunks), z = blockIdx.z;
+  if (z >= nb) return;  // a shorter window than the pass's longest
+  const int worker = z * kSplitWarps + warp, stride = 32 * kSplitWarps * nb;
+  if (early && kind == KV) {
     // The keys and values of the warp's first chunk, asked of L2 before the wait for the qkv
     // kernel: earlier passes wrote them (all but the token's own row), so the DRAM round trip
     // overlaps that kernel's tail.
-    const int p = (start / 32 + warp) * 32 + lane;
+    const int p = (start / 32 + worker) * 32 + lane;
     if (p >= start && p <= s.pos) {
-      const uint8_t* k = kv_head_row(s, tables, layer, p, kvh, HD * (F32 ? 4 : 2));
+      const uint8_t* k = kv_head_row(s, tables, layer, p, kvh, HD * EB);
       const uint8_t* v = k + size_t(s.block_size) * s.row_bytes;
       prefetch_l2_line(k);
-      prefetch_l2_line(k + HD * (F32 ? 4 : 2) - 1);
+      prefetch_l2_line(k + HD * EB - 1);
       prefetch_l2_line(v);
-      prefetch_l2_line(v + HD * (F32 ? 4 : 2) - 1);
+      prefetch_l2_line(v + HD * EB - 1);
     }
   }
   pdl_wait();
-  if (bool(s.f32) != F32) return;  // the other launch's token (a pass mixing f16 and f32 caches)
+  if (kind != KV) return;  // another launch's token (a pass mixing kinds of caches)
   const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * HD;
   __shared__ __align__(16) float sq[HD];
+  __shared__ __align__(16) int8_t own[2][HD];
+  __shared__ float own_d[2];
+  // STORE: the block whose chunks hold the token's own position rounds, reads and stores its rows.
+  const bool mine = STORE && z == (s.pos / 32 - start / 32) % (kSplitWarps * nb) / kSplitWarps;
   for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
+  if (mine && warp < 2)
+    warp_round_q8(q - size_t(h) * HD + q_dim + (warp ? kv_dim : 0) + size_t(kvh) * HD, HD, own[warp], &own_d[warp]);
   __syncthreads();
+  if (mine && h % (n_heads / n_kv_heads) == 0 && warp < 2) {
+    const size_t vo = size_t(s.block_size) * s.row_bytes;
+    int8_t* row = reinterpret_cast<int8_t*>(kv_key(s, s.block, layer, s.off, kvh, HD) + (warp ? vo : 0));
+    for (int d = lane; d < HD; d += 32) row[d] = own[warp][d];
+    if (lane == 0)
+      *reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(kv_q8_scale(s, s.block, layer, s.off, kvh, HD, n_kv_heads)) +
+                                (warp ? vo : 0)) = own_d[warp];
+  }
+  const int own_pos = mine ? s.pos : -1;  // the position read from shared memory
   float acc[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
   float m = -INFINITY, l = 0.0f;
-  for (int c0 = (start / 32 + warp) * 32; c0 <= s.pos; c0 += 32 * kSplitWarps) {
+  for (int c0 = (start / 32 + worker) * 32; c0 <= s.pos; c0 += stride) {
     const int p = c0 + lane;
     const bool ok = p >= start && p <= s.pos;
-    const uint8_t* krow = ok ? kv_head_row(s, tables, layer, p, kvh, HD * (F32 ? 4 : 2)) : nullptr;
-    float score = -INFINITY;
+    const uint8_t* krow = !ok                    ? nullptr
+                          : STORE && p == own_pos ? reinterpret_cast<const uint8_t*>(own[0])
+                                                  : kv_head_row(s, tables, layer, p, kvh, HD * EB);
+    float score = -INFINITY, dv = 0.0f;  // dv: Q8, the scale of key p's value row
     if (ok) {
-      float part = 0.0f;
-      if constexpr (F32) {
+      float part = 0.0f, dk = 1.0f;
+      if constexpr (Q8) {
+        if (STORE && p == own_pos) {
+          dk = own_d[0];
+          dv = own_d[1];
+        } else {
+          const float* sk = kv_head_scale(s, tables, layer, p, kvh, HD, n_kv_heads);
+          dk = sk[0];
+          dv = sk[s.block_size * s.row_bytes / 4];
+        }
+        const uint4* k16 = reinterpret_cast<const uint4*>(krow);
+        uint4 kr[HD / 16];
+#pragma unroll
+        for (int d = 0; d < HD / 16; ++d) kr[d] = k16[d];
+#pragma unroll
+        for (int d = 0; d < HD / 16; ++d) {
+          const int8_t* b = reinterpret_cast<const int8_t*>(&kr[d]);
+#pragma unroll
+          for (int e = 0; e < 16; ++e) part = fmaf(sq[16 * d + e], float(b[e]), part);
+        }
+      } else if constexpr (F32) {
         const float4* k4 = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(krow));
         float4 kr[HD / 4];
 #pragma unroll
@@ -523,7 +621,7 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
           }
         }
       }
-      score = part * scale;
+      score = part * dk * scale;
     }
     float mx = score;
 #pragma unroll
@@ -531,12 +629,15 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     const float m_new = fmaxf(m, mx);  // finite: every chunk visited holds a key of the window
     const float corr = expf(m - m_new);
     const float e = ok ? expf(score - m_new) : 0.0f;
+    const float ew = Q8 ? e * dv : e;  // the weight of the key's value row
     l = l * corr + warp_sum(e);
     m = m_new;
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[i] *= corr;
     const unsigned long long vrow_mine =
-        ok ? reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes) : 0ull;
+        !ok                     ? 0ull
+        : STORE && p == own_pos ? reinterpret_cast<unsigned long long>(own[1])
+                                : reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes);
     // Keys kk, kk + P, ... of the chunk; every lane runs every step (the shuffles), lanes past G P
     // and keys outside the window add nothing.
     constexpr int STEPS = (32 + P - 1) / P;
@@ -545,7 +646,7 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
 #pragma unroll
     for (int st = 0; st < STEPS; ++st) {
       const int j = st * P + kk;
-      pj[st] = __shfl_sync(0xffffffffu, e, j & 31);
+      pj[st] = __shfl_sync(0xffffffffu, ew, j & 31);
       const unsigned long long row = __shfl_sync(0xffffffffu, vrow_mine, j & 31);
       const bool use = kk < P && j < 32 && row != 0ull;
       if (!use) pj[st] = 0.0f;
@@ -553,7 +654,10 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
       for (int c = 0; c < (F32 ? 2 : 1); ++c) vr[st][c] = make_uint4(0, 0, 0, 0);
       if (use) {
         const uint8_t* vrow = reinterpret_cast<const uint8_t*>(row);
-        if constexpr (F32) {
+        if constexpr (Q8) {
+          const uint2 v8 = *reinterpret_cast<const uint2*>(vrow + 8 * grp);
+          vr[st][0] = make_uint4(v8.x, v8.y, 0, 0);
+        } else if constexpr (F32) {
           const uint4* v4 = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(vrow) + 8 * grp);
           vr[st][0] = v4[0];
           vr[st][F32 ? 1 : 0] = v4[1];
@@ -565,7 +669,11 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
 #pragma unroll
     for (int st = 0; st < STEPS; ++st) {
       float v[8];
-      if constexpr (F32) {
+      if constexpr (Q8) {
+        const int8_t* b = reinterpret_cast<const int8_t*>(&vr[st][0]);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[i] = float(b[i]);
+      } else if constexpr (F32) {
         const float* f0 = reinterpret_cast<const float*>(&vr[st][0]);
         const float* f1 = reinterpret_cast<const float*>(&vr[st][F32 ? 1 : 0]);
 #pragma unroll
@@ -604,8 +712,49 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     for (int i = 0; i < 8; ++i) sacc[warp][8 * lane + i] = acc[i];
   }
   __syncthreads();
-  merge_warp_parts(sm, sl, &sacc[0][0], HD, HD, out + size_t(t) * q_dim + size_t(h) * HD, HD % 32 == 0 ? xq : nullptr,
-                   xds, size_t(t) * q_dim + size_t(h) * HD, xh);
+  const size_t c0 = size_t(t) * q_dim + size_t(h) * HD;
+  if (nb == 1) {
+    merge_warp_parts(sm, sl, &sacc[0][0], HD, HD, out + c0, HD % 32 == 0 ? xq : nullptr, xds, c0, xh);
+    return;
+  }
+  // Split: this block's partial (its warps merged as merge_warp_parts does, unnormalised), then the
+  // token's last block to finish merges the blocks' in order.
+  constexpr int PF = split_part_floats(HD);
+  float* mine_parts = parts + (size_t(blockIdx.x) * n_heads + h) * kMaxSplit * PF;
+  float M = -INFINITY, L = 0.0f;
+  for (int w = 0; w < kSplitWarps; ++w) M = fmaxf(M, sm[w]);
+  for (int w = 0; w < kSplitWarps; ++w)
+    if (sl[w] > 0.0f) L += sl[w] * expf(sm[w] - M);
+  float* part = mine_parts + z * PF;
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    float sum = 0.0f;
+    for (int w = 0; w < kSplitWarps; ++w)
+      if (sl[w] > 0.0f) sum += sacc[w][d] * expf(sm[w] - M);
+    part[2 + d] = sum;
+  }
+  if (threadIdx.x == 0) part[0] = M, part[1] = L;
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  int* counter = counters + size_t(blockIdx.x) * n_heads + h;
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == nb - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  float Mz = -INFINITY, Lz = 0.0f;
+  for (int b = 0; b < nb; ++b) Mz = fmaxf(Mz, __ldcg(mine_parts + b * PF));
+  for (int b = 0; b < nb; ++b) {
+    const float lb = __ldcg(mine_parts + b * PF + 1);
+    if (lb > 0.0f) Lz += lb * expf(__ldcg(mine_parts + b * PF) - Mz);
+  }
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; ++b)
+      if (__ldcg(mine_parts + b * PF + 1) > 0.0f)
+        sum += __ldcg(mine_parts + b * PF + 2 + d) * expf(__ldcg(mine_parts + b * PF) - Mz);
+    store_attn_out(sum / Lz, d, lane, out + c0, HD % 32 == 0 ? xq : nullptr, xds, c0, xh);
+  }
+  if (threadIdx.x == 0) *counter = 0;  // for the next layer (the same workspace)
 }
 
 }  // namespace pensieve::cuda

@@ -754,12 +754,8 @@ __global__ void rope_store_token_kernel(float* __restrict__ qkv, const SlotMeta*
   __syncthreads();
   const float* k = row + q_dim;
   const float* vv = row + q_dim + kv_dim;
-  // The k heads of this block, as element range [e0, e1) of the token's k (and v) row.
-  const int e0 = max(h0 - n_heads, 0) * head_dim, e1 = max(h1 - n_heads, 0) * head_dim;
-  for (int i = e0 + threadIdx.x; i < e1; i += blockDim.x) {
-    kv_put(s, layer, 0, i, head_dim, k[i]);
-    kv_put(s, layer, 1, i, head_dim, vv[i]);
-  }
+  // The k heads of this block, and their v heads.
+  kv_put_heads(s, layer, k, vv, max(h0 - n_heads, 0), max(h1 - n_heads, 0), head_dim, n_kv_heads);
 }
 
 // Rotates head blockIdx.y (q heads, then k heads) of token blockIdx.x; a k head's block then writes
@@ -785,13 +781,7 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
   if (h < n_heads) return;
   __syncthreads();
   const int kh = h - n_heads;
-  const float* k = row + q_dim;
-  const float* vv = row + q_dim + kv_dim;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    const int i = kh * head_dim + d;
-    kv_put(s, layer, 0, i, head_dim, k[i]);
-    kv_put(s, layer, 1, i, head_dim, vv[i]);
-  }
+  kv_put_heads(s, layer, row + q_dim, row + q_dim + kv_dim, kh, kh + 1, head_dim, n_kv_heads);
 }
 
 constexpr int kAttnWarps = 4;
@@ -806,6 +796,29 @@ constexpr int kMaxHeadDim = 256;
 // values o[d] (the block's threads taking d = threadIdx.x, + blockDim.x, ...). With xq, the output
 // is also rounded to int8 for the next matmul as quantize_x_kernel does: element c0 + d goes to
 // xq, its 32-value block's {d, sum(q)} to xds (hd % 32 == 0: a warp holds whole blocks).
+// Output element d of an attention (val) into o[d], and for the matmul that reads it: xh in fp16,
+// xq rounded to int8 per 32-value block as quantize_x_kernel does (every lane of the warp calls it,
+// for 32 consecutive d).
+__device__ __forceinline__ void store_attn_out(float val, int d, int lane, float* __restrict__ o,
+                                               int8_t* __restrict__ xq, float2* __restrict__ xds, size_t c0,
+                                               __half* __restrict__ xh) {
+  o[d] = val;
+  if (xh) xh[c0 + d] = __float2half_rn(val);
+  if (xq) {
+    float amax = fabsf(val);
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
+    const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int q = __float2int_rn(val * id);
+    const size_t c = c0 + d;
+    xq[c] = int8_t(q);
+    int qs = q;
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, k);
+    if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
+  }
+}
+
 template <int NW>
 __device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const float (&sl)[NW], const float* sacc, int ld,
                                                  int hd, float* __restrict__ o, int8_t* __restrict__ xq,
@@ -820,22 +833,7 @@ __device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const fl
     float sum = 0.0f;
     for (int w = 0; w < NW; ++w)
       if (sl[w] > 0.0f) sum += sacc[w * ld + d] * expf(sm[w] - M);
-    const float val = sum / L;
-    o[d] = val;
-    if (xh) xh[c0 + d] = __float2half_rn(val);
-    if (xq) {
-      float amax = fabsf(val);
-#pragma unroll
-      for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
-      const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-      const int q = __float2int_rn(val * id);
-      const size_t c = c0 + d;
-      xq[c] = int8_t(q);
-      int qs = q;
-#pragma unroll
-      for (int k = 16; k > 0; k >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, k);
-      if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
-    }
+    store_attn_out(sum / L, d, lane, o, xq, xds, c0, xh);
   }
 }
 
@@ -854,7 +852,7 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
   const int group = n_heads / n_kv_heads;
   const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * head_dim;
-  const int kvh = h / group, hdb = head_dim * (s.f32 ? 4 : 2);
+  const int kvh = h / group, hdb = head_dim * (s.q8 ? 1 : s.f32 ? 4 : 2);
   float qr[D], acc[D];
 #pragma unroll
   for (int i = 0; i < D; ++i) {
@@ -868,28 +866,32 @@ __global__ void attention_kernel(const float* qkv, const SlotMeta* __restrict__ 
     const int block = tables[s.table + p / s.block_size], off = p % s.block_size;
     const uint8_t* krow = kv_key(s, block, layer, off, kvh, hdb);
     const uint8_t* vrow = krow + size_t(s.block_size) * s.row_bytes;
+    // A Q8 row's values times its scale (1 for the others).
+    float dk = 1.0f, dv = 1.0f;
+    if (s.q8) {
+      const float* sk = kv_q8_scale(s, block, layer, off, kvh, head_dim, n_kv_heads);
+      dk = sk[0];
+      dv = sk[s.block_size * s.row_bytes / 4];
+    }
+    auto elem = [&](const uint8_t* row, int d) {
+      return s.q8 ? float(reinterpret_cast<const int8_t*>(row)[d])
+             : s.f32 ? reinterpret_cast<const float*>(row)[d]
+                     : __half2float(reinterpret_cast<const __half*>(row)[d]);
+    };
     float part = 0.0f;
 #pragma unroll
     for (int i = 0; i < D; ++i) {
       const int d = lane + 32 * i;
-      if (d < head_dim) {
-        const float k = s.f32 ? reinterpret_cast<const float*>(krow)[d]
-                              : __half2float(reinterpret_cast<const __half*>(krow)[d]);
-        part = fmaf(qr[i], k, part);
-      }
+      if (d < head_dim) part = fmaf(qr[i], elem(krow, d), part);
     }
-    const float score = warp_sum(part) * scale;
+    const float score = warp_sum(part) * dk * scale;
     const float m_new = fmaxf(m, score);
     const float corr = expf(m - m_new), e = expf(score - m_new);
     l = l * corr + e;
 #pragma unroll
     for (int i = 0; i < D; ++i) {
       const int d = lane + 32 * i;
-      if (d < head_dim) {
-        const float v = s.f32 ? reinterpret_cast<const float*>(vrow)[d]
-                              : __half2float(reinterpret_cast<const __half*>(vrow)[d]);
-        acc[i] = acc[i] * corr + e * v;
-      }
+      if (d < head_dim) acc[i] = acc[i] * corr + e * dv * elem(vrow, d);
     }
     m = m_new;
   }
@@ -1180,10 +1182,16 @@ void rope_store(float* qkv, const SlotMeta* slots, int n_slots, int layer, const
 struct AttnPlan {
   const AttnTile* tiles = nullptr;
   int n_tiles = 0;
-  bool mma = false;  // the tiles on tensor cores (every KV row fp16)
-  int kv = 1;         // the caches of the pass: 1 fp16, 2 float32, 3 both
+  bool mma = false;  // the tiles on tensor cores (no float32 KV rows)
+  int kv = 1;         // the caches of the pass: 1 fp16, 2 float32, 4 Q8, or several of them
   const int32_t* lone = nullptr;
   int n_lone = 0;
+  bool q8_store = false;  // the lone tokens' Q8 rows are the attention's to store (their qkv GEMV did the RoPE)
+  // Flash decoding (split_blocks): 32-key chunks a block, the most blocks a lone token takes, and the
+  // workspace of the split tokens' counters and partial results.
+  int split_chunks = 0, split = 1;
+  int* split_counters = nullptr;
+  float* split_parts = nullptr;
 };
 
 // Whether the tiled and split kernels serve this model (else attention_kernel does).
@@ -1204,19 +1212,24 @@ static void launch_tile(dim3 grid, cudaStream_t st, const float* qkv, const Slot
              cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
 }
 
+// One launch for the tiles of each kind of cache in the pass (kv: 1 fp16, 4 Q8).
 template <int HD>
 static void launch_mma(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                        const AttnTile* tiles, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
-                       float2* ds) {
+                       float2* ds, int kv) {
   const size_t smem = mma_smem_bytes(HD);
   static const bool raised = [&] {
-    check(cudaFuncSetAttribute(attention_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-          "attention smem limit");
+    for (auto kernel : {attention_mma_kernel<HD, false>, attention_mma_kernel<HD, true>})
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attention smem limit");
     return true;
   }();
   (void)raised;
-  launch_pdl(attention_mma_kernel<HD>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
-             cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+  if (kv & 1)
+    launch_pdl(attention_mma_kernel<HD, false>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
+  if (kv & 4)
+    launch_pdl(attention_mma_kernel<HD, true>, grid, dim3(kTileThreads), smem, st, qkv, slots, tables, tiles, layer,
+               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds);
 }
 
 // The fp16 decode kernel compiled for 4 blocks an SM (at most 128 registers a thread; 64 streams
@@ -1237,17 +1250,22 @@ static bool split_early() {
 template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
-                         float2* ds, int kv, __half* xh) {
+                         float2* ds, __half* xh, const AttnPlan& plan) {
   const int early = int(grid.x) <= kSplitEarly && split_early();
-  if ((kv & 1) && split_minb() == 4)
-    launch_pdl(attention_split_kernel<HD, false, 4>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
-               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh, early);
-  else if (kv & 1)
-    launch_pdl(attention_split_kernel<HD, false, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone,
-               layer, cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh, early);
-  if (kv & 2)
-    launch_pdl(attention_split_kernel<HD, true, 1>, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer,
-               cfg.n_heads, cfg.n_kv_heads, cfg.sliding_window, scale, out, q, ds, xh, early);
+  const int kv = plan.kv;
+  const bool q8_store = plan.q8_store;
+  auto go = [&](auto kernel) {
+    launch_pdl(kernel, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer, cfg.n_heads, cfg.n_kv_heads,
+               cfg.sliding_window, scale, out, q, ds, xh, early, plan.split_chunks, plan.split_counters,
+               plan.split_parts);
+  };
+  if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>);
+  else if (kv & 1) go(attention_split_kernel<HD, 0, 1>);
+  if (kv & 2) go(attention_split_kernel<HD, 1, 1>);
+  if ((kv & 4) && split_minb() == 4)
+    go(q8_store ? attention_split_kernel<HD, 2, 4, true> : attention_split_kernel<HD, 2, 4>);
+  else if (kv & 4)
+    go(q8_store ? attention_split_kernel<HD, 2, 1, true> : attention_split_kernel<HD, 2, 1>);
 }
 
 // With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it; with
@@ -1269,14 +1287,14 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
   if (plan.n_tiles > 0 && plan.mma) {
     const dim3 grid(plan.n_tiles, cfg.n_heads);
     switch (cfg.head_dim / 16) {
-      case 1: launch_mma<16>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 2: launch_mma<32>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 3: launch_mma<48>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 4: launch_mma<64>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 5: launch_mma<80>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 6: launch_mma<96>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      case 7: launch_mma<112>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
-      default: launch_mma<128>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds); break;
+      case 1: launch_mma<16>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 2: launch_mma<32>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 3: launch_mma<48>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 4: launch_mma<64>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 5: launch_mma<80>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 6: launch_mma<96>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      case 7: launch_mma<112>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
+      default: launch_mma<128>(grid, st, qkv, slots, tables, plan.tiles, layer, cfg, scale, out, q, ds, plan.kv); break;
     }
     check_launch("attention (tiles, mma)");
   } else if (plan.n_tiles > 0) {
@@ -1294,16 +1312,16 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
     check_launch("attention (tiles)");
   }
   if (plan.n_lone > 0) {
-    const dim3 grid(plan.n_lone, cfg.n_heads);
+    const dim3 grid(plan.n_lone, cfg.n_heads, plan.split);
     switch (cfg.head_dim / 16) {
-      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
-      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, plan.kv, xh); break;
+      case 1: launch_split<16>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 2: launch_split<32>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 3: launch_split<48>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 4: launch_split<64>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 5: launch_split<80>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 6: launch_split<96>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      case 7: launch_split<112>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
+      default: launch_split<128>(grid, st, qkv, slots, tables, plan.lone, layer, cfg, scale, out, q, ds, xh, plan); break;
     }
     check_launch("attention (split)");
   }
@@ -1523,6 +1541,7 @@ class CudaBackend final : public Backend {
     fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
+    split_chunks_ = std::max(0, env_int("PENSIEVE_CUDA_SPLIT_CHUNKS", split_chunks_));
     blas_graphs_on_ = env_int("PENSIEVE_CUDA_BLAS_GRAPHS", blas_graphs_on_) != 0;
     timing_.on = env_int("PENSIEVE_CUDA_STEP_TIMING", timing_.on) != 0;
     check(cudaSetDevice(device_), "cudaSetDevice");
@@ -1784,6 +1803,12 @@ class CudaBackend final : public Backend {
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
   int attn_mode_ = 1;
+  // Flash decoding: a lone token's attention takes a block a head for every this many 32-key chunks
+  // of its window (PENSIEVE_CUDA_SPLIT_CHUNKS; 0: one block a head). On the H100, a Phi-3-mini Q4_0
+  // token after 3,968 tokens of context: 2,987 us of graph with one block a head, 1,921-1,931 with
+  // 8 chunks a block, 1,953 with 4, 2,023 with 16.
+  int split_chunks_ = 8;
+  DeviceBuffer split_ws_;  // AttnPlan's split_counters and split_parts
   bool blas_graphs_on_ = true;
   struct GraphEntry {
     std::vector<uint64_t> sig;
@@ -1868,7 +1893,8 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     m.block_bytes = int64_t(pool.bytes_per_block());
     m.row_bytes = int64_t(pool.bytes_per_row());
     m.block_size = bs;
-    m.f32 = pool.is_f32();
+    m.f32 = pool.type() == KvType::F32;
+    m.q8 = pool.type() == KvType::Q8;
     m.pos = s.pos;
     m.table = it->second;
     m.block = s.seq->blocks[size_t(s.pos / bs)];
@@ -1912,10 +1938,26 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     plan_.n_tiles = int(tiles.size());
     plan_.lone = reinterpret_cast<const int32_t*>(base + lone_off);
     plan_.n_lone = int(lone.size());
-    const bool any16 = std::any_of(meta.begin(), meta.end(), [](const SlotMeta& m) { return !m.f32; });
-    const bool any32 = std::any_of(meta.begin(), meta.end(), [](const SlotMeta& m) { return m.f32; });
-    plan_.kv = (any16 ? 1 : 0) | (any32 ? 2 : 0);
+    int kinds = 0;
+    for (const SlotMeta& m : meta) kinds |= m.f32 ? 2 : m.q8 ? 4 : 1;
+    const bool any32 = (kinds & 2) != 0;
+    plan_.kv = kinds;
     plan_.mma = b_.attn_mode_ == 1 && !any32;
+    plan_.split_chunks = b_.split_chunks_;
+    plan_.split = 1;
+    for (int32_t i : lone)
+      plan_.split = std::max(plan_.split, split_blocks(meta[size_t(i)].pos, b_.cfg_.sliding_window, b_.split_chunks_));
+    if (plan_.split > 1) {
+      const size_t pairs = lone.size() * size_t(b_.cfg_.n_heads);
+      const size_t counters = (pairs * sizeof(int) + 255) & ~size_t(255);
+      const size_t need = counters + pairs * kMaxSplit * split_part_floats(b_.cfg_.head_dim) * sizeof(float);
+      const size_t had = b_.split_ws_.bytes;
+      grow(b_.split_ws_, need, need, "the decode attention's partial results");
+      if (b_.split_ws_.bytes != had)
+        check(cudaMemsetAsync(b_.split_ws_.ptr, 0, b_.split_ws_.bytes, b_.stream_), "split counters");
+      plan_.split_counters = static_cast<int*>(b_.split_ws_.ptr);
+      plan_.split_parts = reinterpret_cast<float*>(static_cast<uint8_t*>(b_.split_ws_.ptr) + counters);
+    }
   }
   check(cudaMemcpyAsync(b_.meta_.ptr, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
   b_.meta_host_.copied(b_.stream_);
@@ -2148,7 +2190,12 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   const RopeSlot rs = rope_slot_;
   rope_slot_ = RopeSlot{};
   const int qkv_rows = (cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
-  if (n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows) {
+  // A Q8 cache's rows are rounded per head, which the GEMV's warps of one row each cannot: there the
+  // decode attention kernel stores them (attention_split_kernel; not attention_kernel).
+  const bool q8 = b_.pass_meta_[0].q8;
+  plan_.q8_store = false;
+  if (n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows && (!q8 || plan_.tiles)) {
+    plan_.q8_store = q8;
     // Done by the qkv GEMV just recorded (RopeArgs), which reads these when it runs.
     RopeArgs& a = *rs.args;
     a.on = true;
@@ -2193,7 +2240,8 @@ void CudaPass::record_attention(int layer, const float* qkv, float* out, void* x
   record({5, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(uintptr_t(tables)), uint64_t(n),
           uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(plan.tiles)),
           uint64_t(plan.n_tiles), uint64_t(plan.mma), uint64_t(plan.kv), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone),
-          uint64_t(uintptr_t(xh))},
+          uint64_t(uintptr_t(xh)), uint64_t(plan.q8_store), uint64_t(plan.split), uint64_t(plan.split_chunks),
+          uint64_t(uintptr_t(plan.split_parts))},
          [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq, plan, xh); });
 }
 

@@ -209,12 +209,59 @@ __device__ __forceinline__ uint8_t* kv_key(const SlotMeta& s, int block, int lay
   return static_cast<uint8_t*>(s.kv_base) + size_t(block) * s.block_bytes +
          size_t(layer * 2) * size_t(s.block_size) * s.row_bytes + (size_t(h) * s.block_size + off) * size_t(hdb);
 }
-// Element i (of the kv_dim) of the key (which 0) or value (1) of slot s's own position.
+// A Q8 cache (s.q8): the rows are head_dim int8 values (kv_key with hdb = head_dim), and a layer's
+// keys (or values) end with the float scales of their head rows, in the same order. kv_q8_scale:
+// the scale of the key row kv_key(s, block, layer, off, h, head_dim); its value's is
+// block_size * row_bytes further on, as the row's.
+__device__ __forceinline__ float* kv_q8_scale(const SlotMeta& s, int block, int layer, int off, int h, int head_dim,
+                                              int n_kv_heads) {
+  return reinterpret_cast<float*>(static_cast<uint8_t*>(s.kv_base) + size_t(block) * s.block_bytes +
+                                  size_t(layer * 2) * size_t(s.block_size) * s.row_bytes +
+                                  size_t(s.block_size) * size_t(n_kv_heads) * size_t(head_dim) +
+                                  (size_t(h) * s.block_size + off) * sizeof(float));
+}
+// Element i (of the kv_dim) of the key (which 0) or value (1) of slot s's own position (f16 or
+// f32 caches).
 __device__ __forceinline__ void kv_put(const SlotMeta& s, int layer, int which, int i, int head_dim, float v) {
   uint8_t* row = kv_key(s, s.block, layer, s.off, i / head_dim, head_dim * (s.f32 ? 4 : 2)) +
                  (which ? size_t(s.block_size) * s.row_bytes : 0);
   if (s.f32) reinterpret_cast<float*>(row)[i % head_dim] = v;
   else reinterpret_cast<__half*>(row)[i % head_dim] = __float2half_rn(v);
+}
+
+// A warp rounds head row x (hd floats) to a Q8 cache row: q[d] = round(x[d] * 127 / max|x|) and
+// *d = max|x| / 127, as the CPU's kv_store_q8.
+__device__ __forceinline__ void warp_round_q8(const float* x, int hd, int8_t* q, float* d) {
+  const int lane = threadIdx.x % 32;
+  float amax = 0.0f;
+  for (int i = lane; i < hd; i += 32) amax = fmaxf(amax, fabsf(x[i]));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  for (int i = lane; i < hd; i += 32) q[i] = int8_t(__float2int_rn(x[i] * id));
+  if (lane == 0) *d = amax / 127.0f;
+}
+
+// The keys and values of kv heads [h0, h1) of slot s's own position (k and v: the token's kv_dim
+// floats each) into its cache rows; every thread of the block calls it. Q8 rows get a warp each
+// (warp_round_q8).
+__device__ __forceinline__ void kv_put_heads(const SlotMeta& s, int layer, const float* k, const float* v, int h0, int h1,
+                                             int head_dim, int n_kv_heads) {
+  if (!s.q8) {
+    for (int i = h0 * head_dim + int(threadIdx.x); i < h1 * head_dim; i += blockDim.x) {
+      kv_put(s, layer, 0, i, head_dim, k[i]);
+      kv_put(s, layer, 1, i, head_dim, v[i]);
+    }
+    return;
+  }
+  const int warp = threadIdx.x / 32, nw = blockDim.x / 32;
+  const size_t other = size_t(s.block_size) * s.row_bytes;
+  for (int item = warp; item < 2 * (h1 - h0); item += nw) {
+    const int h = h0 + item / 2, which = item % 2;
+    int8_t* row = reinterpret_cast<int8_t*>(kv_key(s, s.block, layer, s.off, h, head_dim) + (which ? other : 0));
+    uint8_t* d = reinterpret_cast<uint8_t*>(kv_q8_scale(s, s.block, layer, s.off, h, head_dim, n_kv_heads));
+    warp_round_q8((which ? v : k) + size_t(h) * head_dim, head_dim, row, reinterpret_cast<float*>(d + (which ? other : 0)));
+  }
 }
 
 // RoPE and the KV store of a one-token qkv GEMV done in its store (the ROPE instantiations of
@@ -263,7 +310,7 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
     out = d % 2 == 0 ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
   }
   y[r] = out;
-  if (r >= q_dim) {
+  if (r >= q_dim && !sm.q8) {  // a Q8 cache's rows: stored by the decode attention (attention_split_kernel)
     const bool key = r < q_dim + kv_dim;
     kv_put(sm, rope.layer, key ? 0 : 1, key ? r - q_dim : r - q_dim - kv_dim, hd, out);
   }

@@ -51,7 +51,7 @@ bool takes_int8_x(const DeviceWeight& w);
 struct SlotMeta {
   void* kv_base;
   int64_t block_bytes, row_bytes;
-  int block_size, f32, pos, table, block, off, long_rope, pad;
+  int block_size, f32, pos, table, block, off, long_rope, q8;  // f32 / q8: the cache's KvType
 };
 
 bool has_kernel(GgmlType t);
