@@ -143,9 +143,10 @@ std::shared_ptr<ServedModel> load_and_report(const ModelSource& src, int max_run
   std::shared_ptr<ServedModel> model = load_served_model(src.path, src.options);
   const ServiceStats s = model->service().stats();
   spdlog::info("model '{}' ready: context {} tokens, loaded in {:.2f} s; KV cache {} blocks of {} positions "
-               "({:.2f} GiB, {:.0f} positions), batching up to {} sequences",
+               "({:.2f} GiB of {}, {:.0f} positions), batching up to {} sequences",
                model->id(), model->context_length(), model->load_seconds(), s.kv_blocks_total, s.kv_block_size,
-               double(s.kv_cache_bytes) / double(1ull << 30), double(s.kv_blocks_total) * s.kv_block_size, max_running);
+               double(s.kv_cache_bytes) / double(1ull << 30), kv_type_name(src.options.kv_type),
+               double(s.kv_blocks_total) * s.kv_block_size, max_running);
   return model;
 }
 

@@ -37,6 +37,14 @@ __device__ __forceinline__ const uint8_t* kv_head_row(const SlotMeta& s, const i
   return kv_key(s, tables[s.table + p / s.block_size], layer, p % s.block_size, kvh, hdb);
 }
 
+// The four int8 values of word w as exact floats, without the int-to-float unit (a quarter of the
+// float rate): byte b + 128 placed in the mantissa of 2^23 (one byte permute), minus 2^23 + 128.
+__device__ __forceinline__ void i8x4_to_float(uint32_t w, float* f) {
+  const uint32_t u = w ^ 0x80808080u;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) f[k] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7540u + k)) - 8388736.0f;
+}
+
 // The scale of that key row in a Q8 cache (its value's: block_size * row_bytes further on).
 __device__ __forceinline__ const float* kv_head_scale(const SlotMeta& s, const int32_t* __restrict__ tables, int layer,
                                                       int p, int kvh, int hd, int n_kv_heads) {
@@ -314,11 +322,13 @@ __global__ void __launch_bounds__(kTileThreads)
     }
     // 8 int8 values times their row's scale, as 8 halves.
     auto widen = [](uint2 q, float d) {
-      const int8_t* b = reinterpret_cast<const int8_t*>(&q);
+      float f[8];
+      i8x4_to_float(q.x, f);
+      i8x4_to_float(q.y, f + 4);
       uint4 r;
       __half2* h2 = reinterpret_cast<__half2*>(&r);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) h2[e] = __floats2half2_rn(d * float(b[2 * e]), d * float(b[2 * e + 1]));
+      for (int e = 0; e < 4; ++e) h2[e] = __floats2half2_rn(d * f[2 * e], d * f[2 * e + 1]);
       return r;
     };
 #pragma unroll
@@ -589,9 +599,14 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
         for (int d = 0; d < HD / 16; ++d) kr[d] = k16[d];
 #pragma unroll
         for (int d = 0; d < HD / 16; ++d) {
-          const int8_t* b = reinterpret_cast<const int8_t*>(&kr[d]);
+          const uint32_t w[4] = {kr[d].x, kr[d].y, kr[d].z, kr[d].w};
 #pragma unroll
-          for (int e = 0; e < 16; ++e) part = fmaf(sq[16 * d + e], float(b[e]), part);
+          for (int j = 0; j < 4; ++j) {
+            float f[4];
+            i8x4_to_float(w[j], f);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) part = fmaf(sq[16 * d + 4 * j + e], f[e], part);
+          }
         }
       } else if constexpr (F32) {
         const float4* k4 = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(krow));
@@ -670,9 +685,8 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     for (int st = 0; st < STEPS; ++st) {
       float v[8];
       if constexpr (Q8) {
-        const int8_t* b = reinterpret_cast<const int8_t*>(&vr[st][0]);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) v[i] = float(b[i]);
+        i8x4_to_float(vr[st][0].x, v);
+        i8x4_to_float(vr[st][0].y, v + 4);
       } else if constexpr (F32) {
         const float* f0 = reinterpret_cast<const float*>(&vr[st][0]);
         const float* f1 = reinterpret_cast<const float*>(&vr[st][F32 ? 1 : 0]);
