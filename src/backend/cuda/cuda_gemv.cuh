@@ -14,7 +14,12 @@ namespace pensieve::cuda {
 // float32 and multiplied by x (the exact path). Each token's sum is formed in the same order
 // whatever nt is.
 
-constexpr int kPackWarps = 4, kPackUnroll = 4;
+// Warps (rows) a block of the int8 GEMVs: 8, with the one-token instantiations for Q4_0 and Q8_0
+// too. On the H100 against 4 warps (and the 8-token Q4_0 kernel, the faster one at 4): a decode
+// token's graph 1,436-1,442 -> 1,404-1,409 us (Q4_0), 1,978 -> 1,956 (Q8_0), 1,496 -> 1,473-1,478
+// (Q4_K_M); a step of 4 tokens 3,326 -> 2,684 us, of 8 tokens 5,413 -> 4,520. On an H200 Q4_0
+// 1,327 -> 1,278-1,284 us; 2 warps a block 1,603-1,609.
+constexpr int kPackWarps = 8, kPackUnroll = 4;
 
 template <GgmlType T>
 struct Pack;
@@ -266,7 +271,7 @@ __device__ __forceinline__ void kv_put_heads(const SlotMeta& s, int layer, const
 
 // RoPE and the KV store of a one-token qkv GEMV done in its store (the ROPE instantiations of
 // gemv_i8_smem_kernel and gemv_k_i8_kernel):
-// the block's 4 warps take two rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
+// the block's kPackWarps warps take rotation pairs of a q or k head (RotateHalf: rows k and k + n_rot / 2
 // of the head, in the order of the pairs; interleaved: rows 2 k and 2 k + 1), so each pair is
 // rotated where it is summed, with rope_store_kernel's arithmetic (the same bits), and the token's
 // k and v rows go to its KV rows there. One launch a layer less in a decode step.
@@ -322,8 +327,7 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
 // l + 32, ..., U of them loaded together. B, the weights' layout, holds a lane's U blocks:
 // B::Src (the matrix, a kernel argument), B(src, row, nb) (the row), load(u, b) (block b into slot
 // u), dot(u, xw, ds, acc) (acc plus the block's product with the int8 x block xw of scale ds.x and
-// sum ds.y) and kOneToken (i8_kernel below). With PackBlocks, the same sums, in the same order, as
-// gemv_packed_kernel<T, true, 1>.
+// sum ds.y). With PackBlocks, the same sums, in the same order, as gemv_packed_kernel<T, true, 1>.
 // ONE: a launch of one token (the decode step's), whose kernel holds one accumulator, not
 // kGemvTokens: fewer registers, so more blocks an SM.
 template <class B, bool ROPE = false, bool ONE = ROPE>
@@ -386,7 +390,6 @@ struct PackBlocks {
   using P = Pack<T>;
   using Src = PackSrc;
   static constexpr int kU = U;
-  static constexpr bool kOneToken = false;
   const uint4* qrow;
   const __half* srow;
   uint4 q[U][P::kWords];
@@ -439,16 +442,15 @@ static bool gemv_one_on() {
   static const bool on = env_int("PENSIEVE_CUDA_GEMV_ONE", 1) != 0;
   return on;
 }
-// The gemv_i8_smem_kernel instantiation for policy B: with the RoPE + KV store, for one token where
-// B::kOneToken (the repacked K-quants: 88-115 registers a thread for 8 tokens, 60-72 for one; on
-// the H100 a Q4_K_M decode token's graph takes 1,556 against 1,784 us, the Q6_K output GEMV 30.9
-// against 38.6; Q4_0 and Q8_0, 72 and 68 registers, were 1.3% and 0.8% slower with it), or for up
-// to kGemvTokens.
+// The gemv_i8_smem_kernel instantiation for policy B: with the RoPE + KV store, for one token (the
+// repacked K-quants: 88-115 registers a thread for 8 tokens, 60-72 for one; on the H100 a Q4_K_M
+// decode token's graph took 1,556 against 1,784 us, the Q6_K output GEMV 30.9 against 38.6), or for
+// up to kGemvTokens.
 template <class B>
 static auto i8_kernel(bool rope, int nt) {
-  return rope                                          ? gemv_i8_smem_kernel<B, true, true>
-         : nt == 1 && B::kOneToken && gemv_one_on()    ? gemv_i8_smem_kernel<B, false, true>
-                                                       : gemv_i8_smem_kernel<B, false, false>;
+  return rope                       ? gemv_i8_smem_kernel<B, true, true>
+         : nt == 1 && gemv_one_on() ? gemv_i8_smem_kernel<B, false, true>
+                                    : gemv_i8_smem_kernel<B, false, false>;
 }
 
 template <GgmlType T>
@@ -612,7 +614,6 @@ template <int U>
 struct Q6Blocks {
   using Src = Q6Pack;
   static constexpr int kU = U;
-  static constexpr bool kOneToken = true;
   const uint4* qrow;
   const uint2* hrow;
   const uint16_t* srow;
@@ -744,7 +745,6 @@ template <bool kFive, int U>
 struct KBlocks {
   using Src = KPack;
   static constexpr int kU = U;
-  static constexpr bool kOneToken = true;
   const uint4* qrow;
   const uint32_t* hrow;
   const uint16_t* srow;
