@@ -111,7 +111,7 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
   // (rows, cols): odd row counts, one K-quant super-block, Phi-3's attention output shape, and
   // (Q4_0 / Q8_0) a row of 13 blocks of 32 (the Q4_0 GEMM's steps of 4 blocks and a partial one).
   const std::pair<int, int> shapes[] = {{37, 256}, {130, 512}, {3072, 3072}, {45, 416}};
-  const int token_counts[] = {1, 3, 9, 40, 100};
+  const int token_counts[] = {1, 3, 5, 9, 40, 100};
   // Batches of 17..128 tokens on Q4_0 take the fp16 tensor-core GEMM that dequantizes in registers
   // where the weight has no fp16 copy: tested here on every batch (PENSIEVE_CUDA_Q4_GEMM=2).
   setenv("PENSIEVE_CUDA_Q4_GEMM", "2", 1);
@@ -168,8 +168,9 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
               std::copy_n(got.begin() + t * ldy, rows, packed.begin() + size_t(t) * rows);
             // GEMV: float32 arithmetic (on int8-rounded x for the serving Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K path); the
             // cuBLAS path rounds weights and activations to fp16.
-            // Batches of 17..128 tokens on Q4_0: the fp16 tensor-core GEMM, which rounds as the cuBLAS path does.
-            const bool gemm = !exact && n > 16;
+            // Batches of 5..128 tokens on Q4_0: the fp16 tensor-core GEMM, which rounds as the cuBLAS path does;
+            // of more than 6 on the other types: cuBLAS (CudaBackend::gemv_max).
+            const bool gemm = !exact && n > (type == GgmlType::Q4_0 ? 4 : 6);
             const bool q4 = gemm && n <= 128 && type == GgmlType::Q4_0;
             const bool i8 = !exact && !gemm && (type == GgmlType::Q4_0 || type == GgmlType::Q8_0 || type == GgmlType::Q4_K ||
                                                 type == GgmlType::Q5_K || type == GgmlType::Q6_K);

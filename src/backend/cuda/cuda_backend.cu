@@ -1529,7 +1529,7 @@ class CudaPass final : public BackendPass {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const ModelConfig& cfg, int device) : cfg_(cfg), device_(device) {
-    gemv_max_ = std::max(0, env_int("PENSIEVE_CUDA_GEMV_MAX", gemv_max_));
+    gemv_max_ = std::max(-1, env_int("PENSIEVE_CUDA_GEMV_MAX", gemv_max_));
     f16_cache_on_ = env_int("PENSIEVE_CUDA_F16_CACHE", f16_cache_on_) != 0;
     graphs_on_ = env_int("PENSIEVE_CUDA_GRAPHS", graphs_on_) != 0;
     pack_on_ = env_int("PENSIEVE_CUDA_PACK", pack_on_) != 0;
@@ -1776,9 +1776,16 @@ class CudaBackend final : public Backend {
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
   mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_, gemm_ws_, ids_;
-  // Matmuls of at most this many tokens (and every exact one) run as fused GEMVs; larger ones
-  // dequantize to fp16 and use cuBLAS. PENSIEVE_CUDA_GEMV_MAX overrides it.
-  int gemv_max_ = kGemvMaxTokensDefault;
+  // Matmuls of at most gemv_max(w) tokens (and every exact one) run as fused GEMVs; larger ones
+  // take a tensor-core GEMM (the Q4_0 one, or cuBLAS on the fp16 copy). PENSIEVE_CUDA_GEMV_MAX
+  // sets it for every weight (-1: per weight). On the H100 a Q4_0 Phi-3-mini step took with the
+  // GEMV / GEMM 1,867 / 2,493 us at 2 tokens, 2,385 / 2,613 at 4, 3,242 / 2,609 at 6, 3,898 / 2,666
+  // at 8, 7,158 / 2,967 at 16; Q4_K_M (cuBLAS) 2,764 / 3,617 at 4 and 4,251 / 3,772 at 8.
+  int gemv_max_ = -1;
+  int gemv_max(const DeviceWeight& w) const {
+    if (gemv_max_ >= 0) return gemv_max_;
+    return w.type == GgmlType::Q4_0 && w.scales && q4_gemm_ != 0 ? 4 : 6;
+  }
   bool f16_cache_on_ = true;
   bool graphs_on_ = true;
   // Q4_0/Q8_0 packed at load (PENSIEVE_CUDA_PACK=0: file layout); serving GEMVs on packed weights
@@ -2054,7 +2061,7 @@ void CudaPass::rmsnorm(const float* x, int w, float* y, int rows, int dim, float
 
 void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy, bool exact) {
   const DeviceWeight& w = b_.weights_[size_t(weight)];
-  if (exact || n_tok <= b_.gemv_max_ || w.cols % 32 != 0) {
+  if (exact || n_tok <= b_.gemv_max(w) || w.cols % 32 != 0) {
     if (w.cols % 32 != 0 && !is_float_type(w.type))
       throw Error("CUDA matmul: " + std::string(type_name(w.type)) + " rows of " + std::to_string(w.cols) +
                   " elements (not whole blocks)");
@@ -2100,7 +2107,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
   // no fp16 copy (the GPU lacks the room): the fp16 tensor-core GEMM that dequantizes in registers
   // (gemm_q4_wgmma_kernel on Hopper, else gemm_q4_f16_kernel; each reads the weights once a 64
   // tokens) instead of cuBLAS on the copy.
-  if (!exact && b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0 && w.scales && n_tok > b_.gemv_max_ &&
+  if (!exact && b_.q4_gemm_ != 0 && w.type == GgmlType::Q4_0 && w.scales && n_tok > b_.gemv_max(w) &&
       n_tok <= kGemmMaxTokens && (b_.q4_gemm_ == 2 || n_tok <= kGemmToks || !b_.cached_f16(weight))) {
     qsrc_ = {};
     const bool f16 = emit_pending_f16(x, ldx, n_tok, w.cols);

@@ -380,6 +380,61 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
 }
 
+// gemv_i8_smem_kernel for launches of several tokens with R consecutive rows a warp: each int8
+// activation block read from shared memory serves the R rows (those reads, nt a weight block,
+// bound such launches, not the weights). Each row's sums in the same order as there.
+template <class B, int R>
+__global__ void __launch_bounds__(32 * kPackWarps)
+    gemv_i8_rows_kernel(typename B::Src src, int rows, int cols, const int8_t* xq, const float2* xds,
+                        float* __restrict__ y, int64_t ldy, int nt) {
+  pdl_trigger();
+  extern __shared__ uint4 sx[];
+  const int nb = cols / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int v0 = (blockIdx.x * kPackWarps + warp) * R;
+  B w[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) w[r] = B(src, size_t(min(v0 + r, rows - 1)), nb);  // past the last row: the last
+  auto load = [&](int b0) {
+#pragma unroll
+    for (int u = 0; u < B::kU; ++u) {
+      const int b = b0 + 32 * u;
+      if (b < nb)
+#pragma unroll
+        for (int r = 0; r < R; ++r) w[r].load(u, b);
+    }
+  };
+  load(lane);
+  pdl_wait();
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
+  float acc[R][kGemvTokens];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < kGemvTokens; ++t) acc[r][t] = 0.0f;
+  for (int b0 = lane; b0 < nb; b0 += 32 * B::kU) {
+    if (b0 != lane) load(b0);
+#pragma unroll
+    for (int u = 0; u < B::kU; ++u) {
+      const int b = b0 + 32 * u;
+      if (b >= nb) break;
+#pragma unroll
+      for (int t = 0; t < kGemvTokens; ++t) {
+        if (t >= nt) break;
+        const uint4* xp = sx + (t * cols + b * 32) / 16;
+        const uint4 xa = xp[0], xb = xp[1];
+        const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
+        const float2 ds = sds[t * nb + b];
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r][t] = w[r].dot(u, xw, ds, acc[r][t]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+    if (v0 + r < rows) store_row_sums(acc[r], nt, y, ldy, v0 + r, lane);
+}
+
 // gemv_i8_smem_kernel's blocks of Q4_0 or Q8_0 in the Pack<T> layout (quants at q, fp16 scales at s).
 struct PackSrc {
   const uint8_t* q;
@@ -394,6 +449,7 @@ struct PackBlocks {
   const __half* srow;
   uint4 q[U][P::kWords];
   float d[U];
+  PackBlocks() = default;
   __device__ __forceinline__ PackBlocks(const Src& src, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(src.q + row * size_t(nb) * P::kQBytes)), srow(src.s + row * size_t(nb)) {}
   __device__ __forceinline__ void load(int u, int b) {
@@ -453,6 +509,24 @@ static auto i8_kernel(bool rope, int nt) {
                                     : gemv_i8_smem_kernel<B, false, false>;
 }
 
+// Rows a warp of the int8 GEMVs for launches of 2 to kGemvTokens tokens (gemv_i8_rows_kernel;
+// PENSIEVE_CUDA_GEMV_RPW: 1 (gemv_i8_smem_kernel), 2 or 4).
+static int gemv_rows_per_warp() {
+  static const int r = env_pick("PENSIEVE_CUDA_GEMV_RPW", 2, 1, 4, 2);
+  return r;
+}
+// Launches gemv_i8_rows_kernel for a launch of several tokens where it serves (false: it does not).
+template <class B>
+static bool launch_i8_rows(const typename B::Src& src, const DeviceWeight& w, const int8_t* xq, const float2* xds,
+                           float* y, int64_t ldy, int nt, size_t smem, cudaStream_t stream) {
+  const int R = gemv_rows_per_warp();
+  if (nt < 2 || R == 1) return false;
+  const dim3 grid(unsigned((w.rows + kPackWarps * R - 1) / (kPackWarps * R))), block(32 * kPackWarps);
+  if (R == 4) launch_pdl(gemv_i8_rows_kernel<B, 4>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt);
+  else launch_pdl(gemv_i8_rows_kernel<B, 2>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt);
+  return true;
+}
+
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
                            int nt, cudaStream_t stream, const RopeArgs* rope = nullptr) {
@@ -461,12 +535,13 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
   const bool ro = rope && rope->on;
   if (ro && !rope_fits(rope, nt, w.rows)) return false;
   const int U = pack_unroll();
+  const PackSrc src{w.data, reinterpret_cast<const __half*>(w.scales)};
+  if (!ro && U == 4 && launch_i8_rows<PackBlocks<T, 4>>(src, w, xq, xds, y, ldy, nt, smem, stream)) return true;
   const auto kernel = ro || U == 4 ? i8_kernel<PackBlocks<T, 4>>(ro, nt)
                       : U == 2      ? gemv_i8_smem_kernel<PackBlocks<T, 2>>
                                     : gemv_i8_smem_kernel<PackBlocks<T, 8>>;
-  launch_pdl(kernel, dim3(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), dim3(32 * kPackWarps), smem, stream,
-             PackSrc{w.data, reinterpret_cast<const __half*>(w.scales)}, w.rows, w.cols, xq, xds, y, ldy, nt,
-             ro ? *rope : RopeArgs{});
+  launch_pdl(kernel, dim3(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), dim3(32 * kPackWarps), smem, stream, src,
+             w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : RopeArgs{});
   return true;
 }
 
@@ -622,6 +697,7 @@ struct Q6Blocks {
   uint2 hb[U];
   uint32_t sc[U];
   float d[U];
+  Q6Blocks() = default;
   __device__ __forceinline__ Q6Blocks(const Q6Pack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(P.h + row * size_t(nb)),
         srow(P.sc + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
@@ -753,6 +829,7 @@ struct KBlocks {
   uint32_t hb[U];
   uint32_t sm[U];
   float2 d[U];
+  KBlocks() = default;
   __device__ __forceinline__ KBlocks(const KPack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(kFive ? P.h + row * size_t(nb) : nullptr),
         srow(P.sm + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
@@ -791,18 +868,19 @@ static bool launch_repack_i8(const DeviceWeight& w, const int8_t* xq, const floa
   const dim3 grid(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), block(32 * kPackWarps);
   const int64_t nb = int64_t(w.rows) * (w.cols / 32);
   const RopeArgs& ra = ro ? *rope : RopeArgs{};
-  auto go = [&](auto kernel, const auto& src) {
-    launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, ra);
+  auto go = [&]<class B>(const typename B::Src& src) {
+    if (!ro && launch_i8_rows<B>(src, w, xq, xds, y, ldy, nt, smem, stream)) return;
+    launch_pdl(i8_kernel<B>(ro, nt), grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, ra);
   };
   // Q4_K and Q5_K: two sub-blocks a lane at once (PENSIEVE_CUDA_KPACK_UNROLL=4: four; on the H100 a
   // Q4_K_M token's graph took 1,487-1,491 us with two against 1,527-1,531 with four, 1,613 with
   // one and 1,748 with eight). Q6_K keeps four (its 8192-column down GEMV was slower with two).
   static const int uk = env_pick("PENSIEVE_CUDA_KPACK_UNROLL", 2, 2, 4, 2);
   auto kquant = [&]<int U>() {
-    if (w.type == GgmlType::Q5_K) go(i8_kernel<KBlocks<true, U>>(ro, nt), kpack_parts(w.repack, nb, true));
-    else go(i8_kernel<KBlocks<false, U>>(ro, nt), kpack_parts(w.repack, nb, false));
+    if (w.type == GgmlType::Q5_K) go.template operator()<KBlocks<true, U>>(kpack_parts(w.repack, nb, true));
+    else go.template operator()<KBlocks<false, U>>(kpack_parts(w.repack, nb, false));
   };
-  if (w.type == GgmlType::Q6_K) go(i8_kernel<Q6Blocks<4>>(ro, nt), q6_parts(w.repack, nb));
+  if (w.type == GgmlType::Q6_K) go.template operator()<Q6Blocks<4>>(q6_parts(w.repack, nb));
   else if (uk == 4) kquant.template operator()<4>();
   else kquant.template operator()<2>();
   return true;

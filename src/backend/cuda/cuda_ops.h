@@ -11,7 +11,7 @@
 
 namespace pensieve::cuda {
 
-// Matmuls of at most this many tokens (and every float32-exact one) run as fused GEMVs by default.
+// The int8 GEMVs' workspace is sized for launches of up to this many tokens (more grow it).
 constexpr int kGemvMaxTokensDefault = 16;
 
 void check(cudaError_t e, const char* what);
