@@ -330,22 +330,29 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
 // sum ds.y). With PackBlocks, the same sums, in the same order, as gemv_packed_kernel<T, true, 1>.
 // ONE: a launch of one token (the decode step's), whose kernel holds one accumulator, not
 // kGemvTokens: fewer registers, so more blocks an SM.
-template <class B, bool ROPE = false, bool ONE = ROPE>
+// R: rows a warp (launches of several tokens, gemv_i8_rows_per_warp): each activation block read
+// from shared memory serves the R consecutive rows, each row's sums in the same order.
+template <class B, bool ROPE = false, bool ONE = ROPE, int R = 1>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_i8_smem_kernel(typename B::Src src, int rows, int cols, const int8_t* xq, const float2* xds,
                         float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope) {
+  static_assert(!ROPE || R == 1, "the RoPE store takes one row a warp");
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int v = blockIdx.x * kPackWarps + warp;
-  const int r = ROPE ? rope_row(rope, v) : v;
-  B w(src, size_t(min(r, rows - 1)), nb);  // a warp past the last row loads it and writes nothing
+  const int v = (blockIdx.x * kPackWarps + warp) * R;
+  const int r0 = ROPE ? rope_row(rope, v) : v;
+  B w[R];  // a warp past the last row loads it and writes nothing
+#pragma unroll
+  for (int r = 0; r < R; ++r) w[r] = B(src, size_t(min(r0 + r, rows - 1)), nb);
   auto load = [&](int b0) {
 #pragma unroll
     for (int u = 0; u < B::kU; ++u) {
       const int b = b0 + 32 * u;
-      if (b < nb) w.load(u, b);
+      if (b < nb)
+#pragma unroll
+        for (int r = 0; r < R; ++r) w[r].load(u, b);
     }
   };
   // The first weights are in flight before the wait for x's producer and x's staging.
@@ -354,9 +361,11 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   constexpr int kT = ONE ? 1 : kGemvTokens;
   if (ONE) nt = 1;
-  float acc[kT];
+  float acc[R][kT];
 #pragma unroll
-  for (int t = 0; t < kT; ++t) acc[t] = 0.0f;
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < kT; ++t) acc[r][t] = 0.0f;
   for (int b0 = lane; b0 < nb; b0 += 32 * B::kU) {
     if (b0 != lane) load(b0);
 #pragma unroll
@@ -369,70 +378,19 @@ __global__ void __launch_bounds__(32 * kPackWarps)
         const uint4* xp = sx + (t * cols + b * 32) / 16;
         const uint4 xa = xp[0], xb = xp[1];
         const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
-        acc[t] = w.dot(u, xw, sds[t * nb + b], acc[t]);
-      }
-    }
-  }
-  if constexpr (ROPE) {  // one token; v and rows a multiple of 4 (checked on the host)
-    rope_store_rows(acc[0], v, r, rope, y);
-    return;
-  }
-  if (r < rows) store_row_sums(acc, nt, y, ldy, r, lane);
-}
-
-// gemv_i8_smem_kernel for launches of several tokens with R consecutive rows a warp: each int8
-// activation block read from shared memory serves the R rows (those reads, nt a weight block,
-// bound such launches, not the weights). Each row's sums in the same order as there.
-template <class B, int R>
-__global__ void __launch_bounds__(32 * kPackWarps)
-    gemv_i8_rows_kernel(typename B::Src src, int rows, int cols, const int8_t* xq, const float2* xds,
-                        float* __restrict__ y, int64_t ldy, int nt) {
-  pdl_trigger();
-  extern __shared__ uint4 sx[];
-  const int nb = cols / 32;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int v0 = (blockIdx.x * kPackWarps + warp) * R;
-  B w[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) w[r] = B(src, size_t(min(v0 + r, rows - 1)), nb);  // past the last row: the last
-  auto load = [&](int b0) {
-#pragma unroll
-    for (int u = 0; u < B::kU; ++u) {
-      const int b = b0 + 32 * u;
-      if (b < nb)
-#pragma unroll
-        for (int r = 0; r < R; ++r) w[r].load(u, b);
-    }
-  };
-  load(lane);
-  pdl_wait();
-  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
-  float acc[R][kGemvTokens];
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int t = 0; t < kGemvTokens; ++t) acc[r][t] = 0.0f;
-  for (int b0 = lane; b0 < nb; b0 += 32 * B::kU) {
-    if (b0 != lane) load(b0);
-#pragma unroll
-    for (int u = 0; u < B::kU; ++u) {
-      const int b = b0 + 32 * u;
-      if (b >= nb) break;
-#pragma unroll
-      for (int t = 0; t < kGemvTokens; ++t) {
-        if (t >= nt) break;
-        const uint4* xp = sx + (t * cols + b * 32) / 16;
-        const uint4 xa = xp[0], xb = xp[1];
-        const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
         const float2 ds = sds[t * nb + b];
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[r][t] = w[r].dot(u, xw, ds, acc[r][t]);
       }
     }
   }
+  if constexpr (ROPE) {  // one token; v and rows a multiple of kPackWarps (checked on the host)
+    rope_store_rows(acc[0][0], v, r0, rope, y);
+    return;
+  }
 #pragma unroll
   for (int r = 0; r < R; ++r)
-    if (v0 + r < rows) store_row_sums(acc[r], nt, y, ldy, v0 + r, lane);
+    if (r0 + r < rows) store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
 }
 
 // gemv_i8_smem_kernel's blocks of Q4_0 or Q8_0 in the Pack<T> layout (quants at q, fp16 scales at s).
@@ -509,21 +467,22 @@ static auto i8_kernel(bool rope, int nt) {
                                     : gemv_i8_smem_kernel<B, false, false>;
 }
 
-// Rows a warp of the int8 GEMVs for launches of 2 to kGemvTokens tokens (gemv_i8_rows_kernel;
-// PENSIEVE_CUDA_GEMV_RPW: 1 (gemv_i8_smem_kernel), 2 or 4).
+// Rows a warp of the int8 GEMVs for launches of 2 to kGemvTokens tokens (PENSIEVE_CUDA_GEMV_RPW:
+// 1, 2 or 4; on the H100 a Phi-3-mini Q4_0 step of 8 tokens took 4,465 / 3,900 / 4,430 us).
 static int gemv_rows_per_warp() {
   static const int r = env_pick("PENSIEVE_CUDA_GEMV_RPW", 2, 1, 4, 2);
   return r;
 }
-// Launches gemv_i8_rows_kernel for a launch of several tokens where it serves (false: it does not).
+// Launches gemv_i8_smem_kernel with several rows a warp for a launch of several tokens (false:
+// one row a warp serves it).
 template <class B>
 static bool launch_i8_rows(const typename B::Src& src, const DeviceWeight& w, const int8_t* xq, const float2* xds,
                            float* y, int64_t ldy, int nt, size_t smem, cudaStream_t stream) {
   const int R = gemv_rows_per_warp();
   if (nt < 2 || R == 1) return false;
   const dim3 grid(unsigned((w.rows + kPackWarps * R - 1) / (kPackWarps * R))), block(32 * kPackWarps);
-  if (R == 4) launch_pdl(gemv_i8_rows_kernel<B, 4>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt);
-  else launch_pdl(gemv_i8_rows_kernel<B, 2>, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt);
+  const auto kernel = R == 4 ? gemv_i8_smem_kernel<B, false, false, 4> : gemv_i8_smem_kernel<B, false, false, 2>;
+  launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, RopeArgs{});
   return true;
 }
 
