@@ -6,7 +6,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "engine/attention.h"
 #include "engine/kernels.h"
@@ -30,9 +29,7 @@ inline __m512 load16(const void* row, int64_t i) {
 template <KvType T>
 inline float row_scale(const void* row, const AttnRows& rows) {
   if constexpr (T != KvType::Q8) return 1.0f;
-  float d;
-  std::memcpy(&d, static_cast<const uint8_t*>(row) + rows.scale_at, sizeof d);
-  return d;
+  return kv_q8_scale(row, size_t(rows.scale_at));
 }
 
 template <KvType T, int V>

@@ -26,7 +26,6 @@ KvType parse_kv_type(const std::string& s) {
 
 void kv_store_q8(const float* x, int n_heads, int head_dim, void* row) {
   auto* q = static_cast<int8_t*>(row);
-  uint8_t* d = reinterpret_cast<uint8_t*>(q + size_t(n_heads) * size_t(head_dim));
   for (int h = 0; h < n_heads; ++h) {
     const float* v = x + size_t(h) * size_t(head_dim);
     float amax = 0.0f;
@@ -34,7 +33,7 @@ void kv_store_q8(const float* x, int n_heads, int head_dim, void* row) {
     const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
     for (int i = 0; i < head_dim; ++i) q[size_t(h) * size_t(head_dim) + size_t(i)] = int8_t(std::nearbyint(v[i] * id));
     const float scale = amax / 127.0f;
-    std::memcpy(d + size_t(h) * sizeof(float), &scale, sizeof scale);
+    std::memcpy(static_cast<uint8_t*>(row) + kv_q8_scale_at(n_heads * head_dim, h), &scale, sizeof scale);
   }
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <list>
 #include <memory>
 #include <span>
@@ -32,6 +33,13 @@ KvType parse_kv_type(const std::string& s);
 // A Q8 cache row from kv_dim = n_heads * head_dim floats: each head's int8 values, then the
 // heads' scales.
 void kv_store_q8(const float* x, int n_heads, int head_dim, void* row);
+// Where head h's scale lies in a Q8 row of kv_dim values (bytes from its start), and the scale.
+inline size_t kv_q8_scale_at(int kv_dim, int h) { return size_t(kv_dim) + size_t(h) * sizeof(float); }
+inline float kv_q8_scale(const void* row, size_t at) {
+  float d;
+  std::memcpy(&d, static_cast<const uint8_t*>(row) + at, sizeof d);
+  return d;
+}
 
 class KvPool {
  public:

@@ -305,21 +305,19 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
       const int start = a.first(s.pos);
       const float* q = qkv + size_t(t) * qkv_dim + size_t(h) * hd;
       const size_t koff = size_t(h / group) * hd;
-      const size_t scale_at = size_t(kv.kv_dim()) + size_t(h / group) * sizeof(float);  // Q8: the head's scale
-      auto q8_scale = [&](const void* row) {
-        float d;
-        std::memcpy(&d, static_cast<const uint8_t*>(row) + scale_at, sizeof d);
-        return d;
-      };
+      const size_t scale_at = kv_q8_scale_at(kv.kv_dim(), h / group);
       const int n = s.pos - start + 1;
       scores.resize(size_t(n));
       for (int j = 0; j < n; ++j) {
         const int p = start + j;
         const void* k = kv.key(table[size_t(p / bs)], layer, p % bs);
-        scores[size_t(j)] = type == KvType::F32 ? scale * kernels::dot(static_cast<const float*>(k) + koff, q, hd)
-                            : type == KvType::Q8
-                                ? scale * q8_scale(k) * kernels::dot_i8(static_cast<const int8_t*>(k) + koff, q, hd)
-                                : scale * kernels::dot_f16(static_cast<const uint16_t*>(k) + koff, q, hd);
+        if (type == KvType::F32)
+          scores[size_t(j)] = scale * kernels::dot(static_cast<const float*>(k) + koff, q, hd);
+        else if (type == KvType::Q8)
+          scores[size_t(j)] =
+              scale * kv_q8_scale(k, scale_at) * kernels::dot_i8(static_cast<const int8_t*>(k) + koff, q, hd);
+        else
+          scores[size_t(j)] = scale * kernels::dot_f16(static_cast<const uint16_t*>(k) + koff, q, hd);
       }
       kernels::softmax(scores.data(), n);
       float* o = out + size_t(t) * q_dim + size_t(h) * hd;
@@ -329,7 +327,8 @@ void CpuPass::attention(int layer, const float* qkv, float* out) {
         const void* v = kv.value(table[size_t(p / bs)], layer, p % bs);
         if (type == KvType::F32) kernels::axpy(scores[size_t(j)], static_cast<const float*>(v) + koff, o, hd);
         else if (type == KvType::Q8)
-          kernels::axpy_i8(scores[size_t(j)] * q8_scale(v), static_cast<const int8_t*>(v) + koff, o, hd);
+          kernels::axpy_i8(scores[size_t(j)] * kv_q8_scale(v, scale_at), static_cast<const int8_t*>(v) + koff, o,
+                           hd);
         else kernels::axpy_f16(scores[size_t(j)], static_cast<const uint16_t*>(v) + koff, o, hd);
       }
     }
@@ -383,7 +382,7 @@ void CpuPass::attention_groups(int layer, const float* qkv, float* out, const At
       }
       const KvPool& kv = *slots_[size_t(g.t0)].seq->pool;
       const kernels::AttnRows rows{g.keys.data(), g.values.data(), g.first, kv.type(), int64_t(h / group) * hd,
-                                   int64_t(kv.kv_dim()) + int64_t(h / group) * int64_t(sizeof(float))};
+                                   int64_t(kv_q8_scale_at(kv.kv_dim(), h / group))};
       kernels::attend_group(qs, g.n, rows, hd, scale, scores);
     }
   });

@@ -59,18 +59,8 @@ __device__ __forceinline__ void tile_round_int8(const float* o, int ld, int n, i
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nb = hd / 32;
   for (int item = warp; item < n * nb; item += blockDim.x / 32) {
     const int r = item / nb, b = item % nb;
-    const float val = o[r * ld + 32 * b + lane];
-    float amax = fabsf(val);
-#pragma unroll
-    for (int m = 16; m > 0; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-    const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const int q = __float2int_rn(val * id);
     const size_t c = size_t(t0 + r) * q_dim + size_t(h) * hd + 32 * b + lane;
-    xq[c] = int8_t(q);
-    int qs = q;
-#pragma unroll
-    for (int m = 16; m > 0; m >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, m);
-    if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
+    warp_round_int8(o[r * ld + 32 * b + lane], xq + c, xds + c / 32);
   }
 }
 
@@ -766,7 +756,7 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     for (int b = 0; b < nb; ++b)
       if (__ldcg(mine_parts + b * PF + 1) > 0.0f)
         sum += __ldcg(mine_parts + b * PF + 2 + d) * expf(__ldcg(mine_parts + b * PF) - Mz);
-    store_attn_out(sum / Lz, d, lane, out + c0, HD % 32 == 0 ? xq : nullptr, xds, c0, xh);
+    store_attn_out(sum / Lz, d, out + c0, HD % 32 == 0 ? xq : nullptr, xds, c0, xh);
   }
   if (threadIdx.x == 0) *counter = 0;  // for the next layer (the same workspace)
 }

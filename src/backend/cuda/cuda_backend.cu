@@ -86,6 +86,22 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// A warp's 32 values (v, one a lane) rounded to int8 as the int8 GEMVs take their activations:
+// *q = round(v * 127 / max|v|) (ties to even), and lane 0 stores {max|v| / 127, sum of the q} at
+// *ds. Every lane of the warp calls it.
+__device__ __forceinline__ void warp_round_int8(float v, int8_t* q, float2* ds) {
+  float amax = fabsf(v);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const int qi = __float2int_rn(v * id);
+  *q = int8_t(qi);
+  int sum = qi;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (threadIdx.x % 32 == 0) *ds = make_float2(d, float(sum));
+}
+
 // A warp's row r: each token's sum over the lanes into y[t * ldy + r].
 template <int N>
 __device__ __forceinline__ void store_row_sums(const float (&acc)[N], int nt, float* __restrict__ y, int64_t ldy, int r,
@@ -679,17 +695,7 @@ __global__ void silu_quant_kernel(float* __restrict__ g, int rows, int ff, int8_
     xh[int64_t(t) * ff + c] = __float2half_rn(v);
     return;
   }
-  if (!xq) return;
-  float amax = fabsf(v);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-  const int q = __float2int_rn(v * id);
-  xq[int64_t(t) * ff + c] = int8_t(q);
-  int sum = q;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  if (lane == 0) xds[int64_t(t) * nb + b] = make_float2(d, float(sum));
+  if (xq) warp_round_int8(v, xq + int64_t(t) * ff + c, xds + int64_t(t) * nb + b);
 }
 
 __global__ void add_kernel(float* __restrict__ x, const float* __restrict__ y, size_t n) {
@@ -799,31 +805,18 @@ constexpr int kMaxHeadDim = 256;
 // Output element d of an attention (val) into o[d], and for the matmul that reads it: xh in fp16,
 // xq rounded to int8 per 32-value block as quantize_x_kernel does (every lane of the warp calls it,
 // for 32 consecutive d).
-__device__ __forceinline__ void store_attn_out(float val, int d, int lane, float* __restrict__ o,
+__device__ __forceinline__ void store_attn_out(float val, int d, float* __restrict__ o,
                                                int8_t* __restrict__ xq, float2* __restrict__ xds, size_t c0,
                                                __half* __restrict__ xh) {
   o[d] = val;
   if (xh) xh[c0 + d] = __float2half_rn(val);
-  if (xq) {
-    float amax = fabsf(val);
-#pragma unroll
-    for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
-    const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const int q = __float2int_rn(val * id);
-    const size_t c = c0 + d;
-    xq[c] = int8_t(q);
-    int qs = q;
-#pragma unroll
-    for (int k = 16; k > 0; k >>= 1) qs += __shfl_xor_sync(0xffffffffu, qs, k);
-    if (lane == 0) xds[c / 32] = make_float2(dq, float(qs));
-  }
+  if (xq) warp_round_int8(val, xq + c0 + d, xds + (c0 + d) / 32);
 }
 
 template <int NW>
 __device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const float (&sl)[NW], const float* sacc, int ld,
                                                  int hd, float* __restrict__ o, int8_t* __restrict__ xq,
                                                  float2* __restrict__ xds, size_t c0, __half* __restrict__ xh = nullptr) {
-  const int lane = threadIdx.x % 32;
   float M = -INFINITY;
   for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w]);
   float L = 0.0f;
@@ -833,7 +826,7 @@ __device__ __forceinline__ void merge_warp_parts(const float (&sm)[NW], const fl
     float sum = 0.0f;
     for (int w = 0; w < NW; ++w)
       if (sl[w] > 0.0f) sum += sacc[w * ld + d] * expf(sm[w] - M);
-    store_attn_out(sum / L, d, lane, o, xq, xds, c0, xh);
+    store_attn_out(sum / L, d, o, xq, xds, c0, xh);
   }
 }
 

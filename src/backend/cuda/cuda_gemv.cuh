@@ -41,17 +41,7 @@ __global__ void quantize_x_kernel(const float* x, int64_t ldx, int cols, int nt,
   const int lane = threadIdx.x % 32, nb = cols / 32;
   if (gw >= int64_t(nt) * nb) return;
   const int t = int(gw / nb), b = int(gw % nb);
-  const float v = x[t * ldx + b * 32 + lane];
-  float amax = fabsf(v);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-  const int q = __float2int_rn(v * id);
-  xq[int64_t(t) * cols + b * 32 + lane] = int8_t(q);
-  int sum = q;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  if (lane == 0) xds[int64_t(t) * nb + b] = make_float2(d, float(sum));
+  warp_round_int8(x[t * ldx + b * 32 + lane], xq + int64_t(t) * cols + b * 32 + lane, xds + int64_t(t) * nb + b);
 }
 
 template <GgmlType T, bool XQ, int R>
