@@ -2293,6 +2293,12 @@ void CudaPass::emit_pending(void* xq, __half* xh) {
   const Pending p = pend_;
   pend_ = Pending{};
   cudaStream_t st = b_.stream_;
+  // PENSIEVE_CUDA_DEBUG_SKIP, for measuring what the small kernels add to a pass (its results are
+  // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul.
+  static const int skip = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
+  if (((skip & 1) && (p.kind == Pend::Norm || p.kind == Pend::AddNorm)) || ((skip & 2) && p.kind == Pend::Attn) ||
+      ((skip & 4) && p.kind == Pend::Silu))
+    return;
   switch (p.kind) {
     case Pend::None: return;
     case Pend::Add:

@@ -283,9 +283,35 @@ __device__ __forceinline__ int rope_row(const RopeArgs& a, int v) {
   return h * hd + (d % 2 ? d / 2 + a.n_rot / 2 : d / 2);
 }
 
+// What the store of a one-token qkv GEMV that does the RoPE and KV store needs, fetched by
+// rope_prepare before its wait for x (none of it depends on the kernels before): the token's slot
+// and each warp-row's cos and sin, in shared memory, so that the store starts no memory round trip
+// and the loop holds no registers for them.
+struct RopeShared {
+  SlotMeta slot;
+  float2 cs[kPackWarps];
+};
+__device__ __forceinline__ RopeShared& rope_shared() {
+  __shared__ RopeShared s;
+  return s;
+}
+// Every thread of the block calls it; v: the warp's row.
+__device__ __forceinline__ void rope_prepare(const RopeArgs& a, int v) {
+  static_assert(sizeof(SlotMeta) % 4 == 0, "copied a word a thread");
+  RopeShared& s = rope_shared();
+  if (threadIdx.x < sizeof(SlotMeta) / 4)
+    reinterpret_cast<int*>(&s.slot)[threadIdx.x] = reinterpret_cast<const int*>(a.slot)[threadIdx.x];
+  const int hd = a.head_dim, d = v % hd;
+  if (threadIdx.x % 32 == 0 && v < (a.n_heads + a.n_kv_heads) * hd && d < a.n_rot) {
+    float c, sn;  // the pair's frequency: d / 2
+    rope_cos_sin(a.slot->pos, (a.slot->long_rope ? a.inv_long : a.inv_short)[d / 2], a.mscale, &c, &sn);
+    s.cs[threadIdx.x / 32] = make_float2(c, sn);
+  }
+}
+
 // The store of a one-token qkv GEMV that does the RoPE and KV store (the int8 GEMVs' ROPE
-// instantiations): warp-row v of the block holds the sum acc0 of weight row r = rope_row(v). Every
-// thread of the block calls it.
+// instantiations, which called rope_prepare): warp-row v of the block holds the sum acc0 of weight
+// row r = rope_row(v). Every thread of the block calls it.
 __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const RopeArgs& rope, float* __restrict__ y) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __shared__ float sum[kPackWarps];
@@ -296,11 +322,10 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
   const int hd = rope.head_dim, q_dim = rope.n_heads * hd, kv_dim = rope.n_kv_heads * hd;
   const int d = v % hd;
   float out = sv;
-  const SlotMeta sm = *rope.slot;
+  const RopeShared& rs = rope_shared();
+  const SlotMeta& sm = rs.slot;
   if (v < q_dim + kv_dim && d < rope.n_rot) {
-    const int k = d / 2;  // the pair's frequency
-    float c, sn;
-    rope_cos_sin(sm.pos, (sm.long_rope ? rope.inv_long : rope.inv_short)[k], rope.mscale, &c, &sn);
+    const float c = rs.cs[warp].x, sn = rs.cs[warp].y;
     const float a = sum[warp & ~1], b = sum[warp | 1];  // the pair's first and second element
     out = d % 2 == 0 ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
   }
@@ -347,6 +372,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   };
   // The first weights are in flight before the wait for x's producer and x's staging.
   load(lane);
+  if constexpr (ROPE) rope_prepare(rope, v);
   pdl_wait();
   const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   constexpr int kT = ONE ? 1 : kGemvTokens;
@@ -534,6 +560,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
     }
   };
   load(lane / 8);
+  if constexpr (ROPE) rope_prepare(rope, v);
   pdl_wait();
   const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
   float acc[kGemvTokens];
