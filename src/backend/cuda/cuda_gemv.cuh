@@ -502,15 +502,19 @@ static bool launch_i8_rows(const typename B::Src& src, const DeviceWeight& w, co
   return true;
 }
 
-// Whether a one-token Q4_0 GEMV loads 8 blocks a lane at once instead of 4: where a row is longer
-// than one round of 4 (4,096 columns), so that fewer rounds wait on memory one after the other
-// (PENSIEVE_CUDA_GEMV_WIDE=0: never). On the H100 a Phi-3-mini Q4_0 token (its 8192-column down
-// GEMV) took 1,400 -> 1,374 us, while Q8_0 rows lost (1,956 -> 1,979), Q4_K_M's Q4_K and Q6_K down
-// rows with twice their blocks a lane gained 0.3% and lost 2%, and 8 for every Q4_0 row cost
-// 1,400 -> 1,461.
-static bool gemv_wide(int nt, bool rope, int cols) {
-  static const bool on = env_int("PENSIEVE_CUDA_GEMV_WIDE", 1) != 0;
-  return on && nt == 1 && !rope && cols > 32 * 32 * 4;
+// Blocks a lane loads at once in a one-token int8 GEMV on packed T with nb blocks a row, instead of
+// 4 (PENSIEVE_CUDA_GEMV_TUNE=0: always 4), as measured on the H100 (Phi-3-mini, graph a token):
+// - Q4_0 rows longer than one round of 4 (4,096 columns): 8, so that the 8192-column down rows
+//   wait on memory once, not twice (1,400 -> 1,372 us; 8 on every row: 1,461; Q8_0's down rows
+//   with 8: 1,956 -> 1,979; Q4_K_M's Q4_K / Q6_K down rows with twice theirs: -0.3% / +2%);
+// - Q8_0 rows of 65-96 blocks (3072 columns): 3, one round with no idle slot (1,958 -> 1,922 us;
+//   on Q4_0 rows 1,377 -> 1,395).
+static int one_token_unroll(GgmlType t, int nt, bool rope, int nb) {
+  static const bool on = env_int("PENSIEVE_CUDA_GEMV_TUNE", 1) != 0;
+  if (!on || nt != 1) return 4;
+  if (t == GgmlType::Q4_0 && !rope && nb > 32 * 4) return 8;
+  if (t == GgmlType::Q8_0 && nb > 32 * 2 && nb <= 32 * 3) return 3;
+  return 4;
 }
 
 template <GgmlType T>
@@ -523,11 +527,13 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
   const int U = pack_unroll();
   const PackSrc src{w.data, reinterpret_cast<const __half*>(w.scales)};
   if (!ro && U == 4 && launch_i8_rows<PackBlocks<T, 4>>(src, w, xq, xds, y, ldy, nt, smem, stream)) return true;
-  const bool wide = T == GgmlType::Q4_0 && U == 4 && gemv_wide(nt, ro, w.cols);
-  const auto kernel = wide           ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true>
-                      : ro || U == 4 ? i8_kernel<PackBlocks<T, 4>>(ro, nt)
-                      : U == 2       ? gemv_i8_smem_kernel<PackBlocks<T, 2>>
-                                     : gemv_i8_smem_kernel<PackBlocks<T, 8>>;
+  const int u1 = U == 4 ? one_token_unroll(T, nt, ro, w.cols / 32) : U;
+  const auto kernel = u1 == 8 && U == 4 ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true>
+                      : u1 == 3 && ro   ? gemv_i8_smem_kernel<PackBlocks<T, 3>, true, true>
+                      : u1 == 3         ? gemv_i8_smem_kernel<PackBlocks<T, 3>, false, true>
+                      : ro || U == 4    ? i8_kernel<PackBlocks<T, 4>>(ro, nt)
+                      : U == 2          ? gemv_i8_smem_kernel<PackBlocks<T, 2>>
+                                        : gemv_i8_smem_kernel<PackBlocks<T, 8>>;
   launch_pdl(kernel, dim3(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), dim3(32 * kPackWarps), smem, stream, src,
              w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : RopeArgs{});
   return true;
