@@ -937,8 +937,27 @@ static void rope_store_apart(const RopeArgs& a, float* qkv, cudaStream_t st) {
 }
 
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, const RopeArgs* rope) {
+          cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, const RopeArgs* rope,
+          const NormEpi* epi, const NormIn* nin) {
   bool rope_done = false;
+  if ((epi && epi->x) || (nin && nin->ss)) {  // decided on the host where norm_fits(w) holds
+    const bool ro = rope && rope->on;
+    const int8_t* q = static_cast<const int8_t*>(xq);
+    const float2* ds = reinterpret_cast<const float2*>(q + quantized_x_scales_offset(1, w.cols));
+    auto run = [&](const RopeArgs* ra) {
+      return w.repack                   ? launch_repack_i8(w, q, ds, y, ldy, 1, stream, ra, epi, nin)
+             : w.type == GgmlType::Q4_0 ? launch_i8_smem<GgmlType::Q4_0>(w, q, ds, y, ldy, 1, stream, ra, epi, nin)
+                                        : launch_i8_smem<GgmlType::Q8_0>(w, q, ds, y, ldy, 1, stream, ra, epi, nin);
+    };
+    if (n_tok == 1 && xq_ready && ro && run(rope)) {
+      rope_done = true;
+    } else if (n_tok != 1 || !xq_ready || !run(nullptr)) {
+      throw Error("CUDA matmul: a " + std::string(type_name(w.type)) + " GEMV could not take the fused norm");
+    }
+    check_launch("gemv");
+    if (ro && !rope_done) rope_store_apart(*rope, y, stream);
+    return;
+  }
   if (xq && takes_int8_x(w)) {
     // int8 activations: every token quantized by one launch (unless a fused op did), then the
     // dp4a GEMV.
@@ -1484,8 +1503,18 @@ class CudaPass final : public BackendPass {
     int64_t ldx = 0;
     int n_tok = 0, cols = 0;
     void* xq = nullptr;
+    NormIn nin{};  // activations a fused norm left unscaled (NormEpi): the factor to apply
   };
   QuantSrc qsrc_;
+  // The last recorded op while it is a one-token int8 GEMV whose rows may take the add + rmsnorm
+  // that follows into its store (NormEpi): its output and rows.
+  struct EpiSlot {
+    size_t op = SIZE_MAX;
+    const float* y = nullptr;
+    int rows = 0;
+    NormEpi* args = nullptr;  // in the backend's pass_epi_, valid until the next pass starts
+  };
+  EpiSlot epi_slot_;
   // The last recorded op while it is a one-token int8 GEMV (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) that may
   // still take the RoPE + KV store of rope_and_store_kv (RopeArgs): its output and rows.
   struct RopeSlot {
@@ -1533,6 +1562,7 @@ class CudaBackend final : public Backend {
     parts_fuse_on_ = env_int("PENSIEVE_CUDA_PARTS_FUSE", parts_fuse_on_) != 0;
     fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
+    norm_epi_on_ = env_int("PENSIEVE_CUDA_NORM_EPI", norm_epi_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
     split_chunks_ = std::max(0, env_int("PENSIEVE_CUDA_SPLIT_CHUNKS", split_chunks_));
     blas_graphs_on_ = env_int("PENSIEVE_CUDA_BLAS_GRAPHS", blas_graphs_on_) != 0;
@@ -1701,13 +1731,15 @@ class CudaBackend final : public Backend {
   size_t device_bytes() const override {
     std::lock_guard<std::mutex> g(mu_);
     size_t n = weights_arena_.bytes + f16_cache_bytes_ + f16_ws_.bytes + act_ws_.bytes + rope_.bytes + meta_.bytes +
-               staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + gemm_ws_.bytes + ids_.bytes;
+               staging_.bytes + xq_ws_.bytes + xq2_ws_.bytes + ss_ws_.bytes + blas_ws_.bytes + gemm_ws_.bytes +
+               ids_.bytes;
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_->load();
   }
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
-    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + blas_ws_.bytes + gemm_ws_.bytes + ids_.bytes;
+    size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + xq2_ws_.bytes + ss_ws_.bytes +
+                  blas_ws_.bytes + gemm_ws_.bytes + ids_.bytes;
     for (const auto& b : bufs_) acts += b.bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -1769,6 +1801,9 @@ class CudaBackend final : public Backend {
   mutable std::mutex mu_;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
   mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_, gemm_ws_, ids_;
+  // A fused norm's int8 output (NormEpi: the GEMV that writes it reads xq_ws_) and its groups' sums
+  // of squares.
+  mutable DeviceBuffer xq2_ws_, ss_ws_;
   // Matmuls of at most gemv_max(w) tokens (and every exact one) run as fused GEMVs; larger ones
   // take a tensor-core GEMM (the Q4_0 one, or cuBLAS on the fp16 copy). PENSIEVE_CUDA_GEMV_MAX
   // sets it for every weight (-1: per weight). On the H100 a Q4_0 Phi-3-mini step took with the
@@ -1799,6 +1834,9 @@ class CudaBackend final : public Backend {
   // A one-token int8 qkv GEMV (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) also does the RoPE + KV store
   // (PENSIEVE_CUDA_ROPE_FUSE=0: its own kernel after it).
   bool rope_fuse_on_ = true;
+  // A one-token int8 o / down GEMV does the add + rmsnorm after it in its store, and the GEMV that
+  // reads the norm applies its factor (NormEpi, NormIn; PENSIEVE_CUDA_NORM_EPI=0: the norm kernel).
+  bool norm_epi_on_ = true;
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
@@ -1824,6 +1862,7 @@ class CudaBackend final : public Backend {
   std::vector<InlineOp> pass_ops_[2];
   std::vector<uint64_t> pass_sig_[2];
   std::deque<RopeArgs> pass_rope_;
+  std::deque<NormEpi> pass_epi_;
   std::vector<SlotMeta> pass_meta_;
   std::vector<int32_t> pass_tables_, pass_lone_;
   std::vector<AttnTile> pass_tiles_;
@@ -1864,6 +1903,7 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   ops_.reserve(size_t(b_.cfg_.n_layers) * 12 + 16);  // a layer records ~10 launches
   sig_.reserve(ops_.capacity() * 12);
   b_.pass_rope_.clear();
+  b_.pass_epi_.clear();
   // Slot metadata and the block tables of the pass's sequences, in one upload.
   std::vector<SlotMeta>& meta = b_.pass_meta_;
   std::vector<int32_t>& tables = b_.pass_tables_;
@@ -2062,15 +2102,44 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
     DeviceBuffer* staging = &b_.staging_;
     void* xq = nullptr;
     bool ready = false;
+    NormIn nin;
     if (!exact && b_.int8_on_ && takes_int8_x(w)) {
       const size_t need = quantized_x_bytes(n_tok, w.cols);
       grow(b_.xq_ws_, need, std::max(need, quantized_x_bytes(kGemvMaxTokensDefault, 8192)),
            "the int8 activation workspace");
       xq = b_.xq_ws_.ptr;
+      // One token: the workspaces of a fused norm, grown before anything is decided (a grow runs
+      // what was recorded, which ends the slots).
+      const bool norm_epi = n_tok == 1 && b_.fuse_on_ && b_.norm_epi_on_;
+      if (norm_epi) {
+        const size_t need2 = quantized_x_bytes(1, std::max(w.cols, w.rows));
+        grow(b_.xq2_ws_, need2, std::max(need2, quantized_x_bytes(1, 16384)), "the fused norm's int8 workspace");
+        const size_t ss = size_t(std::max(w.cols, w.rows) / 32) * sizeof(float);
+        grow(b_.ss_ws_, ss, std::max(ss, size_t(16384 / 32) * sizeof(float)), "the fused norm's sums");
+        xq = b_.xq_ws_.ptr;
+      }
       const Pending& p = pend_;
-      if (p.kind == Pend::None && qsrc_.xq == xq && qsrc_.x == x && qsrc_.ldx == ldx && qsrc_.n_tok == n_tok &&
-          qsrc_.cols == w.cols) {
-        ready = true;  // the same activations, quantized for the matmul before
+      const EpiSlot es = epi_slot_;
+      if (norm_epi && p.kind == Pend::AddNorm && p.y == x && ldx == p.dim && p.rows == 1 && w.cols == p.dim &&
+          es.args && es.op + 1 == ops_.size() && es.y == p.a && es.rows == p.dim && norm_fits(w, false)) {
+        // The add + rmsnorm go into the store of the GEMV just recorded (NormEpi); this one applies
+        // the norm's factor.
+        int8_t* q2 = static_cast<int8_t*>(b_.xq2_ws_.ptr);
+        NormEpi& e = *es.args;
+        e = NormEpi{p.x, p.w, q2, reinterpret_cast<float2*>(q2 + quantized_x_scales_offset(1, p.dim)),
+                    static_cast<float*>(b_.ss_ws_.ptr)};
+        nin = NormIn{e.ss, p.dim / 32, p.dim, p.eps};
+        uint32_t eb;
+        std::memcpy(&eb, &p.eps, sizeof eb);
+        record({14, uint64_t(uintptr_t(p.x)), uint64_t(uintptr_t(p.w)), uint64_t(uintptr_t(q2)), eb}, [] {});
+        pend_ = Pending{};
+        xq = q2;
+        ready = true;
+      } else if (p.kind == Pend::None && qsrc_.xq && (qsrc_.xq == xq || qsrc_.xq == b_.xq2_ws_.ptr) && qsrc_.x == x &&
+                 qsrc_.ldx == ldx && qsrc_.n_tok == n_tok && qsrc_.cols == w.cols) {
+        xq = qsrc_.xq;  // the same activations, quantized for the matmul before
+        nin = qsrc_.nin;
+        ready = true;
       } else if (((p.kind == Pend::Norm || p.kind == Pend::AddNorm) && p.y == x && ldx == p.dim &&
                   n_tok == p.rows && w.cols == p.dim) ||
                  (p.kind == Pend::Silu && p.x == x && ldx == 2 * int64_t(p.dim) && n_tok == p.rows &&
@@ -2086,13 +2155,19 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
       emit_pending();
     }
     RopeArgs* rope = xq && n_tok == 1 && b_.fuse_on_ && b_.rope_fuse_on_ ? &b_.pass_rope_.emplace_back() : nullptr;
+    // A GEMV that may take the norm after it reads what a fused norm did not write (it reads xq_ws_).
+    NormEpi* epi = xq == b_.xq_ws_.ptr && n_tok == 1 && b_.fuse_on_ && b_.norm_epi_on_ && !nin.ss && ldy == w.rows &&
+                           norm_fits(w, true)
+                       ? &b_.pass_epi_.emplace_back()
+                       : nullptr;
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
             uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready)},
-           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, rope); });
+           [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, rope, epi, nin.ss ? &nin : nullptr); });
     rope_slot_ = rope ? RopeSlot{ops_.size() - 1, y, w.rows, rope} : RopeSlot{};
+    epi_slot_ = epi ? EpiSlot{ops_.size() - 1, y, w.rows, epi} : EpiSlot{};
     // What the workspace holds now, unless this matmul's output overwrote its source.
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
-    if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq};
+    if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq, nin};
     if (qsrc_.x && y < qsrc_.x + (qsrc_.n_tok - 1) * qsrc_.ldx + qsrc_.cols && qsrc_.x < y_end) qsrc_ = {};
     return;
   }
@@ -2334,6 +2409,7 @@ void CudaPass::emit_pending(void* xq, __half* xh) {
 void CudaPass::flush() {
   emit_pending();
   rope_slot_ = RopeSlot{};  // a GEMV launched from here on takes no RoPE any more
+  epi_slot_ = EpiSlot{};
   parts_slot_ = PartsSlot{};
   if (ops_.empty()) return;
   // Run from the second pair, emptied at every way out (capacity kept); recording goes on in ops_.

@@ -336,6 +336,26 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
   }
 }
 
+// The add + rmsnorm between a one-token o (or down) GEMV and the GEMV that reads the norm, done
+// without a kernel of its own. The o GEMV's blocks take 32 rows each (a whole int8 group of the
+// norm's output) and, in their store (NormEpi), add their sums into the residual x, round x w (w:
+// the norm's gain) to int8 per 32 values as the norm kernel rounds x w r (the factor r does not
+// change the rounding), and leave each group's sum of x^2; the next GEMV (NormIn) adds those up
+// into r and multiplies its sums by it. Not bit-identical to the norm kernel (the sum of squares
+// is added in another order, and r scales sums rather than activations).
+struct NormEpi {
+  float* x = nullptr;        // the residual, rows floats; null: no epilogue
+  const float* w = nullptr;  // the norm's gain
+  int8_t* q = nullptr;       // the next GEMV's int8 activations
+  float2* ds = nullptr;      // and their scales, a 32-value group each
+  float* ss = nullptr;       // each group's sum of x^2
+};
+struct NormIn {
+  const float* ss = nullptr;  // NormEpi::ss; null: none
+  int groups = 0, dim = 0;
+  float eps = 0.0f;
+};
+
 // The int8 GEMV with its activations staged in shared memory (nt * (cols + cols / 32 * 8) bytes):
 // one read of x per block instead of one per warp, and no registers held for x across the weight
 // loads, so more warps fit on an SM. One row a warp, lane l taking the row's 32-value blocks l,
@@ -347,11 +367,15 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
 // kGemvTokens: fewer registers, so more blocks an SM.
 // R: rows a warp (launches of several tokens, gemv_i8_rows_per_warp): each activation block read
 // from shared memory serves the R consecutive rows, each row's sums in the same order.
-template <class B, bool ROPE = false, bool ONE = ROPE, int R = 1>
+// NORM 1: the store of NormEpi (one token, 4 rows a warp: 32 a block); 2: the sums times NormIn's
+// factor (one token, one row a warp).
+template <class B, bool ROPE = false, bool ONE = ROPE, int R = 1, int NORM = 0>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_i8_smem_kernel(typename B::Src src, int rows, int cols, const int8_t* xq, const float2* xds,
-                        float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope) {
+                        float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope, NormEpi epi, NormIn nin) {
   static_assert(!ROPE || R == 1, "the RoPE store takes one row a warp");
+  static_assert(NORM != 1 || (ONE && !ROPE && R * kPackWarps == 32), "NormEpi: a block's rows are one group");
+  static_assert(NORM != 2 || (ONE && R == 1), "NormIn: one token, one row a warp");
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
@@ -373,8 +397,23 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   // The first weights are in flight before the wait for x's producer and x's staging.
   load(lane);
   if constexpr (ROPE) rope_prepare(rope, v);
+  const int grow = int(blockIdx.x) * 32 + lane;  // NORM 1: warp 0's lane's row of the group
+  float gain = 0.0f, x_old = 0.0f;
+  if constexpr (NORM == 1)
+    if (warp == 0) gain = epi.w[grow];  // a weight: before the wait
   pdl_wait();
-  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);
+  if constexpr (NORM == 1)
+    if (warp == 0) x_old = epi.x[grow];  // in flight during the dot products
+  __shared__ float norm_r;
+  if constexpr (NORM == 2) {
+    if (warp == 0) {
+      float t = 0.0f;
+      for (int i = lane; i < nin.groups; i += 32) t += nin.ss[i];
+      t = warp_sum(t);
+      if (lane == 0) norm_r = float(1.0 / sqrt(double(t) / nin.dim + double(nin.eps)));
+    }
+  }
+  const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);  // its barrier publishes norm_r
   constexpr int kT = ONE ? 1 : kGemvTokens;
   if (ONE) nt = 1;
   float acc[R][kT];
@@ -400,8 +439,26 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       }
     }
   }
+  if constexpr (NORM == 2) acc[0][0] *= norm_r;
   if constexpr (ROPE) {  // one token; v and rows a multiple of kPackWarps (checked on the host)
     rope_store_rows(acc[0][0], v, r0, rope, y);
+    return;
+  }
+  if constexpr (NORM == 1) {  // rows a multiple of 32 (checked on the host)
+    __shared__ float sums[32];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float sv = warp_sum(acc[r][0]);
+      if (lane == 0) sums[warp * R + r] = sv;
+    }
+    __syncthreads();
+    if (warp == 0) {
+      const float xn = x_old + sums[lane];  // the add of the norm kernel
+      epi.x[grow] = xn;
+      warp_round_int8(xn * gain, epi.q + grow, epi.ds + blockIdx.x);
+      const float sq = warp_sum(xn * xn);
+      if (lane == 0) epi.ss[blockIdx.x] = sq;
+    }
     return;
   }
 #pragma unroll
@@ -498,8 +555,19 @@ static bool launch_i8_rows(const typename B::Src& src, const DeviceWeight& w, co
   if (nt < 2 || R == 1) return false;
   const dim3 grid(unsigned((w.rows + kPackWarps * R - 1) / (kPackWarps * R))), block(32 * kPackWarps);
   const auto kernel = R == 4 ? gemv_i8_smem_kernel<B, false, false, 4> : gemv_i8_smem_kernel<B, false, false, 2>;
-  launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, RopeArgs{});
+  launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, RopeArgs{}, NormEpi{},
+             NormIn{});
   return true;
+}
+
+// Whether a one-token int8 GEMV on w can take NormEpi (producer) or NormIn: whether gemv() runs
+// it through gemv_i8_smem_kernel (launch_i8_smem or launch_repack_i8).
+static bool norm_fits(const DeviceWeight& w, bool producer) {
+  const size_t smem = size_t(w.cols) + size_t(w.cols / 32) * sizeof(float2);
+  if (smem > kSmemXMax || w.cols % 32 != 0 || (producer && w.rows % 32 != 0)) return false;
+  if (w.repack) return w.cols % QK_K == 0;
+  return w.scales && (w.type == GgmlType::Q4_0 || w.type == GgmlType::Q8_0) && pack_smem() && pack_rows() == 1 &&
+         pack_unroll() == 4;
 }
 
 // Blocks a lane loads at once in a one-token int8 GEMV on packed T with nb blocks a row, instead of
@@ -517,25 +585,38 @@ static int one_token_unroll(GgmlType t, int nt, bool rope, int nb) {
   return 4;
 }
 
+// epi / nin (norm_fits): the store of NormEpi, or the sums times NormIn's factor.
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
-                           int nt, cudaStream_t stream, const RopeArgs* rope = nullptr) {
+                           int nt, cudaStream_t stream, const RopeArgs* rope = nullptr, const NormEpi* epi = nullptr,
+                           const NormIn* nin = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (!pack_smem() || pack_rows() != 1 || smem > kSmemXMax) return false;
-  const bool ro = rope && rope->on;
+  const bool ro = rope && rope->on, ep = epi && epi->x, ni = nin && nin->ss;
   if (ro && !rope_fits(rope, nt, w.rows)) return false;
   const int U = pack_unroll();
+  if ((ep || ni) && (nt != 1 || U != 4 || (ep && (ro || w.rows % 32 != 0)))) return false;
   const PackSrc src{w.data, reinterpret_cast<const __half*>(w.scales)};
   if (!ro && U == 4 && launch_i8_rows<PackBlocks<T, 4>>(src, w, xq, xds, y, ldy, nt, smem, stream)) return true;
+  if (ep) {
+    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 4>, false, true, 4, 1>, dim3(unsigned(w.rows / 32)),
+               dim3(32 * kPackWarps), smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, RopeArgs{}, *epi, NormIn{});
+    return true;
+  }
   const int u1 = U == 4 ? one_token_unroll(T, nt, ro, w.cols / 32) : U;
-  const auto kernel = u1 == 8 && U == 4 ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true>
+  const auto kernel = ni && u1 == 8     ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true, 1, 2>
+                      : ni && u1 == 3   ? (ro ? gemv_i8_smem_kernel<PackBlocks<T, 3>, true, true, 1, 2>
+                                              : gemv_i8_smem_kernel<PackBlocks<T, 3>, false, true, 1, 2>)
+                      : ni              ? (ro ? gemv_i8_smem_kernel<PackBlocks<T, 4>, true, true, 1, 2>
+                                              : gemv_i8_smem_kernel<PackBlocks<T, 4>, false, true, 1, 2>)
+                      : u1 == 8 && U == 4 ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true>
                       : u1 == 3 && ro   ? gemv_i8_smem_kernel<PackBlocks<T, 3>, true, true>
                       : u1 == 3         ? gemv_i8_smem_kernel<PackBlocks<T, 3>, false, true>
                       : ro || U == 4    ? i8_kernel<PackBlocks<T, 4>>(ro, nt)
                       : U == 2          ? gemv_i8_smem_kernel<PackBlocks<T, 2>>
                                         : gemv_i8_smem_kernel<PackBlocks<T, 8>>;
   launch_pdl(kernel, dim3(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), dim3(32 * kPackWarps), smem, stream, src,
-             w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : RopeArgs{});
+             w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : RopeArgs{}, NormEpi{}, ni ? *nin : NormIn{});
   return true;
 }
 
@@ -855,17 +936,28 @@ struct KBlocks {
 // The int8 GEMV of a repacked copy (Q6Pack, KPack); with `rope` on, also its RoPE + KV store
 // (false where they cannot, or where the weight has no repacked copy).
 static bool launch_repack_i8(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
-                             int nt, cudaStream_t stream, const RopeArgs* rope = nullptr) {
+                             int nt, cudaStream_t stream, const RopeArgs* rope = nullptr, const NormEpi* epi = nullptr,
+                             const NormIn* nin = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.repack) return false;
-  const bool ro = rope && rope->on;
+  const bool ro = rope && rope->on, ep = epi && epi->x, ni = nin && nin->ss;
   if (ro && !rope_fits(rope, nt, w.rows)) return false;
+  if ((ep || ni) && (nt != 1 || (ep && (ro || w.rows % 32 != 0)))) return false;
   const dim3 grid(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), block(32 * kPackWarps);
   const int64_t nb = int64_t(w.rows) * (w.cols / 32);
   const RopeArgs& ra = ro ? *rope : RopeArgs{};
   auto go = [&]<class B>(const typename B::Src& src) {
     if (!ro && launch_i8_rows<B>(src, w, xq, xds, y, ldy, nt, smem, stream)) return;
-    launch_pdl(i8_kernel<B>(ro, nt), grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, ra);
+    if (ep) {
+      launch_pdl(gemv_i8_smem_kernel<B, false, true, 4, 1>, dim3(unsigned(w.rows / 32)), block, smem, stream, src, w.rows,
+                 w.cols, xq, xds, y, ldy, nt, RopeArgs{}, *epi, NormIn{});
+      return;
+    }
+    const auto kernel = ni && ro ? gemv_i8_smem_kernel<B, true, true, 1, 2>
+                        : ni     ? gemv_i8_smem_kernel<B, false, true, 1, 2>
+                                 : i8_kernel<B>(ro, nt);
+    launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, ra, NormEpi{},
+               ni ? *nin : NormIn{});
   };
   // Q4_K and Q5_K: two sub-blocks a lane at once (PENSIEVE_CUDA_KPACK_UNROLL=4: four; on the H100 a
   // Q4_K_M token's graph took 1,487-1,491 us with two against 1,527-1,531 with four, 1,613 with

@@ -61,10 +61,14 @@ bool has_kernel(GgmlType t);
 // serving path does.
 // With `rope` on (one token, the qkv matmul): RoPE and the KV store of rope_and_store_kv too, in
 // the GEMV's store where its kernel allows (else as their own kernel after it).
+// With epi or nin (one token, int8, a weight norm_fits takes): the add + rmsnorm after it done in
+// its store, or its sums times that norm's factor (NormEpi, NormIn in cuda_gemv.cuh).
 struct RopeArgs;
+struct NormEpi;
+struct NormIn;
 void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
           cudaStream_t stream, DeviceBuffer* staging, void* xq = nullptr, bool xq_ready = false,
-          const RopeArgs* rope = nullptr);
+          const RopeArgs* rope = nullptr, const NormEpi* epi = nullptr, const NormIn* nin = nullptr);
 // Where the per-block scales start in an int8 activation workspace.
 size_t quantized_x_scales_offset(int n_tok, int cols);
 // Fused ops (bit-identical to the separate ones), each also filling an int8 activation workspace
