@@ -341,8 +341,9 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
 // norm's output) and, in their store (NormEpi), add their sums into the residual x, round x w (w:
 // the norm's gain) to int8 per 32 values as the norm kernel rounds x w r (the factor r does not
 // change the rounding), and leave each group's sum of x^2; the next GEMV (NormIn) adds those up
-// into r and multiplies its sums by it. Not bit-identical to the norm kernel (the sum of squares
-// is added in another order, and r scales sums rather than activations).
+// into r and multiplies its sums by it. The o GEMV's own output is not written (only the add read
+// it). Not bit-identical to the norm kernel (the sum of squares is added in another order, and r
+// scales sums rather than activations).
 struct NormEpi {
   float* x = nullptr;        // the residual, rows floats; null: no epilogue
   const float* w = nullptr;  // the norm's gain
