@@ -4,6 +4,7 @@
 #include <random>
 
 #include "server/anthropic_api.h"
+#include "server/job_channel.h"
 #include "server/json_fields.h"
 #include "server/openai_api.h"
 #include "server/prompt_builder.h"
@@ -89,38 +90,6 @@ ApiError job_error(const GenerationEvent& e) {
   }
   return ApiError::internal("generation failed: " + e.message);
 }
-
-// Carries a job's events from the scheduler thread to the connection's coroutine, which sleeps on a
-// timer that each event (or the client leaving) cancels.
-class JobChannel : public std::enable_shared_from_this<JobChannel> {
- public:
-  explicit JobChannel(asio::any_io_executor ex) : timer_(ex) {}
-  void push(GenerationEvent&& e) {
-    {
-      std::lock_guard lock(mu_);
-      events_.push_back(std::move(e));
-    }
-    wake();
-  }
-  void wake() {
-    asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
-  }
-  std::deque<GenerationEvent> take() {
-    std::lock_guard lock(mu_);
-    return std::exchange(events_, {});
-  }
-  // Returns after an event, a wake() or the timeout (must follow a take() without yielding).
-  asio::awaitable<void> wait(Clock::duration timeout) {
-    timer_.expires_after(timeout);
-    beast::error_code ec;
-    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
-
- private:
-  asio::steady_timer timer_;
-  std::mutex mu_;
-  std::deque<GenerationEvent> events_;
-};
 
 // Wraps the channel: records metrics and usage, whether or not the client is still there to read
 // the result. Runs on the scheduler thread, which must not wait for the disk: the final event goes
