@@ -27,27 +27,35 @@ class JobChannel : public std::enable_shared_from_this<JobChannel> {
     wake();
   }
   void wake() {
-    boost::asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
+    boost::asio::post(timer_.get_executor(), [self = shared_from_this()] {
+      self->woken_ = true;
+      self->timer_.cancel();
+    });
   }
   std::deque<GenerationEvent> take() {
     std::lock_guard lock(mu_);
     return std::exchange(events_, {});
   }
-  // Returns after an event, a wake() or the timeout. An event that came while the caller was away
-  // since its take() (writing the ones before: its wake() found no timer to cancel) returns at once.
+  // Returns after an event, a wake() or the timeout. An event or a wake() that came while the
+  // caller was away since its last wait (writing what it took: the wake found no timer to cancel)
+  // returns at once.
   boost::asio::awaitable<void> wait(std::chrono::steady_clock::duration timeout) {
+    bool pending = std::exchange(woken_, false);
     {
       std::lock_guard lock(mu_);
-      if (!events_.empty()) co_return;
+      pending = pending || !events_.empty();
     }
+    if (pending) co_return;
     // No yield from here to the wait: a wake() posted after the check runs once the timer waits.
     timer_.expires_after(timeout);
     boost::beast::error_code ec;
     co_await timer_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+    woken_ = false;
   }
 
  private:
   boost::asio::steady_timer timer_;
+  bool woken_ = false;  // a wake() ran since the last wait (both on the network thread)
   std::mutex mu_;
   std::deque<GenerationEvent> events_;
 };

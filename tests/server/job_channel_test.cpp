@@ -45,6 +45,24 @@ TEST(JobChannel, AnEventPushedWhileTheReaderIsAwayEndsItsNextWait) {
   EXPECT_EQ(got, 1u);
 }
 
+TEST(JobChannel, AWakeWhileTheReaderIsAwayEndsItsNextWait) {
+  asio::io_context ioc;
+  auto channel = std::make_shared<JobChannel>(ioc.get_executor());
+  Clock::duration waited{};
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        channel->wake();  // e.g. the client left while the coroutine wrote
+        co_await yield();
+        const Clock::time_point t0 = Clock::now();
+        co_await channel->wait(std::chrono::seconds(3));
+        waited = Clock::now() - t0;
+      },
+      asio::detached);
+  ioc.run();
+  EXPECT_LT(waited, std::chrono::milliseconds(500));
+}
+
 TEST(JobChannel, APushEndsAWaitInProgressAndAnIdleWaitTimesOut) {
   asio::io_context ioc;
   auto channel = std::make_shared<JobChannel>(ioc.get_executor());
