@@ -1506,24 +1506,19 @@ class CudaPass final : public BackendPass {
     NormIn nin{};  // activations a fused norm left unscaled (NormEpi): the factor to apply
   };
   QuantSrc qsrc_;
-  // The last recorded op while it is a one-token int8 GEMV whose rows may take the add + rmsnorm
-  // that follows into its store (NormEpi): its output and rows.
-  struct EpiSlot {
+  // The last recorded op while it is a one-token int8 GEMV that may still take more work into its
+  // store (args, read when it runs): its output and rows.
+  template <class A>
+  struct GemvSlot {
     size_t op = SIZE_MAX;
     const float* y = nullptr;
     int rows = 0;
-    NormEpi* args = nullptr;  // in the backend's pass_epi_, valid until the next pass starts
+    A* args = nullptr;  // in the backend's pass_rope_ / pass_epi_, valid until the next pass starts
   };
-  EpiSlot epi_slot_;
-  // The last recorded op while it is a one-token int8 GEMV (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) that may
-  // still take the RoPE + KV store of rope_and_store_kv (RopeArgs): its output and rows.
-  struct RopeSlot {
-    size_t op = SIZE_MAX;
-    const float* y = nullptr;
-    int rows = 0;
-    RopeArgs* args = nullptr;  // in the backend's pass_rope_, valid until the next pass starts
-  };
+  using RopeSlot = GemvSlot<RopeArgs>;  // the RoPE + KV store of rope_and_store_kv (Q4_0, Q8_0, K-quants)
+  using EpiSlot = GemvSlot<NormEpi>;    // the add + rmsnorm that follows (NormEpi)
   RopeSlot rope_slot_;
+  EpiSlot epi_slot_;
   // The last recorded op while it is the sum of a Q4_0 GEMM's partial sums into y (rows of `rows`
   // floats, ldy apart): a silu_mul of y that follows drops it and adds the parts itself.
   struct PartsSlot {
