@@ -478,7 +478,7 @@ LevelResult summarize(int concurrency, const std::vector<RequestResult>& results
   l.concurrency = concurrency;
   l.requests = int(results.size());
   l.wall_s = wall_s;
-  std::vector<double> ttft, gaps, stream_rate;
+  std::vector<double> ttft, gaps, stream_rate, latency;
   for (const auto& r : results) {
     if (!r.ok) {
       ++l.failed;
@@ -491,6 +491,7 @@ LevelResult summarize(int concurrency, const std::vector<RequestResult>& results
     l.prompt_tokens += r.prompt_tokens >= 0 ? r.prompt_tokens : prompt_words;
     if (r.output_tokens < 0) l.usage_reported = false;
     if (r.ttft_s >= 0) ttft.push_back(r.ttft_s);
+    latency.push_back(r.total_s);
     gaps.insert(gaps.end(), r.gaps_s.begin(), r.gaps_s.end());
     const double after_first = r.last_delta_s - r.ttft_s;
     if (gen > 1 && r.deltas > 1 && after_first > 0) stream_rate.push_back(double(gen - 1) / after_first);
@@ -503,6 +504,8 @@ LevelResult summarize(int concurrency, const std::vector<RequestResult>& results
   l.ttft_p99_s = percentile(ttft, 99);
   l.itl_p50_s = percentile(gaps, 50);
   l.itl_p99_s = percentile(gaps, 99);
+  l.latency_p50_s = percentile(latency, 50);
+  l.latency_p99_s = percentile(latency, 99);
   l.stream_tok_s_p50 = percentile(stream_rate, 50);
   return l;
 }
@@ -562,6 +565,8 @@ nlohmann::ordered_json report_json(const BenchOptions& opt, const BenchReport& r
                       {"ttft_p99_s", l.ttft_p99_s},
                       {"itl_p50_s", l.itl_p50_s},
                       {"itl_p99_s", l.itl_p99_s},
+                      {"latency_p50_s", l.latency_p50_s},
+                      {"latency_p99_s", l.latency_p99_s},
                       {"stream_tok_s_p50", l.stream_tok_s_p50}});
   }
   return {{"endpoint", r.endpoint},
@@ -581,16 +586,18 @@ std::string report_text(const BenchOptions& opt, const BenchReport& r) {
   s += "prompts   ~" + std::to_string(opt.prompt_tokens) + " tokens (" + std::to_string(opt.shared_prefix_tokens) +
        " shared), max_tokens " + std::to_string(opt.max_tokens) + "\n\n";
   char line[512];
-  std::snprintf(line, sizeof line, "%5s %5s %5s %5s %8s %8s %10s %10s %17s %17s %13s\n", "conc", "reqs", "ok",
+  std::snprintf(line, sizeof line, "%5s %5s %5s %5s %8s %8s %10s %10s %17s %17s %21s %13s\n", "conc", "reqs", "ok",
                 "fail", "wall s", "gen tok", "gen tok/s", "prompt t/s", "TTFT p50/p99 ms", "ITL p50/p99 ms",
-                "stream tok/s");
+                "latency p50/p99 ms", "stream tok/s");
   s += line;
   for (const auto& l : r.levels) {
     const std::string ttft = format_double("%.1f", l.ttft_p50_s * 1e3) + " / " + format_double("%.1f", l.ttft_p99_s * 1e3);
     const std::string itl = format_double("%.1f", l.itl_p50_s * 1e3) + " / " + format_double("%.1f", l.itl_p99_s * 1e3);
-    std::snprintf(line, sizeof line, "%5d %5d %5d %5d %8.2f %8lld %10.1f %10.1f %17s %17s %13.1f\n", l.concurrency,
-                  l.requests, l.ok, l.failed, l.wall_s, static_cast<long long>(l.generated_tokens), l.gen_tok_s,
-                  l.prompt_tok_s, ttft.c_str(), itl.c_str(), l.stream_tok_s_p50);
+    const std::string lat =
+        format_double("%.1f", l.latency_p50_s * 1e3) + " / " + format_double("%.1f", l.latency_p99_s * 1e3);
+    std::snprintf(line, sizeof line, "%5d %5d %5d %5d %8.2f %8lld %10.1f %10.1f %17s %17s %21s %13.1f\n",
+                  l.concurrency, l.requests, l.ok, l.failed, l.wall_s, static_cast<long long>(l.generated_tokens),
+                  l.gen_tok_s, l.prompt_tok_s, ttft.c_str(), itl.c_str(), lat.c_str(), l.stream_tok_s_p50);
     s += line;
   }
   for (const auto& l : r.levels) {

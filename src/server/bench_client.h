@@ -59,6 +59,7 @@ struct LevelResult {
   double gen_tok_s = 0, prompt_tok_s = 0;
   double ttft_p50_s = 0, ttft_p99_s = 0;
   double itl_p50_s = 0, itl_p99_s = 0;
+  double latency_p50_s = 0, latency_p99_s = 0;  // per request: from its start to the end of its answer
   double stream_tok_s_p50 = 0;   // per request: tokens after the first / seconds after the first
 };
 

@@ -245,6 +245,10 @@ TEST(BenchClient, AnthropicStreamsAreCountedPerLevel) {
     EXPECT_GE(l.ttft_p99_s, l.ttft_p50_s);
     EXPECT_GT(l.itl_p50_s, 0);
     EXPECT_GE(l.itl_p99_s, l.itl_p50_s);
+    // Each request ends after its first delta: so do the percentiles.
+    EXPECT_GE(l.latency_p50_s, l.ttft_p50_s);
+    EXPECT_GE(l.latency_p99_s, l.latency_p50_s);
+    EXPECT_LE(l.latency_p99_s, l.wall_s);
     EXPECT_GT(l.stream_tok_s_p50, 0);
   }
   EXPECT_FALSE(r.any_failed());
@@ -260,6 +264,8 @@ TEST(BenchClient, AnthropicStreamsAreCountedPerLevel) {
   EXPECT_EQ(j["levels"][1]["concurrency"], 4);
   EXPECT_EQ(j["levels"][1]["generated_tokens"], 80);
   EXPECT_NE(report_text(o, r).find("TTFT"), std::string::npos);
+  EXPECT_NE(report_text(o, r).find("latency p50/p99"), std::string::npos);
+  EXPECT_EQ(j["levels"][1]["latency_p99_s"], r.levels[1].latency_p99_s);
 }
 
 TEST(BenchClient, OpenAiWithoutUsageCountsDeltas) {
@@ -351,6 +357,7 @@ TEST(BenchClient, ConnectionRefusedIsTallied) {
   EXPECT_EQ(l.failures, (std::map<std::string, int>{{"connection refused", 3}}));
   EXPECT_EQ(l.gen_tok_s, 0);
   EXPECT_EQ(l.ttft_p50_s, 0);
+  EXPECT_EQ(l.latency_p99_s, 0);  // failed requests do not count
 }
 
 TEST(BenchClient, StalledStreamsTimeOut) {
