@@ -2111,7 +2111,6 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
         grow(b_.xq2_ws_, need2, std::max(need2, quantized_x_bytes(1, 16384)), "the fused norm's int8 workspace");
         const size_t ss = size_t(std::max(w.cols, w.rows) / 32) * sizeof(float);
         grow(b_.ss_ws_, ss, std::max(ss, size_t(16384 / 32) * sizeof(float)), "the fused norm's sums");
-        xq = b_.xq_ws_.ptr;
       }
       const Pending& p = pend_;
       const EpiSlot es = epi_slot_;

@@ -530,15 +530,19 @@ static bool gemv_one_on() {
   static const bool on = env_int("PENSIEVE_CUDA_GEMV_ONE", 1) != 0;
   return on;
 }
+// The one-token gemv_i8_smem_kernel instantiation for policy B, with or without the RoPE + KV
+// store (NORM as the kernel's).
+template <class B, int NORM = 0>
+static auto one_token_kernel(bool rope) {
+  return rope ? gemv_i8_smem_kernel<B, true, true, 1, NORM> : gemv_i8_smem_kernel<B, false, true, 1, NORM>;
+}
 // The gemv_i8_smem_kernel instantiation for policy B: with the RoPE + KV store, for one token (the
 // repacked K-quants: 88-115 registers a thread for 8 tokens, 60-72 for one; on the H100 a Q4_K_M
 // decode token's graph took 1,556 against 1,784 us, the Q6_K output GEMV 30.9 against 38.6), or for
 // up to kGemvTokens.
 template <class B>
 static auto i8_kernel(bool rope, int nt) {
-  return rope                       ? gemv_i8_smem_kernel<B, true, true>
-         : nt == 1 && gemv_one_on() ? gemv_i8_smem_kernel<B, false, true>
-                                    : gemv_i8_smem_kernel<B, false, false>;
+  return rope || (nt == 1 && gemv_one_on()) ? one_token_kernel<B>(rope) : gemv_i8_smem_kernel<B, false, false>;
 }
 
 // Rows a warp of the int8 GEMVs for launches of 2 to kGemvTokens tokens (PENSIEVE_CUDA_GEMV_RPW:
@@ -605,17 +609,16 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
     return true;
   }
   const int u1 = U == 4 ? one_token_unroll(T, nt, ro, w.cols / 32) : U;
-  const auto kernel = ni && u1 == 8     ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true, 1, 2>
-                      : ni && u1 == 3   ? (ro ? gemv_i8_smem_kernel<PackBlocks<T, 3>, true, true, 1, 2>
-                                              : gemv_i8_smem_kernel<PackBlocks<T, 3>, false, true, 1, 2>)
-                      : ni              ? (ro ? gemv_i8_smem_kernel<PackBlocks<T, 4>, true, true, 1, 2>
-                                              : gemv_i8_smem_kernel<PackBlocks<T, 4>, false, true, 1, 2>)
+  // With U = 4 (always with ni), u1 is 8 only for one token without the RoPE store, 3 only for one
+  // token; otherwise u1 is U.
+  const auto kernel = ni && u1 == 8       ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true, 1, 2>
+                      : ni && u1 == 3     ? one_token_kernel<PackBlocks<T, 3>, 2>(ro)
+                      : ni                ? one_token_kernel<PackBlocks<T, 4>, 2>(ro)
                       : u1 == 8 && U == 4 ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true>
-                      : u1 == 3 && ro   ? gemv_i8_smem_kernel<PackBlocks<T, 3>, true, true>
-                      : u1 == 3         ? gemv_i8_smem_kernel<PackBlocks<T, 3>, false, true>
-                      : ro || U == 4    ? i8_kernel<PackBlocks<T, 4>>(ro, nt)
-                      : U == 2          ? gemv_i8_smem_kernel<PackBlocks<T, 2>>
-                                        : gemv_i8_smem_kernel<PackBlocks<T, 8>>;
+                      : u1 == 3           ? one_token_kernel<PackBlocks<T, 3>>(ro)
+                      : ro || U == 4      ? i8_kernel<PackBlocks<T, 4>>(ro, nt)
+                      : U == 2            ? gemv_i8_smem_kernel<PackBlocks<T, 2>>
+                                          : gemv_i8_smem_kernel<PackBlocks<T, 8>>;
   launch_pdl(kernel, dim3(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), dim3(32 * kPackWarps), smem, stream, src,
              w.rows, w.cols, xq, xds, y, ldy, nt, ro ? *rope : RopeArgs{}, NormEpi{}, ni ? *nin : NormIn{});
   return true;
@@ -954,9 +957,7 @@ static bool launch_repack_i8(const DeviceWeight& w, const int8_t* xq, const floa
                  w.cols, xq, xds, y, ldy, nt, RopeArgs{}, *epi, NormIn{});
       return;
     }
-    const auto kernel = ni && ro ? gemv_i8_smem_kernel<B, true, true, 1, 2>
-                        : ni     ? gemv_i8_smem_kernel<B, false, true, 1, 2>
-                                 : i8_kernel<B>(ro, nt);
+    const auto kernel = ni ? one_token_kernel<B, 2>(ro) : i8_kernel<B>(ro, nt);
     launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, ra, NormEpi{},
                ni ? *nin : NormIn{});
   };
