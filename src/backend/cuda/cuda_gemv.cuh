@@ -607,12 +607,6 @@ static bool launch_i8_rows(const typename B::Src& src, const DeviceWeight& w, co
   return true;
 }
 
-// Rows a warp of the one-token gate + up GEMV with the silu_mul store (PENSIEVE_CUDA_SILU_RPW: 2
-// or 4).
-static int silu_rows_per_warp() {
-  static const int r = env_pick("PENSIEVE_CUDA_SILU_RPW", 4, 2, 4, 2);
-  return r;
-}
 // Whether a GEMV of `rows` rows can take the store of e (e.on()).
 static bool epi_fits(const NormEpi& e, int rows) {
   return e.x ? rows % 32 == 0 : e.ff % 32 == 0 && rows == 2 * e.ff;
@@ -631,10 +625,12 @@ static void launch_epi(const typename B::Src& src, const DeviceWeight& w, const 
                w.rows, w.cols, xq, xds, y, ldy, 1, RopeArgs{}, epi, NormIn{});
     return;
   }
-  constexpr int S = kSiluOut, SI = kSiluOut | kNormIn;
-  const bool r4 = silu_rows_per_warp() == 4;
-  const auto kernel = ni ? (r4 ? gemv_i8_smem_kernel<B, false, true, 4, SI> : gemv_i8_smem_kernel<B, false, true, 2, SI>)
-                         : (r4 ? gemv_i8_smem_kernel<B, false, true, 4, S> : gemv_i8_smem_kernel<B, false, true, 2, S>);
+  // Rows a warp, as measured on the H100 (Phi-3-mini, graph a token; silu_quant_kernel: Q4_0 1,290,
+  // Q4_K_M 1,432-1,436, Q8_0 1,754 us): 2 for Q4_0 (1,240; 4 rows: 1,302) and the K-quants (Q4_K_M
+  // 1,400-1,402; 4: 1,455-1,457), 4 for Q8_0 (1,673-1,675; 2: 1,706).
+  constexpr int R = std::is_same_v<B, PackBlocks<GgmlType::Q8_0, 4>> ? 4 : 2;
+  const auto kernel = ni ? gemv_i8_smem_kernel<B, false, true, R, kSiluOut | kNormIn>
+                         : gemv_i8_smem_kernel<B, false, true, R, kSiluOut>;
   launch_pdl(kernel, dim3(unsigned(epi.ff / 32)), block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, 1,
              RopeArgs{}, epi, ni ? *nin : NormIn{});
 }
