@@ -491,9 +491,6 @@ __host__ __device__ inline int split_blocks(int pos, int window, int chunks) {
 // Floats of one block's partial result: its maximum, its sum and hd unnormalised outputs.
 __host__ __device__ constexpr int split_part_floats(int hd) { return hd + 2; }
 
-__device__ __forceinline__ void prefetch_l2_line(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
 
 // Token tokens[blockIdx.x], head blockIdx.y: warp w takes the 32-key chunks w, w + kSplitWarps, ...
 // of the token's window (chunks counted from position 0). Lane j scores key j of a chunk over the

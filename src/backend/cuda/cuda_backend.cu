@@ -86,6 +86,11 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Asks L2 for the line holding p (no register waits for it).
+__device__ __forceinline__ void prefetch_l2_line(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 // A warp's 32 values (v, one a lane) rounded to int8 as the int8 GEMVs take their activations:
 // *q = round(v * 127 / max|v|) (ties to even), and lane 0 stores {max|v| / 127, sum of the q} at
 // *ds. Every lane of the warp calls it.
@@ -2148,6 +2153,8 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
         e.q = q2;
         e.ds = reinterpret_cast<float2*>(q2 + quantized_x_scales_offset(1, p.dim));
         e.ff = p.dim;
+        static const int prefetch = env_int("PENSIEVE_CUDA_SILU_PREFETCH", 0);
+        e.prefetch = prefetch;
         record({15, uint64_t(uintptr_t(x)), uint64_t(uintptr_t(q2)), uint64_t(p.dim)}, [] {});
         pend_ = Pending{};
         xq = q2;

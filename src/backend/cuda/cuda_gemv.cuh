@@ -356,6 +356,7 @@ struct NormEpi {
   float2* ds = nullptr;      // and their scales, a 32-value group each
   float* ss = nullptr;       // each group's sum of x^2
   int ff = 0;                // > 0: the silu_mul store instead (rows = 2 ff)
+  int prefetch = 0;          // silu_mul store: the later rounds' rows asked into L2 before the wait
   __host__ __device__ bool on() const { return x || ff > 0; }
 };
 struct NormIn {
@@ -416,6 +417,12 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   // The first weights are in flight before the wait for x's producer and x's staging.
   load(lane);
   if constexpr (ROPE) rope_prepare(rope, v);
+  if constexpr (SILU && requires { B::prefetch_row(src, size_t(0), nb, lane); }) {
+    if (epi.prefetch)
+      for (int k = 1; k < kRounds; ++k)
+#pragma unroll
+        for (int r = 0; r < R; ++r) B::prefetch_row(src, size_t(silu_row(k, r)), nb, lane);
+  }
   const int grow = int(blockIdx.x) * 32 + lane;  // OUT, SILU: warp 0's lane's value of the group
   float gain = 0.0f, x_old = 0.0f;
   if constexpr (OUT)
@@ -526,6 +533,13 @@ struct PackBlocks {
   PackBlocks() = default;
   __device__ __forceinline__ PackBlocks(const Src& src, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(src.q + row * size_t(nb) * P::kQBytes)), srow(src.s + row * size_t(nb)) {}
+  // Lane `lane` of a warp asks L2 for its share of the 128-byte lines of a row.
+  __device__ __forceinline__ static void prefetch_row(const Src& src, size_t row, int nb, int lane) {
+    const uint8_t* q = src.q + row * size_t(nb) * P::kQBytes;
+    for (int o = lane * 128; o < nb * P::kQBytes; o += 32 * 128) prefetch_l2_line(q + o);
+    const uint8_t* sc = reinterpret_cast<const uint8_t*>(src.s + row * size_t(nb));
+    for (int o = lane * 128; o < nb * 2; o += 32 * 128) prefetch_l2_line(sc + o);
+  }
   __device__ __forceinline__ void load(int u, int b) {
 #pragma unroll
     for (int k = 0; k < P::kWords; ++k) q[u][k] = __ldcs(&qrow[size_t(b) * P::kWords + k]);
@@ -660,6 +674,13 @@ static int one_token_unroll(GgmlType t, int nt, bool rope, int nb) {
   return 4;
 }
 
+// PENSIEVE_CUDA_EPI_U8=1: the add + rmsnorm store on rows the one-token GEMV loads 8 blocks a lane
+// of also loads 8.
+static bool epi_u8() {
+  static const bool on = env_int("PENSIEVE_CUDA_EPI_U8", 0) != 0;
+  return on;
+}
+
 // epi / nin (norm_fits): the store of NormEpi, or the sums times NormIn's factor.
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
@@ -674,6 +695,11 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
   const PackSrc src{w.data, reinterpret_cast<const __half*>(w.scales)};
   if (!ro && U == 4 && launch_i8_rows<PackBlocks<T, 4>>(src, w, xq, xds, y, ldy, nt, smem, stream)) return true;
   if (ep) {
+    if constexpr (T == GgmlType::Q4_0)  // (8 blocks a lane: Q4_0 only, one_token_unroll)
+      if (epi->x && epi_u8() && one_token_unroll(T, 1, false, w.cols / 32) == 8) {
+        launch_epi<PackBlocks<T, 8>>(src, w, xq, xds, y, ldy, smem, stream, *epi, nin);
+        return true;
+      }
     launch_epi<PackBlocks<T, 4>>(src, w, xq, xds, y, ldy, smem, stream, *epi, nin);
     return true;
   }
