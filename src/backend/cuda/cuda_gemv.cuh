@@ -516,6 +516,11 @@ __global__ void __launch_bounds__(32 * kPackWarps)
     if (r0 + r < rows) store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
 }
 
+// Lane `lane` of a warp asks L2 for its share of the 128-byte lines of bytes [p, p + n).
+__device__ __forceinline__ void prefetch_span(const void* p, int n, int lane) {
+  for (int o = lane * 128; o < n; o += 32 * 128) prefetch_l2_line(static_cast<const uint8_t*>(p) + o);
+}
+
 // gemv_i8_smem_kernel's blocks of Q4_0 or Q8_0 in the Pack<T> layout (quants at q, fp16 scales at s).
 struct PackSrc {
   const uint8_t* q;
@@ -533,12 +538,10 @@ struct PackBlocks {
   PackBlocks() = default;
   __device__ __forceinline__ PackBlocks(const Src& src, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(src.q + row * size_t(nb) * P::kQBytes)), srow(src.s + row * size_t(nb)) {}
-  // Lane `lane` of a warp asks L2 for its share of the 128-byte lines of a row.
+  // Lane `lane` of a warp asks L2 for its share of a row's lines.
   __device__ __forceinline__ static void prefetch_row(const Src& src, size_t row, int nb, int lane) {
-    const uint8_t* q = src.q + row * size_t(nb) * P::kQBytes;
-    for (int o = lane * 128; o < nb * P::kQBytes; o += 32 * 128) prefetch_l2_line(q + o);
-    const uint8_t* sc = reinterpret_cast<const uint8_t*>(src.s + row * size_t(nb));
-    for (int o = lane * 128; o < nb * 2; o += 32 * 128) prefetch_l2_line(sc + o);
+    prefetch_span(src.q + row * size_t(nb) * P::kQBytes, nb * P::kQBytes, lane);
+    prefetch_span(src.s + row * size_t(nb), nb * 2, lane);
   }
   __device__ __forceinline__ void load(int u, int b) {
 #pragma unroll
@@ -642,9 +645,13 @@ static void launch_epi(const typename B::Src& src, const DeviceWeight& w, const 
   // Rows a warp, as measured on the H100 (Phi-3-mini, graph a token; silu_quant_kernel: Q4_0 1,290,
   // Q4_K_M 1,432-1,436, Q8_0 1,754 us): 2 for Q4_0 (1,240; 4 rows: 1,302) and the K-quants (Q4_K_M
   // 1,400-1,402; 4: 1,455-1,457), 4 for Q8_0 (1,673-1,675; 2: 1,706).
+  static const int rs = env_int("PENSIEVE_CUDA_SILU_RPW", 0);
   constexpr int R = std::is_same_v<B, PackBlocks<GgmlType::Q8_0, 4>> ? 4 : 2;
-  const auto kernel = ni ? gemv_i8_smem_kernel<B, false, true, R, kSiluOut | kNormIn>
-                         : gemv_i8_smem_kernel<B, false, true, R, kSiluOut>;
+  auto pick = [&]<int RR>() {
+    return ni ? gemv_i8_smem_kernel<B, false, true, RR, kSiluOut | kNormIn> : gemv_i8_smem_kernel<B, false, true, RR, kSiluOut>;
+  };
+  const auto kernel = rs == 1 ? pick.template operator()<1>() : rs == 2 ? pick.template operator()<2>()
+                    : rs == 4 ? pick.template operator()<4>() : pick.template operator()<R>();
   launch_pdl(kernel, dim3(unsigned(epi.ff / 32)), block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, 1,
              RopeArgs{}, epi, ni ? *nin : NormIn{});
 }
@@ -876,6 +883,12 @@ struct Q6Blocks {
   __device__ __forceinline__ Q6Blocks(const Q6Pack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(P.h + row * size_t(nb)),
         srow(P.sc + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
+  __device__ __forceinline__ static void prefetch_row(const Q6Pack& P, size_t row, int nb, int lane) {
+    prefetch_span(P.q + row * size_t(nb) * 16, nb * 16, lane);
+    prefetch_span(P.h + row * size_t(nb), nb * 8, lane);
+    prefetch_span(P.sc + row * size_t(nb), nb * 2, lane);
+    prefetch_span(P.d + row * size_t(nb) / 8, nb / 8 * 2, lane);
+  }
   __device__ __forceinline__ void load(int u, int b) {
     q[u] = __ldcs(&qrow[b]);
     hb[u] = __ldcs(&hrow[b]);
@@ -1008,6 +1021,12 @@ struct KBlocks {
   __device__ __forceinline__ KBlocks(const KPack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(kFive ? P.h + row * size_t(nb) : nullptr),
         srow(P.sm + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
+  __device__ __forceinline__ static void prefetch_row(const KPack& P, size_t row, int nb, int lane) {
+    prefetch_span(P.q + row * size_t(nb) * 16, nb * 16, lane);
+    if (kFive) prefetch_span(P.h + row * size_t(nb), nb * 4, lane);
+    prefetch_span(P.sm + row * size_t(nb), nb * 2, lane);
+    prefetch_span(P.d + row * size_t(nb) / 8, nb / 8 * 4, lane);
+  }
   __device__ __forceinline__ void load(int u, int b) {
     q[u] = __ldcs(&qrow[b]);
     if constexpr (kFive) hb[u] = __ldcs(&hrow[b]);
