@@ -1578,6 +1578,8 @@ class CudaBackend final : public Backend {
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     device_name_ = prop.name;
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    const int row_prefetch = env_int("PENSIEVE_CUDA_ROW_PREFETCH", 0);
+    check(cudaMemcpyToSymbol(c_row_prefetch, &row_prefetch, sizeof row_prefetch), "cudaMemcpyToSymbol");
     check_blas(cublasCreate(&blas_), "cublasCreate");
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
@@ -2153,7 +2155,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
         e.q = q2;
         e.ds = reinterpret_cast<float2*>(q2 + quantized_x_scales_offset(1, p.dim));
         e.ff = p.dim;
-        static const int prefetch = env_int("PENSIEVE_CUDA_SILU_PREFETCH", 0);
+        static const int prefetch = env_int("PENSIEVE_CUDA_SILU_PREFETCH", 1);  // 0: none
         e.prefetch = prefetch;
         record({15, uint64_t(uintptr_t(x)), uint64_t(uintptr_t(q2)), uint64_t(p.dim)}, [] {});
         pend_ = Pending{};

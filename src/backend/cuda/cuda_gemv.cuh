@@ -20,6 +20,9 @@ namespace pensieve::cuda {
 // (Q4_K_M); a step of 4 tokens 3,326 -> 2,684 us, of 8 tokens 5,413 -> 4,520. On an H200 Q4_0
 // 1,327 -> 1,278-1,284 us; 2 warps a block 1,603-1,609.
 constexpr int kPackWarps = 8, kPackUnroll = 4;
+// PENSIEVE_CUDA_ROW_PREFETCH=1 (measuring): one-token GEMVs ask L2 for their rows past the first round.
+__constant__ int c_row_prefetch;
+
 
 template <GgmlType T>
 struct Pack;
@@ -356,7 +359,7 @@ struct NormEpi {
   float2* ds = nullptr;      // and their scales, a 32-value group each
   float* ss = nullptr;       // each group's sum of x^2
   int ff = 0;                // > 0: the silu_mul store instead (rows = 2 ff)
-  int prefetch = 0;          // silu_mul store: the later rounds' rows asked into L2 before the wait
+  int prefetch = 0;          // silu_mul store: its later rounds' rows asked into L2 before the wait
   __host__ __device__ bool on() const { return x || ff > 0; }
 };
 struct NormIn {
@@ -422,6 +425,13 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       for (int k = 1; k < kRounds; ++k)
 #pragma unroll
         for (int r = 0; r < R; ++r) B::prefetch_row(src, size_t(silu_row(k, r)), nb, lane);
+  }
+  // One token: the rest of rows longer than a round asked into L2 too.
+  if constexpr (ONE && requires { B::prefetch_row(src, size_t(0), nb, lane); }) {
+    if (c_row_prefetch && nb > 32 * B::kU)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        B::prefetch_row(src, size_t(SILU ? silu_row(0, r) : min(r0 + r, rows - 1)), nb, lane, 32 * B::kU);
   }
   const int grow = int(blockIdx.x) * 32 + lane;  // OUT, SILU: warp 0's lane's value of the group
   float gain = 0.0f, x_old = 0.0f;
@@ -539,8 +549,8 @@ struct PackBlocks {
   __device__ __forceinline__ PackBlocks(const Src& src, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(src.q + row * size_t(nb) * P::kQBytes)), srow(src.s + row * size_t(nb)) {}
   // Lane `lane` of a warp asks L2 for its share of a row's lines.
-  __device__ __forceinline__ static void prefetch_row(const Src& src, size_t row, int nb, int lane) {
-    prefetch_span(src.q + row * size_t(nb) * P::kQBytes, nb * P::kQBytes, lane);
+  __device__ __forceinline__ static void prefetch_row(const Src& src, size_t row, int nb, int lane, int from = 0) {
+    prefetch_span(src.q + (row * size_t(nb) + from) * P::kQBytes, (nb - from) * P::kQBytes, lane);
     prefetch_span(src.s + row * size_t(nb), nb * 2, lane);
   }
   __device__ __forceinline__ void load(int u, int b) {
@@ -642,16 +652,13 @@ static void launch_epi(const typename B::Src& src, const DeviceWeight& w, const 
                w.rows, w.cols, xq, xds, y, ldy, 1, RopeArgs{}, epi, NormIn{});
     return;
   }
-  // Rows a warp, as measured on the H100 (Phi-3-mini, graph a token; silu_quant_kernel: Q4_0 1,290,
-  // Q4_K_M 1,432-1,436, Q8_0 1,754 us): 2 for Q4_0 (1,240; 4 rows: 1,302) and the K-quants (Q4_K_M
-  // 1,400-1,402; 4: 1,455-1,457), 4 for Q8_0 (1,673-1,675; 2: 1,706).
-  static const int rs = env_int("PENSIEVE_CUDA_SILU_RPW", 0);
-  constexpr int R = std::is_same_v<B, PackBlocks<GgmlType::Q8_0, 4>> ? 4 : 2;
-  auto pick = [&]<int RR>() {
-    return ni ? gemv_i8_smem_kernel<B, false, true, RR, kSiluOut | kNormIn> : gemv_i8_smem_kernel<B, false, true, RR, kSiluOut>;
-  };
-  const auto kernel = rs == 1 ? pick.template operator()<1>() : rs == 2 ? pick.template operator()<2>()
-                    : rs == 4 ? pick.template operator()<4>() : pick.template operator()<R>();
+  // 2 rows a warp, in four rounds whose later three are asked into L2 before the wait (NormEpi::
+  // prefetch), as measured on the H100 (Phi-3-mini, graph a token; silu_quant_kernel: Q4_0 1,290,
+  // Q4_K_M 1,432-1,436, Q8_0 1,754 us): 2 rows without the prefetch 1,240 / 1,400 / 1,706; with it
+  // 1,225 / 1,375-1,378 / 1,663; 4 rows (two rounds) 1,302 / 1,455 / 1,675 and with the prefetch
+  // 1,235 on Q4_0; 1 row (eight rounds, prefetched) 1,286-1,293 / 1,526-1,530 / 1,860.
+  const auto kernel = ni ? gemv_i8_smem_kernel<B, false, true, 2, kSiluOut | kNormIn>
+                         : gemv_i8_smem_kernel<B, false, true, 2, kSiluOut>;
   launch_pdl(kernel, dim3(unsigned(epi.ff / 32)), block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, 1,
              RopeArgs{}, epi, ni ? *nin : NormIn{});
 }
@@ -681,10 +688,12 @@ static int one_token_unroll(GgmlType t, int nt, bool rope, int nb) {
   return 4;
 }
 
-// PENSIEVE_CUDA_EPI_U8=1: the add + rmsnorm store on rows the one-token GEMV loads 8 blocks a lane
-// of also loads 8.
+// The add + rmsnorm store on Q4_0 rows the one-token GEMV loads 8 blocks a lane of (the 8192-column
+// down rows) also loads 8, one round (PENSIEVE_CUDA_EPI_U8=0: 4, two rounds). On the H100, graph a
+// Q4_0 token: 1,233-1,238 us -> 1,242-1,247 alone, but 1,225 -> 1,196-1,200 with the silu store's
+// prefetch.
 static bool epi_u8() {
-  static const bool on = env_int("PENSIEVE_CUDA_EPI_U8", 0) != 0;
+  static const bool on = env_int("PENSIEVE_CUDA_EPI_U8", 1) != 0;
   return on;
 }
 
@@ -883,8 +892,8 @@ struct Q6Blocks {
   __device__ __forceinline__ Q6Blocks(const Q6Pack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(P.h + row * size_t(nb)),
         srow(P.sc + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
-  __device__ __forceinline__ static void prefetch_row(const Q6Pack& P, size_t row, int nb, int lane) {
-    prefetch_span(P.q + row * size_t(nb) * 16, nb * 16, lane);
+  __device__ __forceinline__ static void prefetch_row(const Q6Pack& P, size_t row, int nb, int lane, int from = 0) {
+    prefetch_span(P.q + (row * size_t(nb) + from) * 16, (nb - from) * 16, lane);
     prefetch_span(P.h + row * size_t(nb), nb * 8, lane);
     prefetch_span(P.sc + row * size_t(nb), nb * 2, lane);
     prefetch_span(P.d + row * size_t(nb) / 8, nb / 8 * 2, lane);
@@ -1021,8 +1030,8 @@ struct KBlocks {
   __device__ __forceinline__ KBlocks(const KPack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(kFive ? P.h + row * size_t(nb) : nullptr),
         srow(P.sm + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
-  __device__ __forceinline__ static void prefetch_row(const KPack& P, size_t row, int nb, int lane) {
-    prefetch_span(P.q + row * size_t(nb) * 16, nb * 16, lane);
+  __device__ __forceinline__ static void prefetch_row(const KPack& P, size_t row, int nb, int lane, int from = 0) {
+    prefetch_span(P.q + (row * size_t(nb) + from) * 16, (nb - from) * 16, lane);
     if (kFive) prefetch_span(P.h + row * size_t(nb), nb * 4, lane);
     prefetch_span(P.sm + row * size_t(nb), nb * 2, lane);
     prefetch_span(P.d + row * size_t(nb) / 8, nb / 8 * 4, lane);
