@@ -1578,8 +1578,6 @@ class CudaBackend final : public Backend {
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     device_name_ = prop.name;
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    const int row_prefetch = env_int("PENSIEVE_CUDA_ROW_PREFETCH", 0);
-    check(cudaMemcpyToSymbol(c_row_prefetch, &row_prefetch, sizeof row_prefetch), "cudaMemcpyToSymbol");
     check_blas(cublasCreate(&blas_), "cublasCreate");
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");

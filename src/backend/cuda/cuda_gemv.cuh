@@ -20,9 +20,6 @@ namespace pensieve::cuda {
 // (Q4_K_M); a step of 4 tokens 3,326 -> 2,684 us, of 8 tokens 5,413 -> 4,520. On an H200 Q4_0
 // 1,327 -> 1,278-1,284 us; 2 warps a block 1,603-1,609.
 constexpr int kPackWarps = 8, kPackUnroll = 4;
-// PENSIEVE_CUDA_ROW_PREFETCH=1 (measuring): one-token GEMVs ask L2 for their rows past the first round.
-__constant__ int c_row_prefetch;
-
 
 template <GgmlType T>
 struct Pack;
@@ -426,13 +423,6 @@ __global__ void __launch_bounds__(32 * kPackWarps)
 #pragma unroll
         for (int r = 0; r < R; ++r) B::prefetch_row(src, size_t(silu_row(k, r)), nb, lane);
   }
-  // One token: the rest of rows longer than a round asked into L2 too.
-  if constexpr (ONE && requires { B::prefetch_row(src, size_t(0), nb, lane); }) {
-    if (c_row_prefetch && nb > 32 * B::kU)
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-        B::prefetch_row(src, size_t(SILU ? silu_row(0, r) : min(r0 + r, rows - 1)), nb, lane, 32 * B::kU);
-  }
   const int grow = int(blockIdx.x) * 32 + lane;  // OUT, SILU: warp 0's lane's value of the group
   float gain = 0.0f, x_old = 0.0f;
   if constexpr (OUT)
@@ -549,8 +539,8 @@ struct PackBlocks {
   __device__ __forceinline__ PackBlocks(const Src& src, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(src.q + row * size_t(nb) * P::kQBytes)), srow(src.s + row * size_t(nb)) {}
   // Lane `lane` of a warp asks L2 for its share of a row's lines.
-  __device__ __forceinline__ static void prefetch_row(const Src& src, size_t row, int nb, int lane, int from = 0) {
-    prefetch_span(src.q + (row * size_t(nb) + from) * P::kQBytes, (nb - from) * P::kQBytes, lane);
+  __device__ __forceinline__ static void prefetch_row(const Src& src, size_t row, int nb, int lane) {
+    prefetch_span(src.q + row * size_t(nb) * P::kQBytes, nb * P::kQBytes, lane);
     prefetch_span(src.s + row * size_t(nb), nb * 2, lane);
   }
   __device__ __forceinline__ void load(int u, int b) {
@@ -892,8 +882,8 @@ struct Q6Blocks {
   __device__ __forceinline__ Q6Blocks(const Q6Pack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(P.h + row * size_t(nb)),
         srow(P.sc + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
-  __device__ __forceinline__ static void prefetch_row(const Q6Pack& P, size_t row, int nb, int lane, int from = 0) {
-    prefetch_span(P.q + (row * size_t(nb) + from) * 16, (nb - from) * 16, lane);
+  __device__ __forceinline__ static void prefetch_row(const Q6Pack& P, size_t row, int nb, int lane) {
+    prefetch_span(P.q + row * size_t(nb) * 16, nb * 16, lane);
     prefetch_span(P.h + row * size_t(nb), nb * 8, lane);
     prefetch_span(P.sc + row * size_t(nb), nb * 2, lane);
     prefetch_span(P.d + row * size_t(nb) / 8, nb / 8 * 2, lane);
@@ -1030,8 +1020,8 @@ struct KBlocks {
   __device__ __forceinline__ KBlocks(const KPack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(kFive ? P.h + row * size_t(nb) : nullptr),
         srow(P.sm + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
-  __device__ __forceinline__ static void prefetch_row(const KPack& P, size_t row, int nb, int lane, int from = 0) {
-    prefetch_span(P.q + (row * size_t(nb) + from) * 16, (nb - from) * 16, lane);
+  __device__ __forceinline__ static void prefetch_row(const KPack& P, size_t row, int nb, int lane) {
+    prefetch_span(P.q + row * size_t(nb) * 16, nb * 16, lane);
     if (kFive) prefetch_span(P.h + row * size_t(nb), nb * 4, lane);
     prefetch_span(P.sm + row * size_t(nb), nb * 2, lane);
     prefetch_span(P.d + row * size_t(nb) / 8, nb / 8 * 4, lane);
