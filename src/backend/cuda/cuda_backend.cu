@@ -1264,6 +1264,13 @@ static bool split_early() {
   return on;
 }
 
+// PENSIEVE_CUDA_SPLIT_EAGER=0: decode steps of at most kSplitEarly tokens on an fp16 cache ask for
+// q, then the keys, then the values, as longer ones do (not all three at once).
+static bool split_eager() {
+  static const bool on = env_int("PENSIEVE_CUDA_SPLIT_EAGER", 1) != 0;
+  return on;
+}
+
 template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
@@ -1276,7 +1283,8 @@ static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const Slo
                cfg.sliding_window, scale, out, q, ds, xh, early, plan.split_chunks, plan.split_counters,
                plan.split_parts);
   };
-  if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>);
+  if ((kv & 1) && early && split_eager()) go(attention_split_kernel<HD, 0, 1, false, true>);
+  else if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>);
   else if (kv & 1) go(attention_split_kernel<HD, 0, 1>);
   if (kv & 2) go(attention_split_kernel<HD, 1, 1>);
   if ((kv & 4) && split_minb() == 4)
