@@ -571,28 +571,23 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
   // Keys kk, kk + P, ... of a chunk go to lane kk's value sums; every lane runs every step (the
   // shuffles), lanes past G P and keys outside the window add nothing.
   constexpr int STEPS = (32 + P - 1) / P;
-  // The value rows of a chunk's keys (vrow_mine: lane j's key's, 0 outside the window) into vr.
-  auto load_values = [&](unsigned long long vrow_mine, uint4 (&vr)[STEPS][F32 ? 2 : 1], bool (&use)[STEPS]) {
-#pragma unroll
-    for (int st = 0; st < STEPS; ++st) {
-      const int j = st * P + kk;
-      const unsigned long long row = __shfl_sync(0xffffffffu, vrow_mine, j & 31);
-      use[st] = kk < P && j < 32 && row != 0ull;
-#pragma unroll
-      for (int c = 0; c < (F32 ? 2 : 1); ++c) vr[st][c] = make_uint4(0, 0, 0, 0);
-      if (use[st]) {
-        const uint8_t* vrow = reinterpret_cast<const uint8_t*>(row);
-        if constexpr (Q8) {
-          const uint2 v8 = *reinterpret_cast<const uint2*>(vrow + 8 * grp);
-          vr[st][0] = make_uint4(v8.x, v8.y, 0, 0);
-        } else if constexpr (F32) {
-          const uint4* v4 = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(vrow) + 8 * grp);
-          vr[st][0] = v4[0];
-          vr[st][F32 ? 1 : 0] = v4[1];
-        } else {
-          vr[st][0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(vrow) + 8 * grp);
-        }
-      }
+  // The value row of lane j's key (0: outside the window) and lane kk's part of the one at `row`.
+  auto vrow_of = [&](bool ok, const uint8_t* krow, int p) {
+    return !ok                     ? 0ull
+           : STORE && p == own_pos ? reinterpret_cast<unsigned long long>(own[1])
+                                   : reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes);
+  };
+  auto load_value = [&](unsigned long long row, uint4 (&v)[F32 ? 2 : 1]) {
+    const uint8_t* vrow = reinterpret_cast<const uint8_t*>(row);
+    if constexpr (Q8) {
+      const uint2 v8 = *reinterpret_cast<const uint2*>(vrow + 8 * grp);
+      v[0] = make_uint4(v8.x, v8.y, 0, 0);
+    } else if constexpr (F32) {
+      const uint4* v4 = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(vrow) + 8 * grp);
+      v[0] = v4[0];
+      v[F32 ? 1 : 0] = v4[1];
+    } else {
+      v[0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(vrow) + 8 * grp);
     }
   };
   bool first = true;
@@ -602,19 +597,22 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     const uint8_t* krow = !ok                    ? nullptr
                           : STORE && p == own_pos ? reinterpret_cast<const uint8_t*>(own[0])
                                                   : kv_head_row(s, tables, layer, p, kvh, HD * EB);
-    const unsigned long long vrow_mine =
-        !ok                     ? 0ull
-        : STORE && p == own_pos ? reinterpret_cast<unsigned long long>(own[1])
-                                : reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes);
-    uint4 kh[KV == 0 ? HD / 8 : 1];  // fp16 keys
-    if constexpr (KV == 0)
-      if (ok)
-#pragma unroll
-        for (int d = 0; d < HD / 8; ++d) kh[d] = reinterpret_cast<const uint4*>(krow)[d];
+    uint4 kh[KV == 0 ? HD / 8 : 1];  // fp16 keys (EAGER: loaded here with the values)
     uint4 vr[STEPS][F32 ? 2 : 1];
     bool use[STEPS];
     if constexpr (EAGER) {
-      load_values(vrow_mine, vr, use);
+      if (ok)
+#pragma unroll
+        for (int d = 0; d < HD / 8; ++d) kh[d] = reinterpret_cast<const uint4*>(krow)[d];
+      const unsigned long long vrow_mine = vrow_of(ok, krow, p);
+#pragma unroll
+      for (int st = 0; st < STEPS; ++st) {
+        const int j = st * P + kk;
+        const unsigned long long row = __shfl_sync(0xffffffffu, vrow_mine, j & 31);
+        use[st] = kk < P && j < 32 && row != 0ull;
+        vr[st][0] = make_uint4(0, 0, 0, 0);
+        if (use[st]) load_value(row, vr[st]);
+      }
       if (first) {  // the warp's copy of q
         for (int d = lane; d < HD; d += 32) sq[d] = q[d];
         __syncwarp();
@@ -661,6 +659,9 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
           part = fmaf(sq[4 * d + 3], kr[d].w, part);
         }
       } else {
+        if constexpr (!EAGER)
+#pragma unroll
+          for (int d = 0; d < HD / 8; ++d) kh[d] = reinterpret_cast<const uint4*>(krow)[d];
 #pragma unroll
         for (int d = 0; d < HD / 8; ++d) {
           const __half2* hp = reinterpret_cast<const __half2*>(&kh[d]);
@@ -685,13 +686,22 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     m = m_new;
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[i] *= corr;
-    if constexpr (!EAGER) load_values(vrow_mine, vr, use);
     float pj[STEPS];
+    const unsigned long long vrow_mine = EAGER ? 0ull : vrow_of(ok, krow, p);
 #pragma unroll
     for (int st = 0; st < STEPS; ++st) {
       const int j = st * P + kk;
-      const float e_j = __shfl_sync(0xffffffffu, ew, j & 31);
-      pj[st] = use[st] ? e_j : 0.0f;
+      pj[st] = __shfl_sync(0xffffffffu, ew, j & 31);
+      if constexpr (EAGER) {
+        if (!use[st]) pj[st] = 0.0f;
+        continue;
+      }
+      const unsigned long long row = __shfl_sync(0xffffffffu, vrow_mine, j & 31);
+      const bool u = kk < P && j < 32 && row != 0ull;
+      if (!u) pj[st] = 0.0f;
+#pragma unroll
+      for (int c = 0; c < (F32 ? 2 : 1); ++c) vr[st][c] = make_uint4(0, 0, 0, 0);
+      if (u) load_value(row, vr[st]);
     }
 #pragma unroll
     for (int st = 0; st < STEPS; ++st) {
