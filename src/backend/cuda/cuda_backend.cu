@@ -385,12 +385,12 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t
         y[t * ldy + r0 + r] = s;
       }
     }
-    return;
-  }
+  } else {
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    if (r0 + r >= rows) break;
-    store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
+    for (int r = 0; r < R; ++r) {
+      if (r0 + r >= rows) break;
+      store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
+    }
   }
 }
 
@@ -1527,7 +1527,6 @@ class CudaPass final : public BackendPass {
     const float* y = nullptr;
     int rows = 0;
     A* args = nullptr;  // in the backend's pass_rope_ / pass_epi_, valid until the next pass starts
-    const void* in = nullptr;  // the int8 activations it reads
   };
   using RopeSlot = GemvSlot<RopeArgs>;  // the RoPE + KV store of rope_and_store_kv (Q4_0, Q8_0, K-quants)
   // The add + rmsnorm or silu_mul that follows (NormEpi), where the GEMV's kernel can take it.

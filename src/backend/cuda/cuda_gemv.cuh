@@ -489,13 +489,9 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       const float a = sums[lane], u = sums[32 + lane];
       warp_round_int8(a / (1.0f + expf(-a)) * u, epi.q + grow, epi.ds + blockIdx.x);
     }
-    return;
-  }
-  if constexpr (ROPE) {  // one token; v and rows a multiple of kPackWarps (checked on the host)
+  } else if constexpr (ROPE) {  // one token; v and rows a multiple of kPackWarps (checked on the host)
     rope_store_rows(acc[0][0], v, r0, rope, y);
-    return;
-  }
-  if constexpr (OUT) {  // rows a multiple of 32 (checked on the host)
+  } else if constexpr (OUT) {  // rows a multiple of 32 (checked on the host)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const float sv = warp_sum(acc[r][0]);
@@ -509,11 +505,11 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       const float sq = warp_sum(xn * xn);
       if (lane == 0) epi.ss[blockIdx.x] = sq;
     }
-    return;
-  }
+  } else {
 #pragma unroll
-  for (int r = 0; r < R; ++r)
-    if (r0 + r < rows) store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
+    for (int r = 0; r < R; ++r)
+      if (r0 + r < rows) store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
+  }
 }
 
 // Lane `lane` of a warp asks L2 for its share of the 128-byte lines of bytes [p, p + n).
