@@ -197,7 +197,8 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
 // One decode token through the chain of a layer's feed-forward half and the next norm, as the
 // model runs it: rmsnorm -> gate+up matmul -> silu_mul -> down matmul -> add into the residual ->
 // rmsnorm -> matmul, on each int8-GEMV type. The fused kernels (add + rmsnorm, rmsnorm or silu_mul
-// + int8 rounding) give the separate ops' results (PENSIEVE_CUDA_FUSE=0) bit for bit; the add +
+// + int8 rounding) and the silu_mul + int8 rounding in the gate + up GEMV's store (with or without
+// the norm's factor) give the separate ops' results (PENSIEVE_CUDA_FUSE=0) bit for bit; the add +
 // rmsnorm done in the down GEMV's store (NormEpi, on by default) changes them (so it ran); all
 // stay within 3e-3 of a float64 reference that rounds each GEMV's input to int8 as the GPU does
 // (an int8 rounding that flips between float32 and float64 costs ~1e-3; none: ~1e-7).
@@ -206,8 +207,8 @@ TEST(CudaOps, FusedDecodeChainMatchesTheCpu) {
   std::mt19937 rng(13);
   const int dim = 512, ff = 768;
   const GgmlType types[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
-  // PENSIEVE_CUDA_FUSE, PENSIEVE_CUDA_NORM_EPI
-  const char* const configs[][2] = {{"1", "1"}, {"1", "0"}, {"0", "0"}};
+  // PENSIEVE_CUDA_FUSE, PENSIEVE_CUDA_NORM_EPI, PENSIEVE_CUDA_SILU_EPI
+  const char* const configs[][3] = {{"1", "1", "1"}, {"1", "0", "1"}, {"0", "0", "0"}, {"1", "1", "0"}};
   for (GgmlType type : types) {
     HostWeight up = make_weight(type, 2 * ff, dim, rng), down = make_weight(type, dim, ff, rng);
     const std::vector<float> gain = random_floats(dim, rng), x0 = random_floats(dim, rng, 2.0f);
@@ -244,9 +245,11 @@ TEST(CudaOps, FusedDecodeChainMatchesTheCpu) {
     for (const auto& c : configs) {
       setenv("PENSIEVE_CUDA_FUSE", c[0], 1);
       setenv("PENSIEVE_CUDA_NORM_EPI", c[1], 1);
+      setenv("PENSIEVE_CUDA_SILU_EPI", c[2], 1);
       auto gpu = make_cuda_backend(small_config(), 0);
       unsetenv("PENSIEVE_CUDA_FUSE");
       unsetenv("PENSIEVE_CUDA_NORM_EPI");
+      unsetenv("PENSIEVE_CUDA_SILU_EPI");
       const int id_up = gpu->add_weight(up.t, WeightUse::Matmul), id_down = gpu->add_weight(down.t, WeightUse::Matmul);
       ASSERT_EQ(gpu->add_vector(gain), 0);
       gpu->finish_load();
@@ -275,12 +278,13 @@ TEST(CudaOps, FusedDecodeChainMatchesTheCpu) {
       xs.push_back(x);
     }
     EXPECT_TRUE(outs[1] == outs[2] && xs[1] == xs[2]) << type_name(type) << ": fused differs from separate";
+    EXPECT_TRUE(outs[0] == outs[3] && xs[0] == xs[3]) << type_name(type) << ": the silu_mul store differs";
     EXPECT_TRUE(outs[0] != outs[1]) << type_name(type) << ": the norm in the down GEMV's store did not run";
     EXPECT_TRUE(xs[0] == xs[1]) << type_name(type) << ": the residual differs";  // the same add
     for (size_t i = 0; i < outs.size(); ++i) {
       const double err_x = rel_err(xs[i], ref_x), err = rel_err(outs[i], ref_out);
-      std::printf("[ fused decode chain %-5s FUSE=%s NORM_EPI=%s ] rel err residual %.3g, output %.3g\n",
-                  std::string(type_name(type)).c_str(), configs[i][0], configs[i][1], err_x, err);
+      std::printf("[ fused decode chain %-5s FUSE=%s NORM_EPI=%s SILU_EPI=%s ] rel err residual %.3g, output %.3g\n",
+                  std::string(type_name(type)).c_str(), configs[i][0], configs[i][1], configs[i][2], err_x, err);
       EXPECT_LT(err_x, 3e-3) << type_name(type);
       EXPECT_LT(err, 3e-3) << type_name(type);
     }
@@ -564,8 +568,8 @@ TEST_P(CudaModel, BatchedDecodeEqualsSoloDecode) {
 }
 
 // The fused kernels (add + rmsnorm, rmsnorm or silu_mul + int8 rounding, the RoPE + KV store in
-// the int8 qkv GEMV of every int8 type) give the separate ops' results bit for bit: a prompt and a
-// few decode steps with fusion on and off.
+// the int8 qkv GEMV of every int8 type, the silu_mul in the gate + up GEMV's store) give the
+// separate ops' results bit for bit: a prompt and a few decode steps with fusion on and off.
 TEST_P(CudaModel, FusedOpsEqualSeparateOps) {
   PENSIEVE_REQUIRE_TESTDATA();
   REQUIRE_GPU();

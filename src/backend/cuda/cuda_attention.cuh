@@ -491,9 +491,6 @@ __host__ __device__ inline int split_blocks(int pos, int window, int chunks) {
 // Floats of one block's partial result: its maximum, its sum and hd unnormalised outputs.
 __host__ __device__ constexpr int split_part_floats(int hd) { return hd + 2; }
 
-__device__ __forceinline__ void prefetch_l2_line(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
 
 // Token tokens[blockIdx.x], head blockIdx.y: warp w takes the 32-key chunks w, w + kSplitWarps, ...
 // of the token's window (chunks counted from position 0). Lane j scores key j of a chunk over the
@@ -506,7 +503,10 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
 // key and value rows are rounded here from its qkv row, read from shared memory, and written to the
 // cache by the first head of each kv group. (Kept out of the other instantiations: the choice
 // between shared and global rows in the loop made them ~1% slower.)
-template <int HD, int KV, int MINB, bool STORE = false>
+// EAGER (fp16, decode steps of at most kSplitEarly tokens): each chunk's keys and values are asked
+// for together, and the warp's copy of q with the first chunk's, so that the wait is followed by
+// one round trip to L2 instead of three (q, then keys, then values); the same bits.
+template <int HD, int KV, int MINB, bool STORE = false, bool EAGER = false>
 __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     attention_split_kernel(const float* qkv, const SlotMeta* __restrict__ slots,
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
@@ -539,16 +539,19 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
       prefetch_l2_line(v + HD * EB - 1);
     }
   }
+  static_assert(!EAGER || (KV == 0 && !STORE), "EAGER: fp16 caches");
   pdl_wait();
   if (kind != KV) return;  // another launch's token (a pass mixing kinds of caches)
   const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * HD;
-  __shared__ __align__(16) float sq[HD];
+  __shared__ __align__(16) float sq_block[EAGER ? 1 : HD], sq_warp[EAGER ? kSplitWarps : 1][HD];
+  float* const sq = EAGER ? sq_warp[warp] : sq_block;
   __shared__ __align__(16) int8_t own[2][HD];
   __shared__ float own_d[2];
   // STORE: the block whose chunks hold the token's own position rounds, reads and stores its rows.
   const bool mine = STORE && z == (s.pos / 32 - start / 32) % (kSplitWarps * nb) / kSplitWarps;
-  for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
+  if (!EAGER)
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
   if (mine && warp < 2)
     warp_round_q8(q - size_t(h) * HD + q_dim + (warp ? kv_dim : 0) + size_t(kvh) * HD, HD, own[warp], &own_d[warp]);
   __syncthreads();
@@ -565,12 +568,57 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
   float m = -INFINITY, l = 0.0f;
+  // Keys kk, kk + P, ... of a chunk go to lane kk's value sums; every lane runs every step (the
+  // shuffles), lanes past G P and keys outside the window add nothing.
+  constexpr int STEPS = (32 + P - 1) / P;
+  // The value row of lane j's key (0: outside the window) and lane kk's part of the one at `row`.
+  auto vrow_of = [&](bool ok, const uint8_t* krow, int p) {
+    return !ok                     ? 0ull
+           : STORE && p == own_pos ? reinterpret_cast<unsigned long long>(own[1])
+                                   : reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes);
+  };
+  auto load_value = [&](unsigned long long row, uint4 (&v)[F32 ? 2 : 1]) {
+    const uint8_t* vrow = reinterpret_cast<const uint8_t*>(row);
+    if constexpr (Q8) {
+      const uint2 v8 = *reinterpret_cast<const uint2*>(vrow + 8 * grp);
+      v[0] = make_uint4(v8.x, v8.y, 0, 0);
+    } else if constexpr (F32) {
+      const uint4* v4 = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(vrow) + 8 * grp);
+      v[0] = v4[0];
+      v[F32 ? 1 : 0] = v4[1];
+    } else {
+      v[0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(vrow) + 8 * grp);
+    }
+  };
+  bool first = true;
   for (int c0 = (start / 32 + worker) * 32; c0 <= s.pos; c0 += stride) {
     const int p = c0 + lane;
     const bool ok = p >= start && p <= s.pos;
     const uint8_t* krow = !ok                    ? nullptr
                           : STORE && p == own_pos ? reinterpret_cast<const uint8_t*>(own[0])
                                                   : kv_head_row(s, tables, layer, p, kvh, HD * EB);
+    uint4 kh[KV == 0 ? HD / 8 : 1];  // fp16 keys (EAGER: loaded here with the values)
+    uint4 vr[STEPS][F32 ? 2 : 1];
+    bool use[STEPS];
+    if constexpr (EAGER) {
+      if (ok)
+#pragma unroll
+        for (int d = 0; d < HD / 8; ++d) kh[d] = reinterpret_cast<const uint4*>(krow)[d];
+      const unsigned long long vrow_mine = vrow_of(ok, krow, p);
+#pragma unroll
+      for (int st = 0; st < STEPS; ++st) {
+        const int j = st * P + kk;
+        const unsigned long long row = __shfl_sync(0xffffffffu, vrow_mine, j & 31);
+        use[st] = kk < P && j < 32 && row != 0ull;
+        vr[st][0] = make_uint4(0, 0, 0, 0);
+        if (use[st]) load_value(row, vr[st]);
+      }
+      if (first) {  // the warp's copy of q
+        for (int d = lane; d < HD; d += 32) sq[d] = q[d];
+        __syncwarp();
+        first = false;
+      }
+    }
     float score = -INFINITY, dv = 0.0f;  // dv: Q8, the scale of key p's value row
     if (ok) {
       float part = 0.0f, dk = 1.0f;
@@ -611,13 +659,12 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
           part = fmaf(sq[4 * d + 3], kr[d].w, part);
         }
       } else {
-        const uint4* k8 = reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(krow));
-        uint4 kr[HD / 8];
+        if constexpr (!EAGER)
 #pragma unroll
-        for (int d = 0; d < HD / 8; ++d) kr[d] = k8[d];
+          for (int d = 0; d < HD / 8; ++d) kh[d] = reinterpret_cast<const uint4*>(krow)[d];
 #pragma unroll
         for (int d = 0; d < HD / 8; ++d) {
-          const __half2* hp = reinterpret_cast<const __half2*>(&kr[d]);
+          const __half2* hp = reinterpret_cast<const __half2*>(&kh[d]);
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const float2 k = __half22float2(hp[e]);
@@ -639,37 +686,22 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     m = m_new;
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[i] *= corr;
-    const unsigned long long vrow_mine =
-        !ok                     ? 0ull
-        : STORE && p == own_pos ? reinterpret_cast<unsigned long long>(own[1])
-                                : reinterpret_cast<unsigned long long>(krow + size_t(s.block_size) * s.row_bytes);
-    // Keys kk, kk + P, ... of the chunk; every lane runs every step (the shuffles), lanes past G P
-    // and keys outside the window add nothing.
-    constexpr int STEPS = (32 + P - 1) / P;
     float pj[STEPS];
-    uint4 vr[STEPS][F32 ? 2 : 1];
+    const unsigned long long vrow_mine = EAGER ? 0ull : vrow_of(ok, krow, p);
 #pragma unroll
     for (int st = 0; st < STEPS; ++st) {
       const int j = st * P + kk;
       pj[st] = __shfl_sync(0xffffffffu, ew, j & 31);
+      if constexpr (EAGER) {
+        if (!use[st]) pj[st] = 0.0f;
+        continue;
+      }
       const unsigned long long row = __shfl_sync(0xffffffffu, vrow_mine, j & 31);
-      const bool use = kk < P && j < 32 && row != 0ull;
-      if (!use) pj[st] = 0.0f;
+      const bool u = kk < P && j < 32 && row != 0ull;
+      if (!u) pj[st] = 0.0f;
 #pragma unroll
       for (int c = 0; c < (F32 ? 2 : 1); ++c) vr[st][c] = make_uint4(0, 0, 0, 0);
-      if (use) {
-        const uint8_t* vrow = reinterpret_cast<const uint8_t*>(row);
-        if constexpr (Q8) {
-          const uint2 v8 = *reinterpret_cast<const uint2*>(vrow + 8 * grp);
-          vr[st][0] = make_uint4(v8.x, v8.y, 0, 0);
-        } else if constexpr (F32) {
-          const uint4* v4 = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(vrow) + 8 * grp);
-          vr[st][0] = v4[0];
-          vr[st][F32 ? 1 : 0] = v4[1];
-        } else {
-          vr[st][0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(vrow) + 8 * grp);
-        }
-      }
+      if (u) load_value(row, vr[st]);
     }
 #pragma unroll
     for (int st = 0; st < STEPS; ++st) {

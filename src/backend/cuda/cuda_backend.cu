@@ -86,6 +86,11 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Asks L2 for the line holding p (no register waits for it).
+__device__ __forceinline__ void prefetch_l2_line(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 // A warp's 32 values (v, one a lane) rounded to int8 as the int8 GEMVs take their activations:
 // *q = round(v * 127 / max|v|) (ties to even), and lane 0 stores {max|v| / 127, sum of the q} at
 // *ds. Every lane of the warp calls it.
@@ -380,12 +385,12 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_vec_kernel(const uint8_t
         y[t * ldy + r0 + r] = s;
       }
     }
-    return;
-  }
+  } else {
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    if (r0 + r >= rows) break;
-    store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
+    for (int r = 0; r < R; ++r) {
+      if (r0 + r >= rows) break;
+      store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
+    }
   }
 }
 
@@ -940,7 +945,7 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, int n_tok, float* 
           cudaStream_t stream, DeviceBuffer* staging, void* xq, bool xq_ready, const RopeArgs* rope,
           const NormEpi* epi, const NormIn* nin) {
   bool rope_done = false;
-  if ((epi && epi->x) || (nin && nin->ss)) {  // decided on the host where norm_fits(w) holds
+  if ((epi && epi->on()) || (nin && nin->ss)) {  // decided on the host where norm_fits(w) holds
     const bool ro = rope && rope->on;
     const int8_t* q = static_cast<const int8_t*>(xq);
     const float2* ds = reinterpret_cast<const float2*>(q + quantized_x_scales_offset(1, w.cols));
@@ -1259,6 +1264,13 @@ static bool split_early() {
   return on;
 }
 
+// PENSIEVE_CUDA_SPLIT_EAGER=0: decode steps of at most kSplitEarly tokens on an fp16 cache ask for
+// q, then the keys, then the values, as longer ones do (not all three at once).
+static bool split_eager() {
+  static const bool on = env_int("PENSIEVE_CUDA_SPLIT_EAGER", 1) != 0;
+  return on;
+}
+
 template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
@@ -1271,7 +1283,8 @@ static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const Slo
                cfg.sliding_window, scale, out, q, ds, xh, early, plan.split_chunks, plan.split_counters,
                plan.split_parts);
   };
-  if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>);
+  if ((kv & 1) && early && split_eager()) go(attention_split_kernel<HD, 0, 1, false, true>);
+  else if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>);
   else if (kv & 1) go(attention_split_kernel<HD, 0, 1>);
   if (kv & 2) go(attention_split_kernel<HD, 1, 1>);
   if ((kv & 4) && split_minb() == 4)
@@ -1516,7 +1529,11 @@ class CudaPass final : public BackendPass {
     A* args = nullptr;  // in the backend's pass_rope_ / pass_epi_, valid until the next pass starts
   };
   using RopeSlot = GemvSlot<RopeArgs>;  // the RoPE + KV store of rope_and_store_kv (Q4_0, Q8_0, K-quants)
-  using EpiSlot = GemvSlot<NormEpi>;    // the add + rmsnorm that follows (NormEpi)
+  // The add + rmsnorm or silu_mul that follows (NormEpi), where the GEMV's kernel can take it.
+  struct EpiSlot : GemvSlot<NormEpi> {
+    const void* in = nullptr;  // the int8 activations it reads (the store writes the other workspace)
+    bool add_norm = false, silu = false;
+  };
   RopeSlot rope_slot_;
   EpiSlot epi_slot_;
   // The last recorded op while it is the sum of a Q4_0 GEMM's partial sums into y (rows of `rows`
@@ -1558,6 +1575,7 @@ class CudaBackend final : public Backend {
     fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
     norm_epi_on_ = env_int("PENSIEVE_CUDA_NORM_EPI", norm_epi_on_) != 0;
+    silu_epi_on_ = env_int("PENSIEVE_CUDA_SILU_EPI", silu_epi_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
     split_chunks_ = std::max(0, env_int("PENSIEVE_CUDA_SPLIT_CHUNKS", split_chunks_));
     blas_graphs_on_ = env_int("PENSIEVE_CUDA_BLAS_GRAPHS", blas_graphs_on_) != 0;
@@ -1832,6 +1850,9 @@ class CudaBackend final : public Backend {
   // A one-token int8 o / down GEMV does the add + rmsnorm after it in its store, and the GEMV that
   // reads the norm applies its factor (NormEpi, NormIn; PENSIEVE_CUDA_NORM_EPI=0: the norm kernel).
   bool norm_epi_on_ = true;
+  // A one-token int8 gate + up GEMV does the silu_mul + int8 rounding after it in its store
+  // (NormEpi::ff; PENSIEVE_CUDA_SILU_EPI=0: silu_quant_kernel).
+  bool silu_epi_on_ = true;
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
@@ -2105,7 +2126,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
       xq = b_.xq_ws_.ptr;
       // One token: the workspaces of a fused norm, grown before anything is decided (a grow runs
       // what was recorded, which ends the slots).
-      const bool norm_epi = n_tok == 1 && b_.fuse_on_ && b_.norm_epi_on_;
+      const bool norm_epi = n_tok == 1 && b_.fuse_on_ && (b_.norm_epi_on_ || b_.silu_epi_on_);
       if (norm_epi) {
         const size_t need2 = quantized_x_bytes(1, std::max(w.cols, w.rows));
         grow(b_.xq2_ws_, need2, std::max(need2, quantized_x_bytes(1, 16384)), "the fused norm's int8 workspace");
@@ -2114,11 +2135,13 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
       }
       const Pending& p = pend_;
       const EpiSlot es = epi_slot_;
-      if (norm_epi && p.kind == Pend::AddNorm && p.y == x && ldx == p.dim && p.rows == 1 && w.cols == p.dim &&
-          es.args && es.op + 1 == ops_.size() && es.y == p.a && es.rows == p.dim && norm_fits(w, false)) {
+      const bool slot = norm_epi && es.args && es.op + 1 == ops_.size();
+      // The workspace that the store of the GEMV just recorded writes: the one it does not read.
+      int8_t* q2 = static_cast<int8_t*>(es.in == b_.xq2_ws_.ptr ? b_.xq_ws_.ptr : b_.xq2_ws_.ptr);
+      if (slot && es.add_norm && p.kind == Pend::AddNorm && p.y == x && ldx == p.dim && p.rows == 1 &&
+          w.cols == p.dim && es.y == p.a && es.rows == p.dim && norm_fits(w, false)) {
         // The add + rmsnorm go into the store of the GEMV just recorded (NormEpi); this one applies
         // the norm's factor.
-        int8_t* q2 = static_cast<int8_t*>(b_.xq2_ws_.ptr);
         NormEpi& e = *es.args;
         e = NormEpi{p.x, p.w, q2, reinterpret_cast<float2*>(q2 + quantized_x_scales_offset(1, p.dim)),
                     static_cast<float*>(b_.ss_ws_.ptr)};
@@ -2126,6 +2149,20 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
         uint32_t eb;
         std::memcpy(&eb, &p.eps, sizeof eb);
         record({14, uint64_t(uintptr_t(p.x)), uint64_t(uintptr_t(p.w)), uint64_t(uintptr_t(q2)), eb}, [] {});
+        pend_ = Pending{};
+        xq = q2;
+        ready = true;
+      } else if (slot && es.silu && p.kind == Pend::Silu && p.x == x && ldx == 2 * int64_t(p.dim) && p.rows == 1 &&
+                 w.cols == p.dim && p.ks == 0 && es.y == x && es.rows == 2 * p.dim) {
+        // The silu_mul + int8 rounding go into the store of the gate + up GEMV just recorded.
+        NormEpi& e = *es.args;
+        e = NormEpi{};
+        e.q = q2;
+        e.ds = reinterpret_cast<float2*>(q2 + quantized_x_scales_offset(1, p.dim));
+        e.ff = p.dim;
+        static const int prefetch = env_int("PENSIEVE_CUDA_SILU_PREFETCH", 1);  // 0: none
+        e.prefetch = prefetch;
+        record({15, uint64_t(uintptr_t(x)), uint64_t(uintptr_t(q2)), uint64_t(p.dim)}, [] {});
         pend_ = Pending{};
         xq = q2;
         ready = true;
@@ -2149,16 +2186,26 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
       emit_pending();
     }
     RopeArgs* rope = xq && n_tok == 1 && b_.fuse_on_ && b_.rope_fuse_on_ ? &b_.pass_rope_.emplace_back() : nullptr;
-    // A GEMV that may take the norm after it reads what a fused norm did not write (it reads xq_ws_).
-    NormEpi* epi = xq == b_.xq_ws_.ptr && n_tok == 1 && b_.fuse_on_ && b_.norm_epi_on_ && !nin.ss && ldy == w.rows &&
-                           norm_fits(w, true)
-                       ? &b_.pass_epi_.emplace_back()
-                       : nullptr;
+    // A GEMV that may take the add + rmsnorm (not with a fused norm's factor) or the silu_mul after
+    // it into its store.
+    EpiSlot es;
+    if (xq && ready && n_tok == 1 && b_.fuse_on_ && ldy == w.rows && norm_fits(w, true)) {
+      es.add_norm = b_.norm_epi_on_ && !nin.ss;
+      es.silu = b_.silu_epi_on_ && w.rows % 64 == 0;
+    }
+    NormEpi* epi = es.add_norm || es.silu ? &b_.pass_epi_.emplace_back() : nullptr;
     record({2, uint64_t(weight), uint64_t(uintptr_t(x)), uint64_t(ldx), uint64_t(n_tok), uint64_t(uintptr_t(y)),
             uint64_t(ldy), uint64_t(uintptr_t(xq)), uint64_t(ready)},
            [=, &w] { gemv(w, x, ldx, n_tok, y, ldy, st, staging, xq, ready, rope, epi, nin.ss ? &nin : nullptr); });
     rope_slot_ = rope ? RopeSlot{ops_.size() - 1, y, w.rows, rope} : RopeSlot{};
-    epi_slot_ = epi ? EpiSlot{ops_.size() - 1, y, w.rows, epi} : EpiSlot{};
+    if (epi) {
+      es.op = ops_.size() - 1;
+      es.y = y;
+      es.rows = w.rows;
+      es.args = epi;
+      es.in = xq;
+    }
+    epi_slot_ = epi ? es : EpiSlot{};
     // What the workspace holds now, unless this matmul's output overwrote its source.
     const float* y_end = y + (n_tok - 1) * ldy + w.rows;
     if (xq) qsrc_ = {x, ldx, n_tok, w.cols, xq, nin};

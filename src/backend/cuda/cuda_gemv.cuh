@@ -344,12 +344,20 @@ __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const 
 // into r and multiplies its sums by it. The o GEMV's own output is not written (only the add read
 // it). Not bit-identical to the norm kernel (the sum of squares is added in another order, and r
 // scales sums rather than activations).
+//
+// The same store serves a one-token gate + up GEMV followed by silu_mul and an int8 GEMV (ff set,
+// x null): its blocks take gate rows 32 b .. 32 b + 31 and the up rows ff further on, and their
+// store rounds silu(g) u to int8 as silu_quant_kernel does (the same bits: the sums are added in
+// the same order); g is not written (only the down GEMV read it).
 struct NormEpi {
-  float* x = nullptr;        // the residual, rows floats; null: no epilogue
+  float* x = nullptr;        // the residual, rows floats; null: no add + rmsnorm
   const float* w = nullptr;  // the norm's gain
   int8_t* q = nullptr;       // the next GEMV's int8 activations
   float2* ds = nullptr;      // and their scales, a 32-value group each
   float* ss = nullptr;       // each group's sum of x^2
+  int ff = 0;                // > 0: the silu_mul store instead (rows = 2 ff)
+  int prefetch = 0;          // silu_mul store: its later rounds' rows asked into L2 before the wait
+  __host__ __device__ bool on() const { return x || ff > 0; }
 };
 struct NormIn {
   const float* ss = nullptr;  // NormEpi::ss; null: none
@@ -368,24 +376,35 @@ struct NormIn {
 // kGemvTokens: fewer registers, so more blocks an SM.
 // R: rows a warp (launches of several tokens, gemv_i8_rows_per_warp): each activation block read
 // from shared memory serves the R consecutive rows, each row's sums in the same order.
-// NORM 1: the store of NormEpi (one token, 4 rows a warp: 32 a block); 2: the sums times NormIn's
-// factor (one token, one row a warp).
+// NORM, bits (one token each): kNormOut, the add + rmsnorm store of NormEpi (4 rows a warp: 32 a
+// block); kNormIn, the sums times NormIn's factor; kSiluOut, the silu_mul store of NormEpi (R rows
+// a warp, the block's 64 rows in 64 / (8 R) rounds).
+constexpr int kNormOut = 1, kNormIn = 2, kSiluOut = 4;
 template <class B, bool ROPE = false, bool ONE = ROPE, int R = 1, int NORM = 0>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_i8_smem_kernel(typename B::Src src, int rows, int cols, const int8_t* xq, const float2* xds,
                         float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope, NormEpi epi, NormIn nin) {
+  constexpr bool OUT = NORM & kNormOut, IN = NORM & kNormIn, SILU = NORM & kSiluOut;
   static_assert(!ROPE || R == 1, "the RoPE store takes one row a warp");
-  static_assert(NORM != 1 || (ONE && !ROPE && R * kPackWarps == 32), "NormEpi: a block's rows are one group");
-  static_assert(NORM != 2 || (ONE && R == 1), "NormIn: one token, one row a warp");
+  static_assert(!OUT || (ONE && !ROPE && !IN && !SILU && R * kPackWarps == 32), "NormEpi: a block's rows are one group");
+  static_assert(!IN || (ONE && (R == 1 || SILU)), "NormIn: one token");
+  static_assert(!SILU || (ONE && !ROPE && 64 % (R * kPackWarps) == 0), "silu store: a block's rows are one group");
+  constexpr int kRounds = SILU ? 64 / (R * kPackWarps) : 1;
   pdl_trigger();
   extern __shared__ uint4 sx[];
   const int nb = cols / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int v = (blockIdx.x * kPackWarps + warp) * R;
   const int r0 = ROPE ? rope_row(rope, v) : v;
+  // SILU: the weight row of warp-row r of round k (k R 8 + warp R + r of the block's 64: gate rows,
+  // then up rows).
+  auto silu_row = [&](int k, int r) {
+    const int i = (k * kPackWarps + warp) * R + r;
+    return int(blockIdx.x) * 32 + (i < 32 ? i : epi.ff + i - 32);
+  };
   B w[R];  // a warp past the last row loads it and writes nothing
 #pragma unroll
-  for (int r = 0; r < R; ++r) w[r] = B(src, size_t(min(r0 + r, rows - 1)), nb);
+  for (int r = 0; r < R; ++r) w[r] = B(src, size_t(SILU ? silu_row(0, r) : min(r0 + r, rows - 1)), nb);
   auto load = [&](int b0) {
 #pragma unroll
     for (int u = 0; u < B::kU; ++u) {
@@ -398,15 +417,21 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   // The first weights are in flight before the wait for x's producer and x's staging.
   load(lane);
   if constexpr (ROPE) rope_prepare(rope, v);
-  const int grow = int(blockIdx.x) * 32 + lane;  // NORM 1: warp 0's lane's row of the group
+  if constexpr (SILU && requires { B::prefetch_row(src, size_t(0), nb, lane); }) {
+    if (epi.prefetch)
+      for (int k = 1; k < kRounds; ++k)
+#pragma unroll
+        for (int r = 0; r < R; ++r) B::prefetch_row(src, size_t(silu_row(k, r)), nb, lane);
+  }
+  const int grow = int(blockIdx.x) * 32 + lane;  // OUT, SILU: warp 0's lane's value of the group
   float gain = 0.0f, x_old = 0.0f;
-  if constexpr (NORM == 1)
+  if constexpr (OUT)
     if (warp == 0) gain = epi.w[grow];  // a weight: before the wait
   pdl_wait();
-  if constexpr (NORM == 1)
+  if constexpr (OUT)
     if (warp == 0) x_old = epi.x[grow];  // in flight during the dot products
   __shared__ float norm_r;
-  if constexpr (NORM == 2) {
+  if constexpr (IN) {
     if (warp == 0) {
       float t = 0.0f;
       for (int i = lane; i < nin.groups; i += 32) t += nin.ss[i];
@@ -418,35 +443,55 @@ __global__ void __launch_bounds__(32 * kPackWarps)
   constexpr int kT = ONE ? 1 : kGemvTokens;
   if (ONE) nt = 1;
   float acc[R][kT];
+  __shared__ float sums[SILU ? 64 : 32];  // OUT, SILU: the block's row sums
+#pragma unroll 1
+  for (int k = 0; k < kRounds; ++k) {
+    if (k > 0) {
 #pragma unroll
-  for (int r = 0; r < R; ++r)
+      for (int r = 0; r < R; ++r) w[r] = B(src, size_t(silu_row(k, r)), nb);
+      load(lane);
+    }
 #pragma unroll
-    for (int t = 0; t < kT; ++t) acc[r][t] = 0.0f;
-  for (int b0 = lane; b0 < nb; b0 += 32 * B::kU) {
-    if (b0 != lane) load(b0);
+    for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int u = 0; u < B::kU; ++u) {
-      const int b = b0 + 32 * u;
-      if (b >= nb) break;
+      for (int t = 0; t < kT; ++t) acc[r][t] = 0.0f;
+    for (int b0 = lane; b0 < nb; b0 += 32 * B::kU) {
+      if (b0 != lane) load(b0);
 #pragma unroll
-      for (int t = 0; t < kT; ++t) {
-        if (t >= nt) break;
-        const uint4* xp = sx + (t * cols + b * 32) / 16;
-        const uint4 xa = xp[0], xb = xp[1];
-        const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
-        const float2 ds = sds[t * nb + b];
+      for (int u = 0; u < B::kU; ++u) {
+        const int b = b0 + 32 * u;
+        if (b >= nb) break;
 #pragma unroll
-        for (int r = 0; r < R; ++r) acc[r][t] = w[r].dot(u, xw, ds, acc[r][t]);
+        for (int t = 0; t < kT; ++t) {
+          if (t >= nt) break;
+          const uint4* xp = sx + (t * cols + b * 32) / 16;
+          const uint4 xa = xp[0], xb = xp[1];
+          const int xw[8] = {int(xa.x), int(xa.y), int(xa.z), int(xa.w), int(xb.x), int(xb.y), int(xb.z), int(xb.w)};
+          const float2 ds = sds[t * nb + b];
+#pragma unroll
+          for (int r = 0; r < R; ++r) acc[r][t] = w[r].dot(u, xw, ds, acc[r][t]);
+        }
       }
     }
+    if constexpr (IN)
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r][0] *= norm_r;
+    if constexpr (SILU)
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float sv = warp_sum(acc[r][0]);
+        if (lane == 0) sums[(k * kPackWarps + warp) * R + r] = sv;
+      }
   }
-  if constexpr (NORM == 2) acc[0][0] *= norm_r;
-  if constexpr (ROPE) {  // one token; v and rows a multiple of kPackWarps (checked on the host)
+  if constexpr (SILU) {  // silu_quant_kernel's arithmetic on the block's 32 gate and up sums
+    __syncthreads();
+    if (warp == 0) {
+      const float a = sums[lane], u = sums[32 + lane];
+      warp_round_int8(a / (1.0f + expf(-a)) * u, epi.q + grow, epi.ds + blockIdx.x);
+    }
+  } else if constexpr (ROPE) {  // one token; v and rows a multiple of kPackWarps (checked on the host)
     rope_store_rows(acc[0][0], v, r0, rope, y);
-    return;
-  }
-  if constexpr (NORM == 1) {  // rows a multiple of 32 (checked on the host)
-    __shared__ float sums[32];
+  } else if constexpr (OUT) {  // rows a multiple of 32 (checked on the host)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const float sv = warp_sum(acc[r][0]);
@@ -460,11 +505,16 @@ __global__ void __launch_bounds__(32 * kPackWarps)
       const float sq = warp_sum(xn * xn);
       if (lane == 0) epi.ss[blockIdx.x] = sq;
     }
-    return;
-  }
+  } else {
 #pragma unroll
-  for (int r = 0; r < R; ++r)
-    if (r0 + r < rows) store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
+    for (int r = 0; r < R; ++r)
+      if (r0 + r < rows) store_row_sums(acc[r], nt, y, ldy, r0 + r, lane);
+  }
+}
+
+// Lane `lane` of a warp asks L2 for its share of the 128-byte lines of bytes [p, p + n).
+__device__ __forceinline__ void prefetch_span(const void* p, int n, int lane) {
+  for (int o = lane * 128; o < n; o += 32 * 128) prefetch_l2_line(static_cast<const uint8_t*>(p) + o);
 }
 
 // gemv_i8_smem_kernel's blocks of Q4_0 or Q8_0 in the Pack<T> layout (quants at q, fp16 scales at s).
@@ -484,6 +534,11 @@ struct PackBlocks {
   PackBlocks() = default;
   __device__ __forceinline__ PackBlocks(const Src& src, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(src.q + row * size_t(nb) * P::kQBytes)), srow(src.s + row * size_t(nb)) {}
+  // Lane `lane` of a warp asks L2 for its share of a row's lines.
+  __device__ __forceinline__ static void prefetch_row(const Src& src, size_t row, int nb, int lane) {
+    prefetch_span(src.q + row * size_t(nb) * P::kQBytes, nb * P::kQBytes, lane);
+    prefetch_span(src.s + row * size_t(nb), nb * 2, lane);
+  }
   __device__ __forceinline__ void load(int u, int b) {
 #pragma unroll
     for (int k = 0; k < P::kWords; ++k) q[u][k] = __ldcs(&qrow[size_t(b) * P::kWords + k]);
@@ -565,6 +620,35 @@ static bool launch_i8_rows(const typename B::Src& src, const DeviceWeight& w, co
   return true;
 }
 
+// Whether a GEMV of `rows` rows can take the store of e (e.on()).
+static bool epi_fits(const NormEpi& e, int rows) {
+  return e.x ? rows % 32 == 0 : e.ff % 32 == 0 && rows == 2 * e.ff;
+}
+// A one-token gemv_i8_smem_kernel on B with the store of epi (on(), epi_fits): the add + rmsnorm's
+// (32 rows a block) or the silu_mul's (64), with or without nin's factor (not with the add +
+// rmsnorm).
+template <class B>
+static void launch_epi(const typename B::Src& src, const DeviceWeight& w, const int8_t* xq, const float2* xds,
+                       float* y, int64_t ldy, size_t smem, cudaStream_t stream, const NormEpi& epi, const NormIn* nin) {
+  const bool ni = nin && nin->ss;
+  const dim3 block(32 * kPackWarps);
+  if (epi.x) {
+    if (ni) throw Error("CUDA GEMV: the add + rmsnorm store with a norm factor");
+    launch_pdl(gemv_i8_smem_kernel<B, false, true, 4, kNormOut>, dim3(unsigned(w.rows / 32)), block, smem, stream, src,
+               w.rows, w.cols, xq, xds, y, ldy, 1, RopeArgs{}, epi, NormIn{});
+    return;
+  }
+  // 2 rows a warp, in four rounds whose later three are asked into L2 before the wait (NormEpi::
+  // prefetch), as measured on the H100 (Phi-3-mini, graph a token; silu_quant_kernel: Q4_0 1,290,
+  // Q4_K_M 1,432-1,436, Q8_0 1,754 us): 2 rows without the prefetch 1,240 / 1,400 / 1,706; with it
+  // 1,225 / 1,375-1,378 / 1,663; 4 rows (two rounds) 1,302 / 1,455 / 1,675 and with the prefetch
+  // 1,235 on Q4_0; 1 row (eight rounds, prefetched) 1,286-1,293 / 1,526-1,530 / 1,860.
+  const auto kernel = ni ? gemv_i8_smem_kernel<B, false, true, 2, kSiluOut | kNormIn>
+                         : gemv_i8_smem_kernel<B, false, true, 2, kSiluOut>;
+  launch_pdl(kernel, dim3(unsigned(epi.ff / 32)), block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, 1,
+             RopeArgs{}, epi, ni ? *nin : NormIn{});
+}
+
 // Whether a one-token int8 GEMV on w can take NormEpi (producer) or NormIn: whether gemv() runs
 // it through gemv_i8_smem_kernel (launch_i8_smem or launch_repack_i8).
 static bool norm_fits(const DeviceWeight& w, bool producer) {
@@ -590,6 +674,15 @@ static int one_token_unroll(GgmlType t, int nt, bool rope, int nb) {
   return 4;
 }
 
+// The add + rmsnorm store on Q4_0 rows the one-token GEMV loads 8 blocks a lane of (the 8192-column
+// down rows) also loads 8, one round (PENSIEVE_CUDA_EPI_U8=0: 4, two rounds). On the H100, graph a
+// Q4_0 token: 1,233-1,238 us -> 1,242-1,247 alone, but 1,225 -> 1,196-1,200 with the silu store's
+// prefetch.
+static bool epi_u8() {
+  static const bool on = env_int("PENSIEVE_CUDA_EPI_U8", 1) != 0;
+  return on;
+}
+
 // epi / nin (norm_fits): the store of NormEpi, or the sums times NormIn's factor.
 template <GgmlType T>
 static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2* xds, float* y, int64_t ldy,
@@ -597,23 +690,27 @@ static bool launch_i8_smem(const DeviceWeight& w, const int8_t* xq, const float2
                            const NormIn* nin = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (!pack_smem() || pack_rows() != 1 || smem > kSmemXMax) return false;
-  const bool ro = rope && rope->on, ep = epi && epi->x, ni = nin && nin->ss;
+  const bool ro = rope && rope->on, ep = epi && epi->on(), ni = nin && nin->ss;
   if (ro && !rope_fits(rope, nt, w.rows)) return false;
   const int U = pack_unroll();
-  if ((ep || ni) && (nt != 1 || U != 4 || (ep && (ro || w.rows % 32 != 0)))) return false;
+  if ((ep || ni) && (nt != 1 || U != 4 || (ep && (ro || !epi_fits(*epi, w.rows))))) return false;
   const PackSrc src{w.data, reinterpret_cast<const __half*>(w.scales)};
   if (!ro && U == 4 && launch_i8_rows<PackBlocks<T, 4>>(src, w, xq, xds, y, ldy, nt, smem, stream)) return true;
   if (ep) {
-    launch_pdl(gemv_i8_smem_kernel<PackBlocks<T, 4>, false, true, 4, 1>, dim3(unsigned(w.rows / 32)),
-               dim3(32 * kPackWarps), smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, RopeArgs{}, *epi, NormIn{});
+    if constexpr (T == GgmlType::Q4_0)  // (8 blocks a lane: Q4_0 only, one_token_unroll)
+      if (epi->x && epi_u8() && one_token_unroll(T, 1, false, w.cols / 32) == 8) {
+        launch_epi<PackBlocks<T, 8>>(src, w, xq, xds, y, ldy, smem, stream, *epi, nin);
+        return true;
+      }
+    launch_epi<PackBlocks<T, 4>>(src, w, xq, xds, y, ldy, smem, stream, *epi, nin);
     return true;
   }
   const int u1 = U == 4 ? one_token_unroll(T, nt, ro, w.cols / 32) : U;
   // With U = 4 (always with ni), u1 is 8 only for one token without the RoPE store, 3 only for one
   // token; otherwise u1 is U.
-  const auto kernel = ni && u1 == 8       ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true, 1, 2>
-                      : ni && u1 == 3     ? one_token_kernel<PackBlocks<T, 3>, 2>(ro)
-                      : ni                ? one_token_kernel<PackBlocks<T, 4>, 2>(ro)
+  const auto kernel = ni && u1 == 8       ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true, 1, kNormIn>
+                      : ni && u1 == 3     ? one_token_kernel<PackBlocks<T, 3>, kNormIn>(ro)
+                      : ni                ? one_token_kernel<PackBlocks<T, 4>, kNormIn>(ro)
                       : u1 == 8 && U == 4 ? gemv_i8_smem_kernel<PackBlocks<T, 8>, false, true>
                       : u1 == 3           ? one_token_kernel<PackBlocks<T, 3>>(ro)
                       : ro || U == 4      ? i8_kernel<PackBlocks<T, 4>>(ro, nt)
@@ -781,6 +878,12 @@ struct Q6Blocks {
   __device__ __forceinline__ Q6Blocks(const Q6Pack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(P.h + row * size_t(nb)),
         srow(P.sc + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
+  __device__ __forceinline__ static void prefetch_row(const Q6Pack& P, size_t row, int nb, int lane) {
+    prefetch_span(P.q + row * size_t(nb) * 16, nb * 16, lane);
+    prefetch_span(P.h + row * size_t(nb), nb * 8, lane);
+    prefetch_span(P.sc + row * size_t(nb), nb * 2, lane);
+    prefetch_span(P.d + row * size_t(nb) / 8, nb / 8 * 2, lane);
+  }
   __device__ __forceinline__ void load(int u, int b) {
     q[u] = __ldcs(&qrow[b]);
     hb[u] = __ldcs(&hrow[b]);
@@ -913,6 +1016,12 @@ struct KBlocks {
   __device__ __forceinline__ KBlocks(const KPack& P, size_t row, int nb)
       : qrow(reinterpret_cast<const uint4*>(P.q) + row * size_t(nb)), hrow(kFive ? P.h + row * size_t(nb) : nullptr),
         srow(P.sm + row * size_t(nb)), drow(P.d + row * size_t(nb) / 8) {}
+  __device__ __forceinline__ static void prefetch_row(const KPack& P, size_t row, int nb, int lane) {
+    prefetch_span(P.q + row * size_t(nb) * 16, nb * 16, lane);
+    if (kFive) prefetch_span(P.h + row * size_t(nb), nb * 4, lane);
+    prefetch_span(P.sm + row * size_t(nb), nb * 2, lane);
+    prefetch_span(P.d + row * size_t(nb) / 8, nb / 8 * 4, lane);
+  }
   __device__ __forceinline__ void load(int u, int b) {
     q[u] = __ldcs(&qrow[b]);
     if constexpr (kFive) hb[u] = __ldcs(&hrow[b]);
@@ -944,20 +1053,19 @@ static bool launch_repack_i8(const DeviceWeight& w, const int8_t* xq, const floa
                              const NormIn* nin = nullptr) {
   const size_t smem = size_t(nt) * size_t(w.cols) + size_t(nt) * size_t(w.cols / 32) * sizeof(float2);
   if (smem > kSmemXMax || w.cols % QK_K != 0 || !w.repack) return false;
-  const bool ro = rope && rope->on, ep = epi && epi->x, ni = nin && nin->ss;
+  const bool ro = rope && rope->on, ep = epi && epi->on(), ni = nin && nin->ss;
   if (ro && !rope_fits(rope, nt, w.rows)) return false;
-  if ((ep || ni) && (nt != 1 || (ep && (ro || w.rows % 32 != 0)))) return false;
+  if ((ep || ni) && (nt != 1 || (ep && (ro || !epi_fits(*epi, w.rows))))) return false;
   const dim3 grid(unsigned((w.rows + kPackWarps - 1) / kPackWarps)), block(32 * kPackWarps);
   const int64_t nb = int64_t(w.rows) * (w.cols / 32);
   const RopeArgs& ra = ro ? *rope : RopeArgs{};
   auto go = [&]<class B>(const typename B::Src& src) {
     if (!ro && launch_i8_rows<B>(src, w, xq, xds, y, ldy, nt, smem, stream)) return;
     if (ep) {
-      launch_pdl(gemv_i8_smem_kernel<B, false, true, 4, 1>, dim3(unsigned(w.rows / 32)), block, smem, stream, src, w.rows,
-                 w.cols, xq, xds, y, ldy, nt, RopeArgs{}, *epi, NormIn{});
+      launch_epi<B>(src, w, xq, xds, y, ldy, smem, stream, *epi, nin);
       return;
     }
-    const auto kernel = ni ? one_token_kernel<B, 2>(ro) : i8_kernel<B>(ro, nt);
+    const auto kernel = ni ? one_token_kernel<B, kNormIn>(ro) : i8_kernel<B>(ro, nt);
     launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, ra, NormEpi{},
                ni ? *nin : NormIn{});
   };
