@@ -198,7 +198,8 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
 // model runs it: rmsnorm -> gate+up matmul -> silu_mul -> down matmul -> add into the residual ->
 // rmsnorm -> matmul, on each int8-GEMV type. The fused kernels (add + rmsnorm, rmsnorm or silu_mul
 // + int8 rounding) and the silu_mul + int8 rounding in the gate + up GEMV's store (with or without
-// the norm's factor) give the separate ops' results (PENSIEVE_CUDA_FUSE=0) bit for bit; the add +
+// the norm's factor) give the separate ops' results (PENSIEVE_CUDA_FUSE=0) bit for bit (and leaving
+// the silu_mul kernel out then changes nothing: the store ran); the add +
 // rmsnorm done in the down GEMV's store (NormEpi, on by default) changes them (so it ran); all
 // stay within 3e-3 of a float64 reference that rounds each GEMV's input to int8 as the GPU does
 // (an int8 rounding that flips between float32 and float64 costs ~1e-3; none: ~1e-7).
@@ -207,8 +208,11 @@ TEST(CudaOps, FusedDecodeChainMatchesTheCpu) {
   std::mt19937 rng(13);
   const int dim = 512, ff = 768;
   const GgmlType types[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
-  // PENSIEVE_CUDA_FUSE, PENSIEVE_CUDA_NORM_EPI, PENSIEVE_CUDA_SILU_EPI
-  const char* const configs[][3] = {{"1", "1", "1"}, {"1", "0", "1"}, {"0", "0", "0"}, {"1", "1", "0"}};
+  // PENSIEVE_CUDA_FUSE, PENSIEVE_CUDA_NORM_EPI, PENSIEVE_CUDA_SILU_EPI, PENSIEVE_CUDA_DEBUG_SKIP; the
+  // last two leave any silu_mul kernel out (results wrong unless the GEMV's store did it).
+  const char* const configs[][4] = {{"1", "1", "1", "0"}, {"1", "0", "1", "0"}, {"0", "0", "0", "0"},
+                                    {"1", "1", "0", "0"}, {"1", "1", "1", "4"}, {"1", "1", "0", "4"}};
+  constexpr size_t kChecked = 4;  // configurations compared with the reference
   for (GgmlType type : types) {
     HostWeight up = make_weight(type, 2 * ff, dim, rng), down = make_weight(type, dim, ff, rng);
     const std::vector<float> gain = random_floats(dim, rng), x0 = random_floats(dim, rng, 2.0f);
@@ -246,10 +250,12 @@ TEST(CudaOps, FusedDecodeChainMatchesTheCpu) {
       setenv("PENSIEVE_CUDA_FUSE", c[0], 1);
       setenv("PENSIEVE_CUDA_NORM_EPI", c[1], 1);
       setenv("PENSIEVE_CUDA_SILU_EPI", c[2], 1);
+      setenv("PENSIEVE_CUDA_DEBUG_SKIP", c[3], 1);
       auto gpu = make_cuda_backend(small_config(), 0);
       unsetenv("PENSIEVE_CUDA_FUSE");
       unsetenv("PENSIEVE_CUDA_NORM_EPI");
       unsetenv("PENSIEVE_CUDA_SILU_EPI");
+      unsetenv("PENSIEVE_CUDA_DEBUG_SKIP");
       const int id_up = gpu->add_weight(up.t, WeightUse::Matmul), id_down = gpu->add_weight(down.t, WeightUse::Matmul);
       ASSERT_EQ(gpu->add_vector(gain), 0);
       gpu->finish_load();
@@ -279,9 +285,13 @@ TEST(CudaOps, FusedDecodeChainMatchesTheCpu) {
     }
     EXPECT_TRUE(outs[1] == outs[2] && xs[1] == xs[2]) << type_name(type) << ": fused differs from separate";
     EXPECT_TRUE(outs[0] == outs[3] && xs[0] == xs[3]) << type_name(type) << ": the silu_mul store differs";
+    // Leaving the silu_mul kernel out changes nothing where the store does its work, and breaks
+    // the kernel's chain.
+    EXPECT_TRUE(outs[4] == outs[0] && xs[4] == xs[0]) << type_name(type) << ": the silu_mul store did not run";
+    EXPECT_TRUE(xs[5] != xs[3]) << type_name(type) << ": PENSIEVE_CUDA_DEBUG_SKIP=4 left nothing out";
     EXPECT_TRUE(outs[0] != outs[1]) << type_name(type) << ": the norm in the down GEMV's store did not run";
     EXPECT_TRUE(xs[0] == xs[1]) << type_name(type) << ": the residual differs";  // the same add
-    for (size_t i = 0; i < outs.size(); ++i) {
+    for (size_t i = 0; i < kChecked; ++i) {
       const double err_x = rel_err(xs[i], ref_x), err = rel_err(outs[i], ref_out);
       std::printf("[ fused decode chain %-5s FUSE=%s NORM_EPI=%s SILU_EPI=%s ] rel err residual %.3g, output %.3g\n",
                   std::string(type_name(type)).c_str(), configs[i][0], configs[i][1], configs[i][2], err_x, err);

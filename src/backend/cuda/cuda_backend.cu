@@ -1576,6 +1576,7 @@ class CudaBackend final : public Backend {
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
     norm_epi_on_ = env_int("PENSIEVE_CUDA_NORM_EPI", norm_epi_on_) != 0;
     silu_epi_on_ = env_int("PENSIEVE_CUDA_SILU_EPI", silu_epi_on_) != 0;
+    debug_skip_ = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
     split_chunks_ = std::max(0, env_int("PENSIEVE_CUDA_SPLIT_CHUNKS", split_chunks_));
     blas_graphs_on_ = env_int("PENSIEVE_CUDA_BLAS_GRAPHS", blas_graphs_on_) != 0;
@@ -1853,6 +1854,9 @@ class CudaBackend final : public Backend {
   // A one-token int8 gate + up GEMV does the silu_mul + int8 rounding after it in its store
   // (NormEpi::ff; PENSIEVE_CUDA_SILU_EPI=0: silu_quant_kernel).
   bool silu_epi_on_ = true;
+  // PENSIEVE_CUDA_DEBUG_SKIP, for measuring what the small kernels add to a pass (its results are
+  // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul kernel.
+  int debug_skip_ = 0;
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
@@ -2409,9 +2413,7 @@ void CudaPass::emit_pending(void* xq, __half* xh) {
   const Pending p = pend_;
   pend_ = Pending{};
   cudaStream_t st = b_.stream_;
-  // PENSIEVE_CUDA_DEBUG_SKIP, for measuring what the small kernels add to a pass (its results are
-  // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul.
-  static const int skip = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
+  const int skip = b_.debug_skip_;
   if (((skip & 1) && (p.kind == Pend::Norm || p.kind == Pend::AddNorm)) || ((skip & 2) && p.kind == Pend::Attn) ||
       ((skip & 4) && p.kind == Pend::Silu))
     return;
