@@ -1577,6 +1577,7 @@ class CudaBackend final : public Backend {
     norm_epi_on_ = env_int("PENSIEVE_CUDA_NORM_EPI", norm_epi_on_) != 0;
     silu_epi_on_ = env_int("PENSIEVE_CUDA_SILU_EPI", silu_epi_on_) != 0;
     debug_skip_ = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
+    stack_on_ = env_int("PENSIEVE_CUDA_STACKED", stack_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
     split_chunks_ = std::max(0, env_int("PENSIEVE_CUDA_SPLIT_CHUNKS", split_chunks_));
     blas_graphs_on_ = env_int("PENSIEVE_CUDA_BLAS_GRAPHS", blas_graphs_on_) != 0;
@@ -1629,7 +1630,7 @@ class CudaBackend final : public Backend {
   }
   // The parts go up one after the other into one matrix (rows are contiguous in every layout).
   int add_stacked(std::span<const Tensor* const> parts, WeightUse use) override {
-    if (parts.empty() || use == WeightUse::Rows) return -1;
+    if (!stack_on_ || parts.empty() || use == WeightUse::Rows) return -1;
     HostWeight h{parts[0], {}, 0, 0};
     for (const Tensor* t : parts) {
       if (!t || t->type != h.t->type || t->cols() != h.t->cols() || t->nbytes != size_t(t->rows()) * t->row_bytes())
@@ -1889,6 +1890,7 @@ class CudaBackend final : public Backend {
   // PENSIEVE_CUDA_DEBUG_SKIP, for measuring what the small kernels add to a pass (its results are
   // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul kernel.
   int debug_skip_ = 0;
+  bool stack_on_ = true;  // PENSIEVE_CUDA_STACKED=0: add_stacked refuses (separate q, k, v and gate, up)
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
