@@ -74,6 +74,11 @@ class Backend {
 
   // Registers a weight (matrix, embedding) or a float32 vector (norm weight, bias); returns its id.
   virtual int add_weight(const Tensor& t, WeightUse use) = 0;
+  // Registers the rows of `parts` (matrices of one type and width) as one matrix, the parts' rows
+  // in order, where the backend can hold them so at no cost (-1: it cannot; add them one by one).
+  // A pass then runs one matmul where it would run one a part (e.g. separate q, k and v, or gate
+  // and up, as one GEMV that can also take the RoPE or silu_mul after it).
+  virtual int add_stacked(std::span<const Tensor* const> /*parts*/, WeightUse /*use*/) { return -1; }
   virtual int add_vector(std::vector<float> v) = 0;
   // Called once after every weight is added (uploads, reports memory, or starts preparing the
   // weights in the background).

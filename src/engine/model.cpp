@@ -109,13 +109,20 @@ void Model::bind_weights() {
       L.w_up = &w.require(blk(l, "ffn_up.weight"), {dim, 2 * ff});  // fused gate and up
     }
     L.w_down = &w.require(blk(l, "ffn_down.weight"), {ff, dim});
-    L.id_qkv = add(L.wqkv);
-    L.id_q = add(L.wq);
-    L.id_k = add(L.wk);
-    L.id_v = add(L.wv);
+    // Separate q, k, v (and gate, up) as one matrix where the backend can stack them (the GPU,
+    // which uploads the weights anyway: one GEMV for the three, and the fusions after it).
+    const Tensor* const qkv_parts[] = {L.wq, L.wk, L.wv};
+    L.id_qkv = L.wqkv ? add(L.wqkv) : L.wq ? be.add_stacked(qkv_parts, WeightUse::Matmul) : -1;
+    if (L.id_qkv < 0) {
+      L.id_q = add(L.wq);
+      L.id_k = add(L.wk);
+      L.id_v = add(L.wv);
+    }
     L.id_o = add(L.wo);
-    L.id_gate = add(L.w_gate);
-    L.id_up = add(L.w_up);
+    const Tensor* const ffn_parts[] = {L.w_gate, L.w_up};
+    const int gate_up = L.w_gate ? be.add_stacked(ffn_parts, WeightUse::Matmul) : -1;
+    L.id_gate = gate_up >= 0 ? -1 : add(L.w_gate);
+    L.id_up = gate_up >= 0 ? gate_up : add(L.w_up);  // gate rows then up rows, as a fused ffn_up
     L.id_down = add(L.w_down);
   }
   // Last, as a pass reaches it (the CPU backend prepares weights in the order they are added).
@@ -132,7 +139,8 @@ std::vector<std::span<const uint8_t>> Model::weights_read_per_token() const {
   };
   for (const Layer& L : layers_) {
     add(L.wqkv, L.id_qkv), add(L.wq, L.id_q), add(L.wk, L.id_k), add(L.wv, L.id_v), add(L.wo, L.id_o);
-    add(L.w_gate, L.id_gate), add(L.w_up, L.id_up), add(L.w_down, L.id_down);
+    const bool ffn_stacked = L.w_gate && L.id_gate < 0;  // id_up is gate and up together
+    add(L.w_gate, L.id_gate), add(L.w_up, ffn_stacked ? -1 : L.id_up), add(L.w_down, L.id_down);
   }
   add(output_, id_output_);
   return v;
@@ -227,7 +235,7 @@ void Model::forward_batch(std::span<const BatchItem> items, float* logits, Threa
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const Layer& L = layers_[l];
     be.rmsnorm(x, L.attn_norm, xn, T, dim, cfg_.norm_eps);
-    if (L.wqkv) {
+    if (L.id_qkv >= 0) {
       mm(L.id_qkv, xn, dim, T, qkv, qkv_dim);
     } else {
       mm(L.id_q, xn, dim, T, qkv, qkv_dim);
@@ -243,7 +251,7 @@ void Model::forward_batch(std::span<const BatchItem> items, float* logits, Threa
     be.add(x, tmp, n_act);
 
     be.rmsnorm(x, L.ffn_norm, xn, T, dim, cfg_.norm_eps);
-    if (L.w_gate) {
+    if (L.id_gate >= 0) {
       mm(L.id_gate, xn, dim, T, ffb, 2 * ff);
       mm(L.id_up, xn, dim, T, ffb + ff, 2 * ff);
     } else {

@@ -81,6 +81,8 @@ class Model {
   struct Layer {
     int attn_norm = -1, ffn_norm = -1;
     int bq = -1, bk = -1, bv = -1;  // -1 when the architecture has no q/k/v bias
+    // id_qkv: wqkv, or wq, wk and wv stacked by the backend (Backend::add_stacked; then id_q, id_k
+    // and id_v are -1); id_up: w_up, or w_gate and w_up stacked (then id_gate is -1).
     int id_qkv = -1, id_q = -1, id_k = -1, id_v = -1, id_o = -1, id_gate = -1, id_up = -1, id_down = -1;
     const Tensor* wqkv = nullptr;  // fused (phi3) or null
     const Tensor* wq = nullptr;

@@ -194,6 +194,55 @@ TEST(CudaOps, MatmulEveryTypeMatchesTheCpu) {
   unsetenv("PENSIEVE_CUDA_Q4_GEMM");
 }
 
+// A matrix stacked from parts (Backend::add_stacked: separate q, k, v or gate and up) gives each
+// part's rows as the part alone does: the same bits for one token (each row's sums are its own),
+// within float32 rounding for a batch (a GEMM may split its k range by the matrix's size). Parts
+// that do not stack (another width or type) are refused, and the CPU backend stacks nothing (its
+// weights stay mapped).
+TEST(CudaOps, StackedMatrixEqualsItsParts) {
+  REQUIRE_GPU();
+  std::mt19937 rng(17);
+  const ModelConfig cfg = small_config();
+  const int cols = 512, part_rows[] = {96, 64, 32};
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16}) {
+    std::vector<HostWeight> parts;
+    for (int r : part_rows) parts.push_back(make_weight(type, r, cols, rng));
+    const Tensor* const ptrs[] = {&parts[0].t, &parts[1].t, &parts[2].t};
+    HostWeight other = make_weight(type, 32, cols + 256, rng);
+    const Tensor* const mismatched[] = {&parts[0].t, &other.t};
+    auto cpu = make_cpu_backend(cfg);
+    EXPECT_EQ(cpu->add_stacked(ptrs, WeightUse::Matmul), -1);
+    auto gpu = make_cuda_backend(cfg, 0);
+    EXPECT_EQ(gpu->add_stacked(mismatched, WeightUse::Matmul), -1);
+    const int stacked = gpu->add_stacked(ptrs, WeightUse::Matmul);
+    ASSERT_GE(stacked, 0);
+    int ids[3];
+    for (int i = 0; i < 3; ++i) ids[i] = gpu->add_weight(parts[size_t(i)].t, WeightUse::Matmul);
+    gpu->finish_load();
+    ThreadPool pool(1);
+    const int rows = 96 + 64 + 32;
+    for (int n : {1, 9}) {
+      const std::vector<float> x = random_floats(size_t(n) * cols, rng);
+      auto pass = gpu->begin_pass({}, pool);
+      float* dx = pass->buffer(Act::XN, x.size());
+      float* dy = pass->buffer(Act::Tmp, size_t(n) * rows);
+      float* dp = pass->buffer(Act::FFB, size_t(n) * rows);
+      pass->write(dx, x.data(), x.size());
+      pass->matmul(stacked, dx, cols, n, dy, rows, false);
+      for (int i = 0, r0 = 0; i < 3; r0 += part_rows[i], ++i)
+        pass->matmul(ids[i], dx, cols, n, dp + r0, rows, false);
+      std::vector<float> whole(size_t(n) * rows), apart(size_t(n) * rows);
+      pass->read(dy, whole.data(), whole.size());
+      pass->read(dp, apart.data(), apart.size());
+      if (n == 1) {
+        EXPECT_TRUE(whole == apart) << type_name(type) << ": one token";
+      } else {
+        EXPECT_LT(rel_err(whole, apart), 1e-5) << type_name(type) << ": " << n << " tokens";
+      }
+    }
+  }
+}
+
 // One decode token through the chain of a layer's feed-forward half and the next norm, as the
 // model runs it: rmsnorm -> gate+up matmul -> silu_mul -> down matmul -> add into the residual ->
 // rmsnorm -> matmul, on each int8-GEMV type. The fused kernels (add + rmsnorm, rmsnorm or silu_mul

@@ -1577,6 +1577,7 @@ class CudaBackend final : public Backend {
     norm_epi_on_ = env_int("PENSIEVE_CUDA_NORM_EPI", norm_epi_on_) != 0;
     silu_epi_on_ = env_int("PENSIEVE_CUDA_SILU_EPI", silu_epi_on_) != 0;
     debug_skip_ = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
+    stack_on_ = env_int("PENSIEVE_CUDA_STACKED", stack_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
     split_chunks_ = std::max(0, env_int("PENSIEVE_CUDA_SPLIT_CHUNKS", split_chunks_));
     blas_graphs_on_ = env_int("PENSIEVE_CUDA_BLAS_GRAPHS", blas_graphs_on_) != 0;
@@ -1623,8 +1624,23 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda:" + std::to_string(device_); }
 
   int add_weight(const Tensor& t, WeightUse use) override {
-    host_.push_back(&t);
+    host_.push_back({&t, {&t}, t.rows(), t.nbytes});
     matmul_use_.push_back(use != WeightUse::Rows);
+    return int(host_.size()) - 1;
+  }
+  // The parts go up one after the other into one matrix (rows are contiguous in every layout).
+  int add_stacked(std::span<const Tensor* const> parts, WeightUse use) override {
+    if (!stack_on_ || parts.empty() || use == WeightUse::Rows) return -1;
+    HostWeight h{parts[0], {}, 0, 0};
+    for (const Tensor* t : parts) {
+      if (!t || t->type != h.t->type || t->cols() != h.t->cols() || t->nbytes != size_t(t->rows()) * t->row_bytes())
+        return -1;
+      h.parts.push_back(t);
+      h.rows += t->rows();
+      h.nbytes += t->nbytes;
+    }
+    host_.push_back(std::move(h));
+    matmul_use_.push_back(true);
     return int(host_.size()) - 1;
   }
   int add_vector(std::vector<float> v) override {
@@ -1639,28 +1655,37 @@ class CudaBackend final : public Backend {
     auto align = [](size_t n) { return (n + 255) & ~size_t(255); };
     // Q4_0 and Q8_0 are packed (cuda_ops.h): uploaded to a staging buffer, then rearranged there.
     auto packed = [&](const Tensor* t) { return pack_on_ && packs(t->type) && t->cols() % 32 == 0; };
-    auto n_blocks = [](const Tensor* t) { return int64_t(t->rows()) * (t->cols() / 32); };
+    auto n_blocks = [&](size_t i) { return host_[i].rows * (host_[i].t->cols() / 32); };
+    // The weight's bytes (its parts in order) from host memory to dst on the device.
+    auto upload = [&](size_t i, void* dst) {
+      size_t off = 0;
+      for (const Tensor* part : host_[i].parts) {
+        check(cudaMemcpy(static_cast<uint8_t*>(dst) + off, ready(*part).data, part->nbytes, cudaMemcpyHostToDevice),
+              "weight upload");
+        off += part->nbytes;
+      }
+    };
     auto qbytes = [](const Tensor* t, int64_t nb) { return size_t(nb) * (t->type == GgmlType::Q4_0 ? 16 : 32); };
     // Q6_K, Q4_K and Q5_K matrices keep their file layout and gain a repacked copy for the int8
     // GEMV, where the GPU keeps max(2 GiB, 10%) free after all of them (else none: the GEMVs read
     // the file layout, slower); embedding tables read as rows only need none.
     bool repack_on = true;
     auto repack_bytes = [&](size_t i) -> size_t {
-      const Tensor* t = host_[i];
+      const Tensor* t = host_[i].t;
       if (!repack_on || !int8_on_ || !matmul_use_[i] || t->cols() % QK_K != 0) return 0;
-      if (t->type == GgmlType::Q6_K && q6_on_) return align(q6_pack_bytes(n_blocks(t)));
+      if (t->type == GgmlType::Q6_K && q6_on_) return align(q6_pack_bytes(n_blocks(i)));
       if ((t->type == GgmlType::Q4_K || t->type == GgmlType::Q5_K) && kpack_on_ && q4k_i8_on())
-        return align(kpack_bytes(n_blocks(t), t->type == GgmlType::Q5_K));
+        return align(kpack_bytes(n_blocks(i), t->type == GgmlType::Q5_K));
       return 0;
     };
     size_t total = 0, staging = 0, extra = 0;
     for (size_t i = 0; i < host_.size(); ++i) {
-      const Tensor* t = host_[i];
+      const Tensor* t = host_[i].t;
       if (packed(t)) {
-        total += align(qbytes(t, n_blocks(t))) + align(size_t(n_blocks(t)) * 2);
-        staging = std::max(staging, t->nbytes);
+        total += align(qbytes(t, n_blocks(i))) + align(size_t(n_blocks(i)) * 2);
+        staging = std::max(staging, host_[i].nbytes);
       } else {
-        total += align(t->nbytes);
+        total += align(host_[i].nbytes);
         extra += repack_bytes(i);
       }
     }
@@ -1678,15 +1703,16 @@ class CudaBackend final : public Backend {
     if (staging) raw.reserve(staging, "the weight upload staging");
     uint8_t* p = static_cast<uint8_t*>(weights_arena_.ptr);
     for (size_t i = 0; i < host_.size(); ++i) {
-      const Tensor* t = host_[i];
+      const Tensor* t = host_[i].t;
+      const int rows = int(host_[i].rows);
       if (!has_kernel(t->type))
         throw Error(t->name + ": weight type " + std::string(type_name(t->type)) + " has no CUDA kernel");
-      max_weight_elems_ = std::max(max_weight_elems_, size_t(t->rows()) * size_t(t->cols()));
+      max_weight_elems_ = std::max(max_weight_elems_, size_t(rows) * size_t(t->cols()));
       if (packed(t)) {
-        const int64_t nb = n_blocks(t);
+        const int64_t nb = n_blocks(i);
         uint8_t* q = p;
         uint8_t* sc = p + align(qbytes(t, nb));
-        check(cudaMemcpy(raw.ptr, t->data, t->nbytes, cudaMemcpyHostToDevice), "weight upload");
+        upload(i, raw.ptr);
         const unsigned grid = unsigned((nb + 255) / 256);
         const uint8_t* src = static_cast<const uint8_t*>(raw.ptr);
         if (t->type == GgmlType::Q4_0)
@@ -1695,15 +1721,15 @@ class CudaBackend final : public Backend {
           pack_kernel<GgmlType::Q8_0><<<grid, 256>>>(src, nb, q, reinterpret_cast<__half*>(sc));
         check_launch("weight packing");
         check(cudaDeviceSynchronize(), "weight packing");
-        DeviceWeight w{t->type, int(t->rows()), int(t->cols()), t->row_bytes(), q};
+        DeviceWeight w{t->type, rows, int(t->cols()), t->row_bytes(), q};
         w.scales = sc;
         weights_.push_back(w);
         p = sc + align(size_t(nb) * 2);
         continue;
       }
-      check(cudaMemcpy(p, t->data, t->nbytes, cudaMemcpyHostToDevice), "weight upload");
-      weights_.push_back({t->type, int(t->rows()), int(t->cols()), t->row_bytes(), p});
-      p += align(t->nbytes);
+      upload(i, p);
+      weights_.push_back({t->type, rows, int(t->cols()), t->row_bytes(), p});
+      p += align(host_[i].nbytes);
       if (const size_t rb = repack_bytes(i)) {
         if (t->type == GgmlType::Q6_K) pack_q6(weights_.back(), p, nullptr);
         else pack_k(weights_.back(), p);
@@ -1803,7 +1829,14 @@ class CudaBackend final : public Backend {
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
-  std::vector<const Tensor*> host_;
+  // A weight as added: its first (or only) tensor, the tensors whose rows it stacks, and its size.
+  struct HostWeight {
+    const Tensor* t = nullptr;
+    std::vector<const Tensor*> parts;
+    int64_t rows = 0;
+    size_t nbytes = 0;
+  };
+  std::vector<HostWeight> host_;
   std::vector<bool> matmul_use_;  // of host_: read by matmuls (not only as embedding rows)
   std::vector<std::vector<float>> vectors_;
   std::vector<DeviceWeight> weights_;
@@ -1857,6 +1890,7 @@ class CudaBackend final : public Backend {
   // PENSIEVE_CUDA_DEBUG_SKIP, for measuring what the small kernels add to a pass (its results are
   // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul kernel.
   int debug_skip_ = 0;
+  bool stack_on_ = true;  // PENSIEVE_CUDA_STACKED=0: add_stacked refuses (separate q, k, v and gate, up)
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
@@ -2049,7 +2083,7 @@ float* CudaPass::buffer(Act role, size_t n) {
 void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   qsrc_ = {};
   flush();
-  const Tensor& w = *b_.host_[size_t(weight)];
+  const Tensor& w = *b_.host_[size_t(weight)].t;  // (never stacked: added as rows)
   const size_t dim = size_t(w.cols());
   if (dim % 32 != 0) {
     // Rows of odd widths (tiny test models) are gathered on the host from the mapped file.
