@@ -307,9 +307,10 @@ __device__ __forceinline__ void rope_prepare(const RopeArgs& a, int v) {
   const int hd = a.head_dim, d = v % hd;
   if (threadIdx.x % 32 == 0) {  // the bias of the warp's output row (a weight: before the wait)
     const int r = rope_row(a, v), q_dim = a.n_heads * hd, kv_dim = a.n_kv_heads * hd;
-    const int part = r < q_dim ? 0 : r < q_dim + kv_dim ? 1 : 2;
-    const float* b = a.bias[part];
-    s.bias[threadIdx.x / 32] = b ? b[r - (part == 0 ? 0 : part == 1 ? q_dim : q_dim + kv_dim)] : 0.0f;
+    // (selects, not an index into the argument: that would copy the arguments to local memory)
+    const float* b = r < q_dim ? a.bias[0] : r < q_dim + kv_dim ? a.bias[1] : a.bias[2];
+    const int at = r < q_dim ? 0 : r < q_dim + kv_dim ? q_dim : q_dim + kv_dim;
+    s.bias[threadIdx.x / 32] = b ? b[r - at] : 0.0f;
   }
   if (threadIdx.x % 32 == 0 && v < (a.n_heads + a.n_kv_heads) * hd && d < a.n_rot) {
     float c, sn;  // the pair's frequency: d / 2
