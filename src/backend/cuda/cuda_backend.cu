@@ -936,6 +936,13 @@ static bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlTy
 
 // RoPE + KV store of a one-token qkv GEMV whose launch could not take it: as its own kernel.
 static void rope_store_apart(const RopeArgs& a, float* qkv, cudaStream_t st) {
+  const int q_dim = a.n_heads * a.head_dim, kv_dim = a.n_kv_heads * a.head_dim;
+  const int at[3] = {0, q_dim, q_dim + kv_dim}, len[3] = {q_dim, kv_dim, kv_dim};
+  for (int i = 0; i < 3; ++i)  // the biases the GEMV's store would have added
+    if (a.bias[i]) {
+      add_bias_kernel<<<unsigned((len[i] + 255) / 256), 256, 0, st>>>(qkv + at[i], 0, 1, a.bias[i], len[i]);
+      check_launch("add_bias");
+    }
   launch_pdl(rope_store_kernel, dim3(1, a.n_heads + a.n_kv_heads), dim3(128), 0, st, qkv, a.slot, a.layer, a.n_heads,
              a.n_kv_heads, a.head_dim, a.n_rot, a.style_half, a.inv_short, a.inv_long, a.mscale);
   check_launch("rope_store");
@@ -1504,6 +1511,16 @@ class CudaPass final : public BackendPass {
     int ks = 0;
   };
   void emit_pending(void* xq = nullptr, __half* xh = nullptr);
+  // add_bias on one token's row of the qkv GEMV just recorded, kept for rope_and_store_kv (which
+  // hands the biases to that GEMV's store) and recorded by emit_pending otherwise.
+  struct BiasSlot {
+    float* y;
+    const float* b;
+    int n;
+  };
+  BiasSlot bias_pend_[3];
+  int n_bias_ = 0;
+  void record_bias(float* y, int64_t ldy, int rows, const float* bv, int n);
   // emit_pending() for a GEMM on fp16 activations x (n_tok rows of `cols`, ldx apart): where the
   // pending rmsnorm or silu_mul produces x and the fp16 workspace holds them already, it also
   // writes them there in fp16 (true: no to_f16 needed).
@@ -1578,6 +1595,7 @@ class CudaBackend final : public Backend {
     silu_epi_on_ = env_int("PENSIEVE_CUDA_SILU_EPI", silu_epi_on_) != 0;
     debug_skip_ = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
     stack_on_ = env_int("PENSIEVE_CUDA_STACKED", stack_on_) != 0;
+    bias_fuse_on_ = env_int("PENSIEVE_CUDA_BIAS_FUSE", bias_fuse_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
     split_chunks_ = std::max(0, env_int("PENSIEVE_CUDA_SPLIT_CHUNKS", split_chunks_));
     blas_graphs_on_ = env_int("PENSIEVE_CUDA_BLAS_GRAPHS", blas_graphs_on_) != 0;
@@ -1891,6 +1909,9 @@ class CudaBackend final : public Backend {
   // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul kernel.
   int debug_skip_ = 0;
   bool stack_on_ = true;  // PENSIEVE_CUDA_STACKED=0: add_stacked refuses (separate q, k, v and gate, up)
+  // The q, k, v biases of a one-token qkv GEMV with the RoPE store added in that store
+  // (PENSIEVE_CUDA_BIAS_FUSE=0: add_bias kernels, and the RoPE kernel after them).
+  bool bias_fuse_on_ = true;
   // Prefill attention in tiles (on tensor cores where the KV cache is fp16), decode tokens split
   // over warps; PENSIEVE_CUDA_ATTN=0: one block a token for both (attention_kernel), 2: the tiles
   // in float32 also for an fp16 cache.
@@ -2323,9 +2344,21 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
 
 void CudaPass::add_bias(float* y, int64_t ldy, int rows, int b) {
   qsrc_ = {};
-  emit_pending();
   const float* bv = b_.dvectors_[size_t(b)];
   const int n = int(b_.vectors_[size_t(b)].size());
+  // A bias on the output of the one-token qkv GEMV just recorded waits for rope_and_store_kv, which
+  // may hand it to that GEMV's store; any other op records it first (emit_pending).
+  const RopeSlot& rs = rope_slot_;
+  if (rows == 1 && b_.fuse_on_ && b_.bias_fuse_on_ && pend_.kind == Pend::None && n_bias_ < 3 && rs.args &&
+      rs.op + 1 == ops_.size() &&
+      y >= rs.y && y + n <= rs.y + rs.rows) {
+    bias_pend_[n_bias_++] = {y, bv, n};
+    return;
+  }
+  emit_pending();
+  record_bias(y, ldy, rows, bv, n);
+}
+void CudaPass::record_bias(float* y, int64_t ldy, int rows, const float* bv, int n) {
   cudaStream_t st = b_.stream_;
   record({3, uint64_t(uintptr_t(y)), uint64_t(ldy), uint64_t(rows), uint64_t(uintptr_t(bv)), uint64_t(n)},
          [=] { cuda::add_bias(y, ldy, rows, bv, n, st); });
@@ -2333,7 +2366,6 @@ void CudaPass::add_bias(float* y, int64_t ldy, int rows, int b) {
 
 void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   qsrc_ = {};
-  emit_pending();
   const float* inv = static_cast<const float*>(b_.rope_.ptr);
   const int half = b_.cfg_.rope.n_rot / 2;
   const SlotMeta* meta = static_cast<const SlotMeta*>(b_.meta_.ptr);
@@ -2348,7 +2380,22 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   // decode attention kernel stores them (attention_split_kernel; not attention_kernel).
   const bool q8 = b_.pass_meta_[0].q8;
   plan_.q8_store = false;
-  if (n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows && (!q8 || plan_.tiles)) {
+  // The biases waiting since that GEMV, as its q, k and v parts (all of a part, or none fused).
+  const int q_dim = cfg->n_heads * cfg->head_dim, kv_dim = cfg->n_kv_heads * cfg->head_dim;
+  const float* bias[3] = {nullptr, nullptr, nullptr};
+  bool biases_fit = true;
+  for (int i = 0; i < n_bias_; ++i) {
+    const BiasSlot& bs = bias_pend_[i];
+    const int64_t at = bs.y - qkv;
+    const int part = at == 0 && bs.n == q_dim ? 0 : at == q_dim && bs.n == kv_dim ? 1 : at == q_dim + kv_dim && bs.n == kv_dim ? 2 : -1;
+    if (part < 0 || bias[part]) biases_fit = false;
+    else bias[part] = bs.b;
+  }
+  const bool fuse = n == 1 && rs.args && rs.op + 1 == ops_.size() && rs.y == qkv && rs.rows == qkv_rows &&
+                    (!q8 || plan_.tiles) && biases_fit && pend_.kind == Pend::None;
+  if (fuse) n_bias_ = 0;  // taken by the store
+  emit_pending();         // (records the biases otherwise)
+  if (fuse) {
     plan_.q8_store = q8;
     // Done by the qkv GEMV just recorded (RopeArgs), which reads these when it runs.
     RopeArgs& a = *rs.args;
@@ -2363,7 +2410,10 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
     a.inv_short = inv;
     a.inv_long = inv + half;
     a.mscale = mscale;
-    record({11, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(layer), uint64_t(uintptr_t(inv))}, [] {});
+    std::copy_n(bias, 3, a.bias);
+    record({11, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(layer), uint64_t(uintptr_t(inv)),
+            uint64_t(uintptr_t(bias[0])), uint64_t(uintptr_t(bias[1])), uint64_t(uintptr_t(bias[2]))},
+           [] {});
     return;
   }
   record({4, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(n), uint64_t(layer), uint64_t(uintptr_t(inv))},
@@ -2444,6 +2494,8 @@ bool CudaPass::emit_pending_f16(const float* x, int64_t ldx, int n_tok, int cols
 }
 
 void CudaPass::emit_pending(void* xq, __half* xh) {
+  for (int i = 0; i < n_bias_; ++i) record_bias(bias_pend_[i].y, 0, 1, bias_pend_[i].b, bias_pend_[i].n);
+  n_bias_ = 0;
   const Pending p = pend_;
   pend_ = Pending{};
   cudaStream_t st = b_.stream_;

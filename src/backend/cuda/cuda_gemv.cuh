@@ -272,6 +272,8 @@ struct RopeArgs {
   const float* inv_short = nullptr;
   const float* inv_long = nullptr;
   float mscale = 1.0f;
+  // The q, k and v biases added before the rotation (null: none), as add_bias_kernel adds them.
+  const float* bias[3] = {nullptr, nullptr, nullptr};
 };
 __device__ __forceinline__ void rope_cos_sin(int pos, float inv, float mscale, float* c, float* sn);
 // The weight row whose sum warp-row v of the fused kernel computes.
@@ -290,6 +292,7 @@ __device__ __forceinline__ int rope_row(const RopeArgs& a, int v) {
 struct RopeShared {
   SlotMeta slot;
   float2 cs[kPackWarps];
+  float bias[kPackWarps];  // each warp-row's bias (0: none)
 };
 __device__ __forceinline__ RopeShared& rope_shared() {
   __shared__ RopeShared s;
@@ -302,6 +305,13 @@ __device__ __forceinline__ void rope_prepare(const RopeArgs& a, int v) {
   if (threadIdx.x < sizeof(SlotMeta) / 4)
     reinterpret_cast<int*>(&s.slot)[threadIdx.x] = reinterpret_cast<const int*>(a.slot)[threadIdx.x];
   const int hd = a.head_dim, d = v % hd;
+  if (threadIdx.x % 32 == 0) {  // the bias of the warp's output row (a weight: before the wait)
+    const int r = rope_row(a, v), q_dim = a.n_heads * hd, kv_dim = a.n_kv_heads * hd;
+    // (selects, not an index into the argument: that would copy the arguments to local memory)
+    const float* b = r < q_dim ? a.bias[0] : r < q_dim + kv_dim ? a.bias[1] : a.bias[2];
+    const int at = r < q_dim ? 0 : r < q_dim + kv_dim ? q_dim : q_dim + kv_dim;
+    s.bias[threadIdx.x / 32] = b ? b[r - at] : 0.0f;
+  }
   if (threadIdx.x % 32 == 0 && v < (a.n_heads + a.n_kv_heads) * hd && d < a.n_rot) {
     float c, sn;  // the pair's frequency: d / 2
     rope_cos_sin(a.slot->pos, (a.slot->long_rope ? a.inv_long : a.inv_short)[d / 2], a.mscale, &c, &sn);
@@ -315,14 +325,14 @@ __device__ __forceinline__ void rope_prepare(const RopeArgs& a, int v) {
 __device__ __forceinline__ void rope_store_rows(float acc0, int v, int r, const RopeArgs& rope, float* __restrict__ y) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __shared__ float sum[kPackWarps];
-  const float sv = warp_sum(acc0);
+  const RopeShared& rs = rope_shared();
+  const float sv = warp_sum(acc0) + rs.bias[warp];  // (+ 0 without a bias: the same bits)
   if (lane == 0) sum[warp] = sv;
   __syncthreads();
   if (lane != 0) return;
   const int hd = rope.head_dim, q_dim = rope.n_heads * hd, kv_dim = rope.n_kv_heads * hd;
   const int d = v % hd;
   float out = sv;
-  const RopeShared& rs = rope_shared();
   const SlotMeta& sm = rs.slot;
   if (v < q_dim + kv_dim && d < rope.n_rot) {
     const float c = rs.cs[warp].x, sn = rs.cs[warp].y;
