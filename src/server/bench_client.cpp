@@ -591,10 +591,11 @@ std::string report_text(const BenchOptions& opt, const BenchReport& r) {
                 "latency p50/p99 ms", "stream tok/s");
   s += line;
   for (const auto& l : r.levels) {
-    const std::string ttft = format_double("%.1f", l.ttft_p50_s * 1e3) + " / " + format_double("%.1f", l.ttft_p99_s * 1e3);
-    const std::string itl = format_double("%.1f", l.itl_p50_s * 1e3) + " / " + format_double("%.1f", l.itl_p99_s * 1e3);
-    const std::string lat =
-        format_double("%.1f", l.latency_p50_s * 1e3) + " / " + format_double("%.1f", l.latency_p99_s * 1e3);
+    auto ms = [](double p50_s, double p99_s) {  // "p50 / p99" in milliseconds
+      return format_double("%.1f", p50_s * 1e3) + " / " + format_double("%.1f", p99_s * 1e3);
+    };
+    const std::string ttft = ms(l.ttft_p50_s, l.ttft_p99_s), itl = ms(l.itl_p50_s, l.itl_p99_s),
+                      lat = ms(l.latency_p50_s, l.latency_p99_s);
     std::snprintf(line, sizeof line, "%5d %5d %5d %5d %8.2f %8lld %10.1f %10.1f %17s %17s %21s %13.1f\n",
                   l.concurrency, l.requests, l.ok, l.failed, l.wall_s, static_cast<long long>(l.generated_tokens),
                   l.gen_tok_s, l.prompt_tok_s, ttft.c_str(), itl.c_str(), lat.c_str(), l.stream_tok_s_p50);

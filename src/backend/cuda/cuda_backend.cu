@@ -934,15 +934,14 @@ bool has_kernel(GgmlType t) {
 
 static bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
+void add_bias(float* y, int64_t ldy, int rows, const float* b, int n, cudaStream_t st);  // (with the vector ops)
+
 // RoPE + KV store of a one-token qkv GEMV whose launch could not take it: as its own kernel.
 static void rope_store_apart(const RopeArgs& a, float* qkv, cudaStream_t st) {
   const int q_dim = a.n_heads * a.head_dim, kv_dim = a.n_kv_heads * a.head_dim;
   const int at[3] = {0, q_dim, q_dim + kv_dim}, len[3] = {q_dim, kv_dim, kv_dim};
   for (int i = 0; i < 3; ++i)  // the biases the GEMV's store would have added
-    if (a.bias[i]) {
-      add_bias_kernel<<<unsigned((len[i] + 255) / 256), 256, 0, st>>>(qkv + at[i], 0, 1, a.bias[i], len[i]);
-      check_launch("add_bias");
-    }
+    if (a.bias[i]) add_bias(qkv + at[i], 0, 1, a.bias[i], len[i], st);
   launch_pdl(rope_store_kernel, dim3(1, a.n_heads + a.n_kv_heads), dim3(128), 0, st, qkv, a.slot, a.layer, a.n_heads,
              a.n_kv_heads, a.head_dim, a.n_rot, a.style_half, a.inv_short, a.inv_long, a.mscale);
   check_launch("rope_store");
@@ -1593,6 +1592,7 @@ class CudaBackend final : public Backend {
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
     norm_epi_on_ = env_int("PENSIEVE_CUDA_NORM_EPI", norm_epi_on_) != 0;
     silu_epi_on_ = env_int("PENSIEVE_CUDA_SILU_EPI", silu_epi_on_) != 0;
+    silu_prefetch_on_ = env_int("PENSIEVE_CUDA_SILU_PREFETCH", silu_prefetch_on_) != 0;
     debug_skip_ = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
     stack_on_ = env_int("PENSIEVE_CUDA_STACKED", stack_on_) != 0;
     bias_fuse_on_ = env_int("PENSIEVE_CUDA_BIAS_FUSE", bias_fuse_on_) != 0;
@@ -1642,16 +1642,17 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda:" + std::to_string(device_); }
 
   int add_weight(const Tensor& t, WeightUse use) override {
-    host_.push_back({&t, {&t}, t.rows(), t.nbytes});
+    host_.push_back({{&t}, t.rows(), t.nbytes});
     matmul_use_.push_back(use != WeightUse::Rows);
     return int(host_.size()) - 1;
   }
   // The parts go up one after the other into one matrix (rows are contiguous in every layout).
   int add_stacked(std::span<const Tensor* const> parts, WeightUse use) override {
     if (!stack_on_ || parts.empty() || use == WeightUse::Rows) return -1;
-    HostWeight h{parts[0], {}, 0, 0};
+    HostWeight h;
     for (const Tensor* t : parts) {
-      if (!t || t->type != h.t->type || t->cols() != h.t->cols() || t->nbytes != size_t(t->rows()) * t->row_bytes())
+      if (!t || t->type != parts[0]->type || t->cols() != parts[0]->cols() ||
+          t->nbytes != size_t(t->rows()) * t->row_bytes())
         return -1;
       h.parts.push_back(t);
       h.rows += t->rows();
@@ -1673,7 +1674,7 @@ class CudaBackend final : public Backend {
     auto align = [](size_t n) { return (n + 255) & ~size_t(255); };
     // Q4_0 and Q8_0 are packed (cuda_ops.h): uploaded to a staging buffer, then rearranged there.
     auto packed = [&](const Tensor* t) { return pack_on_ && packs(t->type) && t->cols() % 32 == 0; };
-    auto n_blocks = [&](size_t i) { return host_[i].rows * (host_[i].t->cols() / 32); };
+    auto n_blocks = [&](size_t i) { return host_[i].rows * (host_[i].t()->cols() / 32); };
     // The weight's bytes (its parts in order) from host memory to dst on the device.
     auto upload = [&](size_t i, void* dst) {
       size_t off = 0;
@@ -1689,7 +1690,7 @@ class CudaBackend final : public Backend {
     // the file layout, slower); embedding tables read as rows only need none.
     bool repack_on = true;
     auto repack_bytes = [&](size_t i) -> size_t {
-      const Tensor* t = host_[i].t;
+      const Tensor* t = host_[i].t();
       if (!repack_on || !int8_on_ || !matmul_use_[i] || t->cols() % QK_K != 0) return 0;
       if (t->type == GgmlType::Q6_K && q6_on_) return align(q6_pack_bytes(n_blocks(i)));
       if ((t->type == GgmlType::Q4_K || t->type == GgmlType::Q5_K) && kpack_on_ && q4k_i8_on())
@@ -1698,7 +1699,7 @@ class CudaBackend final : public Backend {
     };
     size_t total = 0, staging = 0, extra = 0;
     for (size_t i = 0; i < host_.size(); ++i) {
-      const Tensor* t = host_[i].t;
+      const Tensor* t = host_[i].t();
       if (packed(t)) {
         total += align(qbytes(t, n_blocks(i))) + align(size_t(n_blocks(i)) * 2);
         staging = std::max(staging, host_[i].nbytes);
@@ -1721,7 +1722,7 @@ class CudaBackend final : public Backend {
     if (staging) raw.reserve(staging, "the weight upload staging");
     uint8_t* p = static_cast<uint8_t*>(weights_arena_.ptr);
     for (size_t i = 0; i < host_.size(); ++i) {
-      const Tensor* t = host_[i].t;
+      const Tensor* t = host_[i].t();
       const int rows = int(host_[i].rows);
       if (!has_kernel(t->type))
         throw Error(t->name + ": weight type " + std::string(type_name(t->type)) + " has no CUDA kernel");
@@ -1847,12 +1848,12 @@ class CudaBackend final : public Backend {
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
-  // A weight as added: its first (or only) tensor, the tensors whose rows it stacks, and its size.
+  // A weight as added: the tensors whose rows it stacks (one, unless add_stacked), and its size.
   struct HostWeight {
-    const Tensor* t = nullptr;
     std::vector<const Tensor*> parts;
     int64_t rows = 0;
     size_t nbytes = 0;
+    const Tensor* t() const { return parts[0]; }  // its type, width and name
   };
   std::vector<HostWeight> host_;
   std::vector<bool> matmul_use_;  // of host_: read by matmuls (not only as embedding rows)
@@ -1903,8 +1904,10 @@ class CudaBackend final : public Backend {
   // reads the norm applies its factor (NormEpi, NormIn; PENSIEVE_CUDA_NORM_EPI=0: the norm kernel).
   bool norm_epi_on_ = true;
   // A one-token int8 gate + up GEMV does the silu_mul + int8 rounding after it in its store
-  // (NormEpi::ff; PENSIEVE_CUDA_SILU_EPI=0: silu_quant_kernel).
+  // (NormEpi::ff; PENSIEVE_CUDA_SILU_EPI=0: silu_quant_kernel), asking L2 for its later rounds'
+  // rows before its wait (PENSIEVE_CUDA_SILU_PREFETCH=0: not).
   bool silu_epi_on_ = true;
+  bool silu_prefetch_on_ = true;
   // PENSIEVE_CUDA_DEBUG_SKIP, for measuring what the small kernels add to a pass (its results are
   // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul kernel.
   int debug_skip_ = 0;
@@ -2104,7 +2107,7 @@ float* CudaPass::buffer(Act role, size_t n) {
 void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   qsrc_ = {};
   flush();
-  const Tensor& w = *b_.host_[size_t(weight)].t;  // (never stacked: added as rows)
+  const Tensor& w = *b_.host_[size_t(weight)].t();  // (never stacked: added as rows)
   const size_t dim = size_t(w.cols());
   if (dim % 32 != 0) {
     // Rows of odd widths (tiny test models) are gathered on the host from the mapped file.
@@ -2219,8 +2222,7 @@ void CudaPass::matmul(int weight, const float* x, int64_t ldx, int n_tok, float*
         e.q = q2;
         e.ds = reinterpret_cast<float2*>(q2 + quantized_x_scales_offset(1, p.dim));
         e.ff = p.dim;
-        static const int prefetch = env_int("PENSIEVE_CUDA_SILU_PREFETCH", 1);  // 0: none
-        e.prefetch = prefetch;
+        e.prefetch = b_.silu_prefetch_on_;
         record({15, uint64_t(uintptr_t(x)), uint64_t(uintptr_t(q2)), uint64_t(p.dim)}, [] {});
         pend_ = Pending{};
         xq = q2;
@@ -2350,8 +2352,7 @@ void CudaPass::add_bias(float* y, int64_t ldy, int rows, int b) {
   // may hand it to that GEMV's store; any other op records it first (emit_pending).
   const RopeSlot& rs = rope_slot_;
   if (rows == 1 && b_.fuse_on_ && b_.bias_fuse_on_ && pend_.kind == Pend::None && n_bias_ < 3 && rs.args &&
-      rs.op + 1 == ops_.size() &&
-      y >= rs.y && y + n <= rs.y + rs.rows) {
+      rs.op + 1 == ops_.size() && y >= rs.y && y + n <= rs.y + rs.rows) {
     bias_pend_[n_bias_++] = {y, bv, n};
     return;
   }
@@ -2387,7 +2388,10 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   for (int i = 0; i < n_bias_; ++i) {
     const BiasSlot& bs = bias_pend_[i];
     const int64_t at = bs.y - qkv;
-    const int part = at == 0 && bs.n == q_dim ? 0 : at == q_dim && bs.n == kv_dim ? 1 : at == q_dim + kv_dim && bs.n == kv_dim ? 2 : -1;
+    const int part = at == 0 && bs.n == q_dim                 ? 0
+                     : at == q_dim && bs.n == kv_dim          ? 1
+                     : at == q_dim + kv_dim && bs.n == kv_dim ? 2
+                                                              : -1;
     if (part < 0 || bias[part]) biases_fit = false;
     else bias[part] = bs.b;
   }
