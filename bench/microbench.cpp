@@ -1,7 +1,7 @@
 // Micro-benchmarks of the CPU kernels at Phi-3-mini shapes: decode matvec (n_tok = 1, reported as
 // weight bytes/s, comparable with the read bandwidth measured alongside) and prefill matmul
 // (n_tok = 64, reported as tokens/s and int8 MAC/s), each also from the 16-row packed layout
-// (engine/packed.h) where the CPU has AVX-512 VNNI. Run: build/pensieve_microbench
+// (kernels/packed.h) where the CPU has AVX-512 VNNI. Run: build/pensieve_microbench
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -9,9 +9,9 @@
 #include <random>
 #include <vector>
 
-#include "engine/bandwidth.h"
-#include "engine/kernels.h"
-#include "engine/packed.h"
+#include "kernels/bandwidth.h"
+#include "kernels/kernels.h"
+#include "kernels/packed.h"
 #include "util/cpu.h"
 #include "util/thread_pool.h"
 

@@ -7,8 +7,8 @@
 #include <span>
 #include <vector>
 
-#include "engine/kv_cache.h"
-#include "engine/model.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
 #include "reference.h"
 #include "util/thread_pool.h"
 

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_config.h"
-#include "engine/tensor.h"
+#include "formats/model_config.h"
+#include "kernels/tensor.h"
 #include "util/thread_pool.h"
 
 namespace pensieve {

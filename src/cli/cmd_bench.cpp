@@ -11,8 +11,8 @@
 
 #include "cli/command.h"
 #include "backend/cuda/cuda_backend.h"
-#include "engine/bandwidth.h"
-#include "engine/model.h"
+#include "kernels/bandwidth.h"
+#include "model/model.h"
 #include "util/cpu.h"
 #include "util/error.h"
 #include "util/process_stats.h"

@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "cli/command.h"
-#include "engine/model_export.h"
+#include "formats/model_export.h"
 #include "text/tokenizer.h"
 #include "util/cpu.h"
 #include "util/error.h"

@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "cli/command.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "util/cpu.h"
 #include "util/error.h"
 

@@ -5,7 +5,7 @@
 #include <filesystem>
 
 #include "cli/command.h"
-#include "engine/model_export.h"
+#include "formats/model_export.h"
 #include "util/cpu.h"
 #include "util/error.h"
 

@@ -5,8 +5,8 @@
 #include <filesystem>
 
 #include "cli/command.h"
-#include "engine/gguf_export.h"
-#include "engine/synth.h"
+#include "formats/gguf_export.h"
+#include "formats/synth.h"
 #include "util/error.h"
 
 namespace pensieve::cli {

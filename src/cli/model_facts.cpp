@@ -5,8 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/gguf.h"
-#include "engine/hf_config.h"
+#include "formats/gguf.h"
+#include "formats/hf_config.h"
 #include "util/error.h"
 
 namespace pensieve::cli {

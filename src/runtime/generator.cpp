@@ -8,7 +8,7 @@
 #include <mutex>
 #include <optional>
 
-#include "engine/model.h"
+#include "model/model.h"
 #include "runtime/scheduler.h"
 #include "runtime/chat_format.h"
 #include "text/chat_template.h"

@@ -10,8 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/kv_cache.h"
-#include "engine/model_config.h"
+#include "model/kv_cache.h"
+#include "formats/model_config.h"
 
 namespace pensieve {
 
@@ -27,7 +27,7 @@ struct EngineOptions {
   int context = 0;        // 0: min(model's trained context, 4096)
   KvType kv_type = KvType::F16;  // what the KV cache holds
   std::string id;         // model id; default: from metadata or file name
-  std::string device = "cpu";  // auto, cpu, cuda or cuda:N (engine/model.h, backend/backend.h)
+  std::string device = "cpu";  // auto, cpu, cuda or cuda:N (model/model.h, backend/backend.h)
   // The scheduler (runtime/scheduler.h): sequences batched per step, jobs queued behind them,
   // tokens per forward pass, KV cache size in bytes (0: the context x 4, capped by free memory).
   int max_running = 64;

@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "engine/kv_cache.h"
-#include "engine/model.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
 #include "runtime/sampler.h"
 #include "runtime/stop_matcher.h"
 #include "runtime/token_constraint.h"

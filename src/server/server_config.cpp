@@ -7,7 +7,7 @@
 #include <toml++/toml.h>
 
 #include "backend/backend.h"
-#include "engine/kv_cache.h"
+#include "model/kv_cache.h"
 #include "runtime/model_manager.h"
 #include "util/error.h"
 

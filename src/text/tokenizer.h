@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/gguf.h"
+#include "formats/gguf.h"
 #include "text/vocab.h"
 
 namespace pensieve {

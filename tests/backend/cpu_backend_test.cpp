@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "../engine/random_weights.h"
+#include "../kernels/random_weights.h"
 #include "backend/backend.h"
-#include "engine/model_config.h"
+#include "formats/model_config.h"
 #include "util/cpu.h"
 #include "util/thread_pool.h"
 

@@ -13,8 +13,8 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
-#include "engine/kernels.h"
-#include "engine/model.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
 #include "reference.h"
 #include "solo_decode.h"
 #include "testdata.h"

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_kernels.cuh"
-#include "engine/kernels.h"
+#include "kernels/kernels.h"
 
 namespace pensieve {
 namespace {

@@ -7,10 +7,10 @@
 #include <fstream>
 #include <string>
 
-#include "engine/gguf.h"
-#include "engine/hf_config.h"
-#include "engine/model_loader.h"
-#include "engine/safetensors.h"
+#include "formats/gguf.h"
+#include "formats/hf_config.h"
+#include "formats/model_loader.h"
+#include "formats/safetensors.h"
 #include "server/anthropic_api.h"
 #include "server/json_fields.h"
 #include "server/openai_api.h"

@@ -9,7 +9,7 @@
 #include <random>
 #include <unistd.h>
 
-#include "engine/synth.h"
+#include "formats/synth.h"
 #include "runtime/generator.h"
 #include "runtime/json_schema.h"
 #include "runtime/sampler.h"

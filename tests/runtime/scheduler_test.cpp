@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "engine/kv_cache.h"
+#include "model/kv_cache.h"
 #include "runtime/generator.h"
 #include "util/error.h"
 

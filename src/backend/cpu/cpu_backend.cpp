@@ -1,6 +1,6 @@
-// The CPU backend: the kernels of engine/kernels.h, run on the caller's thread pool. Weights stay
+// The CPU backend: the kernels of kernels/kernels.h, run on the caller's thread pool. Weights stay
 // where the loader put them (mapped file or owned buffer), except that on CPUs with AVX-512 VNNI the
-// matrices of a packable type are repacked (engine/packed.h), and the file pages they came from
+// matrices of a packable type are repacked (kernels/packed.h), and the file pages they came from
 // handed back: by a background thread started when the load finishes, in the order a pass uses
 // them, or by the first matmul that needs one before that thread got to it. Activations are
 // per-pass host vectors.
@@ -17,11 +17,11 @@
 #include <thread>
 
 #include "backend/backend.h"
-#include "engine/attention.h"
-#include "engine/kernels.h"
-#include "engine/model.h"
-#include "engine/packed.h"
-#include "engine/rope.h"
+#include "model/attention.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "kernels/packed.h"
+#include "model/rope.h"
 #include "util/cpu.h"
 #include "util/mapped_file.h"
 

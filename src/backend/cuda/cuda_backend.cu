@@ -43,9 +43,9 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_kernels.cuh"
 #include "backend/cuda/cuda_ops.h"
-#include "engine/kernels.h"
-#include "engine/model.h"
-#include "engine/rope.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "model/rope.h"
 #include "util/error.h"
 #include "util/fp16.h"
 

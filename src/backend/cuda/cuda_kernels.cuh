@@ -1,14 +1,14 @@
 // Device code of the CUDA backend: dequantization of every weight type (one 32-element sub-block at
-// a time, from the block layouts of engine/ggml_type.h), the fused dequantize-GEMV, and the vector
-// ops of a forward pass. Each function mirrors a scalar reference in engine/ (quant_ref.cpp,
-// kernels_ref.cpp, rope.cpp, the CPU backend's attention) and test_backend compares them.
+// a time, from the block layouts of kernels/ggml_type.h), the fused dequantize-GEMV, and the vector
+// ops of a forward pass. Each function mirrors a scalar reference on the CPU (kernels/quant_ref.cpp,
+// kernels/kernels_ref.cpp, model/rope.cpp, the CPU backend's attention) and test_backend compares them.
 //
 // The dequantization below also compiles as plain host C++ (without nvcc), so that a test on any
 // machine checks it element for element against the CPU's dequantize_row for every type.
 #pragma once
 #include <cstdint>
 
-#include "engine/ggml_type.h"
+#include "kernels/ggml_type.h"
 
 #ifdef __CUDACC__
 #include <cuda_fp16.h>

@@ -6,8 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/ggml_type.h"
-#include "engine/model_config.h"
+#include "kernels/ggml_type.h"
+#include "formats/model_config.h"
 
 namespace pensieve::cuda {
 
