@@ -95,6 +95,14 @@ class Backend {
   // the tensor as loaded (e.g. a repacked copy); empty otherwise. The bandwidth probe reads these.
   virtual std::span<const uint8_t> weight_region(int /*weight*/) const { return {}; }
 
+  // Passes a GPU backend replayed from a recorded graph, and of those, how many it launched as soon
+  // as their token ids were up, before their ops were recorded (a pass shaped as the one before),
+  // and how many of those turned out to be another pass's graph and ran again.
+  struct LaunchStats {
+    int64_t graph_passes = 0, early = 0, early_wasted = 0;
+  };
+  virtual LaunchStats launch_stats() const { return {}; }
+
   // Bytes of device memory held (weights, KV pools, workspace); 0 for the CPU.
   virtual size_t device_bytes() const { return 0; }
   virtual std::string memory_report() const { return {}; }

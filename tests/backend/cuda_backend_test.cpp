@@ -663,6 +663,42 @@ TEST_P(CudaModel, FusedOpsEqualSeparateOps) {
   }
 }
 
+// A decode step shaped as the one before launches that step's graph as soon as its token ids are
+// up and records its ops while it runs (Backend::launch_stats): the same logits, bit for bit, as
+// recording first, and in a steady decode no launch is wasted.
+TEST_P(CudaModel, EarlyLaunchEqualsRecordedLaunch) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  REQUIRE_GPU();
+  const auto refs = test::read_references(test::testdata_dir() / GetParam());
+  const std::vector<int32_t> prompt = test::longest_prompt(refs);
+  ThreadPool pool(1);
+  constexpr int kSteps = 8;
+  for (KvType kv : {KvType::F16, KvType::Q8}) {
+    SCOPED_TRACE(kv_type_name(kv));
+    std::vector<std::vector<std::vector<float>>> runs;
+    std::vector<Backend::LaunchStats> stats;
+    bool gathered = false;  // embedding rows gathered on the host (odd widths): no early launch
+    for (const char* early : {"0", "1"}) {
+      setenv("PENSIEVE_CUDA_EARLY_LAUNCH", early, 1);
+      const auto model = Model::load(model_path(GetParam()), "cuda");
+      unsetenv("PENSIEVE_CUDA_EARLY_LAUNCH");
+      gathered = model->config().dim % 32 != 0;
+      runs.push_back(test::solo_greedy_logits(*model, prompt, kSteps, /*exact=*/false, pool, kv));
+      stats.push_back(model->backend().launch_stats());
+    }
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_TRUE(runs[0][i] == runs[1][i]) << "step " << i;
+    std::printf("[ %s %s early launch ] graph passes %lld, launched early %lld, wasted %lld\n", GetParam().c_str(),
+                kv_type_name(kv), (long long)stats[1].graph_passes, (long long)stats[1].early,
+                (long long)stats[1].early_wasted);
+    EXPECT_EQ(stats[0].early, 0);
+    // Decode steps 1 and 2 record and capture the step's graph; the later ones replay it.
+    EXPECT_GE(stats[1].graph_passes, kSteps - 2);
+    EXPECT_GE(stats[1].early, gathered ? 0 : stats[1].graph_passes - 1);
+    EXPECT_EQ(stats[1].early_wasted, 0);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(TestData, CudaModel, ::testing::ValuesIn(model_dirs()),
                          [](const auto& info) {
                            std::string n = info.param;

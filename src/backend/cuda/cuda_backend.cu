@@ -1361,12 +1361,20 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
 // ---------------------------------------------------------------------------------------------
 // Device memory
 
+// Device buffers freed so far: a graph recorded before the last free may hold a freed pointer.
+static std::atomic<uint64_t> g_device_frees{0};
 DeviceBuffer::~DeviceBuffer() {
-  if (ptr) cudaFree(ptr);
+  if (ptr) {
+    cudaFree(ptr);
+    ++g_device_frees;
+  }
 }
 void DeviceBuffer::reserve(size_t n, const char* what) {
   if (n <= bytes) return;
-  if (ptr) cudaFree(ptr);
+  if (ptr) {
+    cudaFree(ptr);
+    ++g_device_frees;
+  }
   ptr = nullptr;
   bytes = 0;
   const cudaError_t e = cudaMalloc(&ptr, n);
@@ -1566,6 +1574,15 @@ class CudaPass final : public BackendPass {
   AttnPlan plan_;
   bool profiling_ = false;
   bool timed_ = false;  // a graph launch of this pass is being timed (PENSIEVE_CUDA_STEP_TIMING)
+  // The pass's shape (its slots' count and kinds, the attention plan): a pass of the shape of the
+  // one before may launch that pass's graph early (embed), which flush() then checks.
+  uint64_t shape_ = 0;
+  const void* early_ = nullptr;  // the graph launched early (a GraphEntry), until flush() checks it
+  const void* ran_ = nullptr;    // the graph the last flush ran
+  bool decode_only_ = true;      // every slot another sequence's (a decode step)
+  int flushes_ = 0;              // flushes that ran ops
+  bool launched_graph_ = false;  // the last of them launched a graph
+  void launch_graph(cudaGraphExec_t exec);
   std::chrono::steady_clock::time_point t_ctor_{}, t_begin_{}, t_flush_{}, t_launch_{}, t_launched_{};
   CudaBackend& b_;
   std::unique_lock<std::mutex> lock_;
@@ -1595,6 +1612,7 @@ class CudaBackend final : public Backend {
     silu_prefetch_on_ = env_int("PENSIEVE_CUDA_SILU_PREFETCH", silu_prefetch_on_) != 0;
     debug_skip_ = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
     stack_on_ = env_int("PENSIEVE_CUDA_STACKED", stack_on_) != 0;
+    early_on_ = env_int("PENSIEVE_CUDA_EARLY_LAUNCH", early_on_) != 0;
     bias_fuse_on_ = env_int("PENSIEVE_CUDA_BIAS_FUSE", bias_fuse_on_) != 0;
     attn_mode_ = env_int("PENSIEVE_CUDA_ATTN", attn_mode_);
     split_chunks_ = std::max(0, env_int("PENSIEVE_CUDA_SPLIT_CHUNKS", split_chunks_));
@@ -1795,6 +1813,11 @@ class CudaBackend final : public Backend {
     for (const auto& b : bufs_) n += b.bytes;
     return n + kv_bytes_->load();
   }
+  LaunchStats launch_stats() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return stats_;
+  }
+
   std::string memory_report() const override {
     std::lock_guard<std::mutex> g(mu_);
     size_t acts = act_ws_.bytes + meta_.bytes + staging_.bytes + xq_ws_.bytes + xq2_ws_.bytes + ss_ws_.bytes +
@@ -1934,6 +1957,14 @@ class CudaBackend final : public Backend {
   // By a hash of the signature (a pass's is ~3,000 words: comparing it once, not at every level
   // of a tree, keeps the lookup to a few microseconds).
   std::unordered_multimap<uint64_t, GraphEntry> graphs_;
+  // The graph the last pass ran as its only launch, and that pass's shape (CudaPass::shape_): a
+  // pass of the same shape launches it as soon as its token ids are up, so that the host records
+  // the pass's ops while the GPU runs it, and only checks at the end that they were that graph's
+  // (else it runs the pass again: the same writes, in order). PENSIEVE_CUDA_EARLY_LAUNCH=0: off.
+  bool early_on_ = true;
+  const GraphEntry* last_graph_ = nullptr;
+  uint64_t last_shape_ = 0, last_frees_ = 0;  // and the device frees until then (none since: its pointers hold)
+  LaunchStats stats_;
   // Scratch a pass reuses (a pass holds mu_): its recorded launches and their signature, and a
   // second pair that flush() runs from while the pass may go on recording; the RoPE arguments of
   // its qkv GEMVs (a deque: stable addresses); what its constructor uploads.
@@ -2079,6 +2110,23 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   }
   check(cudaMemcpyAsync(b_.meta_.ptr, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
   b_.meta_host_.copied(b_.stream_);
+  // The shape: what decides the pass's launches beyond its ops (which flush() compares): the slots'
+  // count and cache kinds and the attention plan (tiles, lone tokens, splits).
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&h](uint64_t v) { h = (h ^ v) * 0x100000001b3ull; };
+  mix(uint64_t(n_slots_));
+  for (const SlotMeta& m : meta) mix(uint64_t(m.f32) | uint64_t(m.q8) << 1);
+  mix(tiles.size());
+  for (const AttnTile& t : tiles) mix(uint64_t(uint32_t(t.t0)) | uint64_t(uint32_t(t.n)) << 32);
+  mix(lone.size());
+  for (int32_t i : lone) mix(uint64_t(uint32_t(i)));
+  mix(uint64_t(tiled) | uint64_t(plan_.mma) << 1);
+  mix(uint64_t(uint32_t(plan_.split)) | uint64_t(uint32_t(plan_.kv)) << 32);
+  mix(uint64_t(uint32_t(plan_.split_chunks)));
+  shape_ = h;
+  // Decode steps only (no sequence with two tokens): a prompt's passes of one shape may still
+  // differ in the rows whose logits they want, which would waste the early launch.
+  for (size_t i = 1; i < slots.size() && decode_only_; ++i) decode_only_ = slots[i].seq != slots[i - 1].seq;
   if (b_.timing_.on) t_begin_ = std::chrono::steady_clock::now();
   // PENSIEVE_CUDA_PROFILE_TOKENS=N: a profiler started with collection off (ncu
   // --profile-from-start off) records only the passes of N tokens.
@@ -2128,6 +2176,15 @@ void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   std::copy(ids.begin(), ids.end(), staged);
   check(cudaMemcpyAsync(b_.ids_.ptr, staged, bytes, cudaMemcpyHostToDevice, b_.stream_), "token ids upload");
   b_.rows_host_.copied(b_.stream_);
+  // Everything the pass's kernels read is up (the slots' metadata, the ids): a pass shaped as the
+  // one before starts that one's graph now, and records its ops while it runs.
+  if (b_.early_on_ && b_.graphs_on_ && decode_only_ && b_.last_graph_ && b_.last_shape_ == shape_ &&
+      b_.last_frees_ == g_device_frees && flushes_ == 0 && !profiling_) {
+    early_ = b_.last_graph_;
+    launch_graph(b_.last_graph_->exec);
+    ++b_.stats_.early;
+  }
+  b_.last_graph_ = nullptr;  // until this pass's read() says which graph it ran
   const DeviceWeight& dw = b_.weights_[size_t(weight)];
   const int32_t* dids = static_cast<const int32_t*>(b_.ids_.ptr);
   const int n = int(ids.size());
@@ -2545,6 +2602,15 @@ void CudaPass::flush() {
   epi_slot_ = EpiSlot{};
   parts_slot_ = PartsSlot{};
   if (ops_.empty()) return;
+  ++flushes_;
+  launched_graph_ = false;
+  // The graph launched early (embed): these ops must be its, else the pass runs again (wasted).
+  const void* early = early_;
+  early_ = nullptr;
+  auto wasted = [&] {
+    if (early) ++b_.stats_.early_wasted;
+    early = nullptr;
+  };
   // Run from the second pair, emptied at every way out (capacity kept); recording goes on in ops_.
   std::vector<InlineOp>& ops = b_.pass_ops_[1];
   std::vector<uint64_t>& sig = b_.pass_sig_[1];
@@ -2562,6 +2628,7 @@ void CudaPass::flush() {
     for (auto& f : ops) f();
   };
   if (!b_.graphs_on_ || !graphable_) {
+    wasted();
     run_all();
     return;
   }
@@ -2574,17 +2641,20 @@ void CudaPass::flush() {
   for (auto [lo, hi] = b_.graphs_.equal_range(hash); lo != hi; ++lo)
     if (lo->second.sig == sig) it = lo;
   if (it == b_.graphs_.end()) {
+    wasted();
     // First sight: plain launches (they also size every workspace); capture on the second.
     if (b_.graphs_.size() >= 32) {
       for (auto& [k, g] : b_.graphs_)
         if (g.exec) cudaGraphExecDestroy(g.exec);
       b_.graphs_.clear();
+      b_.last_graph_ = nullptr;
     }
     b_.graphs_.emplace(hash, CudaBackend::GraphEntry{std::move(sig)});
     run_all();
     return;
   }
   CudaBackend::GraphEntry& g = it->second;
+  if (early != &g) wasted();
   if (!g.exec && !g.failed) {
     cudaGraph_t graph = nullptr;
     check(cudaStreamBeginCapture(b_.stream_, cudaStreamCaptureModeRelaxed), "graph capture");
@@ -2613,22 +2683,29 @@ void CudaPass::flush() {
     }
   }
   if (g.exec) {
-    CudaBackend::StepTiming& tm = b_.timing_;
-    const bool timed = tm.on;
-    if (timed) {
-      if (!tm.e0)
-        for (cudaEvent_t* e : {&tm.e0, &tm.e1, &tm.e2}) check(cudaEventCreate(e), "timing event");
-      t_launch_ = std::chrono::steady_clock::now();
-      check(cudaEventRecord(tm.e0, b_.stream_), "timing event");
-    }
-    check(cudaGraphLaunch(g.exec, b_.stream_), "graph launch");
-    if (timed) {
-      t_launched_ = std::chrono::steady_clock::now();
-      check(cudaEventRecord(tm.e1, b_.stream_), "timing event");
-      timed_ = true;
-    }
+    if (early != &g) launch_graph(g.exec);  // (else it runs already)
+    ran_ = &g;
+    launched_graph_ = true;
+    ++b_.stats_.graph_passes;
   } else {
     run_all();
+  }
+}
+
+void CudaPass::launch_graph(cudaGraphExec_t exec) {
+  CudaBackend::StepTiming& tm = b_.timing_;
+  const bool timed = tm.on;
+  if (timed) {
+    if (!tm.e0)
+      for (cudaEvent_t* e : {&tm.e0, &tm.e1, &tm.e2}) check(cudaEventCreate(e), "timing event");
+    t_launch_ = std::chrono::steady_clock::now();
+    check(cudaEventRecord(tm.e0, b_.stream_), "timing event");
+  }
+  check(cudaGraphLaunch(exec, b_.stream_), "graph launch");
+  if (timed) {
+    t_launched_ = std::chrono::steady_clock::now();
+    check(cudaEventRecord(tm.e1, b_.stream_), "timing event");
+    timed_ = true;
   }
 }
 
@@ -2645,6 +2722,10 @@ CudaPass::~CudaPass() {
 
 void CudaPass::read(const float* src, float* host, size_t n) {
   flush();
+  // A pass that ran as one graph: the next pass of its shape may launch it early.
+  b_.last_graph_ = flushes_ == 1 && launched_graph_ ? static_cast<const CudaBackend::GraphEntry*>(ran_) : nullptr;
+  b_.last_shape_ = shape_;
+  b_.last_frees_ = g_device_frees;
   check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
   if (timed_) check(cudaEventRecord(b_.timing_.e2, b_.stream_), "timing event");
   check(cudaStreamSynchronize(b_.stream_), "forward pass");
