@@ -1578,10 +1578,9 @@ class CudaPass final : public BackendPass {
   // one before may launch that pass's graph early (embed), which flush() then checks.
   uint64_t shape_ = 0;
   const void* early_ = nullptr;  // the graph launched early (a GraphEntry), until flush() checks it
-  const void* ran_ = nullptr;    // the graph the last flush ran
+  const void* ran_ = nullptr;    // the graph the last flush that ran ops launched (null: none)
   bool decode_only_ = true;      // every slot another sequence's (a decode step)
   int flushes_ = 0;              // flushes that ran ops
-  bool launched_graph_ = false;  // the last of them launched a graph
   void launch_graph(cudaGraphExec_t exec);
   std::chrono::steady_clock::time_point t_ctor_{}, t_begin_{}, t_flush_{}, t_launch_{}, t_launched_{};
   CudaBackend& b_;
@@ -2603,7 +2602,7 @@ void CudaPass::flush() {
   parts_slot_ = PartsSlot{};
   if (ops_.empty()) return;
   ++flushes_;
-  launched_graph_ = false;
+  ran_ = nullptr;
   // The graph launched early (embed): these ops must be its, else the pass runs again (wasted).
   const void* early = early_;
   early_ = nullptr;
@@ -2685,7 +2684,6 @@ void CudaPass::flush() {
   if (g.exec) {
     if (early != &g) launch_graph(g.exec);  // (else it runs already)
     ran_ = &g;
-    launched_graph_ = true;
     ++b_.stats_.graph_passes;
   } else {
     run_all();
@@ -2723,7 +2721,7 @@ CudaPass::~CudaPass() {
 void CudaPass::read(const float* src, float* host, size_t n) {
   flush();
   // A pass that ran as one graph: the next pass of its shape may launch it early.
-  b_.last_graph_ = flushes_ == 1 && launched_graph_ ? static_cast<const CudaBackend::GraphEntry*>(ran_) : nullptr;
+  b_.last_graph_ = flushes_ == 1 ? static_cast<const CudaBackend::GraphEntry*>(ran_) : nullptr;
   b_.last_shape_ = shape_;
   b_.last_frees_ = g_device_frees;
   check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
