@@ -139,6 +139,12 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// A kernel boundary and nothing else (PENSIEVE_CUDA_DEBUG_SKIP=8).
+__global__ void debug_empty_kernel() {
+  pdl_trigger();
+  pdl_wait();
+}
+
 // PENSIEVE_CUDA_PDL=0 launches every kernel after the previous one has finished.
 static bool pdl_on() {
   static const bool on = [] {
@@ -1931,7 +1937,8 @@ class CudaBackend final : public Backend {
   bool silu_epi_on_ = true;
   bool silu_prefetch_on_ = true;
   // PENSIEVE_CUDA_DEBUG_SKIP, for measuring what the small kernels add to a pass (its results are
-  // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul kernel.
+  // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul kernel; 8 an empty kernel
+  // before each decode attention (what one more kernel boundary costs; results right).
   int debug_skip_ = 0;
   bool stack_on_ = true;  // PENSIEVE_CUDA_STACKED=0: add_stacked refuses (separate q, k, v and gate, up)
   // The q, k, v biases of a one-token qkv GEMV with the RoPE store added in that store
@@ -2580,6 +2587,7 @@ void CudaPass::emit_pending(void* xq, __half* xh) {
       return;
     }
     case Pend::Attn:
+      if (skip & 8) record({16}, [=] { launch_pdl(debug_empty_kernel, dim3(1), dim3(32), 0, st); });
       record_attention(p.dim, p.a, p.y, xq, xh);
       return;
     case Pend::Silu:
