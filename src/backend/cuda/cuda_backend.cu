@@ -1581,9 +1581,17 @@ class CudaPass final : public BackendPass {
   bool profiling_ = false;
   bool timed_ = false;  // a graph launch of this pass is being timed (PENSIEVE_CUDA_STEP_TIMING)
   // The pass's shape (its slots' count and kinds, the attention plan): a pass of the shape of the
-  // one before may launch that pass's graph early (embed), which flush() then checks.
+  // one before may launch that pass's graph early (at its set-up), which flush() then checks.
   uint64_t shape_ = 0;
   const void* early_ = nullptr;  // the graph launched early (a GraphEntry), until flush() checks it
+  void spoil_early();
+  // The pass's token ids as staged for the upload, whether every slot named one, and where the ids,
+  // the slots' metadata and the block tables are on the device.
+  const int32_t* staged_ids_ = nullptr;
+  bool ids_known_ = false;
+  const int32_t* dids_ = nullptr;
+  const SlotMeta* dmeta_ = nullptr;
+  const int32_t* dtables_ = nullptr;
   const void* ran_ = nullptr;    // the graph the last flush that ran ops launched (null: none)
   bool decode_only_ = true;      // every slot another sequence's (a decode step)
   int flushes_ = 0;              // flushes that ran ops
@@ -2076,19 +2084,34 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
       i = j;
     }
   }
+  // One upload: the token ids (where the slots name them), the slots' metadata, the tiles, the lone
+  // tokens and the block tables, in this order, so that every offset depends on the pass's shape
+  // only (a sequence's table growing by a block moves no pointer a recorded launch holds).
+  const size_t ids_bytes = slots.size() * sizeof(int32_t);
+  const size_t meta_off = (ids_bytes + 255) & ~size_t(255);
   const size_t meta_bytes = meta.size() * sizeof(SlotMeta);
-  const size_t table_off = (meta_bytes + 255) & ~size_t(255);
-  const size_t tiles_off = (table_off + tables.size() * sizeof(int32_t) + 15) & ~size_t(15);
+  const size_t tiles_off = (meta_off + meta_bytes + 15) & ~size_t(15);
   const size_t lone_off = tiles_off + tiles.size() * sizeof(AttnTile);
-  const size_t total = lone_off + lone.size() * sizeof(int32_t);
-  b_.meta_.reserve(total, "pass metadata");
+  const size_t table_off = (lone_off + lone.size() * sizeof(int32_t) + 255) & ~size_t(255);
+  const size_t total = table_off + tables.size() * sizeof(int32_t);
+  if (b_.meta_.bytes < total) b_.meta_.reserve(total + total / 2 + 4096, "pass metadata");
   uint8_t* staging = b_.meta_host_.get(total);
-  std::memcpy(staging, meta.data(), meta_bytes);
-  std::memcpy(staging + table_off, tables.data(), tables.size() * sizeof(int32_t));
+  int32_t* staged_ids = reinterpret_cast<int32_t*>(staging);
+  staged_ids_ = staged_ids;
+  ids_known_ = !slots.empty();
+  for (size_t i = 0; i < slots.size(); ++i) {
+    staged_ids[i] = slots[i].token;
+    ids_known_ = ids_known_ && slots[i].token >= 0;
+  }
+  std::memcpy(staging + meta_off, meta.data(), meta_bytes);
   std::memcpy(staging + tiles_off, tiles.data(), tiles.size() * sizeof(AttnTile));
   std::memcpy(staging + lone_off, lone.data(), lone.size() * sizeof(int32_t));
+  std::memcpy(staging + table_off, tables.data(), tables.size() * sizeof(int32_t));
+  uint8_t* base = static_cast<uint8_t*>(b_.meta_.ptr);
+  dids_ = reinterpret_cast<const int32_t*>(base);
+  dmeta_ = reinterpret_cast<const SlotMeta*>(base + meta_off);
+  dtables_ = reinterpret_cast<const int32_t*>(base + table_off);
   if (tiled) {
-    uint8_t* base = static_cast<uint8_t*>(b_.meta_.ptr);
     plan_.tiles = reinterpret_cast<const AttnTile*>(base + tiles_off);
     plan_.n_tiles = int(tiles.size());
     plan_.lone = reinterpret_cast<const int32_t*>(base + lone_off);
@@ -2114,7 +2137,7 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
       plan_.split_parts = reinterpret_cast<float*>(static_cast<uint8_t*>(b_.split_ws_.ptr) + counters);
     }
   }
-  check(cudaMemcpyAsync(b_.meta_.ptr, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
+  check(cudaMemcpyAsync(base, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
   b_.meta_host_.copied(b_.stream_);
   // The shape: what decides the pass's launches beyond its ops (which flush() compares): the slots'
   // count and cache kinds and the attention plan (tiles, lone tokens, splits).
@@ -2141,6 +2164,23 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     profiling_ = true;
     cudaProfilerStart();
   }
+  // Everything the pass's kernels read is up (the ids with the metadata): a pass shaped as the one
+  // before starts that one's graph now, and records its ops while it runs; flush() checks that they
+  // are the graph's. (Rows of odd widths are gathered by the host in embed(): not then.)
+  if (b_.early_on_ && b_.graphs_on_ && ids_known_ && decode_only_ && b_.cfg_.dim % 32 == 0 && b_.last_graph_ &&
+      b_.last_shape_ == shape_ && b_.last_frees_ == g_device_frees && !profiling_) {
+    early_ = b_.last_graph_;
+    launch_graph(b_.last_graph_->exec);
+    ++b_.stats_.early;
+  }
+  b_.last_graph_ = nullptr;  // until this pass's read() says which graph it ran
+}
+
+void CudaPass::spoil_early() {
+  if (!early_) return;
+  // The host changes what the early graph read after it started: flush() launches it again.
+  early_ = nullptr;
+  ++b_.stats_.early_wasted;
 }
 
 void CudaPass::grow(DeviceBuffer& d, size_t need, size_t size, const char* what) {
@@ -2148,6 +2188,7 @@ void CudaPass::grow(DeviceBuffer& d, size_t need, size_t size, const char* what)
   // Growing frees the old buffer, which recorded launches may still use: they run first.
   qsrc_ = {};
   flush();
+  spoil_early();
   check(cudaStreamSynchronize(b_.stream_), "workspace");
   d.reserve(size, what);
 }
@@ -2166,6 +2207,7 @@ void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   if (dim % 32 != 0) {
     // Rows of odd widths (tiny test models) are gathered on the host from the mapped file.
     const size_t bytes = ids.size() * dim * sizeof(float);
+    spoil_early();
     float* rows = reinterpret_cast<float*>(b_.rows_host_.get(bytes));
     for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], rows + t * dim);
     check(cudaMemcpyAsync(x, rows, bytes, cudaMemcpyHostToDevice, b_.stream_), "embedding upload");
@@ -2176,23 +2218,18 @@ void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   for (int32_t id : ids)
     if (id < 0 || id >= w.rows())
       throw Error("embedding: token " + std::to_string(id) + " is outside tensor '" + w.name + "' " + w.shape_string());
-  const size_t bytes = ids.size() * sizeof(int32_t);
-  b_.ids_.reserve(std::max<size_t>(bytes, 4096), "token ids");
-  int32_t* staged = reinterpret_cast<int32_t*>(b_.rows_host_.get(bytes));
-  std::copy(ids.begin(), ids.end(), staged);
-  check(cudaMemcpyAsync(b_.ids_.ptr, staged, bytes, cudaMemcpyHostToDevice, b_.stream_), "token ids upload");
-  b_.rows_host_.copied(b_.stream_);
-  // Everything the pass's kernels read is up (the slots' metadata, the ids): a pass shaped as the
-  // one before starts that one's graph now, and records its ops while it runs.
-  if (b_.early_on_ && b_.graphs_on_ && decode_only_ && b_.last_graph_ && b_.last_shape_ == shape_ &&
-      b_.last_frees_ == g_device_frees && flushes_ == 0 && !profiling_) {
-    early_ = b_.last_graph_;
-    launch_graph(b_.last_graph_->exec);
-    ++b_.stats_.early;
+  // The ids went up with the metadata where the slots named them (a model's pass), else now.
+  const int32_t* dids = dids_;
+  if (!ids_known_ || ids.size() != size_t(n_slots_) || !std::equal(ids.begin(), ids.end(), staged_ids_)) {
+    const size_t bytes = ids.size() * sizeof(int32_t);
+    b_.ids_.reserve(std::max<size_t>(bytes, 4096), "token ids");
+    int32_t* staged = reinterpret_cast<int32_t*>(b_.rows_host_.get(bytes));
+    std::copy(ids.begin(), ids.end(), staged);
+    check(cudaMemcpyAsync(b_.ids_.ptr, staged, bytes, cudaMemcpyHostToDevice, b_.stream_), "token ids upload");
+    b_.rows_host_.copied(b_.stream_);
+    dids = static_cast<const int32_t*>(b_.ids_.ptr);
   }
-  b_.last_graph_ = nullptr;  // until this pass's read() says which graph it ran
   const DeviceWeight& dw = b_.weights_[size_t(weight)];
-  const int32_t* dids = static_cast<const int32_t*>(b_.ids_.ptr);
   const int n = int(ids.size());
   cudaStream_t st = b_.stream_;
   record({12, uint64_t(weight), uint64_t(n), uint64_t(uintptr_t(dids)), uint64_t(uintptr_t(x))},
@@ -2432,7 +2469,7 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   qsrc_ = {};
   const float* inv = static_cast<const float*>(b_.rope_.ptr);
   const int half = b_.cfg_.rope.n_rot / 2;
-  const SlotMeta* meta = static_cast<const SlotMeta*>(b_.meta_.ptr);
+  const SlotMeta* meta = dmeta_;
   const int n = n_slots_;
   const ModelConfig* cfg = &b_.cfg_;
   const float mscale = b_.mscale_;
@@ -2498,12 +2535,10 @@ void CudaPass::attention(int layer, const float* qkv, float* out) {
 }
 
 void CudaPass::record_attention(int layer, const float* qkv, float* out, void* xq, __half* xh) {
-  const size_t meta_bytes = size_t(n_slots_) * sizeof(SlotMeta);
-  const size_t table_off = (meta_bytes + 255) & ~size_t(255);
   if (b_.cfg_.head_dim > kMaxHeadDim)
     throw Error("CUDA attention: head_dim " + std::to_string(b_.cfg_.head_dim) + " > " + std::to_string(kMaxHeadDim));
-  const SlotMeta* meta = static_cast<const SlotMeta*>(b_.meta_.ptr);
-  const int32_t* tables = reinterpret_cast<const int32_t*>(static_cast<uint8_t*>(b_.meta_.ptr) + table_off);
+  const SlotMeta* meta = dmeta_;
+  const int32_t* tables = dtables_;
   const int n = n_slots_;
   const ModelConfig* cfg = &b_.cfg_;
   cudaStream_t st = b_.stream_;
@@ -2611,7 +2646,7 @@ void CudaPass::flush() {
   if (ops_.empty()) return;
   ++flushes_;
   ran_ = nullptr;
-  // The graph launched early (embed): these ops must be its, else the pass runs again (wasted).
+  // The graph launched early (the pass's set-up): these ops must be its, else the pass runs again.
   const void* early = early_;
   early_ = nullptr;
   auto wasted = [&] {
@@ -2766,6 +2801,7 @@ void CudaPass::read(const float* src, float* host, size_t n) {
 void CudaPass::write(float* dst, const float* host, size_t n) {
   qsrc_ = {};
   flush();
+  spoil_early();
   check(cudaMemcpyAsync(dst, host, n * sizeof(float), cudaMemcpyHostToDevice, b_.stream_), "upload");
   check(cudaStreamSynchronize(b_.stream_), "upload");
 }
