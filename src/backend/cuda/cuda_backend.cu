@@ -139,6 +139,14 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// dst[i] = src[i] for n 16-byte words, after the kernel before has finished: a pass's logits into
+// mapped host memory, written over the bus by the kernel instead of a copy after the pass's graph.
+constexpr size_t kCopyOutMax = size_t(1) << 20;
+__global__ void copy_out_kernel(const uint4* src, uint4* dst, int n) {
+  pdl_wait();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) dst[i] = __ldcg(src + i);
+}
+
 // A kernel boundary and nothing else (PENSIEVE_CUDA_DEBUG_SKIP=8).
 __global__ void debug_empty_kernel() {
   pdl_trigger();
@@ -1367,7 +1375,8 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
 // ---------------------------------------------------------------------------------------------
 // Device memory
 
-// Device buffers freed so far: a graph recorded before the last free may hold a freed pointer.
+// Device buffers (and pinned host blocks a pass names) freed so far: a graph recorded before the last
+// free may hold a freed pointer.
 static std::atomic<uint64_t> g_device_frees{0};
 DeviceBuffer::~DeviceBuffer() {
   if (ptr) {
@@ -1415,7 +1424,10 @@ struct PinnedBuffer {
     if (done) check(cudaEventSynchronize(done), "pinned staging");
     else check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "pinned staging event");
     if (bytes < n) {
-      if (ptr) cudaFreeHost(ptr);
+      if (ptr) {
+        cudaFreeHost(ptr);
+        ++g_device_frees;  // a recorded upload may name it
+      }
       ptr = nullptr;
       bytes = 0;
       check(cudaHostAlloc(&ptr, n + n / 4 + 256, cudaHostAllocDefault), "pinned staging");
@@ -1585,6 +1597,7 @@ class CudaPass final : public BackendPass {
   uint64_t shape_ = 0;
   const void* early_ = nullptr;  // the graph launched early (a GraphEntry), until flush() checks it
   void spoil_early();
+  bool meta_queued_ = true;  // the metadata upload recorded at the set-up has been run or launched
   // The pass's token ids as staged for the upload, whether every slot named one, and where the ids,
   // the slots' metadata and the block tables are on the device.
   const int32_t* staged_ids_ = nullptr;
@@ -1624,6 +1637,7 @@ class CudaBackend final : public Backend {
     silu_epi_on_ = env_int("PENSIEVE_CUDA_SILU_EPI", silu_epi_on_) != 0;
     silu_prefetch_on_ = env_int("PENSIEVE_CUDA_SILU_PREFETCH", silu_prefetch_on_) != 0;
     debug_skip_ = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
+    copy_out_on_ = env_int("PENSIEVE_CUDA_COPY_OUT", 1) != 0;
     stack_on_ = env_int("PENSIEVE_CUDA_STACKED", stack_on_) != 0;
     early_on_ = env_int("PENSIEVE_CUDA_EARLY_LAUNCH", early_on_) != 0;
     bias_fuse_on_ = env_int("PENSIEVE_CUDA_BIAS_FUSE", bias_fuse_on_) != 0;
@@ -1802,13 +1816,36 @@ class CudaBackend final : public Backend {
 
   // Page-locked, so that the logits copy needs no staging (pageable memory where that fails);
   // free_host tells the two apart by asking CUDA whether it allocated the block.
+  // Mapped into the device's address space too, so that a pass can write small reads into it
+  // (CudaPass::read).
   void* alloc_host(size_t bytes) const override {
     void* p = nullptr;
-    if (cudaSetDevice(device_) == cudaSuccess && cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess) return p;
+    void* d = nullptr;
+    if (cudaSetDevice(device_) == cudaSuccess && cudaHostAlloc(&p, bytes, cudaHostAllocMapped) == cudaSuccess) {
+      if (cudaHostGetDevicePointer(&d, p, 0) == cudaSuccess) {
+        std::lock_guard<std::mutex> g(host_mu_);
+        mapped_.push_back({static_cast<uint8_t*>(p), bytes, static_cast<uint8_t*>(d)});
+      }
+      cudaGetLastError();
+      return p;
+    }
     cudaGetLastError();
     return Backend::alloc_host(bytes);
   }
+  // The device address of host bytes [p, p + n) where they lie in one alloc_host block (else null).
+  void* mapped(const void* p, size_t n) const {
+    const uint8_t* b = static_cast<const uint8_t*>(p);
+    std::lock_guard<std::mutex> g(host_mu_);
+    for (const MappedHost& m : mapped_)
+      if (b >= m.host && b + n <= m.host + m.bytes) return m.dev + (b - m.host);
+    return nullptr;
+  }
   void free_host(void* p) const override {
+    {
+      std::lock_guard<std::mutex> g(host_mu_);
+      std::erase_if(mapped_, [&](const MappedHost& m) { return m.host == p; });
+    }
+    ++g_device_frees;  // a recorded read may name it
     unsigned flags = 0;
     if (cudaHostGetFlags(&flags, p) == cudaSuccess) {
       cudaFreeHost(p);
@@ -1901,6 +1938,15 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
   size_t repack_bytes_ = 0;  // of weight_bytes_: the K-quants' copies for the int8 GEMVs
   mutable std::mutex mu_;
+  struct MappedHost {
+    uint8_t* host;
+    size_t bytes;
+    uint8_t* dev;
+  };
+  mutable std::mutex host_mu_;
+  mutable std::vector<MappedHost> mapped_;  // alloc_host's blocks
+  // PENSIEVE_CUDA_COPY_OUT=0: reads go through cudaMemcpyAsync after the pass's kernels.
+  bool copy_out_on_ = true;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
   mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_, gemm_ws_, ids_;
   // A fused norm's int8 output (NormEpi: the GEMV that writes it reads xq_ws_) and its groups' sums
@@ -2094,8 +2140,11 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   const size_t lone_off = tiles_off + tiles.size() * sizeof(AttnTile);
   const size_t table_off = (lone_off + lone.size() * sizeof(int32_t) + 255) & ~size_t(255);
   const size_t total = table_off + tables.size() * sizeof(int32_t);
-  if (b_.meta_.bytes < total) b_.meta_.reserve(total + total / 2 + 4096, "pass metadata");
-  uint8_t* staging = b_.meta_host_.get(total);
+  // The upload copies whole 4 KB pages, so that its size (a recorded argument) moves only when the
+  // tables cross a page.
+  const size_t upload = (total + 4095) & ~size_t(4095);
+  if (b_.meta_.bytes < upload) b_.meta_.reserve(upload + upload / 2, "pass metadata");
+  uint8_t* staging = b_.meta_host_.get(upload);
   int32_t* staged_ids = reinterpret_cast<int32_t*>(staging);
   staged_ids_ = staged_ids;
   ids_known_ = !slots.empty();
@@ -2137,8 +2186,15 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
       plan_.split_parts = reinterpret_cast<float*>(static_cast<uint8_t*>(b_.split_ws_.ptr) + counters);
     }
   }
-  check(cudaMemcpyAsync(base, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
-  b_.meta_host_.copied(b_.stream_);
+  // The upload is the pass's first op: a node of its graph, so that a replayed decode step makes no
+  // copy call of its own (flush() marks the staging buffer's use once the op is queued).
+  {
+    cudaStream_t st = b_.stream_;
+    record({17, uint64_t(uintptr_t(base)), uint64_t(uintptr_t(staging)), uint64_t(upload)}, [=] {
+      check(cudaMemcpyAsync(base, staging, upload, cudaMemcpyHostToDevice, st), "metadata upload");
+    });
+    meta_queued_ = false;
+  }
   // The shape: what decides the pass's launches beyond its ops (which flush() compares): the slots'
   // count and cache kinds and the attention plan (tiles, lone tokens, splits).
   uint64_t h = 0xcbf29ce484222325ull;
@@ -2201,11 +2257,13 @@ float* CudaPass::buffer(Act role, size_t n) {
 
 void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   qsrc_ = {};
-  flush();
+  emit_pending();
   const Tensor& w = *b_.host_[size_t(weight)].t();  // (never stacked: added as rows)
   const size_t dim = size_t(w.cols());
   if (dim % 32 != 0) {
-    // Rows of odd widths (tiny test models) are gathered on the host from the mapped file.
+    // Rows of odd widths (tiny test models) are gathered on the host from the mapped file, uploaded
+    // after the launches recorded so far.
+    flush();
     const size_t bytes = ids.size() * dim * sizeof(float);
     spoil_early();
     float* rows = reinterpret_cast<float*>(b_.rows_host_.get(bytes));
@@ -2661,11 +2719,16 @@ void CudaPass::flush() {
   struct Done {
     std::vector<InlineOp>& ops;
     std::vector<uint64_t>& sig;
+    CudaPass& pass;
     ~Done() {
       ops.clear();
       sig.clear();
+      if (!pass.meta_queued_) {  // the metadata upload is on the stream: the staging's next user waits for it
+        pass.meta_queued_ = true;
+        pass.b_.meta_host_.copied(pass.b_.stream_);
+      }
     }
-  } done{ops, sig};
+  } done{ops, sig, *this};
   auto run_all = [&] {
     for (auto& f : ops) f();
   };
@@ -2762,12 +2825,26 @@ CudaPass::~CudaPass() {
 }
 
 void CudaPass::read(const float* src, float* host, size_t n) {
+  // Up to kCopyOutMax bytes into host memory from alloc_host: written by a kernel of the pass (a
+  // decode step's logits: no copy after its graph).
+  void* dhost = n * sizeof(float) <= kCopyOutMax && n % 4 == 0 && uintptr_t(src) % 16 == 0 && b_.copy_out_on_
+                    ? b_.mapped(host, n * sizeof(float))
+                    : nullptr;
+  if (uintptr_t(dhost) % 16 != 0) dhost = nullptr;
+  if (dhost) {
+    cudaStream_t st = b_.stream_;
+    const int words = int(n / 4);
+    record({18, uint64_t(uintptr_t(src)), uint64_t(uintptr_t(dhost)), uint64_t(n)}, [=] {
+      launch_pdl(copy_out_kernel, dim3(unsigned(std::min(64, (words + 255) / 256))), dim3(256), 0, st,
+                 reinterpret_cast<const uint4*>(src), static_cast<uint4*>(dhost), words);
+    });
+  }
   flush();
   // A pass that ran as one graph: the next pass of its shape may launch it early.
   b_.last_graph_ = flushes_ == 1 ? static_cast<const CudaBackend::GraphEntry*>(ran_) : nullptr;
   b_.last_shape_ = shape_;
   b_.last_frees_ = g_device_frees;
-  check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
+  if (!dhost) check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
   if (timed_) check(cudaEventRecord(b_.timing_.e2, b_.stream_), "timing event");
   check(cudaStreamSynchronize(b_.stream_), "forward pass");
   if (!timed_) {
