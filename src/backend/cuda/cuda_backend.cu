@@ -2208,6 +2208,8 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   mix(uint64_t(tiled) | uint64_t(plan_.mma) << 1);
   mix(uint64_t(uint32_t(plan_.split)) | uint64_t(uint32_t(plan_.kv)) << 32);
   mix(uint64_t(uint32_t(plan_.split_chunks)));
+  // The upload's size: an early launch copies what its graph copied, which must cover these tables.
+  mix(uint64_t(upload));
   shape_ = h;
   // Decode steps only (no sequence with two tokens): a prompt's passes of one shape may still
   // differ in the rows whose logits they want, which would waste the early launch.
