@@ -1814,10 +1814,9 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaPass>(*this, slots);
   }
 
-  // Page-locked, so that the logits copy needs no staging (pageable memory where that fails);
-  // free_host tells the two apart by asking CUDA whether it allocated the block.
-  // Mapped into the device's address space too, so that a pass can write small reads into it
-  // (CudaPass::read).
+  // Page-locked and mapped into the device's address space, so that a pass's small reads are
+  // written into it by a kernel (CudaPass::read) and larger ones copied with no staging (pageable
+  // memory where that fails; free_host tells the two apart by asking CUDA whether it allocated it).
   void* alloc_host(size_t bytes) const override {
     void* p = nullptr;
     void* d = nullptr;
