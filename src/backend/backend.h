@@ -28,6 +28,9 @@ struct PassSlot {
   SequenceState* seq;
   int pos;
   bool long_rope;
+  // The token at this position, when the pass's embed() will be given it (-1: not known): a GPU
+  // backend uploads it with the pass's metadata, so that a decode step needs one upload.
+  int32_t token = -1;
 };
 
 // The activation buffers of a pass, by role.

@@ -213,7 +213,7 @@ void Model::forward_batch(std::span<const BatchItem> items, float* logits, Threa
     const int reach = std::max(st.n_past + int(it.tokens.size()), st.rope_horizon);
     const bool long_ctx = cfg_.rope.scaling == RopeScaling::LongRope && reach > cfg_.rope.original_ctx;
     for (size_t i = 0; i < it.tokens.size(); ++i) {
-      slots.push_back({&st, st.n_past + int(i), long_ctx});
+      slots.push_back({&st, st.n_past + int(i), long_ctx, it.tokens[i]});
       ids.push_back(it.tokens[i]);
     }
   }

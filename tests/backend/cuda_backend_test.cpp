@@ -699,6 +699,62 @@ TEST_P(CudaModel, EarlyLaunchEqualsRecordedLaunch) {
   }
 }
 
+// A batch decoding from a shared paged pool whose sequences' block tables grow as they go (the
+// scheduler's way, a block every 4 positions here): launched early, its steps give the logits they
+// give recorded first, and none is wasted, since no pointer a step's graph holds depends on how long
+// the tables are.
+TEST_P(CudaModel, EarlyLaunchWhileTablesGrow) {
+  PENSIEVE_REQUIRE_TESTDATA();
+  REQUIRE_GPU();
+  const auto refs = test::read_references(test::testdata_dir() / GetParam());
+  const std::vector<int32_t> longest = test::longest_prompt(refs);
+  ASSERT_GE(longest.size(), 12u);
+  const std::vector<std::vector<int32_t>> prompts = test::batch_prompts(longest, 12);
+  ThreadPool pool(1);
+  constexpr int kSteps = 14;
+  std::vector<std::vector<float>> runs[2];
+  Backend::LaunchStats stats[2];
+  bool gathered = false;  // embedding rows gathered on the host (odd widths): no early launch
+  for (int early = 0; early < 2; ++early) {
+    setenv("PENSIEVE_CUDA_EARLY_LAUNCH", early ? "1" : "0", 1);
+    const auto model = Model::load(model_path(GetParam()), "cuda");
+    unsetenv("PENSIEVE_CUDA_EARLY_LAUNCH");
+    const ModelConfig& cfg = model->config();
+    gathered = cfg.dim % 32 != 0;
+    const size_t vocab = size_t(cfg.n_vocab);
+    KvPool kv(cfg, 64, 4, KvType::F16);
+    BlockManager blocks(64);
+    const auto seqs = test::pool_sequences(kv, prompts.size(), false);
+    std::vector<std::vector<int32_t>> tokens = prompts;
+    for (int step = 0; step < kSteps; ++step) {
+      std::vector<BatchItem> items;
+      for (size_t s = 0; s < prompts.size(); ++s) {
+        SequenceState& st = *seqs[s];
+        const int n = int(tokens[s].size()) - st.n_past;
+        while (st.capacity() < st.n_past + n) st.blocks.push_back(blocks.allocate());
+        items.push_back({&st, std::span<const int32_t>(tokens[s]).subspan(size_t(st.n_past)), BatchItem::Logits::Last});
+      }
+      std::vector<float> logits(prompts.size() * vocab);
+      model->forward_batch(items, logits.data(), pool);
+      for (size_t s = 0; s < prompts.size(); ++s) {
+        const auto row = logits.begin() + std::ptrdiff_t(s * vocab);
+        tokens[s].push_back(int32_t(std::max_element(row, row + std::ptrdiff_t(vocab)) - row));
+      }
+      runs[early].push_back(std::move(logits));
+    }
+    stats[early] = model->backend().launch_stats();
+  }
+  for (int step = 0; step < kSteps; ++step) EXPECT_TRUE(runs[0][size_t(step)] == runs[1][size_t(step)]) << "step " << step;
+  std::printf("[ %s early launch, growing tables ] graph passes %lld, launched early %lld, wasted %lld\n",
+              GetParam().c_str(), (long long)stats[1].graph_passes, (long long)stats[1].early,
+              (long long)stats[1].early_wasted);
+  EXPECT_EQ(stats[0].early, 0);
+  // Step 0 is the prefill; decode steps 1 and 2 record and capture the step's graph.
+  EXPECT_GE(stats[1].graph_passes, kSteps - 3);
+  EXPECT_GE(stats[1].early, gathered ? 0 : stats[1].graph_passes - 1);
+  EXPECT_EQ(stats[1].early_wasted, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(TestData, CudaModel, ::testing::ValuesIn(model_dirs()),
                          [](const auto& info) {
                            std::string n = info.param;

@@ -139,6 +139,20 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// dst[i] = src[i] for n 16-byte words, after the kernel before has finished: a pass's logits into
+// mapped host memory, written over the bus by the kernel instead of a copy after the pass's graph.
+constexpr size_t kCopyOutMax = size_t(1) << 20;
+__global__ void copy_out_kernel(const uint4* src, uint4* dst, int n) {
+  pdl_wait();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) dst[i] = __ldcg(src + i);
+}
+
+// A kernel boundary and nothing else (PENSIEVE_CUDA_DEBUG_SKIP=8).
+__global__ void debug_empty_kernel() {
+  pdl_trigger();
+  pdl_wait();
+}
+
 // PENSIEVE_CUDA_PDL=0 launches every kernel after the previous one has finished.
 static bool pdl_on() {
   static const bool on = [] {
@@ -1361,7 +1375,8 @@ void attention(const float* qkv, const SlotMeta* slots, const int32_t* tables, i
 // ---------------------------------------------------------------------------------------------
 // Device memory
 
-// Device buffers freed so far: a graph recorded before the last free may hold a freed pointer.
+// Device buffers (and pinned host blocks a pass names) freed so far: a graph recorded before the last
+// free may hold a freed pointer.
 static std::atomic<uint64_t> g_device_frees{0};
 DeviceBuffer::~DeviceBuffer() {
   if (ptr) {
@@ -1409,7 +1424,10 @@ struct PinnedBuffer {
     if (done) check(cudaEventSynchronize(done), "pinned staging");
     else check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "pinned staging event");
     if (bytes < n) {
-      if (ptr) cudaFreeHost(ptr);
+      if (ptr) {
+        cudaFreeHost(ptr);
+        ++g_device_frees;  // a recorded upload may name it
+      }
       ptr = nullptr;
       bytes = 0;
       check(cudaHostAlloc(&ptr, n + n / 4 + 256, cudaHostAllocDefault), "pinned staging");
@@ -1575,9 +1593,18 @@ class CudaPass final : public BackendPass {
   bool profiling_ = false;
   bool timed_ = false;  // a graph launch of this pass is being timed (PENSIEVE_CUDA_STEP_TIMING)
   // The pass's shape (its slots' count and kinds, the attention plan): a pass of the shape of the
-  // one before may launch that pass's graph early (embed), which flush() then checks.
+  // one before may launch that pass's graph early (at its set-up), which flush() then checks.
   uint64_t shape_ = 0;
   const void* early_ = nullptr;  // the graph launched early (a GraphEntry), until flush() checks it
+  void spoil_early();
+  bool meta_queued_ = true;  // the metadata upload recorded at the set-up has been run or launched
+  // The pass's token ids as staged for the upload, whether every slot named one, and where the ids,
+  // the slots' metadata and the block tables are on the device.
+  const int32_t* staged_ids_ = nullptr;
+  bool ids_known_ = false;
+  const int32_t* dids_ = nullptr;
+  const SlotMeta* dmeta_ = nullptr;
+  const int32_t* dtables_ = nullptr;
   const void* ran_ = nullptr;    // the graph the last flush that ran ops launched (null: none)
   bool decode_only_ = true;      // every slot another sequence's (a decode step)
   int flushes_ = 0;              // flushes that ran ops
@@ -1610,6 +1637,7 @@ class CudaBackend final : public Backend {
     silu_epi_on_ = env_int("PENSIEVE_CUDA_SILU_EPI", silu_epi_on_) != 0;
     silu_prefetch_on_ = env_int("PENSIEVE_CUDA_SILU_PREFETCH", silu_prefetch_on_) != 0;
     debug_skip_ = env_int("PENSIEVE_CUDA_DEBUG_SKIP", 0);
+    copy_out_on_ = env_int("PENSIEVE_CUDA_COPY_OUT", 1) != 0;
     stack_on_ = env_int("PENSIEVE_CUDA_STACKED", stack_on_) != 0;
     early_on_ = env_int("PENSIEVE_CUDA_EARLY_LAUNCH", early_on_) != 0;
     bias_fuse_on_ = env_int("PENSIEVE_CUDA_BIAS_FUSE", bias_fuse_on_) != 0;
@@ -1786,15 +1814,37 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaPass>(*this, slots);
   }
 
-  // Page-locked, so that the logits copy needs no staging (pageable memory where that fails);
-  // free_host tells the two apart by asking CUDA whether it allocated the block.
+  // Page-locked and mapped into the device's address space, so that a pass's small reads are
+  // written into it by a kernel (CudaPass::read) and larger ones copied with no staging (pageable
+  // memory where that fails; free_host tells the two apart by asking CUDA whether it allocated it).
   void* alloc_host(size_t bytes) const override {
     void* p = nullptr;
-    if (cudaSetDevice(device_) == cudaSuccess && cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess) return p;
+    void* d = nullptr;
+    if (cudaSetDevice(device_) == cudaSuccess && cudaHostAlloc(&p, bytes, cudaHostAllocMapped) == cudaSuccess) {
+      if (cudaHostGetDevicePointer(&d, p, 0) == cudaSuccess) {
+        std::lock_guard<std::mutex> g(host_mu_);
+        mapped_.push_back({static_cast<uint8_t*>(p), bytes, static_cast<uint8_t*>(d)});
+      }
+      cudaGetLastError();
+      return p;
+    }
     cudaGetLastError();
     return Backend::alloc_host(bytes);
   }
+  // The device address of host bytes [p, p + n) where they lie in one alloc_host block (else null).
+  void* mapped(const void* p, size_t n) const {
+    const uint8_t* b = static_cast<const uint8_t*>(p);
+    std::lock_guard<std::mutex> g(host_mu_);
+    for (const MappedHost& m : mapped_)
+      if (b >= m.host && b + n <= m.host + m.bytes) return m.dev + (b - m.host);
+    return nullptr;
+  }
   void free_host(void* p) const override {
+    {
+      std::lock_guard<std::mutex> g(host_mu_);
+      std::erase_if(mapped_, [&](const MappedHost& m) { return m.host == p; });
+    }
+    ++g_device_frees;  // a recorded read may name it
     unsigned flags = 0;
     if (cudaHostGetFlags(&flags, p) == cudaSuccess) {
       cudaFreeHost(p);
@@ -1887,6 +1937,15 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, max_weight_elems_ = 0;
   size_t repack_bytes_ = 0;  // of weight_bytes_: the K-quants' copies for the int8 GEMVs
   mutable std::mutex mu_;
+  struct MappedHost {
+    uint8_t* host;
+    size_t bytes;
+    uint8_t* dev;
+  };
+  mutable std::mutex host_mu_;
+  mutable std::vector<MappedHost> mapped_;  // alloc_host's blocks
+  // PENSIEVE_CUDA_COPY_OUT=0: reads go through cudaMemcpyAsync after the pass's kernels.
+  bool copy_out_on_ = true;
   mutable DeviceBuffer bufs_[size_t(Act::Logits) + 1];
   mutable DeviceBuffer f16_ws_, act_ws_, meta_, staging_, xq_ws_, blas_ws_, gemm_ws_, ids_;
   // A fused norm's int8 output (NormEpi: the GEMV that writes it reads xq_ws_) and its groups' sums
@@ -1931,7 +1990,8 @@ class CudaBackend final : public Backend {
   bool silu_epi_on_ = true;
   bool silu_prefetch_on_ = true;
   // PENSIEVE_CUDA_DEBUG_SKIP, for measuring what the small kernels add to a pass (its results are
-  // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul kernel.
+  // wrong): 1 records no rmsnorm, 2 no decode attention, 4 no silu_mul kernel; 8 an empty kernel
+  // before each decode attention (what one more kernel boundary costs; results right).
   int debug_skip_ = 0;
   bool stack_on_ = true;  // PENSIEVE_CUDA_STACKED=0: add_stacked refuses (separate q, k, v and gate, up)
   // The q, k, v biases of a one-token qkv GEMV with the RoPE store added in that store
@@ -2069,19 +2129,37 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
       i = j;
     }
   }
+  // One upload: the token ids (where the slots name them), the slots' metadata, the tiles, the lone
+  // tokens and the block tables, in this order, so that every offset depends on the pass's shape
+  // only (a sequence's table growing by a block moves no pointer a recorded launch holds).
+  const size_t ids_bytes = slots.size() * sizeof(int32_t);
+  const size_t meta_off = (ids_bytes + 255) & ~size_t(255);
   const size_t meta_bytes = meta.size() * sizeof(SlotMeta);
-  const size_t table_off = (meta_bytes + 255) & ~size_t(255);
-  const size_t tiles_off = (table_off + tables.size() * sizeof(int32_t) + 15) & ~size_t(15);
+  const size_t tiles_off = (meta_off + meta_bytes + 15) & ~size_t(15);
   const size_t lone_off = tiles_off + tiles.size() * sizeof(AttnTile);
-  const size_t total = lone_off + lone.size() * sizeof(int32_t);
-  b_.meta_.reserve(total, "pass metadata");
-  uint8_t* staging = b_.meta_host_.get(total);
-  std::memcpy(staging, meta.data(), meta_bytes);
-  std::memcpy(staging + table_off, tables.data(), tables.size() * sizeof(int32_t));
+  const size_t table_off = (lone_off + lone.size() * sizeof(int32_t) + 255) & ~size_t(255);
+  const size_t total = table_off + tables.size() * sizeof(int32_t);
+  // The upload copies whole 4 KB pages, so that its size (a recorded argument) moves only when the
+  // tables cross a page.
+  const size_t upload = (total + 4095) & ~size_t(4095);
+  if (b_.meta_.bytes < upload) b_.meta_.reserve(upload + upload / 2, "pass metadata");
+  uint8_t* staging = b_.meta_host_.get(upload);
+  int32_t* staged_ids = reinterpret_cast<int32_t*>(staging);
+  staged_ids_ = staged_ids;
+  ids_known_ = !slots.empty();
+  for (size_t i = 0; i < slots.size(); ++i) {
+    staged_ids[i] = slots[i].token;
+    ids_known_ = ids_known_ && slots[i].token >= 0;
+  }
+  std::memcpy(staging + meta_off, meta.data(), meta_bytes);
   std::memcpy(staging + tiles_off, tiles.data(), tiles.size() * sizeof(AttnTile));
   std::memcpy(staging + lone_off, lone.data(), lone.size() * sizeof(int32_t));
+  std::memcpy(staging + table_off, tables.data(), tables.size() * sizeof(int32_t));
+  uint8_t* base = static_cast<uint8_t*>(b_.meta_.ptr);
+  dids_ = reinterpret_cast<const int32_t*>(base);
+  dmeta_ = reinterpret_cast<const SlotMeta*>(base + meta_off);
+  dtables_ = reinterpret_cast<const int32_t*>(base + table_off);
   if (tiled) {
-    uint8_t* base = static_cast<uint8_t*>(b_.meta_.ptr);
     plan_.tiles = reinterpret_cast<const AttnTile*>(base + tiles_off);
     plan_.n_tiles = int(tiles.size());
     plan_.lone = reinterpret_cast<const int32_t*>(base + lone_off);
@@ -2107,8 +2185,15 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
       plan_.split_parts = reinterpret_cast<float*>(static_cast<uint8_t*>(b_.split_ws_.ptr) + counters);
     }
   }
-  check(cudaMemcpyAsync(b_.meta_.ptr, staging, total, cudaMemcpyHostToDevice, b_.stream_), "metadata upload");
-  b_.meta_host_.copied(b_.stream_);
+  // The upload is the pass's first op: a node of its graph, so that a replayed decode step makes no
+  // copy call of its own (flush() marks the staging buffer's use once the op is queued).
+  {
+    cudaStream_t st = b_.stream_;
+    record({17, uint64_t(uintptr_t(base)), uint64_t(uintptr_t(staging)), uint64_t(upload)}, [=] {
+      check(cudaMemcpyAsync(base, staging, upload, cudaMemcpyHostToDevice, st), "metadata upload");
+    });
+    meta_queued_ = false;
+  }
   // The shape: what decides the pass's launches beyond its ops (which flush() compares): the slots'
   // count and cache kinds and the attention plan (tiles, lone tokens, splits).
   uint64_t h = 0xcbf29ce484222325ull;
@@ -2122,6 +2207,8 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   mix(uint64_t(tiled) | uint64_t(plan_.mma) << 1);
   mix(uint64_t(uint32_t(plan_.split)) | uint64_t(uint32_t(plan_.kv)) << 32);
   mix(uint64_t(uint32_t(plan_.split_chunks)));
+  // The upload's size: an early launch copies what its graph copied, which must cover these tables.
+  mix(uint64_t(upload));
   shape_ = h;
   // Decode steps only (no sequence with two tokens): a prompt's passes of one shape may still
   // differ in the rows whose logits they want, which would waste the early launch.
@@ -2134,6 +2221,23 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     profiling_ = true;
     cudaProfilerStart();
   }
+  // Everything the pass's kernels read is up (the ids with the metadata): a pass shaped as the one
+  // before starts that one's graph now, and records its ops while it runs; flush() checks that they
+  // are the graph's. (Rows of odd widths are gathered by the host in embed(): not then.)
+  if (b_.early_on_ && b_.graphs_on_ && ids_known_ && decode_only_ && b_.cfg_.dim % 32 == 0 && b_.last_graph_ &&
+      b_.last_shape_ == shape_ && b_.last_frees_ == g_device_frees && !profiling_) {
+    early_ = b_.last_graph_;
+    launch_graph(b_.last_graph_->exec);
+    ++b_.stats_.early;
+  }
+  b_.last_graph_ = nullptr;  // until this pass's read() says which graph it ran
+}
+
+void CudaPass::spoil_early() {
+  if (!early_) return;
+  // The host changes what the early graph read after it started: flush() launches it again.
+  early_ = nullptr;
+  ++b_.stats_.early_wasted;
 }
 
 void CudaPass::grow(DeviceBuffer& d, size_t need, size_t size, const char* what) {
@@ -2141,6 +2245,7 @@ void CudaPass::grow(DeviceBuffer& d, size_t need, size_t size, const char* what)
   // Growing frees the old buffer, which recorded launches may still use: they run first.
   qsrc_ = {};
   flush();
+  spoil_early();
   check(cudaStreamSynchronize(b_.stream_), "workspace");
   d.reserve(size, what);
 }
@@ -2153,12 +2258,15 @@ float* CudaPass::buffer(Act role, size_t n) {
 
 void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   qsrc_ = {};
-  flush();
+  emit_pending();
   const Tensor& w = *b_.host_[size_t(weight)].t();  // (never stacked: added as rows)
   const size_t dim = size_t(w.cols());
   if (dim % 32 != 0) {
-    // Rows of odd widths (tiny test models) are gathered on the host from the mapped file.
+    // Rows of odd widths (tiny test models) are gathered on the host from the mapped file, uploaded
+    // after the launches recorded so far.
+    flush();
     const size_t bytes = ids.size() * dim * sizeof(float);
+    spoil_early();
     float* rows = reinterpret_cast<float*>(b_.rows_host_.get(bytes));
     for (size_t t = 0; t < ids.size(); ++t) kernels::get_row(w, ids[t], rows + t * dim);
     check(cudaMemcpyAsync(x, rows, bytes, cudaMemcpyHostToDevice, b_.stream_), "embedding upload");
@@ -2169,23 +2277,18 @@ void CudaPass::embed(int weight, std::span<const int32_t> ids, float* x) {
   for (int32_t id : ids)
     if (id < 0 || id >= w.rows())
       throw Error("embedding: token " + std::to_string(id) + " is outside tensor '" + w.name + "' " + w.shape_string());
-  const size_t bytes = ids.size() * sizeof(int32_t);
-  b_.ids_.reserve(std::max<size_t>(bytes, 4096), "token ids");
-  int32_t* staged = reinterpret_cast<int32_t*>(b_.rows_host_.get(bytes));
-  std::copy(ids.begin(), ids.end(), staged);
-  check(cudaMemcpyAsync(b_.ids_.ptr, staged, bytes, cudaMemcpyHostToDevice, b_.stream_), "token ids upload");
-  b_.rows_host_.copied(b_.stream_);
-  // Everything the pass's kernels read is up (the slots' metadata, the ids): a pass shaped as the
-  // one before starts that one's graph now, and records its ops while it runs.
-  if (b_.early_on_ && b_.graphs_on_ && decode_only_ && b_.last_graph_ && b_.last_shape_ == shape_ &&
-      b_.last_frees_ == g_device_frees && flushes_ == 0 && !profiling_) {
-    early_ = b_.last_graph_;
-    launch_graph(b_.last_graph_->exec);
-    ++b_.stats_.early;
+  // The ids went up with the metadata where the slots named them (a model's pass), else now.
+  const int32_t* dids = dids_;
+  if (!ids_known_ || ids.size() != size_t(n_slots_) || !std::equal(ids.begin(), ids.end(), staged_ids_)) {
+    const size_t bytes = ids.size() * sizeof(int32_t);
+    b_.ids_.reserve(std::max<size_t>(bytes, 4096), "token ids");
+    int32_t* staged = reinterpret_cast<int32_t*>(b_.rows_host_.get(bytes));
+    std::copy(ids.begin(), ids.end(), staged);
+    check(cudaMemcpyAsync(b_.ids_.ptr, staged, bytes, cudaMemcpyHostToDevice, b_.stream_), "token ids upload");
+    b_.rows_host_.copied(b_.stream_);
+    dids = static_cast<const int32_t*>(b_.ids_.ptr);
   }
-  b_.last_graph_ = nullptr;  // until this pass's read() says which graph it ran
   const DeviceWeight& dw = b_.weights_[size_t(weight)];
-  const int32_t* dids = static_cast<const int32_t*>(b_.ids_.ptr);
   const int n = int(ids.size());
   cudaStream_t st = b_.stream_;
   record({12, uint64_t(weight), uint64_t(n), uint64_t(uintptr_t(dids)), uint64_t(uintptr_t(x))},
@@ -2425,7 +2528,7 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   qsrc_ = {};
   const float* inv = static_cast<const float*>(b_.rope_.ptr);
   const int half = b_.cfg_.rope.n_rot / 2;
-  const SlotMeta* meta = static_cast<const SlotMeta*>(b_.meta_.ptr);
+  const SlotMeta* meta = dmeta_;
   const int n = n_slots_;
   const ModelConfig* cfg = &b_.cfg_;
   const float mscale = b_.mscale_;
@@ -2491,12 +2594,10 @@ void CudaPass::attention(int layer, const float* qkv, float* out) {
 }
 
 void CudaPass::record_attention(int layer, const float* qkv, float* out, void* xq, __half* xh) {
-  const size_t meta_bytes = size_t(n_slots_) * sizeof(SlotMeta);
-  const size_t table_off = (meta_bytes + 255) & ~size_t(255);
   if (b_.cfg_.head_dim > kMaxHeadDim)
     throw Error("CUDA attention: head_dim " + std::to_string(b_.cfg_.head_dim) + " > " + std::to_string(kMaxHeadDim));
-  const SlotMeta* meta = static_cast<const SlotMeta*>(b_.meta_.ptr);
-  const int32_t* tables = reinterpret_cast<const int32_t*>(static_cast<uint8_t*>(b_.meta_.ptr) + table_off);
+  const SlotMeta* meta = dmeta_;
+  const int32_t* tables = dtables_;
   const int n = n_slots_;
   const ModelConfig* cfg = &b_.cfg_;
   cudaStream_t st = b_.stream_;
@@ -2580,6 +2681,7 @@ void CudaPass::emit_pending(void* xq, __half* xh) {
       return;
     }
     case Pend::Attn:
+      if (skip & 8) record({16}, [=] { launch_pdl(debug_empty_kernel, dim3(1), dim3(32), 0, st); });
       record_attention(p.dim, p.a, p.y, xq, xh);
       return;
     case Pend::Silu:
@@ -2603,7 +2705,7 @@ void CudaPass::flush() {
   if (ops_.empty()) return;
   ++flushes_;
   ran_ = nullptr;
-  // The graph launched early (embed): these ops must be its, else the pass runs again (wasted).
+  // The graph launched early (the pass's set-up): these ops must be its, else the pass runs again.
   const void* early = early_;
   early_ = nullptr;
   auto wasted = [&] {
@@ -2618,11 +2720,16 @@ void CudaPass::flush() {
   struct Done {
     std::vector<InlineOp>& ops;
     std::vector<uint64_t>& sig;
+    CudaPass& pass;
     ~Done() {
       ops.clear();
       sig.clear();
+      if (!pass.meta_queued_) {  // the metadata upload is on the stream: the staging's next user waits for it
+        pass.meta_queued_ = true;
+        pass.b_.meta_host_.copied(pass.b_.stream_);
+      }
     }
-  } done{ops, sig};
+  } done{ops, sig, *this};
   auto run_all = [&] {
     for (auto& f : ops) f();
   };
@@ -2719,12 +2826,26 @@ CudaPass::~CudaPass() {
 }
 
 void CudaPass::read(const float* src, float* host, size_t n) {
+  // Up to kCopyOutMax bytes into host memory from alloc_host: written by a kernel of the pass (a
+  // decode step's logits: no copy after its graph).
+  void* dhost = n * sizeof(float) <= kCopyOutMax && n % 4 == 0 && uintptr_t(src) % 16 == 0 && b_.copy_out_on_
+                    ? b_.mapped(host, n * sizeof(float))
+                    : nullptr;
+  if (uintptr_t(dhost) % 16 != 0) dhost = nullptr;
+  if (dhost) {
+    cudaStream_t st = b_.stream_;
+    const int words = int(n / 4);
+    record({18, uint64_t(uintptr_t(src)), uint64_t(uintptr_t(dhost)), uint64_t(n)}, [=] {
+      launch_pdl(copy_out_kernel, dim3(unsigned(std::min(64, (words + 255) / 256))), dim3(256), 0, st,
+                 reinterpret_cast<const uint4*>(src), static_cast<uint4*>(dhost), words);
+    });
+  }
   flush();
   // A pass that ran as one graph: the next pass of its shape may launch it early.
   b_.last_graph_ = flushes_ == 1 ? static_cast<const CudaBackend::GraphEntry*>(ran_) : nullptr;
   b_.last_shape_ = shape_;
   b_.last_frees_ = g_device_frees;
-  check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
+  if (!dhost) check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, b_.stream_), "logits copy");
   if (timed_) check(cudaEventRecord(b_.timing_.e2, b_.stream_), "timing event");
   check(cudaStreamSynchronize(b_.stream_), "forward pass");
   if (!timed_) {
@@ -2758,6 +2879,7 @@ void CudaPass::read(const float* src, float* host, size_t n) {
 void CudaPass::write(float* dst, const float* host, size_t n) {
   qsrc_ = {};
   flush();
+  spoil_early();
   check(cudaMemcpyAsync(dst, host, n * sizeof(float), cudaMemcpyHostToDevice, b_.stream_), "upload");
   check(cudaStreamSynchronize(b_.stream_), "upload");
 }
