@@ -389,8 +389,10 @@ struct NormIn {
 // NORM, bits (one token each): kNormOut, the add + rmsnorm store of NormEpi (4 rows a warp: 32 a
 // block); kNormIn, the sums times NormIn's factor; kSiluOut, the silu_mul store of NormEpi (R rows
 // a warp, the block's 64 rows in 64 / (8 R) rounds).
+// NT (not ONE): the most tokens of a launch, accumulators a row (launches of 2 or 4 tokens hold
+// fewer registers than kGemvTokens' worth).
 constexpr int kNormOut = 1, kNormIn = 2, kSiluOut = 4;
-template <class B, bool ROPE = false, bool ONE = ROPE, int R = 1, int NORM = 0>
+template <class B, bool ROPE = false, bool ONE = ROPE, int R = 1, int NORM = 0, int NT = kGemvTokens>
 __global__ void __launch_bounds__(32 * kPackWarps)
     gemv_i8_smem_kernel(typename B::Src src, int rows, int cols, const int8_t* xq, const float2* xds,
                         float* __restrict__ y, int64_t ldy, int nt, RopeArgs rope, NormEpi epi, NormIn nin) {
@@ -450,7 +452,7 @@ __global__ void __launch_bounds__(32 * kPackWarps)
     }
   }
   const float2* sds = stage_x_i8(sx, xq, xds, nt, cols);  // its barrier publishes norm_r
-  constexpr int kT = ONE ? 1 : kGemvTokens;
+  constexpr int kT = ONE ? 1 : NT;
   if (ONE) nt = 1;
   float acc[R][kT];
   __shared__ float sums[SILU ? 64 : 32];  // OUT, SILU: the block's row sums
@@ -624,7 +626,15 @@ static bool launch_i8_rows(const typename B::Src& src, const DeviceWeight& w, co
   const int R = gemv_rows_per_warp();
   if (nt < 2 || R == 1) return false;
   const dim3 grid(unsigned((w.rows + kPackWarps * R - 1) / (kPackWarps * R))), block(32 * kPackWarps);
-  const auto kernel = R == 4 ? gemv_i8_smem_kernel<B, false, false, 4> : gemv_i8_smem_kernel<B, false, false, 2>;
+  // Accumulators for 2, 4 or kGemvTokens tokens (PENSIEVE_CUDA_GEMV_NT=0: kGemvTokens always).
+  static const bool fit = env_int("PENSIEVE_CUDA_GEMV_NT", 1) != 0;
+  const int nt_max = !fit || nt > 4 ? kGemvTokens : nt > 2 ? 4 : 2;
+  const auto kernel = R == 4 ? (nt_max == 2   ? gemv_i8_smem_kernel<B, false, false, 4, 0, 2>
+                                : nt_max == 4 ? gemv_i8_smem_kernel<B, false, false, 4, 0, 4>
+                                              : gemv_i8_smem_kernel<B, false, false, 4>)
+                             : (nt_max == 2   ? gemv_i8_smem_kernel<B, false, false, 2, 0, 2>
+                                : nt_max == 4 ? gemv_i8_smem_kernel<B, false, false, 2, 0, 4>
+                                              : gemv_i8_smem_kernel<B, false, false, 2>);
   launch_pdl(kernel, grid, block, smem, stream, src, w.rows, w.cols, xq, xds, y, ldy, nt, RopeArgs{}, NormEpi{},
              NormIn{});
   return true;
