@@ -73,4 +73,18 @@ inline std::vector<std::unique_ptr<SequenceState>> pool_sequences(KvPool& kv, si
   return seqs;
 }
 
+// A batch step of seqs: each sequence's tokens past its cache, the blocks its table needs added
+// from `blocks` first (as the scheduler adds them), its last row's logits wanted.
+inline std::vector<BatchItem> batch_step(const std::vector<std::unique_ptr<SequenceState>>& seqs,
+                                         const std::vector<std::vector<int32_t>>& tokens, BlockManager& blocks) {
+  std::vector<BatchItem> items;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    SequenceState& st = *seqs[s];
+    const int n = int(tokens[s].size()) - st.n_past;
+    while (st.capacity() < st.n_past + n) st.blocks.push_back(blocks.allocate());
+    items.push_back({&st, std::span<const int32_t>(tokens[s]).subspan(size_t(st.n_past)), BatchItem::Logits::Last});
+  }
+  return items;
+}
+
 }  // namespace pensieve::test

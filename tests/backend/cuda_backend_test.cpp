@@ -595,13 +595,7 @@ TEST_P(CudaModel, BatchedDecodeEqualsSoloDecode) {
     std::vector<std::vector<int32_t>> tokens = prompts;
     double worst = 0;
     for (int step = 0; step < kSteps; ++step) {
-      std::vector<BatchItem> items;
-      for (size_t s = 0; s < prompts.size(); ++s) {
-        SequenceState& st = *seqs[s];
-        const int n = int(tokens[s].size()) - st.n_past;
-        while (st.capacity() < st.n_past + n) st.blocks.push_back(blocks.allocate());
-        items.push_back({&st, std::span<const int32_t>(tokens[s]).subspan(size_t(st.n_past)), BatchItem::Logits::Last});
-      }
+      const std::vector<BatchItem> items = test::batch_step(seqs, tokens, blocks);
       std::vector<float> logits(prompts.size() * vocab);
       model->forward_batch(items, logits.data(), pool);
       for (size_t s = 0; s < prompts.size(); ++s) {
@@ -727,13 +721,7 @@ TEST_P(CudaModel, EarlyLaunchWhileTablesGrow) {
     const auto seqs = test::pool_sequences(kv, prompts.size(), false);
     std::vector<std::vector<int32_t>> tokens = prompts;
     for (int step = 0; step < kSteps; ++step) {
-      std::vector<BatchItem> items;
-      for (size_t s = 0; s < prompts.size(); ++s) {
-        SequenceState& st = *seqs[s];
-        const int n = int(tokens[s].size()) - st.n_past;
-        while (st.capacity() < st.n_past + n) st.blocks.push_back(blocks.allocate());
-        items.push_back({&st, std::span<const int32_t>(tokens[s]).subspan(size_t(st.n_past)), BatchItem::Logits::Last});
-      }
+      const std::vector<BatchItem> items = test::batch_step(seqs, tokens, blocks);
       std::vector<float> logits(prompts.size() * vocab);
       model->forward_batch(items, logits.data(), pool);
       for (size_t s = 0; s < prompts.size(); ++s) {
