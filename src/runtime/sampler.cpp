@@ -30,17 +30,36 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
   if (p_.temperature <= 0.0f)
     return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
 
-  // Candidates sorted by logit, cut by top-k first (cheap partial sort for small k).
-  // Tokens masked out (-inf, e.g. by a grammar) never become candidates.
+  // Candidates best first (the higher logit, then the lower id), cut by top-k first. Tokens masked
+  // out (-inf, e.g. by a grammar) never become candidates.
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
   cand_.clear();
-  for (size_t i = 0; i < logits.size(); ++i)
-    if (logits[i] != -std::numeric_limits<float>::infinity()) cand_.push_back({logits[i], int32_t(i)});
+  const size_t k = p_.top_k > 0 ? size_t(p_.top_k) : logits.size();
+  if (k < logits.size()) {
+    // The k best in one pass over the vocabulary: a heap of k whose front is the worst kept; a
+    // later token (a higher id) replaces it only with a higher logit. A few hundred replacements
+    // in a 32k vocabulary, not a sort of it.
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const float l = logits[i];
+      if (l == kMasked) continue;
+      if (cand_.size() < k) {
+        cand_.push_back({l, int32_t(i)});
+        if (cand_.size() == k) std::make_heap(cand_.begin(), cand_.end(), better);
+      } else if (l > cand_.front().first) {
+        std::pop_heap(cand_.begin(), cand_.end(), better);
+        cand_.back() = {l, int32_t(i)};
+        std::push_heap(cand_.begin(), cand_.end(), better);
+      }
+    }
+  } else {
+    for (size_t i = 0; i < logits.size(); ++i)
+      if (logits[i] != kMasked) cand_.push_back({logits[i], int32_t(i)});
+  }
   if (cand_.empty()) return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-  const size_t n = cand_.size();
-  size_t k = (p_.top_k > 0 && size_t(p_.top_k) < n) ? size_t(p_.top_k) : n;
-  auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first; };
-  std::partial_sort(cand_.begin(), cand_.begin() + k, cand_.end(), by_logit);
-  cand_.resize(k);
+  std::sort(cand_.begin(), cand_.end(), better);
 
   // Softmax at temperature.
   const float max_l = cand_[0].first;
