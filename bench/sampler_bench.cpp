@@ -18,7 +18,7 @@ void sample_bench(benchmark::State& state) {
   p.seed = 1;
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 3.0f);
-  std::vector<float> logits(size_t(vocab)), work;
+  std::vector<float> logits(static_cast<size_t>(vocab)), work;
   for (float& l : logits) l = dist(rng);
   Sampler s(p);
   for (auto _ : state) {

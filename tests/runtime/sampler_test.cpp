@@ -21,6 +21,24 @@ TEST(Sampler, GreedyTakesTheArgmax) {
   EXPECT_EQ(s.sample(l, {}), 1);
 }
 
+// Over a vocabulary's width, with the largest logit twice and an odd length: the first of the two.
+TEST(Sampler, GreedyTakesTheFirstLargestOfAVocabulary) {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  for (int vocab : {32003, 128256}) {
+    std::vector<float> l(static_cast<size_t>(vocab));
+    for (float& x : l) x = dist(rng);
+    const size_t at = size_t(vocab) / 3, again = size_t(vocab) - 2;
+    l[at] = l[again] = 100.0f;
+    SamplingParams p;
+    p.temperature = 0;
+    Sampler s(p);
+    EXPECT_EQ(s.sample(l, {}), int32_t(at));
+    l[at] = 0.0f;
+    EXPECT_EQ(s.sample(l, {}), int32_t(again));
+  }
+}
+
 TEST(Sampler, SameSeedSameTokens) {
   SamplingParams p;
   p.temperature = 1.0f;
