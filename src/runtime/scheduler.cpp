@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "model/kv_cache.h"
@@ -99,6 +100,8 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, const Tokenizer& tokeni
   stats_.kv_blocks_total = n_blocks;
   stats_.kv_block_size = bs;
   stats_.kv_cache_bytes = kv_->bytes();
+  const char* timing = std::getenv("PENSIEVE_SCHED_TIMING");
+  timing_.on = timing && std::atoi(timing) != 0;
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -110,6 +113,12 @@ Scheduler::~Scheduler() {
   }
   cv_.notify_all();
   thread_.join();
+  for (const auto& [n, t] : timing_.by_sampled)
+    std::fprintf(stderr,
+                 "scheduler step timing: %lld steps sampling %d sequences: before the pass %.1f us, pass %.1f us, "
+                 "sampling %.1f us, after it %.1f us, between steps %.1f us\n",
+                 (long long)t.steps, n, 1e6 * t.before / double(t.steps), 1e6 * t.forward / double(t.steps),
+                 1e6 * t.sample / double(t.steps), 1e6 * t.after / double(t.steps), 1e6 * t.between / double(t.steps));
 }
 
 bool Scheduler::submit(std::shared_ptr<GenerationJob> job) {
@@ -209,6 +218,7 @@ bool Scheduler::should_stop(Seq& s) {
 }
 
 void Scheduler::step() {
+  const Clock::time_point t_start = timing_.on ? Clock::now() : Clock::time_point{};
   {
     std::lock_guard lock(mu_);
     cancel_epoch_seen_ = cancel_epoch_;
@@ -285,6 +295,7 @@ void Scheduler::step() {
   for (const BatchItem& it : items) n_logits += it.logits == BatchItem::Logits::Last;
   const size_t vocab = size_t(model_->config().n_vocab);
   float* logits = logits_.get(size_t(n_logits) * vocab);
+  const Clock::time_point t_pass = timing_.on ? Clock::now() : Clock::time_point{};
   try {
     model_->forward_batch(items, logits, pool_);
   } catch (const std::exception& e) {
@@ -297,6 +308,7 @@ void Scheduler::step() {
     ++stats_.steps;
   }
 
+  const Clock::time_point t_passed = timing_.on ? Clock::now() : Clock::time_point{};
   // Sample every sequence that got logits, in parallel (each has its own sampler and buffer).
   std::vector<Seq*> sampled;
   for (size_t i = 0; i < items.size(); ++i) {
@@ -325,6 +337,7 @@ void Scheduler::step() {
   });
 
   const Clock::time_point t = Clock::now();
+  const Clock::time_point t_sampled = t;
   for (Seq* sp : sampled) {
     Seq& s = *sp;
     const int32_t id = s.next;
@@ -371,6 +384,17 @@ void Scheduler::step() {
     }
   }
   std::erase_if(active_, [](const auto& s) { return s->removed; });
+  if (timing_.on) {
+    const Clock::time_point t_end = Clock::now();
+    StepTiming::Sum& sum = timing_.by_sampled[int(sampled.size())];
+    ++sum.steps;
+    sum.before += seconds(t_pass - t_start);
+    sum.forward += seconds(t_passed - t_pass);
+    sum.sample += seconds(t_sampled - t_passed);
+    sum.after += seconds(t_end - t_sampled);
+    if (timing_.last_end != Clock::time_point{}) sum.between += seconds(t_start - timing_.last_end);
+    timing_.last_end = t_end;
+  }
 }
 
 // Takes the sequence into the running set: reuses every cached leading block of its tokens and

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -140,6 +141,18 @@ class Scheduler : public GenerationService {
   ServiceStats stats_;  // under mu_
 
   // Owned by the scheduler thread.
+  // PENSIEVE_SCHED_TIMING=1: where each step's time goes, by the number of sequences sampled,
+  // printed to stderr when the scheduler ends (a diagnostic, like PENSIEVE_CUDA_STEP_TIMING).
+  struct StepTiming {
+    struct Sum {
+      int64_t steps = 0;
+      double before = 0, forward = 0, sample = 0, after = 0, between = 0;
+    };
+    bool on = false;
+    std::map<int, Sum> by_sampled;
+    std::chrono::steady_clock::time_point last_end{};
+  };
+  StepTiming timing_;
   std::deque<std::unique_ptr<Seq>> queue_;    // waiting, FCFS (preempted ones go to the front)
   std::vector<std::unique_ptr<Seq>> active_;  // running, in admission order
   std::thread thread_;

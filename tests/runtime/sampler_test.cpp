@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <limits>
 #include <map>
+#include <random>
+#include <set>
 
 namespace pensieve {
 namespace {
@@ -15,6 +19,24 @@ TEST(Sampler, GreedyTakesTheArgmax) {
   Sampler s(p);
   auto l = logits_of({0.1f, 2.0f, 1.9f, -3.0f});
   EXPECT_EQ(s.sample(l, {}), 1);
+}
+
+// Over a vocabulary's width, with the largest logit twice and an odd length: the first of the two.
+TEST(Sampler, GreedyTakesTheFirstLargestOfAVocabulary) {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  for (int vocab : {32003, 128256}) {
+    std::vector<float> l(static_cast<size_t>(vocab));
+    for (float& x : l) x = dist(rng);
+    const size_t at = size_t(vocab) / 3, again = size_t(vocab) - 2;
+    l[at] = l[again] = 100.0f;
+    SamplingParams p;
+    p.temperature = 0;
+    Sampler s(p);
+    EXPECT_EQ(s.sample(l, {}), int32_t(at));
+    l[at] = 0.0f;
+    EXPECT_EQ(s.sample(l, {}), int32_t(again));
+  }
 }
 
 TEST(Sampler, SameSeedSameTokens) {
@@ -51,6 +73,46 @@ TEST(Sampler, TopKRestrictsToTheKBest) {
   }
   EXPECT_EQ(seen.size(), 2u);
   EXPECT_TRUE(seen.count(1) && seen.count(3));
+}
+
+// Top-k over a real vocabulary's width: exactly the k best logits survive (of equal ones, the lower
+// id), masked tokens never do.
+TEST(Sampler, TopKKeepsTheKBestOfAVocabulary) {
+  constexpr int kVocab = 32064, kK = 6;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  std::vector<float> base(kVocab);
+  for (float& l : base) l = dist(rng);
+  std::vector<int32_t> order(kVocab);
+  for (int i = 0; i < kVocab; ++i) order[size_t(i)] = i;
+  auto best_first = [&](std::vector<int32_t>& ids) {
+    std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
+      return base[size_t(a)] > base[size_t(b)] || (base[size_t(a)] == base[size_t(b)] && a < b);
+    });
+  };
+  best_first(order);
+  base[size_t(order[0])] = -std::numeric_limits<float>::infinity();  // masked: never a candidate
+  // The k-th best (order[kK], the best being masked) ties with a token below the cut: of the two,
+  // the lower id is kept.
+  const int32_t kth = order[kK], other = std::max(order[kK + 1], order[kK + 2]);
+  base[size_t(other)] = base[size_t(kth)];
+  best_first(order);  // the masked token last
+  const std::set<int32_t> expected(order.begin(), order.begin() + kK);
+  SamplingParams p;
+  p.temperature = 100.0f;  // flat: every survivor turns up
+  p.top_k = kK;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.seed = 9;
+  Sampler s(p);
+  std::set<int32_t> seen;
+  for (int i = 0; i < 600; ++i) {
+    std::vector<float> l = base;
+    seen.insert(s.sample(l, {}));
+  }
+  EXPECT_EQ(seen, expected);
+  EXPECT_EQ(seen.count(std::min(kth, other)), 1u);
+  EXPECT_EQ(seen.count(std::max(kth, other)), 0u);
 }
 
 TEST(Sampler, TopPKeepsTheSmallestNucleus) {
