@@ -337,7 +337,6 @@ void Scheduler::step() {
   });
 
   const Clock::time_point t = Clock::now();
-  const Clock::time_point t_sampled = t;
   for (Seq* sp : sampled) {
     Seq& s = *sp;
     const int32_t id = s.next;
@@ -390,8 +389,8 @@ void Scheduler::step() {
     ++sum.steps;
     sum.before += seconds(t_pass - t_start);
     sum.forward += seconds(t_passed - t_pass);
-    sum.sample += seconds(t_sampled - t_passed);
-    sum.after += seconds(t_end - t_sampled);
+    sum.sample += seconds(t - t_passed);
+    sum.after += seconds(t_end - t);
     if (timing_.last_end != Clock::time_point{}) sum.between += seconds(t_start - timing_.last_end);
     timing_.last_end = t_end;
   }
