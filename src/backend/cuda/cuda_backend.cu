@@ -1597,7 +1597,6 @@ class CudaPass final : public BackendPass {
   uint64_t shape_ = 0;
   const void* early_ = nullptr;  // the graph launched early (a GraphEntry), until flush() checks it
   void spoil_early();
-  bool meta_queued_ = true;  // the metadata upload recorded at the set-up has been run or launched
   // The pass's token ids as staged for the upload, whether every slot named one, and where the ids,
   // the slots' metadata and the block tables are on the device.
   const int32_t* staged_ids_ = nullptr;
@@ -2192,7 +2191,6 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     record({17, uint64_t(uintptr_t(base)), uint64_t(uintptr_t(staging)), uint64_t(upload)}, [=] {
       check(cudaMemcpyAsync(base, staging, upload, cudaMemcpyHostToDevice, st), "metadata upload");
     });
-    meta_queued_ = false;
   }
   // The shape: what decides the pass's launches beyond its ops (which flush() compares): the slots'
   // count and cache kinds and the attention plan (tiles, lone tokens, splits).
@@ -2724,10 +2722,8 @@ void CudaPass::flush() {
     ~Done() {
       ops.clear();
       sig.clear();
-      if (!pass.meta_queued_) {  // the metadata upload is on the stream: the staging's next user waits for it
-        pass.meta_queued_ = true;
-        pass.b_.meta_host_.copied(pass.b_.stream_);
-      }
+      // The pass's first flush ran or launched its metadata upload: the staging's next user waits for it.
+      if (pass.flushes_ == 1) pass.b_.meta_host_.copied(pass.b_.stream_);
     }
   } done{ops, sig, *this};
   auto run_all = [&] {
