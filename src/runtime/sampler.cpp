@@ -79,34 +79,29 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
   cand_.clear();
-  const size_t k = p_.top_k > 0 ? size_t(p_.top_k) : logits.size();
   const size_t n = logits.size();
-  if (k < n) {
-    // The k best in one pass over the vocabulary: a heap of k whose front is the worst kept; a
-    // later token (a higher id) replaces it only with a higher logit, and runs of 16 with none
-    // above the front are passed over four-wide. A few hundred replacements in a 32k
-    // vocabulary, not a sort of it.
-    size_t i = 0;
-    for (; i < n && cand_.size() < k; ++i)
-      if (logits[i] != kMasked) cand_.push_back({logits[i], int32_t(i)});
+  const size_t k = p_.top_k > 0 ? size_t(p_.top_k) : n;
+  // The first k candidates; then, where tokens remain, the k best in one pass over the rest: a heap
+  // of k whose front is the worst kept; a later token (a higher id) replaces it only with a higher
+  // logit, and runs of 16 with none above the front are passed over four-wide. A few hundred
+  // replacements in a 32k vocabulary, not a sort of it.
+  size_t i = 0;
+  for (; i < n && cand_.size() < k; ++i)
+    if (logits[i] != kMasked) cand_.push_back({logits[i], int32_t(i)});
+  if (i < n) {
     std::make_heap(cand_.begin(), cand_.end(), better);
-    if (cand_.size() == k) {
-      float worst = cand_.front().first;  // masked logits are never above it
-      auto consider = [&](size_t j) {
-        if (logits[j] <= worst) return;
-        std::pop_heap(cand_.begin(), cand_.end(), better);
-        cand_.back() = {logits[j], int32_t(j)};
-        std::push_heap(cand_.begin(), cand_.end(), better);
-        worst = cand_.front().first;
-      };
-      for (; i + 16 <= n; i += 16)
-        if (any_above16(logits.data() + i, worst))
-          for (size_t j = i; j < i + 16; ++j) consider(j);
-      for (; i < n; ++i) consider(i);
-    }
-  } else {
-    for (size_t i = 0; i < logits.size(); ++i)
-      if (logits[i] != kMasked) cand_.push_back({logits[i], int32_t(i)});
+    float worst = cand_.front().first;  // masked logits are never above it
+    auto consider = [&](size_t j) {
+      if (logits[j] <= worst) return;
+      std::pop_heap(cand_.begin(), cand_.end(), better);
+      cand_.back() = {logits[j], int32_t(j)};
+      std::push_heap(cand_.begin(), cand_.end(), better);
+      worst = cand_.front().first;
+    };
+    for (; i + 16 <= n; i += 16)
+      if (any_above16(logits.data() + i, worst))
+        for (size_t j = i; j < i + 16; ++j) consider(j);
+    for (; i < n; ++i) consider(i);
   }
   if (cand_.empty()) return int32_t(argmax(logits));
   std::sort(cand_.begin(), cand_.end(), better);
