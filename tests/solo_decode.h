@@ -37,17 +37,21 @@ struct Mode {
 inline constexpr Mode kModes[] = {{true, KvType::F32, "exact"}, {false, KvType::F16, "serving"},
                                   {true, KvType::Q8, "exact, q8 cache"}};
 
-// `steps` rows of logits: the prompt in one pass, then greedy decoding one token at a time.
+// `steps` rows of logits: the prompt in one pass, then greedy decoding one token at a time. Each
+// pass reads its logits into `into` (room for a vocabulary's) where given, else into a vector.
 inline std::vector<std::vector<float>> solo_greedy_logits(const Model& model, const std::vector<int32_t>& prompt,
-                                                          int steps, bool exact, ThreadPool& pool, KvType kv) {
+                                                          int steps, bool exact, ThreadPool& pool, KvType kv,
+                                                          float* into = nullptr) {
   SequenceState st(model.config(), int(prompt.size()) + steps, kv);
   st.exact_activations = exact;
+  const size_t vocab = size_t(model.config().n_vocab);
+  std::vector<float> own(into ? 0 : vocab);
+  float* logits = into ? into : own.data();
   std::vector<std::vector<float>> out;
-  std::vector<float> logits;
   model.forward(st, prompt, false, logits, pool);
   for (int i = 0; i < steps; ++i) {
-    out.push_back(logits);
-    const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    out.emplace_back(logits, logits + vocab);
+    const int32_t next = int32_t(std::max_element(logits, logits + vocab) - logits);
     model.forward(st, std::span<const int32_t>(&next, 1), false, logits, pool);
   }
   return out;

@@ -702,23 +702,14 @@ TEST_P(CudaModel, LogitsWrittenIntoHostMemoryEqualCopiedOnes) {
   const auto refs = test::read_references(test::testdata_dir() / GetParam());
   const std::vector<int32_t> prompt = test::longest_prompt(refs);
   const auto model = Model::load(model_path(GetParam()), "cuda");
-  const size_t vocab = size_t(model->config().n_vocab);
   ThreadPool pool(1);
   constexpr int kSteps = 6;
-  std::vector<std::vector<float>> runs[2];
-  for (int mapped = 0; mapped < 2; ++mapped) {
-    SequenceState st(model->config(), int(prompt.size()) + kSteps, KvType::F16);
-    HostFloats host(model->backend());
-    std::vector<float> plain(vocab);
-    float* out = mapped ? host.get(vocab) : plain.data();
-    model->forward(st, prompt, false, out, pool);
-    for (int step = 0; step < kSteps; ++step) {
-      runs[mapped].emplace_back(out, out + vocab);
-      const int32_t next = int32_t(std::max_element(out, out + vocab) - out);
-      model->forward(st, std::span<const int32_t>(&next, 1), false, out, pool);
-    }
-  }
-  for (int step = 0; step < kSteps; ++step) EXPECT_TRUE(runs[0][size_t(step)] == runs[1][size_t(step)]) << "step " << step;
+  HostFloats host(model->backend());
+  const auto copied = test::solo_greedy_logits(*model, prompt, kSteps, /*exact=*/false, pool, KvType::F16);
+  const auto written = test::solo_greedy_logits(*model, prompt, kSteps, /*exact=*/false, pool, KvType::F16,
+                                                host.get(size_t(model->config().n_vocab)));
+  ASSERT_EQ(copied.size(), written.size());
+  for (size_t step = 0; step < copied.size(); ++step) EXPECT_TRUE(copied[step] == written[step]) << "step " << step;
 }
 
 // A batch decoding from a shared paged pool whose sequences' block tables grow as they go (the
