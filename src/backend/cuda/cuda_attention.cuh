@@ -512,7 +512,9 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
                            const int32_t* __restrict__ tables, const int32_t* __restrict__ tokens, int layer,
                            int n_heads, int n_kv_heads, int window, float scale, float* __restrict__ out,
                            int8_t* __restrict__ xq, float2* __restrict__ xds, __half* __restrict__ xh, int early,
-                           int split_chunks, int* __restrict__ counters, float* __restrict__ parts) {
+                           int split_chunks, int* __restrict__ counters, float* __restrict__ parts,
+                           const float* __restrict__ inv_short, const float* __restrict__ inv_long, float mscale,
+                           int n_rot, int style_half) {
   pdl_trigger();
   constexpr bool F32 = KV == 1, Q8 = KV == 2;
   constexpr int G = HD / 8, P = 32 / G, EB = F32 ? 4 : Q8 ? 1 : 2;  // EB: bytes an element
@@ -525,7 +527,26 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
   const int nb = split_blocks(s.pos, window, split_chunks), z = blockIdx.z;
   if (z >= nb) return;  // a shorter window than the pass's longest
   const int worker = z * kSplitWarps + warp, stride = 32 * kSplitWarps * nb;
-  if (early && kind == KV) {
+  if (early == 2 && kind == KV) {
+    // Every KV block of the warp's chunks (keys, values, Q8 scales), asked of L2 at once: a lane a
+    // block, a bulk prefetch of its head's rows.
+    const size_t vo = size_t(s.block_size) * s.row_bytes;
+    for (int c0 = (start / 32 + worker) * 32; c0 <= s.pos; c0 += stride) {
+      const int b0 = max(c0, start) / s.block_size, b1 = min(c0 + 31, s.pos) / s.block_size;
+      for (int b = b0 + lane; b <= b1; b += 32) {
+        const int blk = tables[s.table + b];
+        const uint8_t* k = kv_key(s, blk, layer, 0, kvh, HD * EB);
+        const uint32_t bytes = uint32_t(s.block_size * HD * EB);
+        prefetch_l2_bulk(k, bytes);
+        prefetch_l2_bulk(k + vo, bytes);
+        if constexpr (Q8) {
+          const float* d = kv_q8_scale(s, blk, layer, 0, kvh, HD, n_kv_heads);
+          prefetch_l2_line(d);
+          prefetch_l2_line(reinterpret_cast<const uint8_t*>(d) + vo);
+        }
+      }
+    }
+  } else if (early && kind == KV) {
     // The keys and values of the warp's first chunk, asked of L2 before the wait for the qkv
     // kernel: earlier passes wrote them (all but the token's own row), so the DRAM round trip
     // overlaps that kernel's tail.
@@ -540,26 +561,86 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
     }
   }
   static_assert(!EAGER || (KV == 0 && !STORE), "EAGER: fp16 caches");
+  static_assert(!STORE || KV != 1, "STORE: fp16 or Q8 caches");
+  // STORE with n_rot > 0: the token's RoPE is this kernel's too (its factors depend on no kernel
+  // before).
+  __shared__ float rcs[STORE ? 64 : 1], rsn[STORE ? 64 : 1];
+  const int half = n_rot / 2;
+  if (STORE && n_rot > 0) {
+    const float* inv = s.long_rope ? inv_long : inv_short;
+    for (int k = threadIdx.x; k < half; k += blockDim.x) rope_cos_sin(s.pos, inv[k], mscale, &rcs[k], &rsn[k]);
+    __syncthreads();
+  }
   pdl_wait();
   if (kind != KV) return;  // another launch's token (a pass mixing kinds of caches)
   const int q_dim = n_heads * HD, kv_dim = n_kv_heads * HD;
   const float* q = qkv + size_t(t) * (q_dim + 2 * kv_dim) + size_t(h) * HD;
   __shared__ __align__(16) float sq_block[EAGER ? 1 : HD], sq_warp[EAGER ? kSplitWarps : 1][HD];
   float* const sq = EAGER ? sq_warp[warp] : sq_block;
-  __shared__ __align__(16) int8_t own[2][HD];
+  __shared__ __align__(16) uint8_t own[2][STORE ? HD * EB : 16];
   __shared__ float own_d[2];
+  __shared__ float own_f[STORE ? 2 : 1][STORE ? HD : 1];
   // STORE: the block whose chunks hold the token's own position rounds, reads and stores its rows.
   const bool mine = STORE && z == (s.pos / 32 - start / 32) % (kSplitWarps * nb) / kSplitWarps;
+  // Q8: q as two int8 parts for the keys' dot products on dp4a, q ~ dq (hi + lo / 256) (within
+  // max|q| / 65,000; the float products took 16 instructions a 4-byte word of keys, dp4a takes 2).
+  __shared__ __align__(16) int8_t sqh[Q8 ? HD : 16], sql[Q8 ? HD : 16];
+  __shared__ float sdq;
   if (!EAGER)
     for (int d = threadIdx.x; d < HD; d += blockDim.x) sq[d] = q[d];
-  if (mine && warp < 2)
-    warp_round_q8(q - size_t(h) * HD + q_dim + (warp ? kv_dim : 0) + size_t(kvh) * HD, HD, own[warp], &own_d[warp]);
+  if (mine && warp < 2) {
+    // The token's own key (rotated) and value rows, rounded as the cache holds them.
+    const float* src = q - size_t(h) * HD + q_dim + (warp ? kv_dim : 0) + size_t(kvh) * HD;
+    float* f = own_f[STORE ? warp : 0];
+    for (int d = lane; d < HD; d += 32) f[d] = src[d];
+    __syncwarp();
+    if (warp == 0)
+      for (int k = lane; k < half; k += 32) rope_rotate(f, k, half, style_half, rcs[k], rsn[k]);
+    __syncwarp();
+    if constexpr (Q8) {
+      warp_round_q8(f, HD, reinterpret_cast<int8_t*>(own[warp]), &own_d[warp]);
+    } else {
+      for (int d = lane; d < HD; d += 32) reinterpret_cast<__half*>(own[warp])[d] = __float2half_rn(f[d]);
+    }
+  }
+  if (STORE && n_rot > 0 && !EAGER) {  // q rotated in place
+    __syncthreads();
+    for (int k = threadIdx.x; k < half; k += blockDim.x) rope_rotate(sq, k, half, style_half, rcs[k], rsn[k]);
+  }
+  if constexpr (Q8) {
+    __syncthreads();
+    if (warp == kSplitWarps - 1) {
+      constexpr int V = (HD + 31) / 32;
+      float v[V], amax = 0.0f;
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const int d = lane + 32 * i;
+        v[i] = d < HD ? sq[d] : 0.0f;
+        amax = fmaxf(amax, fabsf(v[i]));
+      }
+#pragma unroll
+      for (int k = 16; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
+      const float dq = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const int d = lane + 32 * i;
+        const float hi = rintf(v[i] * id);
+        const float lo = fminf(fmaxf(rintf((v[i] - hi * dq) * id * 256.0f), -127.0f), 127.0f);
+        if (d < HD) {
+          sqh[d] = int8_t(hi);
+          sql[d] = int8_t(lo);
+        }
+      }
+      if (lane == 0) sdq = dq;
+    }
+  }
   __syncthreads();
   if (mine && h % (n_heads / n_kv_heads) == 0 && warp < 2) {
     const size_t vo = size_t(s.block_size) * s.row_bytes;
-    int8_t* row = reinterpret_cast<int8_t*>(kv_key(s, s.block, layer, s.off, kvh, HD) + (warp ? vo : 0));
-    for (int d = lane; d < HD; d += 32) row[d] = own[warp][d];
-    if (lane == 0)
+    uint8_t* row = kv_key(s, s.block, layer, s.off, kvh, HD * EB) + (warp ? vo : 0);
+    for (int d = lane; d < HD * EB / 4; d += 32)
+      reinterpret_cast<uint32_t*>(row)[d] = reinterpret_cast<const uint32_t*>(own[warp])[d];
+    if (Q8 && lane == 0)
       *reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(kv_q8_scale(s, s.block, layer, s.off, kvh, HD, n_kv_heads)) +
                                 (warp ? vo : 0)) = own_d[warp];
   }
@@ -635,17 +716,20 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
         uint4 kr[HD / 16];
 #pragma unroll
         for (int d = 0; d < HD / 16; ++d) kr[d] = k16[d];
+        int ih = 0, il = 0;
 #pragma unroll
         for (int d = 0; d < HD / 16; ++d) {
-          const uint32_t w[4] = {kr[d].x, kr[d].y, kr[d].z, kr[d].w};
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            float f[4];
-            i8x4_to_float(w[j], f);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) part = fmaf(sq[16 * d + 4 * j + e], f[e], part);
-          }
+          const int4 a = reinterpret_cast<const int4*>(sqh)[d], b = reinterpret_cast<const int4*>(sql)[d];
+          ih = __dp4a(int(kr[d].x), a.x, ih);
+          ih = __dp4a(int(kr[d].y), a.y, ih);
+          ih = __dp4a(int(kr[d].z), a.z, ih);
+          ih = __dp4a(int(kr[d].w), a.w, ih);
+          il = __dp4a(int(kr[d].x), b.x, il);
+          il = __dp4a(int(kr[d].y), b.y, il);
+          il = __dp4a(int(kr[d].z), b.z, il);
+          il = __dp4a(int(kr[d].w), b.w, il);
         }
+        part = (float(ih) + float(il) * (1.0f / 256.0f)) * sdq;
       } else if constexpr (F32) {
         const float4* k4 = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(krow));
         float4 kr[HD / 4];

@@ -91,6 +91,15 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+// Asks L2 for `bytes` (a multiple of 16) at p (16-byte aligned), one instruction (sm_90).
+__device__ __forceinline__ void prefetch_l2_bulk(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+  prefetch_l2_line(p);
+#endif
+}
+
 // A warp's 32 values (v, one a lane) rounded to int8 as the int8 GEMVs take their activations:
 // *q = round(v * 127 / max|v|) (ties to even), and lane 0 stores {max|v| / 127, sum of the q} at
 // *ds. Every lane of the warp calls it.
@@ -1229,6 +1238,12 @@ struct AttnPlan {
   int split_chunks = 0, split = 1;
   int* split_counters = nullptr;
   float* split_parts = nullptr;
+  // The lone tokens' RoPE and KV store done by the decode attention kernel (rope_and_store_kv
+  // deferred to it: every token a lone one, each its sequence's only one), with RoPE's factors.
+  bool rope = false;
+  const float* inv_short = nullptr;
+  const float* inv_long = nullptr;
+  float mscale = 1.0f;
 };
 
 // Whether the tiled and split kernels serve this model (else attention_kernel does).
@@ -1284,6 +1299,14 @@ static bool split_early() {
   return on;
 }
 
+// Decode steps of more than kSplitEarly tokens on a Q8 cache: each warp asks L2 for all of its
+// chunks' keys, values and scales before the wait (PENSIEVE_CUDA_SPLIT_BULK=0: not). (On an fp16
+// cache it cost 3% at 64 streams.)
+static bool split_bulk() {
+  static const bool on = env_int("PENSIEVE_CUDA_SPLIT_BULK", 1) != 0;
+  return on;
+}
+
 // PENSIEVE_CUDA_SPLIT_EAGER=0: decode steps of at most kSplitEarly tokens on an fp16 cache ask for
 // q, then the keys, then the values, as longer ones do (not all three at once).
 static bool split_eager() {
@@ -1295,22 +1318,27 @@ template <int HD>
 static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const SlotMeta* slots, const int32_t* tables,
                          const int32_t* lone, int layer, const ModelConfig& cfg, float scale, float* out, int8_t* q,
                          float2* ds, __half* xh, const AttnPlan& plan) {
-  const int early = int(grid.x) <= kSplitEarly && split_early();
+  // 1: the first chunk's rows prefetched before the wait; 2 (Q8 caches): all of them, in bulk.
+  const int early = int(grid.x) <= kSplitEarly ? int(split_early()) : 0;
+  const int early_q8 = int(grid.x) <= kSplitEarly ? early : 2 * int(split_bulk());
   const int kv = plan.kv;
-  const bool q8_store = plan.q8_store;
-  auto go = [&](auto kernel) {
+  const bool q8_store = plan.q8_store || plan.rope;
+  const int n_rot = plan.rope ? cfg.rope.n_rot : 0;
+  const int style_half = int(cfg.rope.style == RopeStyle::RotateHalf);
+  auto go = [&](auto kernel, int e) {
     launch_pdl(kernel, grid, dim3(32 * kSplitWarps), 0, st, qkv, slots, tables, lone, layer, cfg.n_heads, cfg.n_kv_heads,
-               cfg.sliding_window, scale, out, q, ds, xh, early, plan.split_chunks, plan.split_counters,
-               plan.split_parts);
+               cfg.sliding_window, scale, out, q, ds, xh, e, plan.split_chunks, plan.split_counters, plan.split_parts,
+               plan.inv_short, plan.inv_long, plan.mscale, n_rot, style_half);
   };
-  if ((kv & 1) && early && split_eager()) go(attention_split_kernel<HD, 0, 1, false, true>);
-  else if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>);
-  else if (kv & 1) go(attention_split_kernel<HD, 0, 1>);
-  if (kv & 2) go(attention_split_kernel<HD, 1, 1>);
+  if ((kv & 1) && plan.rope) go(attention_split_kernel<HD, 0, 4, true>, early);
+  else if ((kv & 1) && early == 1 && split_eager()) go(attention_split_kernel<HD, 0, 1, false, true>, early);
+  else if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>, early);
+  else if (kv & 1) go(attention_split_kernel<HD, 0, 1>, early);
+  if (kv & 2) go(attention_split_kernel<HD, 1, 1>, early);
   if ((kv & 4) && split_minb() == 4)
-    go(q8_store ? attention_split_kernel<HD, 2, 4, true> : attention_split_kernel<HD, 2, 4>);
+    go(q8_store ? attention_split_kernel<HD, 2, 4, true> : attention_split_kernel<HD, 2, 4>, early_q8);
   else if (kv & 4)
-    go(q8_store ? attention_split_kernel<HD, 2, 1, true> : attention_split_kernel<HD, 2, 1>);
+    go(q8_store ? attention_split_kernel<HD, 2, 1, true> : attention_split_kernel<HD, 2, 1>, early_q8);
 }
 
 // With xq (head_dim % 32 == 0), the output is also rounded to int8 for the GEMV that reads it; with
@@ -1522,14 +1550,14 @@ class CudaPass final : public BackendPass {
   // The last add, rmsnorm or silu_mul waits here, unrecorded, so that it can merge with what comes
   // next: add + rmsnorm of the same rows become one kernel, and an rmsnorm or silu_mul whose output
   // an int8 GEMV reads also writes that GEMV's int8 activations. Every other op records it first.
-  enum class Pend { None, Add, Norm, AddNorm, Silu, Attn };
+  enum class Pend { None, Add, Norm, AddNorm, Silu, Attn, Rope };
   struct Pending {
     Pend kind = Pend::None;
     float* x = nullptr;  // add: the sum; norm: the input (written by AddNorm); silu: g
     const float* a = nullptr;  // add: the addend; attention: qkv
     const float* w = nullptr;  // norm: the gain
     float* y = nullptr;        // norm, attention: the output
-    int rows = 0, dim = 0;     // norm: rows x dim; silu: rows x ff; attention: dim = the layer
+    int rows = 0, dim = 0;     // norm: rows x dim; silu: rows x ff; attention, RoPE: dim = the layer
     float eps = 0.0f;
     size_t n = 0;  // add: values
     const float* part = nullptr;  // silu: g and u as a Q4_0 GEMM's ks partial sums (PartsSlot)
@@ -1551,6 +1579,7 @@ class CudaPass final : public BackendPass {
   // writes them there in fp16 (true: no to_f16 needed).
   bool emit_pending_f16(const float* x, int64_t ldx, int n_tok, int cols);
   void record_attention(int layer, const float* qkv, float* out, void* xq, __half* xh = nullptr);
+  void record_rope(int layer, float* qkv);
   // Which activations the int8 workspace holds now (so that matmuls of the same input, e.g.
   // separate q, k and v, quantize it once); cleared by every op that may change them.
   struct QuantSrc {
@@ -1606,6 +1635,7 @@ class CudaPass final : public BackendPass {
   const int32_t* dtables_ = nullptr;
   const void* ran_ = nullptr;    // the graph the last flush that ran ops launched (null: none)
   bool decode_only_ = true;      // every slot another sequence's (a decode step)
+  bool lone_unique_ = false;     // more than kSplitEarly lone tokens, each its sequence's only one
   int flushes_ = 0;              // flushes that ran ops
   void launch_graph(cudaGraphExec_t exec);
   std::chrono::steady_clock::time_point t_ctor_{}, t_begin_{}, t_flush_{}, t_launch_{}, t_launched_{};
@@ -1632,6 +1662,7 @@ class CudaBackend final : public Backend {
     parts_fuse_on_ = env_int("PENSIEVE_CUDA_PARTS_FUSE", parts_fuse_on_) != 0;
     fuse_on_ = env_int("PENSIEVE_CUDA_FUSE", fuse_on_) != 0;
     rope_fuse_on_ = env_int("PENSIEVE_CUDA_ROPE_FUSE", rope_fuse_on_) != 0;
+    rope_attn_on_ = env_int("PENSIEVE_CUDA_ROPE_ATTN", 1) != 0;
     norm_epi_on_ = env_int("PENSIEVE_CUDA_NORM_EPI", norm_epi_on_) != 0;
     silu_epi_on_ = env_int("PENSIEVE_CUDA_SILU_EPI", silu_epi_on_) != 0;
     silu_prefetch_on_ = env_int("PENSIEVE_CUDA_SILU_PREFETCH", silu_prefetch_on_) != 0;
@@ -1980,6 +2011,10 @@ class CudaBackend final : public Backend {
   // A one-token int8 qkv GEMV (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) also does the RoPE + KV store
   // (PENSIEVE_CUDA_ROPE_FUSE=0: its own kernel after it).
   bool rope_fuse_on_ = true;
+  // A decode step of 5-31 lone tokens (each its sequence's only one) on fp16 / Q8 caches: their
+  // RoPE and KV store done by the decode attention kernel (PENSIEVE_CUDA_ROPE_ATTN=0: the RoPE
+  // kernel).
+  bool rope_attn_on_ = true;
   // A one-token int8 o / down GEMV does the add + rmsnorm after it in its store, and the GEMV that
   // reads the norm applies its factor (NormEpi, NormIn; PENSIEVE_CUDA_NORM_EPI=0: the norm kernel).
   bool norm_epi_on_ = true;
@@ -2032,6 +2067,7 @@ class CudaBackend final : public Backend {
   std::deque<NormEpi> pass_epi_;
   std::vector<SlotMeta> pass_meta_;
   std::vector<int32_t> pass_tables_, pass_lone_;
+  std::vector<const SequenceState*> pass_seqs_;
   std::vector<AttnTile> pass_tiles_;
   std::vector<std::pair<const SequenceState*, int>> pass_table_of_;
   std::vector<std::unique_ptr<DeviceBuffer>> f16_cache_;
@@ -2169,6 +2205,13 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     plan_.kv = kinds;
     plan_.mma = b_.attn_mode_ == 1 && !any32;
     plan_.split_chunks = b_.split_chunks_;
+    if (lone.size() > size_t(kSplitEarly)) {
+      std::vector<const SequenceState*>& seqs = b_.pass_seqs_;
+      seqs.clear();
+      for (const PassSlot& ps : slots) seqs.push_back(ps.seq);
+      std::sort(seqs.begin(), seqs.end());
+      lone_unique_ = std::adjacent_find(seqs.begin(), seqs.end()) == seqs.end();
+    }
     plan_.split = 1;
     for (int32_t i : lone)
       plan_.split = std::max(plan_.split, split_blocks(meta[size_t(i)].pos, b_.cfg_.sliding_window, b_.split_chunks_));
@@ -2204,7 +2247,7 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   for (int32_t i : lone) mix(uint64_t(uint32_t(i)));
   mix(uint64_t(tiled) | uint64_t(plan_.mma) << 1);
   mix(uint64_t(uint32_t(plan_.split)) | uint64_t(uint32_t(plan_.kv)) << 32);
-  mix(uint64_t(uint32_t(plan_.split_chunks)));
+  mix(uint64_t(uint32_t(plan_.split_chunks)) | uint64_t(lone_unique_) << 32);
   // The upload's size: an early launch copies what its graph copied, which must cover these tables.
   mix(uint64_t(upload));
   shape_ = h;
@@ -2577,12 +2620,40 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
            [] {});
     return;
   }
+  // A decode step of 5-31 lone tokens, each its sequence's only one, on fp16 / Q8 caches: the
+  // attention kernel rotates and stores the tokens' rows (AttnPlan::rope) where it comes next; else
+  // the RoPE kernel. (At 64 streams the work in the attention's blocks cost more than the kernel.)
+  if (b_.fuse_on_ && b_.rope_attn_on_ && n > kSplitEarly && n < kRopeTokenMin && lone_unique_ && plan_.tiles &&
+      plan_.n_tiles == 0 && plan_.n_lone == n && (plan_.kv & 2) == 0 && cfg->rope.n_rot <= cfg->head_dim &&
+      cfg->head_dim <= 128) {
+    pend_ = Pending{Pend::Rope, qkv, nullptr, nullptr, nullptr, 0, layer, 0.0f, 0};
+    return;
+  }
+  record_rope(layer, qkv);
+}
+
+void CudaPass::record_rope(int layer, float* qkv) {
+  const float* inv = static_cast<const float*>(b_.rope_.ptr);
+  const int half = b_.cfg_.rope.n_rot / 2;
+  const SlotMeta* meta = dmeta_;
+  const int n = n_slots_;
+  const ModelConfig* cfg = &b_.cfg_;
+  const float mscale = b_.mscale_;
+  cudaStream_t st = b_.stream_;
   record({4, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(n), uint64_t(layer), uint64_t(uintptr_t(inv))},
          [=] { rope_store(qkv, meta, n, layer, *cfg, inv, inv + half, mscale, st); });
 }
 
 void CudaPass::attention(int layer, const float* qkv, float* out) {
   qsrc_ = {};
+  // The RoPE and KV store deferred by rope_and_store_kv, done by this attention's kernel.
+  plan_.rope = pend_.kind == Pend::Rope && pend_.x == qkv && pend_.dim == layer;
+  if (plan_.rope) {
+    pend_ = Pending{};
+    plan_.inv_short = static_cast<const float*>(b_.rope_.ptr);
+    plan_.inv_long = plan_.inv_short + b_.cfg_.rope.n_rot / 2;
+    plan_.mscale = b_.mscale_;
+  }
   emit_pending();
   if (b_.fuse_on_ && b_.cfg_.head_dim % 32 == 0) {
     pend_ = Pending{Pend::Attn, out, qkv, nullptr, out, 0, layer, 0.0f, 0};
@@ -2604,7 +2675,7 @@ void CudaPass::record_attention(int layer, const float* qkv, float* out, void* x
           uint64_t(layer), uint64_t(uintptr_t(out)), uint64_t(uintptr_t(xq)), uint64_t(uintptr_t(plan.tiles)),
           uint64_t(plan.n_tiles), uint64_t(plan.mma), uint64_t(plan.kv), uint64_t(uintptr_t(plan.lone)), uint64_t(plan.n_lone),
           uint64_t(uintptr_t(xh)), uint64_t(plan.q8_store), uint64_t(plan.split), uint64_t(plan.split_chunks),
-          uint64_t(uintptr_t(plan.split_parts))},
+          uint64_t(uintptr_t(plan.split_parts)), uint64_t(plan.rope)},
          [=] { cuda::attention(qkv, meta, tables, n, layer, *cfg, out, st, xq, plan, xh); });
 }
 
@@ -2678,6 +2749,9 @@ void CudaPass::emit_pending(void* xq, __half* xh) {
              [=] { norm_fused(p.x, a, p.w, p.y, p.rows, p.dim, p.eps, xq, st, xh); });
       return;
     }
+    case Pend::Rope:
+      record_rope(p.dim, p.x);
+      return;
     case Pend::Attn:
       if (skip & 8) record({16}, [=] { launch_pdl(debug_empty_kernel, dim3(1), dim3(32), 0, st); });
       record_attention(p.dim, p.a, p.y, xq, xh);
