@@ -505,13 +505,13 @@ TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
   unsetenv("PENSIEVE_CUDA_SPLIT_CHUNKS");
 }
 
-// A decode step of many lone tokens (the split kernel's form for more than kSplitEarly tokens:
-// windows of one to 22 32-key chunks, a sliding window, grouped and plain heads, head dims 64 to
-// 128) against the CPU, with the tokens' RoPE and KV store done by the attention kernel and by the
-// RoPE kernel (PENSIEVE_CUDA_ROPE_ATTN=0). The second step has one sequence twice, its tokens apart
-// in the pass, so that its later token's window holds a row the same pass wrote (which keeps the
-// RoPE kernel).
-TEST(CudaOps, DecodeAttentionOfManyTokensMatchesTheCpu) {
+// Decode steps of many lone tokens (windows of one to 22 32-key chunks, a sliding window, grouped
+// and plain heads, head dims 64 to 128) against the CPU, with the tokens' RoPE and KV store done by
+// the attention kernel and by the RoPE kernel (PENSIEVE_CUDA_ROPE_ATTN=0). The second step has one
+// sequence twice, its tokens apart in the pass, so that its later token's window holds a row the
+// same pass wrote (which keeps the RoPE kernel); the third has three tokens (the kernels of steps
+// of at most kSplitEarly tokens).
+TEST(CudaOps, DecodeAttentionOfLoneTokensMatchesTheCpu) {
   REQUIRE_GPU();
   struct Shape {
     int head_dim, n_heads, n_kv_heads, window, block_size;
@@ -528,19 +528,20 @@ TEST(CudaOps, DecodeAttentionOfManyTokensMatchesTheCpu) {
     const int qkv_dim = q_dim + 2 * kv_dim;
     const std::vector<int> lens = {1, 3, 17, 64, 127, 128, 129, 300, 700};
     const int n_seq = int(lens.size());
-    std::vector<int> needed;  // blocks a sequence needs (its prompt and two tokens more)
+    std::vector<int> needed;  // blocks a sequence needs (its prompt and three tokens more)
     int blocks_needed = 0;
     for (int n : lens) {
-      needed.push_back((n + 3 + sh.block_size - 1) / sh.block_size);
+      needed.push_back((n + 4 + sh.block_size - 1) / sh.block_size);
       blocks_needed += needed.back();
     }
     // step 0: every sequence's next token; step 1: every sequence's next but the last's, which
-    // comes first and last in the pass.
-    std::vector<std::vector<std::pair<int, int>>> steps(2);  // (sequence, position)
+    // comes first and last in the pass; step 2: three sequences' next (the short steps' kernels).
+    std::vector<std::vector<std::pair<int, int>>> steps(3);  // (sequence, position)
     for (int s = 0; s < n_seq; ++s) steps[0].push_back({s, lens[size_t(s)]});
     steps[1].push_back({n_seq - 1, lens.back() + 1});
     for (int s = 0; s < n_seq - 1; ++s) steps[1].push_back({s, lens[size_t(s)] + 1});
     steps[1].push_back({n_seq - 1, lens.back() + 2});
+    steps[2] = {{0, lens[0] + 2}, {4, lens[4] + 2}, {n_seq - 1, lens.back() + 3}};
     std::mt19937 rng(7 + sh.head_dim);
     int total = 0;
     for (int n : lens) total += n;

@@ -560,7 +560,7 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
       prefetch_l2_line(v + HD * EB - 1);
     }
   }
-  static_assert(!EAGER || (KV == 0 && !STORE), "EAGER: fp16 caches");
+  static_assert(!EAGER || KV == 0, "EAGER: fp16 caches");
   static_assert(!STORE || KV != 1, "STORE: fp16 or Q8 caches");
   // STORE with n_rot > 0: the token's RoPE is this kernel's too (its factors depend on no kernel
   // before).
@@ -694,9 +694,13 @@ __global__ void __launch_bounds__(32 * kSplitWarps, MINB)
         vr[st][0] = make_uint4(0, 0, 0, 0);
         if (use[st]) load_value(row, vr[st]);
       }
-      if (first) {  // the warp's copy of q
+      if (first) {  // the warp's copy of q (rotated here where the kernel does the RoPE)
         for (int d = lane; d < HD; d += 32) sq[d] = q[d];
         __syncwarp();
+        if (STORE && n_rot > 0) {
+          for (int k = lane; k < half; k += 32) rope_rotate(sq, k, half, style_half, rcs[k], rsn[k]);
+          __syncwarp();
+        }
         first = false;
       }
     }

@@ -821,6 +821,9 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, const SlotMeta* __res
 constexpr int kAttnWarps = 4;
 // Passes of at least this many tokens rotate one token a block (rope_store_token_kernel).
 constexpr int kRopeTokenMin = 32;
+// Decode steps of at most this many lone tokens may have their RoPE and KV store done by the
+// attention kernel (AttnPlan::rope).
+constexpr int kRopeAttnMax = 16;
 // Passes whose cuBLAS GEMMs have at most this many tokens may be captured as graphs.
 constexpr int kBlasGraphMaxTokens = 128;
 constexpr int kMaxHeadDim = 256;
@@ -1330,7 +1333,8 @@ static void launch_split(dim3 grid, cudaStream_t st, const float* qkv, const Slo
                cfg.sliding_window, scale, out, q, ds, xh, e, plan.split_chunks, plan.split_counters, plan.split_parts,
                plan.inv_short, plan.inv_long, plan.mscale, n_rot, style_half);
   };
-  if ((kv & 1) && plan.rope) go(attention_split_kernel<HD, 0, 4, true>, early);
+  if ((kv & 1) && plan.rope && early == 1 && split_eager()) go(attention_split_kernel<HD, 0, 1, true, true>, early);
+  else if ((kv & 1) && plan.rope) go(attention_split_kernel<HD, 0, 4, true>, early);
   else if ((kv & 1) && early == 1 && split_eager()) go(attention_split_kernel<HD, 0, 1, false, true>, early);
   else if ((kv & 1) && split_minb() == 4) go(attention_split_kernel<HD, 0, 4>, early);
   else if (kv & 1) go(attention_split_kernel<HD, 0, 1>, early);
@@ -1635,7 +1639,7 @@ class CudaPass final : public BackendPass {
   const int32_t* dtables_ = nullptr;
   const void* ran_ = nullptr;    // the graph the last flush that ran ops launched (null: none)
   bool decode_only_ = true;      // every slot another sequence's (a decode step)
-  bool lone_unique_ = false;     // more than kSplitEarly lone tokens, each its sequence's only one
+  bool lone_unique_ = false;     // two or more lone tokens, each its sequence's only one
   int flushes_ = 0;              // flushes that ran ops
   void launch_graph(cudaGraphExec_t exec);
   std::chrono::steady_clock::time_point t_ctor_{}, t_begin_{}, t_flush_{}, t_launch_{}, t_launched_{};
@@ -2011,7 +2015,7 @@ class CudaBackend final : public Backend {
   // A one-token int8 qkv GEMV (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) also does the RoPE + KV store
   // (PENSIEVE_CUDA_ROPE_FUSE=0: its own kernel after it).
   bool rope_fuse_on_ = true;
-  // A decode step of 5-31 lone tokens (each its sequence's only one) on fp16 / Q8 caches: their
+  // A decode step of 2-16 lone tokens (each its sequence's only one) on fp16 / Q8 caches: their
   // RoPE and KV store done by the decode attention kernel (PENSIEVE_CUDA_ROPE_ATTN=0: the RoPE
   // kernel).
   bool rope_attn_on_ = true;
@@ -2205,7 +2209,7 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
     plan_.kv = kinds;
     plan_.mma = b_.attn_mode_ == 1 && !any32;
     plan_.split_chunks = b_.split_chunks_;
-    if (lone.size() > size_t(kSplitEarly)) {
+    if (lone.size() >= 2) {
       std::vector<const SequenceState*>& seqs = b_.pass_seqs_;
       seqs.clear();
       for (const PassSlot& ps : slots) seqs.push_back(ps.seq);
@@ -2620,10 +2624,11 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
            [] {});
     return;
   }
-  // A decode step of 5-31 lone tokens, each its sequence's only one, on fp16 / Q8 caches: the
+  // A decode step of 2-16 lone tokens, each its sequence's only one, on fp16 / Q8 caches: the
   // attention kernel rotates and stores the tokens' rows (AttnPlan::rope) where it comes next; else
-  // the RoPE kernel. (At 64 streams the work in the attention's blocks cost more than the kernel.)
-  if (b_.fuse_on_ && b_.rope_attn_on_ && n > kSplitEarly && n < kRopeTokenMin && lone_unique_ && plan_.tiles &&
+  // the RoPE kernel. (At 24 and 64 streams the work in the attention's blocks cost more than the
+  // kernel.)
+  if (b_.fuse_on_ && b_.rope_attn_on_ && n >= 2 && n <= kRopeAttnMax && lone_unique_ && plan_.tiles &&
       plan_.n_tiles == 0 && plan_.n_lone == n && (plan_.kv & 2) == 0 && cfg->rope.n_rot <= cfg->head_dim &&
       cfg->head_dim <= 128) {
     pend_ = Pending{Pend::Rope, qkv, nullptr, nullptr, nullptr, 0, layer, 0.0f, 0};
