@@ -2571,13 +2571,8 @@ void CudaPass::record_bias(float* y, int64_t ldy, int rows, const float* bv, int
 
 void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   qsrc_ = {};
-  const float* inv = static_cast<const float*>(b_.rope_.ptr);
-  const int half = b_.cfg_.rope.n_rot / 2;
-  const SlotMeta* meta = dmeta_;
   const int n = n_slots_;
   const ModelConfig* cfg = &b_.cfg_;
-  const float mscale = b_.mscale_;
-  cudaStream_t st = b_.stream_;
   const RopeSlot rs = rope_slot_;
   rope_slot_ = RopeSlot{};
   const int qkv_rows = (cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
@@ -2606,9 +2601,10 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   if (fuse) {
     plan_.q8_store = q8;
     // Done by the qkv GEMV just recorded (RopeArgs), which reads these when it runs.
+    const float* inv = static_cast<const float*>(b_.rope_.ptr);
     RopeArgs& a = *rs.args;
     a.on = true;
-    a.slot = meta;
+    a.slot = dmeta_;
     a.layer = layer;
     a.n_heads = cfg->n_heads;
     a.n_kv_heads = cfg->n_kv_heads;
@@ -2616,10 +2612,10 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
     a.n_rot = cfg->rope.n_rot;
     a.style_half = int(cfg->rope.style == RopeStyle::RotateHalf);
     a.inv_short = inv;
-    a.inv_long = inv + half;
-    a.mscale = mscale;
+    a.inv_long = inv + cfg->rope.n_rot / 2;
+    a.mscale = b_.mscale_;
     std::copy_n(bias, 3, a.bias);
-    record({11, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(layer), uint64_t(uintptr_t(inv)),
+    record({11, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(dmeta_)), uint64_t(layer), uint64_t(uintptr_t(inv)),
             uint64_t(uintptr_t(bias[0])), uint64_t(uintptr_t(bias[1])), uint64_t(uintptr_t(bias[2]))},
            [] {});
     return;
