@@ -49,6 +49,12 @@ inline bool any_above16(const float* p, float t) {
 #endif
 }
 
+// A candidate (logit or probability, id) before another: the higher value, then the lower id (a
+// closure type, so that the heap and sort calls inline it).
+constexpr auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+  return a.first > b.first || (a.first == b.first && a.second < b.second);
+};
+
 }  // namespace
 
 Sampler::Sampler(const SamplingParams& params)
@@ -75,12 +81,10 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
 
   // Candidates best first (the higher logit, then the lower id), cut by top-k first. Tokens masked
   // out (-inf, e.g. by a grammar) never become candidates.
-  auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
   cand_.clear();
   const size_t n = logits.size();
   const size_t k = p_.top_k > 0 ? size_t(p_.top_k) : n;
+  if (k >= n) return sample_untruncated(logits);
   // The first k candidates; then, where tokens remain, the k best in one pass over the rest: a heap
   // of k whose front is the worst kept; a later token (a higher id) replaces it only with a higher
   // logit, and runs of 16 with none above the front are passed over four-wide. A few hundred
@@ -114,7 +118,54 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     sum += c.first;
   }
   for (auto& c : cand_) c.first = float(c.first / sum);
+  return draw();
+}
 
+// Without top-k every token is a candidate, and sorting a vocabulary (~2 ms at 32k) is what the
+// cuts below need only the head of: the softmax's sum comes from one pass over every token; min-p
+// keeps only tokens whose weight exp((l - max) / T) is at least min_p (the normalisation cancels),
+// so the others are never sorted; and top-p's nucleus is selected before it is sorted.
+int32_t Sampler::sample_untruncated(std::span<const float> logits) {
+  const size_t best = argmax(logits);
+  const float max_l = logits[best];
+  if (max_l == kMasked) return int32_t(best);  // everything masked: the argmax fallback
+  // Below this weight a token is never a min-p survivor (a margin for the rounding of the
+  // normalised comparison min-p makes); 0: every token stays.
+  const float cut = p_.min_p > 0.0f ? p_.min_p * (1.0f - 1e-4f) : 0.0f;
+  double sum = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] == kMasked) continue;
+    const float e = std::exp((logits[i] - max_l) / p_.temperature);
+    sum += e;
+    if (e >= cut) cand_.push_back({e, int32_t(i)});
+  }
+  for (auto& c : cand_) c.first = float(c.first / sum);
+  // The best first, as far as the cuts below need them: with top-p, the best m (selected, not
+  // sorted; m doubling from 256) until their mass reaches p, then those sorted (its cut below is
+  // then exact); with min-p alone, the few it can keep; with neither, no order at all (every token
+  // is drawn from as it is).
+  if (p_.top_p < 1.0f) {
+    const size_t size = cand_.size();
+    size_t m = 0;
+    double acc = 0;
+    for (size_t next = std::min<size_t>(256, size);; next = std::min(size, 2 * next)) {
+      if (next < size)
+        std::nth_element(cand_.begin() + ptrdiff_t(m), cand_.begin() + ptrdiff_t(next), cand_.end(), better);
+      for (size_t i = m; i < next; ++i) acc += cand_[i].first;
+      m = next;
+      if (acc >= p_.top_p || m == size) break;
+    }
+    cand_.resize(m);
+    std::sort(cand_.begin(), cand_.end(), better);
+  } else if (p_.min_p > 0.0f) {
+    std::sort(cand_.begin(), cand_.end(), better);
+  }
+  return draw();
+}
+
+// The top-p and min-p cuts of the candidates (best first, their probabilities normalised over every
+// token), then a draw from what is left.
+int32_t Sampler::draw() {
   // top-p: the smallest prefix whose mass reaches p (at least one token).
   if (p_.top_p < 1.0f) {
     double acc = 0;

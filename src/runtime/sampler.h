@@ -20,6 +20,8 @@ class Sampler {
 
  private:
   void apply_penalties(std::span<float> logits, std::span<const int32_t> history) const;
+  int32_t sample_untruncated(std::span<const float> logits);
+  int32_t draw();
 
   SamplingParams p_;
   std::mt19937_64 rng_;

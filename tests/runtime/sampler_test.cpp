@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <random>
@@ -113,6 +115,67 @@ TEST(Sampler, TopKKeepsTheKBestOfAVocabulary) {
   EXPECT_EQ(seen, expected);
   EXPECT_EQ(seen.count(std::min(kth, other)), 1u);
   EXPECT_EQ(seen.count(std::max(kth, other)), 0u);
+}
+
+// Without top-k over a real vocabulary's width (the candidates are not sorted whole there): the
+// tokens drawn are exactly the top-p nucleus cut by min-p, as a full sort finds them, for a peaked
+// distribution (min-p cuts first; top-p first) and a flat one (a nucleus of most of the vocabulary).
+TEST(Sampler, UntruncatedCutsMatchAFullSort) {
+  constexpr int kVocab = 32064;
+  struct Case {
+    float sd, top_p, min_p;
+    int draws;
+    bool all_seen;  // every survivor turns up in `draws`
+  };
+  for (const Case c : {Case{3.0f, 1.0f, 0.05f, 3000, true}, Case{3.0f, 0.5f, 0.0f, 3000, true},
+                       Case{3.0f, 0.9f, 0.2f, 3000, true}, Case{0.01f, 0.9f, 0.0f, 200, false}}) {
+    std::mt19937 rng(17);
+    std::normal_distribution<float> dist(0.0f, c.sd);
+    std::vector<float> base(kVocab);
+    for (float& l : base) l = dist(rng);
+    base[123] = -std::numeric_limits<float>::infinity();  // masked: never drawn
+    // The reference: every token best first, the softmax over all, top-p's prefix, then min-p.
+    std::vector<int32_t> order;
+    for (int i = 0; i < kVocab; ++i)
+      if (i != 123) order.push_back(i);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+      return base[size_t(a)] > base[size_t(b)] || (base[size_t(a)] == base[size_t(b)] && a < b);
+    });
+    const double top = base[size_t(order[0])];
+    double sum = 0;
+    for (int32_t id : order) sum += std::exp(double(base[size_t(id)]) - top);
+    // (The flat case's nucleus reaches a little further: its last tokens' cut depends on how the
+    // sampler rounds ~29k probabilities of ~3.5e-5 each.)
+    const double reach = c.all_seen ? c.top_p : c.top_p + 1e-3;
+    std::set<int32_t> expected;
+    double acc = 0;
+    for (int32_t id : order) {
+      const double pr = std::exp(double(base[size_t(id)]) - top) / sum;
+      if (pr < c.min_p / sum) break;  // below min_p times the best one's probability
+      expected.insert(id);
+      acc += pr;
+      if (acc >= reach) break;
+    }
+    SamplingParams p;
+    p.temperature = 1.0f;
+    p.top_k = 0;
+    p.top_p = c.top_p;
+    p.min_p = c.min_p;
+    p.seed = 21;
+    Sampler s(p);
+    std::set<int32_t> seen;
+    for (int i = 0; i < c.draws; ++i) {
+      std::vector<float> l = base;
+      const int32_t t = s.sample(l, {});
+      ASSERT_TRUE(expected.count(t)) << "token " << t << " is outside the nucleus of " << expected.size();
+      seen.insert(t);
+    }
+    if (c.all_seen) {
+      EXPECT_EQ(seen, expected);
+    }
+    std::printf("[ sd %.2f, top-p %.2f, min-p %.2f ] %zu survivors, %zu drawn\n", c.sd, c.top_p, c.min_p,
+                expected.size(), seen.size());
+  }
 }
 
 TEST(Sampler, TopPKeepsTheSmallestNucleus) {
