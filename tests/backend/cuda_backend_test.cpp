@@ -505,8 +505,8 @@ TEST(CudaOps, RopeKvAndAttentionMatchTheCpu) {
   unsetenv("PENSIEVE_CUDA_SPLIT_CHUNKS");
 }
 
-// Decode steps of many lone tokens (windows of one to 22 32-key chunks, a sliding window, grouped
-// and plain heads, head dims 64 to 128) against the CPU, with the tokens' RoPE and KV store done by
+// Decode steps of many lone tokens (windows of one to 22 32-key chunks, a sliding window, LongRoPE,
+// grouped and plain heads, head dims 64 to 128) against the CPU, with the tokens' RoPE and KV store done by
 // the attention kernel and by the RoPE kernel (PENSIEVE_CUDA_ROPE_ATTN=0). The second step has one
 // sequence twice, its tokens apart in the pass, so that its later token's window holds a row the
 // same pass wrote (which keeps the RoPE kernel); the third has three tokens (the kernels of steps
@@ -515,8 +515,10 @@ TEST(CudaOps, DecodeAttentionOfLoneTokensMatchesTheCpu) {
   REQUIRE_GPU();
   struct Shape {
     int head_dim, n_heads, n_kv_heads, window, block_size;
+    bool long_rope;  // LongRoPE factors, the even sequences with the long ones
   };
-  for (const Shape sh : {Shape{96, 4, 4, 0, 16}, Shape{64, 8, 2, 150, 16}, Shape{128, 2, 1, 0, 4}}) {
+  for (const Shape sh :
+       {Shape{96, 4, 4, 0, 16, false}, Shape{64, 8, 2, 150, 16, true}, Shape{128, 2, 1, 0, 4, false}}) {
     ModelConfig cfg = small_config();
     cfg.head_dim = sh.head_dim;
     cfg.n_heads = sh.n_heads;
@@ -524,6 +526,17 @@ TEST(CudaOps, DecodeAttentionOfLoneTokensMatchesTheCpu) {
     cfg.dim = sh.head_dim * sh.n_heads;
     cfg.rope.n_rot = sh.head_dim;
     cfg.sliding_window = sh.window;
+    if (sh.long_rope) {
+      std::mt19937 frng(31);
+      cfg.rope.scaling = RopeScaling::LongRope;
+      cfg.rope.original_ctx = 20;
+      cfg.rope.short_factor = random_floats(size_t(sh.head_dim / 2), frng);
+      cfg.rope.long_factor = random_floats(size_t(sh.head_dim / 2), frng);
+      for (float& f : cfg.rope.short_factor) f = 1.0f + std::fabs(f);
+      for (float& f : cfg.rope.long_factor) f = 1.0f + 4.0f * std::fabs(f);
+      cfg.rope.attn_factor = 1.19f;
+    }
+    auto long_of = [&](int s) { return sh.long_rope && s % 2 == 0; };
     const int q_dim = cfg.n_heads * cfg.head_dim, kv_dim = cfg.n_kv_heads * cfg.head_dim;
     const int qkv_dim = q_dim + 2 * kv_dim;
     const std::vector<int> lens = {1, 3, 17, 64, 127, 128, 129, 300, 700};
@@ -565,7 +578,7 @@ TEST(CudaOps, DecodeAttentionOfLoneTokensMatchesTheCpu) {
         {
           std::vector<PassSlot> slots;
           for (int s = 0; s < n_seq; ++s)
-            for (int p = 0; p < lens[size_t(s)]; ++p) slots.push_back({seqs[size_t(s)].get(), p, false});
+            for (int p = 0; p < lens[size_t(s)]; ++p) slots.push_back({seqs[size_t(s)].get(), p, long_of(s)});
           auto pass = b->begin_pass(slots, pool);
           float* d_qkv = pass->buffer(Act::QKV, qkv_prompt.size());
           float* d_out = pass->buffer(Act::Att, size_t(total) * q_dim);
@@ -578,7 +591,7 @@ TEST(CudaOps, DecodeAttentionOfLoneTokensMatchesTheCpu) {
         std::vector<std::vector<float>> per_step;
         for (size_t k = 0; k < steps.size(); ++k) {
           std::vector<PassSlot> slots;
-          for (const auto& [s, p] : steps[k]) slots.push_back({seqs[size_t(s)].get(), p, false});
+          for (const auto& [s, p] : steps[k]) slots.push_back({seqs[size_t(s)].get(), p, long_of(s)});
           auto pass = b->begin_pass(slots, pool);
           float* d_qkv = pass->buffer(Act::QKV, qkv_steps[k].size());
           float* d_out = pass->buffer(Act::Att, slots.size() * q_dim);
@@ -597,10 +610,10 @@ TEST(CudaOps, DecodeAttentionOfLoneTokensMatchesTheCpu) {
       for (size_t k = 0; k < steps.size(); ++k) {
         const double e_cpu = rel_err(outs[1][f][k], outs[0][f][k]);
         const double e_rope = rel_err(outs[1][f][k], outs[2][f][k]);
-        std::printf("[ decode attention of %zu tokens, head_dim %d, %d/%d heads, window %d, kv %s, step %zu ] rel err "
-                    "%.3g against the CPU, %.3g against the RoPE kernel's\n",
-                    steps[k].size(), sh.head_dim, sh.n_heads, sh.n_kv_heads, sh.window, kv_type_name(kKvTypes[f]), k,
-                    e_cpu, e_rope);
+        std::printf("[ decode attention of %zu tokens, head_dim %d, %d/%d heads, window %d%s, kv %s, step %zu ] rel "
+                    "err %.3g against the CPU, %.3g against the RoPE kernel's\n",
+                    steps[k].size(), sh.head_dim, sh.n_heads, sh.n_kv_heads, sh.window, sh.long_rope ? ", LongRoPE" : "",
+                    kv_type_name(kKvTypes[f]), k, e_cpu, e_rope);
         // fp16 / Q8: rows rounded from keys and values the backends' RoPE left a bit apart may
         // round to neighbouring values (as in RopeKvAndAttentionMatchTheCpu).
         EXPECT_LT(e_cpu, kKvTypes[f] == KvType::Q8 ? 2e-3 : kKvTypes[f] == KvType::F16 ? 1e-3 : 1e-5);
