@@ -1242,7 +1242,8 @@ struct AttnPlan {
   int* split_counters = nullptr;
   float* split_parts = nullptr;
   // The lone tokens' RoPE and KV store done by the decode attention kernel (rope_and_store_kv
-  // deferred to it: every token a lone one, each its sequence's only one), with RoPE's factors.
+  // deferred to it: every token a lone one, each its sequence's only one); RoPE's inverse
+  // frequencies and scale, which every RoPE of the pass takes (set with the pass).
   bool rope = false;
   const float* inv_short = nullptr;
   const float* inv_long = nullptr;
@@ -2198,6 +2199,9 @@ CudaPass::CudaPass(const CudaBackend& b, std::span<const PassSlot> slots)
   dids_ = reinterpret_cast<const int32_t*>(base);
   dmeta_ = reinterpret_cast<const SlotMeta*>(base + meta_off);
   dtables_ = reinterpret_cast<const int32_t*>(base + table_off);
+  plan_.inv_short = static_cast<const float*>(b_.rope_.ptr);
+  plan_.inv_long = plan_.inv_short + b_.cfg_.rope.n_rot / 2;
+  plan_.mscale = b_.mscale_;
   if (tiled) {
     plan_.tiles = reinterpret_cast<const AttnTile*>(base + tiles_off);
     plan_.n_tiles = int(tiles.size());
@@ -2601,7 +2605,6 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
   if (fuse) {
     plan_.q8_store = q8;
     // Done by the qkv GEMV just recorded (RopeArgs), which reads these when it runs.
-    const float* inv = static_cast<const float*>(b_.rope_.ptr);
     RopeArgs& a = *rs.args;
     a.on = true;
     a.slot = dmeta_;
@@ -2611,12 +2614,13 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
     a.head_dim = cfg->head_dim;
     a.n_rot = cfg->rope.n_rot;
     a.style_half = int(cfg->rope.style == RopeStyle::RotateHalf);
-    a.inv_short = inv;
-    a.inv_long = inv + cfg->rope.n_rot / 2;
-    a.mscale = b_.mscale_;
+    a.inv_short = plan_.inv_short;
+    a.inv_long = plan_.inv_long;
+    a.mscale = plan_.mscale;
     std::copy_n(bias, 3, a.bias);
-    record({11, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(dmeta_)), uint64_t(layer), uint64_t(uintptr_t(inv)),
-            uint64_t(uintptr_t(bias[0])), uint64_t(uintptr_t(bias[1])), uint64_t(uintptr_t(bias[2]))},
+    record({11, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(dmeta_)), uint64_t(layer),
+            uint64_t(uintptr_t(a.inv_short)), uint64_t(uintptr_t(bias[0])), uint64_t(uintptr_t(bias[1])),
+            uint64_t(uintptr_t(bias[2]))},
            [] {});
     return;
   }
@@ -2634,27 +2638,21 @@ void CudaPass::rope_and_store_kv(int layer, float* qkv) {
 }
 
 void CudaPass::record_rope(int layer, float* qkv) {
-  const float* inv = static_cast<const float*>(b_.rope_.ptr);
-  const int half = b_.cfg_.rope.n_rot / 2;
+  const float *inv = plan_.inv_short, *inv_long = plan_.inv_long;
   const SlotMeta* meta = dmeta_;
   const int n = n_slots_;
   const ModelConfig* cfg = &b_.cfg_;
-  const float mscale = b_.mscale_;
+  const float mscale = plan_.mscale;
   cudaStream_t st = b_.stream_;
   record({4, uint64_t(uintptr_t(qkv)), uint64_t(uintptr_t(meta)), uint64_t(n), uint64_t(layer), uint64_t(uintptr_t(inv))},
-         [=] { rope_store(qkv, meta, n, layer, *cfg, inv, inv + half, mscale, st); });
+         [=] { rope_store(qkv, meta, n, layer, *cfg, inv, inv_long, mscale, st); });
 }
 
 void CudaPass::attention(int layer, const float* qkv, float* out) {
   qsrc_ = {};
   // The RoPE and KV store deferred by rope_and_store_kv, done by this attention's kernel.
   plan_.rope = pend_.kind == Pend::Rope && pend_.x == qkv && pend_.dim == layer;
-  if (plan_.rope) {
-    pend_ = Pending{};
-    plan_.inv_short = static_cast<const float*>(b_.rope_.ptr);
-    plan_.inv_long = plan_.inv_short + b_.cfg_.rope.n_rot / 2;
-    plan_.mscale = b_.mscale_;
-  }
+  if (plan_.rope) pend_ = Pending{};
   emit_pending();
   if (b_.fuse_on_ && b_.cfg_.head_dim % 32 == 0) {
     pend_ = Pending{Pend::Attn, out, qkv, nullptr, out, 0, layer, 0.0f, 0};
