@@ -142,7 +142,8 @@ class Scheduler : public GenerationService {
 
   // Owned by the scheduler thread.
   // PENSIEVE_SCHED_TIMING=1: where each step's time goes, by the number of sequences sampled,
-  // printed to stderr when the scheduler ends (a diagnostic, like PENSIEVE_CUDA_STEP_TIMING).
+  // printed to stderr when the scheduler ends (a diagnostic, like PENSIEVE_CUDA_STEP_TIMING);
+  // "between" runs from a step's end to the next one's start, so it includes any wait for work.
   struct StepTiming {
     struct Sum {
       int64_t steps = 0;
